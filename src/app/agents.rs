@@ -1,0 +1,394 @@
+//! Agent use-cases. Every one takes the caller resolved server-side; nothing in a request body or query can
+//! name another owner.
+
+use super::ports::{AgentChanges, Clock, Store, Written};
+use crate::domain::agent::{name_taken, Agent, AgentDescription, AgentName, AgentStatus};
+use crate::domain::ids::AgentId;
+use crate::domain::pagination::{Cursor, PageLimit};
+use crate::domain::user::User;
+use crate::domain::ApiError;
+use crate::http::body::double_option;
+use serde::{de::IgnoredAny, Deserialize, Serialize};
+
+/// `POST /v1/agents` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CreateAgentRequest {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Accepted for compatibility with clients that send it, and ignored: the owner is always the caller.
+    #[serde(default, rename = "userId")]
+    pub _user_id: Option<IgnoredAny>,
+}
+
+/// `PATCH /v1/agents/{agentId}` body. `description: null` clears the description.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UpdateAgentRequest {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub description: Option<Option<String>>,
+    #[serde(default, rename = "userId")]
+    pub _user_id: Option<IgnoredAny>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentPage {
+    pub agents: Vec<Agent>,
+    /// Pass as `cursor` to get the next (older) page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A path id that is malformed, unknown or someone else's gets the same answer.
+fn parse_agent_id(raw: &str) -> Result<AgentId, ApiError> {
+    AgentId::parse(raw).ok_or_else(ApiError::agent_not_found)
+}
+
+pub async fn create_agent<S: Store, C: Clock>(
+    store: &S,
+    clock: &C,
+    owner: &User,
+    req: CreateAgentRequest,
+) -> Result<Agent, ApiError> {
+    let name = AgentName::parse(&req.name)?;
+    let description = match req.description.as_deref() {
+        Some(d) => AgentDescription::parse(d)?,
+        None => None,
+    };
+    let now = clock.now_ms();
+    let agent = Agent {
+        id: AgentId::generate(),
+        user_id: owner.id.clone(),
+        name,
+        description,
+        status: AgentStatus::Active,
+        active_deployment_id: None,
+        created_at: now,
+        updated_at: now,
+    };
+    match store.insert_agent(&agent).await? {
+        Written::Done(()) => Ok(agent),
+        Written::NameTaken => Err(name_taken(&agent.name)),
+    }
+}
+
+pub async fn list_agents<S: Store>(
+    store: &S,
+    owner: &User,
+    cursor: Option<&str>,
+    limit: Option<&str>,
+) -> Result<AgentPage, ApiError> {
+    let limit = PageLimit::parse(limit)?;
+    let after = cursor.map(Cursor::decode).transpose()?;
+    // One extra row tells whether another page exists without a count query.
+    let mut agents = store
+        .list_agents(&owner.id, after.as_ref(), limit.get() + 1)
+        .await?;
+    let next_cursor = if agents.len() > limit.get() as usize {
+        agents.truncate(limit.get() as usize);
+        agents.last().map(|last| {
+            Cursor {
+                created_at: last.created_at,
+                id: last.id.to_string(),
+            }
+            .encode()
+        })
+    } else {
+        None
+    };
+    Ok(AgentPage {
+        agents,
+        next_cursor,
+    })
+}
+
+pub async fn get_agent<S: Store>(store: &S, owner: &User, raw_id: &str) -> Result<Agent, ApiError> {
+    let id = parse_agent_id(raw_id)?;
+    store
+        .agent(&owner.id, &id)
+        .await?
+        .ok_or_else(ApiError::agent_not_found)
+}
+
+/// Validates the whole body before touching storage, so a bad field changes nothing.
+pub fn validate_update(req: UpdateAgentRequest) -> Result<AgentChanges, ApiError> {
+    Ok(AgentChanges {
+        name: req.name.as_deref().map(AgentName::parse).transpose()?,
+        description: match req.description {
+            None => None,
+            Some(None) => Some(None),
+            Some(Some(d)) => Some(AgentDescription::parse(&d)?),
+        },
+        status: None,
+    })
+}
+
+async fn apply_changes<S: Store, C: Clock>(
+    store: &S,
+    clock: &C,
+    owner: &User,
+    raw_id: &str,
+    changes: AgentChanges,
+) -> Result<Agent, ApiError> {
+    let id = parse_agent_id(raw_id)?;
+    match store
+        .update_agent(&owner.id, &id, &changes, clock.now_ms())
+        .await?
+    {
+        Written::Done(Some(agent)) => Ok(agent),
+        Written::Done(None) => Err(ApiError::agent_not_found()),
+        Written::NameTaken => Err(name_taken(
+            changes.name.as_ref().expect("only a rename can collide"),
+        )),
+    }
+}
+
+pub async fn update_agent<S: Store, C: Clock>(
+    store: &S,
+    clock: &C,
+    owner: &User,
+    raw_id: &str,
+    req: UpdateAgentRequest,
+) -> Result<Agent, ApiError> {
+    let changes = validate_update(req)?;
+    apply_changes(store, clock, owner, raw_id, changes).await
+}
+
+pub async fn set_agent_status<S: Store, C: Clock>(
+    store: &S,
+    clock: &C,
+    owner: &User,
+    raw_id: &str,
+    status: AgentStatus,
+) -> Result<Agent, ApiError> {
+    let changes = AgentChanges {
+        status: Some(status),
+        ..AgentChanges::default()
+    };
+    apply_changes(store, clock, owner, raw_id, changes).await
+}
+
+pub async fn delete_agent<S: Store, C: Clock>(
+    store: &S,
+    clock: &C,
+    owner: &User,
+    raw_id: &str,
+) -> Result<(), ApiError> {
+    let id = parse_agent_id(raw_id)?;
+    if store.delete_agent(&owner.id, &id, clock.now_ms()).await? {
+        Ok(())
+    } else {
+        Err(ApiError::agent_not_found())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::memory::{MemoryStore, TestClock};
+    use crate::app::users::resolve_user;
+    use crate::auth::Identity;
+    use crate::domain::ErrorCode;
+    use pollster::block_on;
+
+    fn user(store: &MemoryStore, clock: &TestClock, sub: &str) -> User {
+        let identity = Identity {
+            issuer: "https://iss".into(),
+            subject: sub.into(),
+        };
+        block_on(resolve_user(store, clock, &identity)).unwrap()
+    }
+
+    fn create(
+        store: &MemoryStore,
+        clock: &TestClock,
+        owner: &User,
+        name: &str,
+    ) -> Result<Agent, ApiError> {
+        let req: CreateAgentRequest =
+            serde_json::from_value(serde_json::json!({ "name": name })).unwrap();
+        block_on(create_agent(store, clock, owner, req))
+    }
+
+    #[test]
+    fn names_are_unique_per_user_not_globally() {
+        let (store, clock) = (MemoryStore::default(), TestClock::new(1_000));
+        let alice = user(&store, &clock, "alice");
+        let bob = user(&store, &clock, "bob");
+        create(&store, &clock, &alice, "support-bot").unwrap();
+        assert_eq!(
+            create(&store, &clock, &alice, "support-bot")
+                .unwrap_err()
+                .code,
+            ErrorCode::AgentNameTaken
+        );
+        assert!(create(&store, &clock, &bob, "support-bot").is_ok());
+    }
+
+    #[test]
+    fn another_users_agent_is_indistinguishable_from_a_missing_one() {
+        let (store, clock) = (MemoryStore::default(), TestClock::new(1_000));
+        let alice = user(&store, &clock, "alice");
+        let mallory = user(&store, &clock, "mallory");
+        let agent = create(&store, &clock, &alice, "private-bot").unwrap();
+        let id = agent.id.as_str();
+        let missing = "agt_000000000000000000000000";
+        for raw in [id, missing, "not-an-id"] {
+            assert_eq!(
+                block_on(get_agent(&store, &mallory, raw)).unwrap_err(),
+                ApiError::agent_not_found()
+            );
+            let rename: UpdateAgentRequest =
+                serde_json::from_value(serde_json::json!({"name": "stolen"})).unwrap();
+            assert_eq!(
+                block_on(update_agent(&store, &clock, &mallory, raw, rename)).unwrap_err(),
+                ApiError::agent_not_found()
+            );
+            assert_eq!(
+                block_on(set_agent_status(
+                    &store,
+                    &clock,
+                    &mallory,
+                    raw,
+                    AgentStatus::Disabled
+                ))
+                .unwrap_err(),
+                ApiError::agent_not_found()
+            );
+            assert_eq!(
+                block_on(delete_agent(&store, &clock, &mallory, raw)).unwrap_err(),
+                ApiError::agent_not_found()
+            );
+        }
+        assert_eq!(block_on(get_agent(&store, &alice, id)).unwrap(), agent);
+        let page = block_on(list_agents(&store, &mallory, None, None)).unwrap();
+        assert!(page.agents.is_empty());
+    }
+
+    #[test]
+    fn pages_are_newest_first_and_cover_everything_once() {
+        let (store, clock) = (MemoryStore::default(), TestClock::new(1_000));
+        let alice = user(&store, &clock, "alice");
+        let mut created = Vec::new();
+        for i in 0..7 {
+            // Two agents per millisecond: the id breaks ties in the sort key.
+            if i % 2 == 0 {
+                clock.advance(1);
+            }
+            created.push(create(&store, &clock, &alice, &format!("agent-{i}")).unwrap());
+        }
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = block_on(list_agents(&store, &alice, cursor.as_deref(), Some("3"))).unwrap();
+            assert!(page.agents.len() <= 3);
+            seen.extend(page.agents.into_iter().map(|a| a.id));
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        let mut expected = created.clone();
+        expected.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+        assert_eq!(seen, expected.into_iter().map(|a| a.id).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn invalid_updates_change_nothing() {
+        let (store, clock) = (MemoryStore::default(), TestClock::new(1_000));
+        let alice = user(&store, &clock, "alice");
+        let agent = create(&store, &clock, &alice, "keep-me").unwrap();
+        create(&store, &clock, &alice, "taken-name").unwrap();
+        clock.advance(10);
+        for body in [
+            serde_json::json!({"name": "Bad Name", "description": "new"}),
+            serde_json::json!({"name": "ok-name", "description": "bell\u{7}"}),
+            serde_json::json!({"name": "taken-name"}),
+        ] {
+            let req: UpdateAgentRequest = serde_json::from_value(body).unwrap();
+            assert!(
+                block_on(update_agent(&store, &clock, &alice, agent.id.as_str(), req)).is_err()
+            );
+        }
+        assert_eq!(
+            block_on(get_agent(&store, &alice, agent.id.as_str())).unwrap(),
+            agent
+        );
+    }
+
+    #[test]
+    fn updates_disable_enable_and_delete() {
+        let (store, clock) = (MemoryStore::default(), TestClock::new(1_000));
+        let alice = user(&store, &clock, "alice");
+        let agent = create(&store, &clock, &alice, "bot-one").unwrap();
+        let id = agent.id.as_str();
+        clock.advance(5);
+        let req: UpdateAgentRequest =
+            serde_json::from_value(serde_json::json!({"description": "hello"})).unwrap();
+        let updated = block_on(update_agent(&store, &clock, &alice, id, req)).unwrap();
+        assert_eq!(updated.description.as_ref().unwrap().as_str(), "hello");
+        assert_eq!(updated.updated_at, 1_005);
+        assert_eq!(updated.name, agent.name);
+        let cleared: UpdateAgentRequest =
+            serde_json::from_value(serde_json::json!({"description": null})).unwrap();
+        assert_eq!(
+            block_on(update_agent(&store, &clock, &alice, id, cleared))
+                .unwrap()
+                .description,
+            None
+        );
+        for _ in 0..2 {
+            let disabled = block_on(set_agent_status(
+                &store,
+                &clock,
+                &alice,
+                id,
+                AgentStatus::Disabled,
+            ))
+            .unwrap();
+            assert_eq!(disabled.status, AgentStatus::Disabled);
+        }
+        let enabled = block_on(set_agent_status(
+            &store,
+            &clock,
+            &alice,
+            id,
+            AgentStatus::Active,
+        ))
+        .unwrap();
+        assert_eq!(enabled.status, AgentStatus::Active);
+        block_on(delete_agent(&store, &clock, &alice, id)).unwrap();
+        assert_eq!(
+            block_on(get_agent(&store, &alice, id)).unwrap_err().code,
+            ErrorCode::AgentNotFound
+        );
+        assert_eq!(
+            block_on(delete_agent(&store, &clock, &alice, id))
+                .unwrap_err()
+                .code,
+            ErrorCode::AgentNotFound
+        );
+        // The name is free again once the agent is deleted.
+        assert!(create(&store, &clock, &alice, "bot-one").is_ok());
+    }
+
+    #[test]
+    fn create_ignores_a_client_supplied_user_id_and_rejects_unknown_fields() {
+        let (store, clock) = (MemoryStore::default(), TestClock::new(1_000));
+        let alice = user(&store, &clock, "alice");
+        let bob = user(&store, &clock, "bob");
+        let req: CreateAgentRequest =
+            serde_json::from_value(serde_json::json!({"name": "mine", "userId": bob.id.as_str()}))
+                .unwrap();
+        let agent = block_on(create_agent(&store, &clock, &alice, req)).unwrap();
+        assert_eq!(agent.user_id, alice.id);
+        assert!(block_on(get_agent(&store, &bob, agent.id.as_str())).is_err());
+        assert!(serde_json::from_value::<CreateAgentRequest>(
+            serde_json::json!({"name": "x", "status": "disabled"})
+        )
+        .is_err());
+    }
+}

@@ -1,0 +1,164 @@
+//! In-memory implementations of the ports, for native tests of the use-cases. Semantics follow the D1 store:
+//! owner-scoped queries, unique live names per owner, soft delete, newest-first keyset pages.
+
+use super::ports::{AgentChanges, Clock, Store, StoreResult, Written};
+use crate::domain::agent::Agent;
+use crate::domain::ids::{AgentId, UserId};
+use crate::domain::pagination::Cursor;
+use crate::domain::user::User;
+use std::cell::{Cell, RefCell};
+
+#[derive(Default)]
+pub struct MemoryStore {
+    users: RefCell<Vec<(String, String, User)>>,
+    agents: RefCell<Vec<(Agent, Option<i64>)>>,
+}
+
+impl MemoryStore {
+    fn name_in_use(&self, owner: &UserId, name: &str, except: Option<&AgentId>) -> bool {
+        self.agents.borrow().iter().any(|(a, deleted)| {
+            deleted.is_none()
+                && &a.user_id == owner
+                && a.name.as_str() == name
+                && Some(&a.id) != except
+        })
+    }
+}
+
+impl Store for MemoryStore {
+    async fn user_by_identity(&self, issuer: &str, subject: &str) -> StoreResult<Option<User>> {
+        Ok(self
+            .users
+            .borrow()
+            .iter()
+            .find(|(i, s, _)| i == issuer && s == subject)
+            .map(|(_, _, u)| u.clone()))
+    }
+
+    async fn insert_user_if_absent(
+        &self,
+        issuer: &str,
+        subject: &str,
+        candidate: &User,
+    ) -> StoreResult<User> {
+        if let Some(user) = self.user_by_identity(issuer, subject).await? {
+            return Ok(user);
+        }
+        self.users
+            .borrow_mut()
+            .push((issuer.into(), subject.into(), candidate.clone()));
+        Ok(candidate.clone())
+    }
+
+    async fn list_agents(
+        &self,
+        owner: &UserId,
+        after: Option<&Cursor>,
+        limit: u32,
+    ) -> StoreResult<Vec<Agent>> {
+        let mut live: Vec<Agent> = self
+            .agents
+            .borrow()
+            .iter()
+            .filter(|(a, deleted)| deleted.is_none() && &a.user_id == owner)
+            .filter(|(a, _)| {
+                after.is_none_or(|c| (a.created_at, a.id.as_str()) < (c.created_at, c.id.as_str()))
+            })
+            .map(|(a, _)| a.clone())
+            .collect();
+        live.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+        live.truncate(limit as usize);
+        Ok(live)
+    }
+
+    async fn agent(&self, owner: &UserId, id: &AgentId) -> StoreResult<Option<Agent>> {
+        Ok(self
+            .agents
+            .borrow()
+            .iter()
+            .find(|(a, deleted)| deleted.is_none() && &a.user_id == owner && &a.id == id)
+            .map(|(a, _)| a.clone()))
+    }
+
+    async fn insert_agent(&self, agent: &Agent) -> StoreResult<Written<()>> {
+        if self.name_in_use(&agent.user_id, agent.name.as_str(), None) {
+            return Ok(Written::NameTaken);
+        }
+        self.agents.borrow_mut().push((agent.clone(), None));
+        Ok(Written::Done(()))
+    }
+
+    async fn update_agent(
+        &self,
+        owner: &UserId,
+        id: &AgentId,
+        changes: &AgentChanges,
+        updated_at: i64,
+    ) -> StoreResult<Written<Option<Agent>>> {
+        if self.agent(owner, id).await?.is_none() {
+            return Ok(Written::Done(None));
+        }
+        if let Some(name) = &changes.name {
+            if self.name_in_use(owner, name.as_str(), Some(id)) {
+                return Ok(Written::NameTaken);
+            }
+        }
+        let mut agents = self.agents.borrow_mut();
+        let (agent, _) = agents
+            .iter_mut()
+            .find(|(a, deleted)| deleted.is_none() && &a.id == id)
+            .expect("checked above");
+        if let Some(name) = &changes.name {
+            agent.name = name.clone();
+        }
+        if let Some(description) = &changes.description {
+            agent.description = description.clone();
+        }
+        if let Some(status) = changes.status {
+            agent.status = status;
+        }
+        agent.updated_at = updated_at;
+        Ok(Written::Done(Some(agent.clone())))
+    }
+
+    async fn delete_agent(
+        &self,
+        owner: &UserId,
+        id: &AgentId,
+        deleted_at: i64,
+    ) -> StoreResult<bool> {
+        let mut agents = self.agents.borrow_mut();
+        match agents
+            .iter_mut()
+            .find(|(a, deleted)| deleted.is_none() && &a.user_id == owner && &a.id == id)
+        {
+            Some((_, deleted)) => {
+                *deleted = Some(deleted_at);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+pub struct TestClock(Cell<i64>);
+
+impl TestClock {
+    pub fn new(now_ms: i64) -> Self {
+        TestClock(Cell::new(now_ms))
+    }
+
+    pub fn advance(&self, ms: i64) {
+        self.0.set(self.0.get() + ms);
+    }
+}
+
+impl Clock for TestClock {
+    fn now_ms(&self) -> i64 {
+        self.0.get()
+    }
+}

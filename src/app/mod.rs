@@ -1,0 +1,7 @@
+//! Use-cases over the ports. Pure: they see storage and time only through `ports`.
+
+pub mod agents;
+#[cfg(test)]
+pub(crate) mod memory;
+pub mod ports;
+pub mod users;

@@ -1,0 +1,237 @@
+//! The control plane's one error type: a stable machine code, its HTTP status, a human message and optional
+//! structured details. Every failure that reaches a client is one of these; `http::envelope` is the only place
+//! that turns it into bytes.
+
+use serde_json::Value;
+use std::fmt;
+
+/// Stable, snake_case error codes. Clients match on these, so a code is never renamed or reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    InvalidJson,
+    InvalidBody,
+    ValidationFailed,
+    InvalidQuery,
+    InvalidCursor,
+    MissingCredentials,
+    InvalidToken,
+    UnsupportedTokenAlgorithm,
+    UnknownSigningKey,
+    InvalidTokenSignature,
+    TokenExpired,
+    TokenNotYetValid,
+    InvalidTokenIssuer,
+    UnauthorizedParty,
+    CorsOriginNotAllowed,
+    RouteNotFound,
+    AgentNotFound,
+    MethodNotAllowed,
+    AgentNameTaken,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    InternalError,
+    ServerMisconfigured,
+    DependencyUnavailable,
+}
+
+impl ErrorCode {
+    /// Every code, so tests can check each one is documented and unique.
+    pub const ALL: &'static [ErrorCode] = &[
+        ErrorCode::InvalidJson,
+        ErrorCode::InvalidBody,
+        ErrorCode::ValidationFailed,
+        ErrorCode::InvalidQuery,
+        ErrorCode::InvalidCursor,
+        ErrorCode::MissingCredentials,
+        ErrorCode::InvalidToken,
+        ErrorCode::UnsupportedTokenAlgorithm,
+        ErrorCode::UnknownSigningKey,
+        ErrorCode::InvalidTokenSignature,
+        ErrorCode::TokenExpired,
+        ErrorCode::TokenNotYetValid,
+        ErrorCode::InvalidTokenIssuer,
+        ErrorCode::UnauthorizedParty,
+        ErrorCode::CorsOriginNotAllowed,
+        ErrorCode::RouteNotFound,
+        ErrorCode::AgentNotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::AgentNameTaken,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::InternalError,
+        ErrorCode::ServerMisconfigured,
+        ErrorCode::DependencyUnavailable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::InvalidBody => "invalid_body",
+            ErrorCode::ValidationFailed => "validation_failed",
+            ErrorCode::InvalidQuery => "invalid_query",
+            ErrorCode::InvalidCursor => "invalid_cursor",
+            ErrorCode::MissingCredentials => "missing_credentials",
+            ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::UnsupportedTokenAlgorithm => "unsupported_token_algorithm",
+            ErrorCode::UnknownSigningKey => "unknown_signing_key",
+            ErrorCode::InvalidTokenSignature => "invalid_token_signature",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::TokenNotYetValid => "token_not_yet_valid",
+            ErrorCode::InvalidTokenIssuer => "invalid_token_issuer",
+            ErrorCode::UnauthorizedParty => "unauthorized_party",
+            ErrorCode::CorsOriginNotAllowed => "cors_origin_not_allowed",
+            ErrorCode::RouteNotFound => "route_not_found",
+            ErrorCode::AgentNotFound => "agent_not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::AgentNameTaken => "agent_name_taken",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::InternalError => "internal_error",
+            ErrorCode::ServerMisconfigured => "server_misconfigured",
+            ErrorCode::DependencyUnavailable => "dependency_unavailable",
+        }
+    }
+
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorCode::InvalidJson
+            | ErrorCode::InvalidBody
+            | ErrorCode::ValidationFailed
+            | ErrorCode::InvalidQuery
+            | ErrorCode::InvalidCursor => 400,
+            ErrorCode::MissingCredentials
+            | ErrorCode::InvalidToken
+            | ErrorCode::UnsupportedTokenAlgorithm
+            | ErrorCode::UnknownSigningKey
+            | ErrorCode::InvalidTokenSignature
+            | ErrorCode::TokenExpired
+            | ErrorCode::TokenNotYetValid
+            | ErrorCode::InvalidTokenIssuer
+            | ErrorCode::UnauthorizedParty => 401,
+            ErrorCode::CorsOriginNotAllowed => 403,
+            ErrorCode::RouteNotFound | ErrorCode::AgentNotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::AgentNameTaken => 409,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::UnsupportedMediaType => 415,
+            ErrorCode::InternalError | ErrorCode::ServerMisconfigured => 500,
+            ErrorCode::DependencyUnavailable => 503,
+        }
+    }
+
+    /// Whether the same request may succeed if simply retried later.
+    pub fn retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::InternalError | ErrorCode::DependencyUnavailable
+        )
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failure on its way to the client. `internal_cause` is for the operator's log only and is never serialized.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub details: Option<Value>,
+    pub internal_cause: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+            details: None,
+            internal_cause: None,
+        }
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    /// A 500 whose cause is logged with the request id but hidden from the caller.
+    pub fn internal(cause: impl fmt::Display) -> Self {
+        ApiError {
+            code: ErrorCode::InternalError,
+            message:
+                "An internal error occurred. Retry later; quote the request id if it persists."
+                    .into(),
+            details: None,
+            internal_cause: Some(cause.to_string()),
+        }
+    }
+
+    /// A failed value rule on one named input field.
+    pub fn validation(field: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        ApiError::new(ErrorCode::ValidationFailed, message.clone())
+            .with_details(serde_json::json!({ "field": field, "reason": message }))
+    }
+
+    pub fn agent_not_found() -> Self {
+        ApiError::new(ErrorCode::AgentNotFound, "No agent with this id exists.")
+    }
+
+    pub fn status(&self) -> u16 {
+        self.code.status()
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn codes_are_unique_snake_case_and_map_to_error_statuses() {
+        let mut seen = HashSet::new();
+        for code in ErrorCode::ALL {
+            let s = code.as_str();
+            assert!(seen.insert(s), "duplicate code {s}");
+            assert!(
+                s.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{s} is not snake_case"
+            );
+            assert!((400..600).contains(&code.status()), "{s}");
+        }
+    }
+
+    #[test]
+    fn only_transient_server_failures_are_retryable() {
+        for code in ErrorCode::ALL {
+            if code.retryable() {
+                assert!(code.status() >= 500, "{code} is a 4xx marked retryable");
+            }
+        }
+        assert!(!ErrorCode::ServerMisconfigured.retryable());
+        assert!(ErrorCode::DependencyUnavailable.retryable());
+    }
+
+    #[test]
+    fn internal_errors_keep_the_cause_out_of_the_message() {
+        let err = ApiError::internal("D1_ERROR: no such table: agents");
+        assert_eq!(err.code, ErrorCode::InternalError);
+        assert!(!err.message.contains("D1_ERROR"));
+        assert_eq!(
+            err.internal_cause.as_deref(),
+            Some("D1_ERROR: no such table: agents")
+        );
+    }
+}

@@ -1,0 +1,9 @@
+//! Pure rules of the control plane: values, validation and state, with no I/O and no `worker` import.
+
+pub mod agent;
+pub mod error;
+pub mod ids;
+pub mod pagination;
+pub mod user;
+
+pub use error::{ApiError, ErrorCode};

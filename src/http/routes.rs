@@ -1,0 +1,209 @@
+//! The route table: one list that both the router and the OpenAPI consistency test read, so the two cannot
+//! drift apart silently.
+
+/// Every public route as `(method, path template)`, in the OpenAPI document's `{param}` syntax.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/health"),
+    ("GET", "/v1/me"),
+    ("GET", "/v1/agents"),
+    ("POST", "/v1/agents"),
+    ("GET", "/v1/agents/{agentId}"),
+    ("PATCH", "/v1/agents/{agentId}"),
+    ("DELETE", "/v1/agents/{agentId}"),
+    ("POST", "/v1/agents/{agentId}/disable"),
+    ("POST", "/v1/agents/{agentId}/enable"),
+];
+
+/// A matched route with its path parameters. Parameters are raw path segments; handlers parse them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Health,
+    Me,
+    ListAgents,
+    CreateAgent,
+    GetAgent(String),
+    UpdateAgent(String),
+    DeleteAgent(String),
+    DisableAgent(String),
+    EnableAgent(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteMiss {
+    NotFound,
+    /// The path exists but not with this method; carries the methods that do exist, for `Allow`.
+    MethodNotAllowed(Vec<&'static str>),
+}
+
+fn build(method: &str, template: &str, params: Vec<String>) -> Option<Route> {
+    let mut params = params.into_iter();
+    let mut param = || {
+        params
+            .next()
+            .expect("template and match agree on parameters")
+    };
+    Some(match (method, template) {
+        ("GET", "/health") => Route::Health,
+        ("GET", "/v1/me") => Route::Me,
+        ("GET", "/v1/agents") => Route::ListAgents,
+        ("POST", "/v1/agents") => Route::CreateAgent,
+        ("GET", "/v1/agents/{agentId}") => Route::GetAgent(param()),
+        ("PATCH", "/v1/agents/{agentId}") => Route::UpdateAgent(param()),
+        ("DELETE", "/v1/agents/{agentId}") => Route::DeleteAgent(param()),
+        ("POST", "/v1/agents/{agentId}/disable") => Route::DisableAgent(param()),
+        ("POST", "/v1/agents/{agentId}/enable") => Route::EnableAgent(param()),
+        _ => return None,
+    })
+}
+
+/// Segment-wise match of `path` against `template`; `{name}` matches one non-empty segment.
+fn match_template(template: &str, path: &str) -> Option<Vec<String>> {
+    let mut params = Vec::new();
+    let mut t = template.split('/');
+    let mut p = path.split('/');
+    loop {
+        match (t.next(), p.next()) {
+            (None, None) => return Some(params),
+            (Some(ts), Some(ps)) if ts.starts_with('{') => {
+                if ps.is_empty() {
+                    return None;
+                }
+                params.push(ps.to_owned());
+            }
+            (Some(ts), Some(ps)) if ts == ps => {}
+            _ => return None,
+        }
+    }
+}
+
+pub fn match_route(method: &str, path: &str) -> Result<Route, RouteMiss> {
+    // A trailing slash names the same resource; anything else must match exactly.
+    let path = if path.len() > 1 {
+        path.strip_suffix('/').unwrap_or(path)
+    } else {
+        path
+    };
+    let mut allowed = Vec::new();
+    for (m, template) in ROUTES {
+        if let Some(params) = match_template(template, path) {
+            if m.eq_ignore_ascii_case(method) {
+                if let Some(route) = build(m, template, params) {
+                    return Ok(route);
+                }
+            }
+            allowed.push(*m);
+        }
+    }
+    if allowed.is_empty() {
+        Err(RouteMiss::NotFound)
+    } else {
+        Err(RouteMiss::MethodNotAllowed(allowed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_in_the_table_is_reachable() {
+        for (method, template) in ROUTES {
+            let path = template.replace("{agentId}", "agt_x");
+            assert!(
+                match_route(method, &path).is_ok(),
+                "{method} {template} has no handler"
+            );
+        }
+    }
+
+    #[test]
+    fn paths_with_parameters() {
+        assert_eq!(
+            match_route("GET", "/v1/agents/agt_1"),
+            Ok(Route::GetAgent("agt_1".into()))
+        );
+        assert_eq!(
+            match_route("POST", "/v1/agents/agt_1/disable/"),
+            Ok(Route::DisableAgent("agt_1".into()))
+        );
+        assert_eq!(match_route("GET", "/v1/agents/"), Ok(Route::ListAgents));
+    }
+
+    #[test]
+    fn unknown_paths_and_wrong_methods() {
+        assert_eq!(match_route("GET", "/v1/nope"), Err(RouteMiss::NotFound));
+        assert_eq!(
+            match_route("GET", "/v1/agents//disable"),
+            Err(RouteMiss::NotFound)
+        );
+        assert_eq!(
+            match_route("GET", "/v1/agents/a/b"),
+            Err(RouteMiss::NotFound)
+        );
+        assert_eq!(
+            match_route("PUT", "/v1/agents/agt_1"),
+            Err(RouteMiss::MethodNotAllowed(vec!["GET", "PATCH", "DELETE"]))
+        );
+        assert_eq!(
+            match_route("GET", "/v1/agents/agt_1/enable"),
+            Err(RouteMiss::MethodNotAllowed(vec!["POST"]))
+        );
+    }
+
+    /// The OpenAPI document and the router must name the same `(method, path)` pairs.
+    #[test]
+    fn openapi_document_matches_the_router() {
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.yaml"))
+                .expect("docs/openapi.yaml");
+        let documented = documented_routes(&doc);
+        let mut routed: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        routed.sort();
+        assert_eq!(documented, routed, "docs/openapi.yaml and ROUTES disagree");
+    }
+
+    /// Every stable error code is listed in the document's `ErrorCode` schema.
+    #[test]
+    fn openapi_document_lists_every_error_code() {
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.yaml"))
+                .unwrap();
+        for code in crate::domain::ErrorCode::ALL {
+            assert!(
+                doc.contains(&format!("- {}\n", code.as_str())),
+                "error code {code} is not documented in docs/openapi.yaml"
+            );
+        }
+    }
+
+    /// Reads `paths:` from the YAML: path keys at two spaces, operations at four.
+    fn documented_routes(doc: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut in_paths = false;
+        let mut current: Option<String> = None;
+        for line in doc.lines() {
+            if !line.starts_with(' ') && !line.trim().is_empty() {
+                in_paths = line.trim_end() == "paths:";
+                continue;
+            }
+            if !in_paths {
+                continue;
+            }
+            if let Some(path) = line.strip_prefix("  /").and_then(|l| l.strip_suffix(':')) {
+                current = Some(format!("/{path}"));
+            } else if let Some(op) = line.strip_prefix("    ").and_then(|l| l.strip_suffix(':')) {
+                if ["get", "post", "put", "patch", "delete"].contains(&op) {
+                    out.push((
+                        op.to_uppercase(),
+                        current.clone().expect("operation under a path"),
+                    ));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}

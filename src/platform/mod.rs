@@ -1,0 +1,298 @@
+//! The Workers adapter: turns a `worker::Request` into calls on the pure core and the result into a
+//! `worker::Response`. Every response — success or error — leaves through `respond`, which adds the request id,
+//! CORS headers and, for errors, the envelope.
+
+mod d1_store;
+mod jwks;
+
+use crate::app::ports::{Clock, Store};
+use crate::app::{agents, users};
+use crate::auth::jwt;
+use crate::config::{ServiceConfig, CONFIG_VARS};
+use crate::domain::agent::AgentStatus;
+use crate::domain::ids::RequestId;
+use crate::domain::user::User;
+use crate::domain::{ApiError, ErrorCode};
+use crate::http::body::{
+    check_declared_length, check_json_content_type, parse_json, too_large, MAX_JSON_BODY_BYTES,
+};
+use crate::http::envelope::{error_body, error_headers};
+use crate::http::routes::{match_route, Route, RouteMiss};
+use d1_store::D1Store;
+use futures_util::StreamExt;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use worker::{console_error, event, Context, Env, Headers, Method, Request, Response};
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+struct JsClock;
+
+impl Clock for JsClock {
+    fn now_ms(&self) -> i64 {
+        js_sys::Date::now() as i64
+    }
+}
+
+/// A successful outcome before headers are added.
+enum Reply {
+    Json(u16, Value),
+    NoContent,
+    Preflight(Vec<(&'static str, String)>),
+}
+
+fn json_reply<T: Serialize>(status: u16, value: &T) -> Result<Reply, ApiError> {
+    serde_json::to_value(value)
+        .map(|v| Reply::Json(status, v))
+        .map_err(ApiError::internal)
+}
+
+thread_local! {
+    // Parsing the configuration (RSA keys included) once per isolate, keyed by the raw values so a changed
+    // variable is picked up without a redeploy of the code.
+    static CONFIG: RefCell<Option<(Vec<Option<String>>, Rc<ServiceConfig>)>> = const { RefCell::new(None) };
+}
+
+fn read_var(env: &Env, name: &str) -> Option<String> {
+    env.var(name)
+        .map(|v| v.to_string())
+        .or_else(|_| env.secret(name).map(|s| s.to_string()))
+        .ok()
+}
+
+fn load_config(env: &Env) -> Result<Rc<ServiceConfig>, ApiError> {
+    let raw: Vec<Option<String>> = CONFIG_VARS.iter().map(|name| read_var(env, name)).collect();
+    if let Some(config) = CONFIG.with(|c| {
+        c.borrow()
+            .as_ref()
+            .filter(|(cached_raw, _)| *cached_raw == raw)
+            .map(|(_, config)| config.clone())
+    }) {
+        return Ok(config);
+    }
+    let values: HashMap<&str, Option<String>> = CONFIG_VARS
+        .iter()
+        .copied()
+        .zip(raw.iter().cloned())
+        .collect();
+    let config =
+        ServiceConfig::from_vars(|name| values.get(name).cloned().flatten()).map_err(|reason| {
+            ApiError {
+                internal_cause: Some(format!("configuration: {reason}")),
+                ..ApiError::new(
+                    ErrorCode::ServerMisconfigured,
+                    "The service is misconfigured; the operator has been told why in the logs.",
+                )
+            }
+        })?;
+    let config = Rc::new(config);
+    CONFIG.with(|c| *c.borrow_mut() = Some((raw, config.clone())));
+    Ok(config)
+}
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+    let request_id = RequestId::accept_or_generate(header(&req, "X-Request-Id").as_deref());
+    let origin = header(&req, "Origin");
+    let config = load_config(&env);
+    let outcome = match &config {
+        Ok(config) => handle(req, &env, config).await,
+        Err(e) => Err(e.clone()),
+    };
+    let cors = match &config {
+        Ok(config) => config.cors.response_headers(origin.as_deref()),
+        Err(_) => Vec::new(),
+    };
+    respond(outcome, &request_id, cors)
+}
+
+fn header(req: &Request, name: &str) -> Option<String> {
+    req.headers().get(name).ok().flatten()
+}
+
+fn respond(
+    outcome: Result<Reply, ApiError>,
+    request_id: &RequestId,
+    cors: Vec<(&'static str, String)>,
+) -> worker::Result<Response> {
+    let headers = Headers::new();
+    headers.set("X-Request-Id", request_id.as_str())?;
+    headers.set("Cache-Control", "no-store")?;
+    headers.set("X-Content-Type-Options", "nosniff")?;
+    let (status, body, extra) = match outcome {
+        Ok(Reply::Json(status, value)) => (status, Some(value), Vec::new()),
+        Ok(Reply::NoContent) => (204, None, Vec::new()),
+        Ok(Reply::Preflight(preflight)) => (204, None, preflight),
+        Err(err) => {
+            if let Some(cause) = &err.internal_cause {
+                console_error!("request {request_id} failed with {}: {cause}", err.code);
+            }
+            (
+                err.status(),
+                Some(error_body(&err, request_id.as_str())),
+                error_headers(&err),
+            )
+        }
+    };
+    // Preflight answers carry their own CORS set; everything else gets the response set.
+    let cors = if extra
+        .iter()
+        .any(|(k, _)| k.starts_with("Access-Control-Allow-Methods"))
+    {
+        Vec::new()
+    } else {
+        cors
+    };
+    for (name, value) in cors.into_iter().chain(extra) {
+        headers.set(name, &value)?;
+    }
+    match body {
+        Some(value) => {
+            headers.set("Content-Type", "application/json; charset=utf-8")?;
+            Ok(Response::from_bytes(value.to_string().into_bytes())?
+                .with_status(status)
+                .with_headers(headers))
+        }
+        None => Ok(Response::empty()?.with_status(status).with_headers(headers)),
+    }
+}
+
+async fn handle(mut req: Request, env: &Env, config: &ServiceConfig) -> Result<Reply, ApiError> {
+    let method = req.method();
+    let url = req.url().map_err(ApiError::internal)?;
+    let path = url.path().to_owned();
+
+    if method == Method::Options && header(&req, "Access-Control-Request-Method").is_some() {
+        return preflight(config, header(&req, "Origin").as_deref());
+    }
+    if config.debug_routes && path == "/__debug/panic" {
+        panic!("deliberate panic from /__debug/panic");
+    }
+
+    let route = match_route(method.as_ref(), &path).map_err(|miss| match miss {
+        RouteMiss::NotFound => ApiError::new(
+            ErrorCode::RouteNotFound,
+            "No such route. See docs/openapi.yaml.",
+        ),
+        RouteMiss::MethodNotAllowed(allow) => ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            format!("This route does not accept {method}."),
+        )
+        .with_details(json!({ "allow": allow })),
+    })?;
+
+    let store = D1Store::new(env.d1("DB").map_err(ApiError::internal)?);
+    let clock = JsClock;
+    let query: HashMap<String, String> = url.query_pairs().into_owned().collect();
+
+    if route == Route::Health {
+        return health(&store).await;
+    }
+    let user = authenticate(&req, config, &store, &clock).await?;
+
+    match route {
+        Route::Health => unreachable!("answered before authentication"),
+        Route::Me => json_reply(200, &user),
+        Route::ListAgents => {
+            let page = agents::list_agents(
+                &store,
+                &user,
+                query.get("cursor").map(String::as_str),
+                query.get("limit").map(String::as_str),
+            )
+            .await?;
+            json_reply(200, &page)
+        }
+        Route::CreateAgent => {
+            let body = read_json(&mut req).await?;
+            json_reply(
+                201,
+                &agents::create_agent(&store, &clock, &user, body).await?,
+            )
+        }
+        Route::GetAgent(id) => json_reply(200, &agents::get_agent(&store, &user, &id).await?),
+        Route::UpdateAgent(id) => {
+            let body = read_json(&mut req).await?;
+            json_reply(
+                200,
+                &agents::update_agent(&store, &clock, &user, &id, body).await?,
+            )
+        }
+        Route::DeleteAgent(id) => {
+            agents::delete_agent(&store, &clock, &user, &id).await?;
+            Ok(Reply::NoContent)
+        }
+        Route::DisableAgent(id) => json_reply(
+            200,
+            &agents::set_agent_status(&store, &clock, &user, &id, AgentStatus::Disabled).await?,
+        ),
+        Route::EnableAgent(id) => json_reply(
+            200,
+            &agents::set_agent_status(&store, &clock, &user, &id, AgentStatus::Active).await?,
+        ),
+    }
+}
+
+fn preflight(config: &ServiceConfig, origin: Option<&str>) -> Result<Reply, ApiError> {
+    match origin {
+        Some(origin) if config.cors.allows(origin) => {
+            Ok(Reply::Preflight(config.cors.preflight_headers(origin)))
+        }
+        _ => Err(ApiError::new(
+            ErrorCode::CorsOriginNotAllowed,
+            "This origin is not allowed to call the API from a browser.",
+        )),
+    }
+}
+
+async fn health(store: &D1Store) -> Result<Reply, ApiError> {
+    match store.ping().await {
+        Ok(()) => Ok(Reply::Json(
+            200,
+            json!({ "status": "ok", "version": VERSION, "d1": "ok" }),
+        )),
+        Err(e) => Err(ApiError {
+            internal_cause: Some(format!("health: {}", e.0)),
+            ..ApiError::new(
+                ErrorCode::DependencyUnavailable,
+                "The database is not reachable.",
+            )
+            .with_details(json!({ "version": VERSION, "d1": "unreachable" }))
+        }),
+    }
+}
+
+async fn authenticate(
+    req: &Request,
+    config: &ServiceConfig,
+    store: &impl Store,
+    clock: &JsClock,
+) -> Result<User, ApiError> {
+    let authorization = header(req, "Authorization");
+    let token = jwt::bearer_token(authorization.as_deref())?;
+    let kid = jwt::signing_key_id(token)?;
+    let now = clock.now_ms();
+    let keys = jwks::keys_for(&config.auth.jwks, &kid, now).await?;
+    let identity = jwt::verify(token, &keys, &config.auth, now)?;
+    users::resolve_user(store, clock, &identity).await
+}
+
+/// Reads a JSON body, refusing a wrong content type, a declared or actual size over the limit (without
+/// buffering more than the limit), and malformed JSON.
+async fn read_json<T: serde::de::DeserializeOwned>(req: &mut Request) -> Result<T, ApiError> {
+    check_json_content_type(header(req, "Content-Type").as_deref())?;
+    check_declared_length(header(req, "Content-Length").as_deref())?;
+    let mut body = Vec::new();
+    let mut stream = req.stream().map_err(ApiError::internal)?;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(ApiError::internal)?;
+        if body.len() + chunk.len() > MAX_JSON_BODY_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    parse_json(&body)
+}

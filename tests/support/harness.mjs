@@ -1,0 +1,163 @@
+// Boots the built control plane in workerd (Miniflare) with D1, applies the real migrations from
+// d1-migrations/, and mints real RS256 tokens with jose. `TestApp` has one method per route.
+import { Miniflare } from "miniflare";
+import { exportJWK, generateKeyPair, SignJWT } from "jose";
+import { readdirSync, readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import path from "node:path";
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+export const ISSUER = "https://issuer.test.webhost.systems";
+const COMPATIBILITY_DATE = readFileSync(path.join(ROOT, "wrangler.toml"), "utf8").match(
+  /^compatibility_date = "([^"]+)"/m,
+)[1];
+
+/** An RS256 key pair as an identity provider holds it. */
+export async function makeSigningKey(kid = `kid-${crypto.randomUUID()}`) {
+  const { privateKey, publicKey } = await generateKeyPair("RS256", { extractable: true });
+  const jwk = { ...(await exportJWK(publicKey)), kid, alg: "RS256", use: "sig" };
+  return { kid, privateKey, publicKey, jwk };
+}
+
+export function jwksOf(...keys) {
+  return JSON.stringify({ keys: keys.map((k) => k.jwk) });
+}
+
+/** Signs `claims` (defaults: our issuer, one hour of validity) with `key`. */
+export async function mintToken(key, subject, { claims = {}, header = {}, expiresIn = "1h" } = {}) {
+  const jwt = new SignJWT({ ...claims })
+    .setProtectedHeader({ alg: "RS256", kid: key.kid, typ: "JWT", ...header })
+    .setIssuedAt();
+  if (subject !== undefined) jwt.setSubject(subject);
+  if (!("iss" in claims)) jwt.setIssuer(ISSUER);
+  if (expiresIn !== null) jwt.setExpirationTime(expiresIn);
+  return jwt.sign(key.privateKey);
+}
+
+/** Splits a migration file into statements (our migrations hold no `;` inside literals). */
+function migrationStatements() {
+  const dir = path.join(ROOT, "d1-migrations");
+  return readdirSync(dir)
+    .filter((f) => f.endsWith(".sql"))
+    .sort()
+    .flatMap((f) =>
+      readFileSync(path.join(dir, f), "utf8")
+        .split("\n")
+        .filter((line) => !line.trim().startsWith("--"))
+        .join("\n")
+        .split(";")
+        .map((s) => s.trim())
+        .filter(Boolean),
+    );
+}
+
+export function miniflareOptions(bindings) {
+  return {
+    modules: true,
+    modulesRoot: ROOT,
+    scriptPath: path.join(ROOT, "src/platform/entry.mjs"),
+    modulesRules: [
+      { type: "ESModule", include: ["**/*.js", "**/*.mjs"] },
+      { type: "CompiledWasm", include: ["**/*.wasm"] },
+    ],
+    compatibilityDate: COMPATIBILITY_DATE,
+    d1Databases: { DB: "control-plane-test" },
+    bindings,
+  };
+}
+
+/**
+ * Starts a control plane. `vars` override the configuration; by default it trusts `key` inline.
+ * A var given as `undefined` is left out entirely.
+ */
+export async function startControlPlane({ vars = {}, migrate = true } = {}) {
+  const key = await makeSigningKey();
+  const bindings = { AUTH_ISSUER: ISSUER, AUTH_JWKS: jwksOf(key), ...vars };
+  for (const [name, value] of Object.entries(bindings)) if (value === undefined) delete bindings[name];
+  const mf = new Miniflare(miniflareOptions(bindings));
+  await mf.ready;
+  const db = await mf.getD1Database("DB");
+  if (migrate) await db.batch(migrationStatements().map((sql) => db.prepare(sql)));
+  return new TestApp(mf, db, key);
+}
+
+export class TestApp {
+  constructor(mf, db, key) {
+    this.mf = mf;
+    this.db = db;
+    this.key = key;
+  }
+
+  async close() {
+    await this.mf.dispose();
+  }
+
+  token(subject, options) {
+    return mintToken(this.key, subject, options);
+  }
+
+  /** A raw request. `json` is sent as an application/json body; `token` as a bearer token. */
+  async request(method, pathname, { token, json, body, headers = {} } = {}) {
+    const h = new Headers(headers);
+    if (token) h.set("Authorization", `Bearer ${token}`);
+    if (json !== undefined) {
+      if (!h.has("Content-Type")) h.set("Content-Type", "application/json");
+      body = JSON.stringify(json);
+    }
+    const res = await this.mf.dispatchFetch(`http://control-plane.test${pathname}`, { method, headers: h, body });
+    const text = await res.text();
+    let data = null;
+    try {
+      data = text ? JSON.parse(text) : null;
+    } catch {
+      data = text;
+    }
+    return { status: res.status, headers: res.headers, body: data, text };
+  }
+
+  health() {
+    return this.request("GET", "/health");
+  }
+  me(token) {
+    return this.request("GET", "/v1/me", { token });
+  }
+  listAgents(token, query = "") {
+    return this.request("GET", `/v1/agents${query}`, { token });
+  }
+  createAgent(token, json) {
+    return this.request("POST", "/v1/agents", { token, json });
+  }
+  getAgent(token, id) {
+    return this.request("GET", `/v1/agents/${id}`, { token });
+  }
+  updateAgent(token, id, json) {
+    return this.request("PATCH", `/v1/agents/${id}`, { token, json });
+  }
+  deleteAgent(token, id) {
+    return this.request("DELETE", `/v1/agents/${id}`, { token });
+  }
+  disableAgent(token, id) {
+    return this.request("POST", `/v1/agents/${id}/disable`, { token });
+  }
+  enableAgent(token, id) {
+    return this.request("POST", `/v1/agents/${id}/enable`, { token });
+  }
+
+  /** Every stored agent row, straight from D1, for "nothing changed" assertions. */
+  async agentRows() {
+    const { results } = await this.db.prepare("SELECT * FROM agents ORDER BY id").all();
+    return results;
+  }
+}
+
+/** Asserts the error envelope (DESIGN.md §3) and returns its `error` object. */
+export function expectError(assert, res, status, code) {
+  assert.equal(res.status, status, `expected ${status} ${code}, got ${res.status}: ${res.text}`);
+  assert.ok(res.body && res.body.error, `no envelope: ${res.text}`);
+  const { error } = res.body;
+  assert.equal(error.code, code, res.text);
+  assert.equal(typeof error.message, "string");
+  assert.equal(typeof error.retryable, "boolean");
+  assert.equal(error.requestId, res.headers.get("X-Request-Id"));
+  return error;
+}
