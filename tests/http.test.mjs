@@ -28,7 +28,8 @@ test("a database failure is a generic, retryable 500 whose cause stays in the lo
     const res = await bare.me(await bare.token("u"));
     const err = expectError(assert, res, 500, "internal_error");
     assert.equal(err.retryable, true);
-    assert.ok(!/D1|SQL|table/i.test(res.text), res.text);
+    assert.ok(!/D1|SQL|table/i.test(err.message), err.message);
+    assert.equal(err.details, undefined);
   } finally {
     await bare.close();
   }

@@ -50,10 +50,13 @@ fn json_reply<T: Serialize>(status: u16, value: &T) -> Result<Reply, ApiError> {
         .map_err(ApiError::internal)
 }
 
+/// The raw values of `CONFIG_VARS`, in order: the key the parsed configuration is cached under.
+type RawConfig = Vec<Option<String>>;
+
 thread_local! {
     // Parsing the configuration (RSA keys included) once per isolate, keyed by the raw values so a changed
     // variable is picked up without a redeploy of the code.
-    static CONFIG: RefCell<Option<(Vec<Option<String>>, Rc<ServiceConfig>)>> = const { RefCell::new(None) };
+    static CONFIG: RefCell<Option<(RawConfig, Rc<ServiceConfig>)>> = const { RefCell::new(None) };
 }
 
 fn read_var(env: &Env, name: &str) -> Option<String> {
@@ -64,7 +67,7 @@ fn read_var(env: &Env, name: &str) -> Option<String> {
 }
 
 fn load_config(env: &Env) -> Result<Rc<ServiceConfig>, ApiError> {
-    let raw: Vec<Option<String>> = CONFIG_VARS.iter().map(|name| read_var(env, name)).collect();
+    let raw: RawConfig = CONFIG_VARS.iter().map(|name| read_var(env, name)).collect();
     if let Some(config) = CONFIG.with(|c| {
         c.borrow()
             .as_ref()
