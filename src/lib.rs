@@ -12,3 +12,7 @@ pub mod http;
 
 #[cfg(target_arch = "wasm32")]
 mod platform;
+
+#[cfg(target_arch = "wasm32")]
+#[path = "../durable_objects/mod.rs"]
+mod durable_objects;

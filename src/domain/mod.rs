@@ -4,6 +4,9 @@ pub mod agent;
 pub mod error;
 pub mod ids;
 pub mod pagination;
+pub mod period;
+pub mod reservation;
+pub mod session;
 pub mod user;
 
 pub use error::{ApiError, ErrorCode};

@@ -51,7 +51,8 @@ function migrationStatements() {
     );
 }
 
-export function miniflareOptions(bindings) {
+/** `extra` adds Miniflare options, e.g. `durableObjectsPersist` for restart tests. */
+export function miniflareOptions(bindings, extra = {}) {
   return {
     modules: true,
     modulesRoot: ROOT,
@@ -62,7 +63,12 @@ export function miniflareOptions(bindings) {
     ],
     compatibilityDate: COMPATIBILITY_DATE,
     d1Databases: { DB: "control-plane-test" },
+    durableObjects: {
+      USER_GATE: { className: "UserGate", useSQLite: true },
+      SESSION_MAP: { className: "SessionMap", useSQLite: true },
+    },
     bindings,
+    ...extra,
   };
 }
 
@@ -70,11 +76,11 @@ export function miniflareOptions(bindings) {
  * Starts a control plane. `vars` override the configuration; by default it trusts `key` inline.
  * A var given as `undefined` is left out entirely.
  */
-export async function startControlPlane({ vars = {}, migrate = true } = {}) {
+export async function startControlPlane({ vars = {}, migrate = true, miniflare = {} } = {}) {
   const key = await makeSigningKey();
   const bindings = { AUTH_ISSUER: ISSUER, AUTH_JWKS: jwksOf(key), ...vars };
   for (const [name, value] of Object.entries(bindings)) if (value === undefined) delete bindings[name];
-  const mf = new Miniflare(miniflareOptions(bindings));
+  const mf = new Miniflare(miniflareOptions(bindings, miniflare));
   await mf.ready;
   const db = await mf.getD1Database("DB");
   if (migrate) await db.batch(migrationStatements().map((sql) => db.prepare(sql)));
@@ -141,6 +147,12 @@ export class TestApp {
   }
   enableAgent(token, id) {
     return this.request("POST", `/v1/agents/${id}/enable`, { token });
+  }
+
+  /** A stub of a Durable Object of namespace `binding`, addressed by name. */
+  async durableObject(binding, name) {
+    const ns = await this.mf.getDurableObjectNamespace(binding);
+    return ns.get(ns.idFromName(name));
   }
 
   /** Every stored agent row, straight from D1, for "nothing changed" assertions. */
