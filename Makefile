@@ -50,8 +50,9 @@ setup: .make/rust-tools node_modules/.package-lock.json
 	@if ! wasm-bindgen --version 2>/dev/null | grep -qx "wasm-bindgen $*"; then cargo install wasm-bindgen-cli --version $* --force; fi
 	@touch $@
 
+# npm's output goes to stderr so that `make token` prints only the token, even on a first run.
 node_modules/.package-lock.json: package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	@npm ci --no-audit --no-fund --loglevel=error >&2
 	@touch $@
 
 ## Build ------------------------------------------------------------------------------------------------------
@@ -69,7 +70,7 @@ build: setup
 ## Local stack ------------------------------------------------------------------------------------------------
 
 .dev.vars: node_modules/.package-lock.json scripts/dev-keys.mjs scripts/dev-identity.mjs
-	node scripts/dev-keys.mjs
+	@node scripts/dev-keys.mjs
 
 dev: setup .dev.vars
 	$(WRANGLER) d1 migrations apply DB --local

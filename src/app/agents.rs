@@ -134,6 +134,10 @@ async fn apply_changes<S: Store, C: Clock>(
     changes: AgentChanges,
 ) -> Result<Agent, ApiError> {
     let id = parse_agent_id(raw_id)?;
+    if changes.is_empty() {
+        // `{}` is a valid PATCH that changes nothing, `updatedAt` included.
+        return get_agent(store, owner, raw_id).await;
+    }
     match store
         .update_agent(&owner.id, &id, &changes, clock.now_ms())
         .await?
@@ -339,6 +343,13 @@ mod tests {
                 .unwrap()
                 .description,
             None
+        );
+        clock.advance(5);
+        let empty: UpdateAgentRequest = serde_json::from_value(serde_json::json!({})).unwrap();
+        let unchanged = block_on(update_agent(&store, &clock, &alice, id, empty)).unwrap();
+        assert_eq!(
+            unchanged.updated_at, 1_005,
+            "an empty PATCH is not a change"
         );
         for _ in 0..2 {
             let disabled = block_on(set_agent_status(

@@ -34,6 +34,12 @@ pub struct AgentChanges {
     pub status: Option<AgentStatus>,
 }
 
+impl AgentChanges {
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none() && self.description.is_none() && self.status.is_none()
+    }
+}
+
 /// Persistence. Every agent operation takes the owner's id and matches on it in the query itself, so a
 /// foreign agent is simply not found: tenant isolation does not depend on a check being remembered.
 // Futures here are !Send on wasm (they hold JS values), and nothing is spawned across threads.
