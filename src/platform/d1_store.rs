@@ -5,6 +5,7 @@ use crate::domain::agent::{Agent, AgentDescription, AgentName, AgentStatus};
 use crate::domain::ids::{AgentId, UserId};
 use crate::domain::pagination::Cursor;
 use crate::domain::user::{Tier, User};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use wasm_bindgen::JsValue;
 use worker::D1Database;
@@ -126,9 +127,13 @@ fn is_unique_violation(e: &worker::Error) -> bool {
 }
 
 impl D1Store {
-    async fn agent_rows(&self, sql: &str, params: &[JsValue]) -> StoreResult<Vec<Agent>> {
-        let rows: Vec<AgentRow> = self
-            .db
+    /// Runs one statement and deserialises every row it returns.
+    async fn rows<T: DeserializeOwned>(
+        &self,
+        sql: &str,
+        params: &[JsValue],
+    ) -> StoreResult<Vec<T>> {
+        self.db
             .prepare(sql)
             .bind(params)
             .map_err(fail)?
@@ -136,7 +141,11 @@ impl D1Store {
             .await
             .map_err(fail)?
             .results()
-            .map_err(fail)?;
+            .map_err(fail)
+    }
+
+    async fn agent_rows(&self, sql: &str, params: &[JsValue]) -> StoreResult<Vec<Agent>> {
+        let rows: Vec<AgentRow> = self.rows(sql, params).await?;
         rows.into_iter().map(AgentRow::into_agent).collect()
     }
 }
@@ -285,15 +294,11 @@ impl Store for D1Store {
         deleted_at: i64,
     ) -> StoreResult<bool> {
         let rows: Vec<IdRow> = self
-            .db
-            .prepare(DELETE_AGENT)
-            .bind(&[text(owner.as_str()), text(id.as_str()), number(deleted_at)])
-            .map_err(fail)?
-            .all()
-            .await
-            .map_err(fail)?
-            .results()
-            .map_err(fail)?;
+            .rows(
+                DELETE_AGENT,
+                &[text(owner.as_str()), text(id.as_str()), number(deleted_at)],
+            )
+            .await?;
         Ok(!rows.is_empty())
     }
 
