@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod cloudflare;
 pub mod config;
 pub mod domain;
 pub mod http;
