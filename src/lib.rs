@@ -8,6 +8,7 @@ pub mod app;
 pub mod auth;
 pub mod cloudflare;
 pub mod config;
+pub mod crypto;
 pub mod domain;
 pub mod http;
 

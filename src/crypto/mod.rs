@@ -1,0 +1,3 @@
+//! Cryptography the control plane owns: sealing secrets at rest.
+
+pub mod secret_box;
