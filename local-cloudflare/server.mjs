@@ -1,0 +1,417 @@
+// The local Cloudflare: the part of the Cloudflare API v4 that the control plane (and wrangler) use, served on
+// this machine, with every uploaded script really running in workerd (one Miniflare, one worker per script).
+//
+//   /client/v4/...                        the API: same paths, multipart uploads, {success,errors,messages,result}
+//   /__workers/<script>/<path>            a script with its workers.dev route enabled (workers.dev style)
+//   /__dispatch/<namespace>/<script>/...  a script in a dispatch namespace (what the emulated binding calls)
+//   /__local/faults                       tests inject provider failures per step
+//
+// `node local-cloudflare/server.mjs` runs it standalone (make dev); tests import `startLocalCloudflare`.
+import http from "node:http";
+import { Miniflare } from "miniflare";
+import { transform } from "esbuild";
+import { existsSync, mkdirSync, readFileSync, writeFileSync, renameSync } from "node:fs";
+import path from "node:path";
+import { randomUUID } from "node:crypto";
+import { fileURLToPath } from "node:url";
+
+const ROOT_WORKER = "__local_cloudflare_root";
+// Content types the Workers API accepts for module parts, and how workerd loads them.
+const MODULE_TYPES = {
+  "application/javascript+module": "ESModule",
+  "text/javascript+module": "ESModule",
+  "application/javascript": "CommonJS",
+  "text/javascript": "CommonJS",
+  "application/wasm": "CompiledWasm",
+  "text/plain": "Text",
+  "application/octet-stream": "Data",
+  "application/json": "Text",
+};
+
+const envelope = (result, errors = [], status = 200) => ({ status, body: { success: errors.length === 0, errors, messages: [], result } });
+const failure = (status, code, message) => envelope(null, [{ code, message }], status);
+
+/** Splits a multipart/form-data body into parts {name, filename, contentType, data: Buffer}. */
+export function parseMultipart(buffer, contentType) {
+  const match = /boundary=(?:"([^"]+)"|([^;]+))/i.exec(contentType || "");
+  if (!match) throw new Error("multipart body without a boundary");
+  const boundary = Buffer.from(`--${match[1] || match[2]}`);
+  const parts = [];
+  let start = buffer.indexOf(boundary);
+  while (start !== -1) {
+    const next = buffer.indexOf(boundary, start + boundary.length);
+    if (next === -1) break;
+    const chunk = buffer.subarray(start + boundary.length + 2, next - 2); // skip CRLF after boundary, before next
+    const headerEnd = chunk.indexOf("\r\n\r\n");
+    if (headerEnd !== -1) {
+      const headers = chunk.subarray(0, headerEnd).toString("utf8");
+      const data = chunk.subarray(headerEnd + 4);
+      const name = /name="([^"]*)"/i.exec(headers)?.[1];
+      const filename = /filename="([^"]*)"/i.exec(headers)?.[1];
+      const type = /content-type:\s*([^\r\n;]+)/i.exec(headers)?.[1]?.trim() || "application/octet-stream";
+      parts.push({ name, filename, contentType: type, data });
+    }
+    start = next;
+  }
+  return parts;
+}
+
+function readBody(req) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    req.on("data", (c) => chunks.push(c));
+    req.on("end", () => resolve(Buffer.concat(chunks)));
+    req.on("error", reject);
+  });
+}
+
+/** Worker names in Miniflare must be unique across scopes. */
+const workerName = (scope, name) => `${scope === "workers" ? "w" : `d-${scope.slice("dispatch:".length)}`}--${name}`;
+
+export async function startLocalCloudflare({
+  port = 0,
+  host = "127.0.0.1",
+  apiToken = "local-cloudflare-token",
+  accountId = "local-account",
+  namespaces = ["webhost-agents"],
+  subdomain = "local",
+  stateDir = null,
+  log = () => {},
+} = {}) {
+  const scripts = new Map(); // key `${scope}/${name}` → script
+  const faults = [];
+  let mf = null;
+  let queue = Promise.resolve();
+
+  const stateFile = stateDir && path.join(stateDir, "scripts.json");
+  if (stateFile && existsSync(stateFile)) {
+    for (const s of JSON.parse(readFileSync(stateFile, "utf8"))) {
+      s.modules = s.modules.map((m) => ({ ...m, data: Buffer.from(m.data, "base64") }));
+      scripts.set(`${s.scope}/${s.name}`, s);
+    }
+  }
+  function persist() {
+    if (!stateFile) return;
+    mkdirSync(stateDir, { recursive: true });
+    const data = [...scripts.values()].map((s) => ({ ...s, modules: s.modules.map((m) => ({ ...m, data: m.data.toString("base64") })) }));
+    writeFileSync(`${stateFile}.tmp`, JSON.stringify(data));
+    renameSync(`${stateFile}.tmp`, stateFile);
+  }
+
+  function workerOptions(script) {
+    const bindings = { ...script.plainBindings, ...script.secrets };
+    return {
+      name: workerName(script.scope, script.name),
+      modules: script.modules.map((m) => ({
+        type: MODULE_TYPES[m.contentType] || "ESModule",
+        path: m.name,
+        contents: MODULE_TYPES[m.contentType] === "CompiledWasm" || MODULE_TYPES[m.contentType] === "Data" ? m.data : m.data.toString("utf8"),
+      })),
+      compatibilityDate: script.metadata.compatibility_date || "2026-07-30",
+      compatibilityFlags: script.metadata.compatibility_flags || [],
+      bindings,
+    };
+  }
+
+  function allWorkers(list) {
+    return [
+      { name: ROOT_WORKER, modules: true, script: "export default { fetch() { return new Response('local cloudflare', { status: 404 }); } }" },
+      ...list.map(workerOptions),
+    ];
+  }
+
+  /** Applies the current script set to workerd; on failure restores `previous` and rethrows. */
+  async function apply(previous) {
+    const workers = allWorkers([...scripts.values()]);
+    try {
+      if (!mf) {
+        mf = new Miniflare({ workers });
+        await mf.ready;
+      } else {
+        await mf.setOptions({ workers });
+      }
+    } catch (error) {
+      scripts.clear();
+      for (const [k, v] of previous) scripts.set(k, v);
+      if (mf) await mf.setOptions({ workers: allWorkers([...scripts.values()]) }).catch(() => {});
+      throw error;
+    }
+    persist();
+  }
+
+  /** Serialises changes: workerd is reconfigured one change at a time. */
+  function change(mutate) {
+    const run = queue.then(async () => {
+      const previous = new Map(scripts);
+      const result = mutate();
+      await apply(previous);
+      return result;
+    });
+    queue = run.catch(() => {});
+    return run;
+  }
+
+  function takeFault(step, method, pathname) {
+    const i = faults.findIndex((f) => f.step === step && (!f.method || f.method === method) && (!f.pathIncludes || pathname.includes(f.pathIncludes)));
+    if (i === -1) return null;
+    const fault = faults[i];
+    if (--fault.times <= 0) faults.splice(i, 1);
+    return fault;
+  }
+
+  function summary(s) {
+    return {
+      id: s.name,
+      etag: s.etag,
+      handlers: ["fetch"],
+      created_on: s.createdOn,
+      modified_on: s.modifiedOn,
+      compatibility_date: s.metadata.compatibility_date,
+      compatibility_flags: s.metadata.compatibility_flags || [],
+      tags: s.tags,
+      usage_model: "standard",
+      has_modules: true,
+    };
+  }
+
+  async function upload(scope, name, req, body) {
+    let parts;
+    try {
+      parts = parseMultipart(body, req.headers["content-type"]);
+    } catch (error) {
+      return failure(400, 10021, `could not parse the upload: ${error.message}`);
+    }
+    const metaPart = parts.find((p) => p.name === "metadata");
+    if (!metaPart) return failure(400, 10021, "the upload has no metadata part");
+    let metadata;
+    try {
+      metadata = JSON.parse(metaPart.data.toString("utf8"));
+    } catch {
+      return failure(400, 10021, "the metadata part is not JSON");
+    }
+    const modules = parts.filter((p) => p !== metaPart).map((p) => ({ name: p.filename || p.name, contentType: p.contentType, data: p.data }));
+    const main = metadata.main_module;
+    if (!main || !modules.some((m) => m.name === main)) return failure(400, 10021, `main_module ${JSON.stringify(main)} is not among the uploaded modules`);
+    // Reorder so the main module comes first: workerd treats the first module as the entry point.
+    modules.sort((a, b) => (a.name === main ? -1 : b.name === main ? 1 : 0));
+    for (const m of modules.filter((m) => MODULE_TYPES[m.contentType] === "ESModule" || MODULE_TYPES[m.contentType] === "CommonJS")) {
+      try {
+        await transform(m.data.toString("utf8"), { loader: "js", format: "esm", sourcefile: m.name, logLevel: "silent" });
+      } catch (error) {
+        const first = error.errors?.[0];
+        const where = first?.location ? ` at ${m.name}:${first.location.line}:${first.location.column}` : "";
+        return failure(400, 10021, `Uncaught SyntaxError: ${first?.text || error.message}${where}`);
+      }
+    }
+    const plainBindings = {};
+    const secretsFromMeta = {};
+    for (const b of metadata.bindings || []) {
+      if (b.type === "plain_text") plainBindings[b.name] = b.text;
+      else if (b.type === "secret_text") secretsFromMeta[b.name] = b.text;
+      else if (b.type === "json") plainBindings[b.name] = b.json;
+      else if (b.type === "inherit") continue;
+      else return failure(400, 10021, `binding type ${JSON.stringify(b.type)} is not supported by the local Cloudflare`);
+    }
+    const key = `${scope}/${name}`;
+    const existing = scripts.get(key);
+    const now = new Date().toISOString();
+    const script = {
+      scope,
+      name,
+      metadata,
+      modules,
+      plainBindings,
+      // Secrets set through the secrets API survive a new upload that keeps them (`keep_secrets` or an
+      // `inherit` binding), as on Cloudflare; secrets in the metadata replace them.
+      secrets: { ...(metadata.keep_secrets || (metadata.bindings || []).some((b) => b.type === "inherit") ? existing?.secrets : {}), ...secretsFromMeta },
+      tags: metadata.tags || existing?.tags || [],
+      subdomainEnabled: existing?.subdomainEnabled || false,
+      createdOn: existing?.createdOn || now,
+      modifiedOn: now,
+      etag: randomUUID().replaceAll("-", ""),
+    };
+    try {
+      await change(() => scripts.set(key, script));
+    } catch (error) {
+      return failure(400, 10021, `Script startup failed: ${String(error.message || error).slice(0, 500)}`);
+    }
+    log(`uploaded ${key}`);
+    return envelope({ ...summary(script), deployment_id: script.etag, startup_time_ms: 1 });
+  }
+
+  async function api(req, url, body) {
+    const auth = req.headers.authorization || "";
+    if (auth !== `Bearer ${apiToken}`) return failure(401, 10000, "Authentication error");
+    const p = url.pathname.slice("/client/v4".length).split("/").filter(Boolean);
+    const method = req.method;
+    if (p[0] === "accounts" && p[1] !== accountId) return failure(403, 10000, "Authentication error: not a member of this account");
+
+    // /accounts/:a/workers/dispatch/namespaces/:ns/scripts[/:name[/secrets]]
+    let scope = null;
+    let rest = null;
+    if (p[2] === "workers" && p[3] === "dispatch" && p[4] === "namespaces" && p[6] === "scripts") {
+      if (!namespaces.includes(p[5])) return failure(404, 100119, `dispatch namespace ${p[5]} does not exist`);
+      scope = `dispatch:${p[5]}`;
+      rest = p.slice(7);
+    } else if (p[2] === "workers" && p[3] === "scripts") {
+      scope = "workers";
+      rest = p.slice(4);
+    } else if (p[2] === "workers" && p[3] === "services" && p[4]) {
+      const s = scripts.get(`workers/${p[4]}`);
+      if (!s) return failure(404, 10090, "This Worker does not exist on your account.");
+      return envelope({ id: s.name, default_environment: { environment: "production", script: summary(s) } });
+    } else if (p[2] === "workers" && p[3] === "subdomain") {
+      return envelope({ subdomain });
+    }
+    if (scope) {
+      const stepFor = () => (rest[1] === "secrets" ? "secret" : rest[1] === "subdomain" ? "subdomain" : method === "DELETE" ? "delete" : method === "PUT" && rest.length === 1 ? "upload" : "other");
+      const fault = rest.length ? takeFault(stepFor(), method, url.pathname) : takeFault(method === "DELETE" ? "delete" : "list", method, url.pathname);
+      if (fault) return { status: fault.status, body: { success: false, errors: [{ code: fault.code || 10013, message: fault.message || "injected failure" }], messages: [], result: null }, headers: fault.retryAfter ? { "Retry-After": String(fault.retryAfter) } : {} };
+
+      if (rest.length === 0) {
+        const wanted = (url.searchParams.get("tags") || "").split(",").filter(Boolean).map((t) => t.replace(/:yes$/, ""));
+        const matching = [...scripts.values()].filter((s) => s.scope === scope && wanted.every((t) => s.tags.includes(t)));
+        if (method === "GET") return envelope(matching.map(summary));
+        if (method === "DELETE" && wanted.length) {
+          await change(() => matching.forEach((s) => scripts.delete(`${s.scope}/${s.name}`)));
+          return envelope(null);
+        }
+        return failure(405, 10000, "method not allowed");
+      }
+      const name = rest[0];
+      const key = `${scope}/${name}`;
+      if (rest.length === 1 && method === "PUT") return upload(scope, name, req, body);
+      const script = scripts.get(key);
+      if (!script) return failure(404, 10007, `This Worker (${name}) does not exist.`);
+      if (rest.length === 1 && method === "GET") return envelope(summary(script));
+      if (rest.length === 1 && method === "DELETE") {
+        await change(() => scripts.delete(key));
+        log(`deleted ${key}`);
+        return envelope(null);
+      }
+      if (rest[1] === "secrets") {
+        if (method === "GET") return envelope(Object.keys(script.secrets).map((n) => ({ name: n, type: "secret_text" })));
+        if (method === "PUT") {
+          let secret;
+          try {
+            secret = JSON.parse(body.toString("utf8"));
+          } catch {
+            return failure(400, 10021, "the body is not JSON");
+          }
+          if (!secret || typeof secret.name !== "string" || typeof secret.text !== "string") return failure(400, 10021, "expected {name, text, type}");
+          await change(() => scripts.set(key, { ...script, secrets: { ...script.secrets, [secret.name]: secret.text }, modifiedOn: new Date().toISOString() }));
+          return envelope({ name: secret.name, type: "secret_text" });
+        }
+        if (method === "DELETE" && rest[2]) {
+          const { [rest[2]]: _, ...remaining } = script.secrets;
+          await change(() => scripts.set(key, { ...script, secrets: remaining }));
+          return envelope(null);
+        }
+      }
+      if (rest[1] === "subdomain" && scope === "workers") {
+        if (method === "GET") return envelope({ enabled: script.subdomainEnabled, previews_enabled: false });
+        if (method === "POST") {
+          let wanted;
+          try {
+            wanted = JSON.parse(body.toString("utf8"));
+          } catch {
+            return failure(400, 10021, "the body is not JSON");
+          }
+          script.subdomainEnabled = wanted.enabled === true;
+          persist();
+          return envelope({ enabled: script.subdomainEnabled, previews_enabled: false });
+        }
+      }
+    }
+    log(`unhandled API call ${method} ${url.pathname}`);
+    return failure(404, 7003, `Could not route to ${url.pathname}, perhaps your object identifier is invalid?`);
+  }
+
+  /** Forwards a request to one script, streaming the answer back. */
+  async function forward(req, res, scope, name, rest, body) {
+    const script = scripts.get(`${scope}/${name}`);
+    if (!script || (scope === "workers" && !script.subdomainEnabled)) {
+      res.writeHead(404, { "Content-Type": "text/plain" }).end(`no script ${name} here`);
+      return;
+    }
+    const worker = await mf.getWorker(workerName(scope, name));
+    const headers = Object.fromEntries(Object.entries(req.headers).filter(([k]) => k !== "host" && k !== "connection"));
+    const controller = new AbortController();
+    res.on("close", () => controller.abort());
+    try {
+      const upstream = await worker.fetch(`https://${name}.${subdomain}.workers.dev${rest}`, {
+        method: req.method,
+        headers,
+        body: ["GET", "HEAD"].includes(req.method) ? undefined : body,
+        signal: controller.signal,
+      });
+      res.writeHead(upstream.status, Object.fromEntries(upstream.headers));
+      if (upstream.body) for await (const chunk of upstream.body) res.write(chunk);
+      res.end();
+    } catch (error) {
+      if (!res.headersSent) res.writeHead(502, { "Content-Type": "text/plain" });
+      res.end(`script ${name} failed: ${error.message}`);
+    }
+  }
+
+  const server = http.createServer(async (req, res) => {
+    try {
+      const url = new URL(req.url, `http://${req.headers.host || host}`);
+      const body = await readBody(req);
+      if (url.pathname.startsWith("/client/v4/")) {
+        const out = await api(req, url, body);
+        res.writeHead(out.status, { "Content-Type": "application/json", ...(out.headers || {}) }).end(JSON.stringify(out.body));
+        return;
+      }
+      const segments = url.pathname.split("/");
+      if (segments[1] === "__workers" && segments[2]) {
+        return forward(req, res, "workers", segments[2], "/" + segments.slice(3).join("/") + url.search, body);
+      }
+      if (segments[1] === "__dispatch" && segments[2] && segments[3]) {
+        return forward(req, res, `dispatch:${segments[2]}`, segments[3], "/" + segments.slice(4).join("/") + url.search, body);
+      }
+      if (url.pathname === "/__local/faults" && req.headers.authorization === `Bearer ${apiToken}`) {
+        if (req.method === "POST") faults.push({ times: 1, ...JSON.parse(body.toString("utf8")) });
+        if (req.method === "DELETE") faults.length = 0;
+        res.writeHead(200, { "Content-Type": "application/json" }).end(JSON.stringify(faults));
+        return;
+      }
+      res.writeHead(404, { "Content-Type": "text/plain" }).end("local cloudflare: unknown path");
+    } catch (error) {
+      res.writeHead(500, { "Content-Type": "text/plain" }).end(`local cloudflare error: ${error.message}`);
+    }
+  });
+
+  await apply(new Map(scripts));
+  await new Promise((resolve) => server.listen(port, host, resolve));
+  const origin = `http://${host}:${server.address().port}`;
+  return {
+    origin,
+    apiBase: `${origin}/client/v4`,
+    apiToken,
+    accountId,
+    namespace: namespaces[0],
+    /** The URL a workers.dev-style script answers on. */
+    workerUrl: (name) => `${origin}/__workers/${name}`,
+    scripts: () => [...scripts.values()].map((s) => ({ scope: s.scope, name: s.name, tags: s.tags, secrets: Object.keys(s.secrets), subdomainEnabled: s.subdomainEnabled })),
+    injectFault: (fault) => faults.push({ times: 1, ...fault }),
+    clearFaults: () => (faults.length = 0),
+    async close() {
+      await new Promise((resolve) => server.close(resolve));
+      server.closeAllConnections?.();
+      await queue;
+      await mf?.dispose();
+    },
+  };
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const lcf = await startLocalCloudflare({
+    port: Number(process.env.LOCAL_CLOUDFLARE_PORT || 8788),
+    apiToken: process.env.LOCAL_CLOUDFLARE_API_TOKEN || "local-cloudflare-token",
+    accountId: process.env.LOCAL_CLOUDFLARE_ACCOUNT_ID || "local-account",
+    stateDir: process.env.LOCAL_CLOUDFLARE_STATE || ".wrangler/local-cloudflare",
+    log: (line) => console.log(`[local-cloudflare] ${line}`),
+  });
+  console.log(`[local-cloudflare] API on ${lcf.apiBase} (account ${lcf.accountId}); scripts on ${lcf.origin}/__workers/<name>`);
+}

@@ -1,0 +1,195 @@
+// The local Cloudflare on its own: the API subset with its envelope and token check, scripts really running
+// in workerd with their bindings, workers.dev-style and dispatch-namespace access, deletion, tags, injected
+// faults, state kept on disk, and wrangler itself as a real client.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { Miniflare } from "miniflare";
+import { startLocalCloudflare } from "../local-cloudflare/server.mjs";
+import { ROOT } from "./support/harness.mjs";
+
+const run = promisify(execFile);
+let lcf;
+before(async () => {
+  lcf = await startLocalCloudflare();
+});
+after(() => lcf?.close());
+
+const ENV_ECHO = `export default { fetch(req, env) { return Response.json({ plain: env.PLAIN, secret: env.SECRET ?? null, later: env.LATER ?? null, path: new URL(req.url).pathname }); } };`;
+
+function uploadForm(code, metadata) {
+  const form = new FormData();
+  form.set("metadata", new Blob([JSON.stringify({ main_module: "index.js", compatibility_date: "2026-07-30", ...metadata })], { type: "application/json" }));
+  form.set("index.js", new Blob([code], { type: "application/javascript+module" }), "index.js");
+  return form;
+}
+
+async function api(method, p, { body, token = lcf.apiToken, json } = {}) {
+  const headers = { Authorization: `Bearer ${token}` };
+  if (json !== undefined) {
+    headers["Content-Type"] = "application/json";
+    body = JSON.stringify(json);
+  }
+  const res = await fetch(`${lcf.apiBase}/accounts/${lcf.accountId}${p}`, { method, headers, body });
+  return { status: res.status, body: await res.json() };
+}
+
+test("upload, enable workers.dev, call: plain and secret bindings are in env", async () => {
+  const bindings = [
+    { type: "plain_text", name: "PLAIN", text: "plain-value" },
+    { type: "secret_text", name: "SECRET", text: "secret-value" },
+  ];
+  const up = await api("PUT", "/workers/scripts/echo-env", { body: uploadForm(ENV_ECHO, { bindings, tags: ["t1"] }) });
+  assert.equal(up.status, 200, JSON.stringify(up.body));
+  assert.equal(up.body.success, true);
+  assert.deepEqual(up.body.errors, []);
+  assert.equal(up.body.result.id, "echo-env");
+
+  assert.equal((await fetch(lcf.workerUrl("echo-env"))).status, 404, "not routed before the subdomain is enabled");
+  const sub = await api("POST", "/workers/scripts/echo-env/subdomain", { json: { enabled: true } });
+  assert.equal(sub.body.result.enabled, true);
+  const res = await fetch(`${lcf.workerUrl("echo-env")}/some/path`);
+  assert.deepEqual(await res.json(), { plain: "plain-value", secret: "secret-value", later: null, path: "/some/path" });
+
+  const secret = await api("PUT", "/workers/scripts/echo-env/secrets", { json: { name: "LATER", text: "added", type: "secret_text" } });
+  assert.equal(secret.status, 200);
+  assert.equal((await (await fetch(lcf.workerUrl("echo-env"))).json()).later, "added");
+});
+
+test("the API checks the bearer token and the account", async () => {
+  const res = await api("GET", "/workers/scripts/echo-env", { token: "wrong" });
+  assert.equal(res.status, 401);
+  assert.equal(res.body.success, false);
+  assert.equal(res.body.errors[0].code, 10000);
+  const other = await fetch(`${lcf.apiBase}/accounts/not-mine/workers/scripts/x`, { headers: { Authorization: `Bearer ${lcf.apiToken}` } });
+  assert.equal(other.status, 403);
+});
+
+test("a script with a syntax error is refused with the provider's message and nothing changes", async () => {
+  const res = await api("PUT", "/workers/scripts/broken", { body: uploadForm("export default { fetch() { return new Response('x') }", {}) });
+  assert.equal(res.status, 400);
+  assert.equal(res.body.errors[0].code, 10021);
+  assert.match(res.body.errors[0].message, /SyntaxError/);
+  assert.equal((await api("GET", "/workers/scripts/broken")).status, 404);
+  const throwsAtStartup = await api("PUT", "/workers/scripts/throws", { body: uploadForm("throw new Error('boom at startup'); export default {}", {}) });
+  assert.equal(throwsAtStartup.status, 400);
+  assert.equal((await fetch(`${lcf.workerUrl("echo-env")}`)).status, 200, "other scripts keep running");
+});
+
+test("deleting a script stops it", async () => {
+  await api("PUT", "/workers/scripts/short-lived", { body: uploadForm(ENV_ECHO, {}) });
+  await api("POST", "/workers/scripts/short-lived/subdomain", { json: { enabled: true } });
+  assert.equal((await fetch(lcf.workerUrl("short-lived"))).status, 200);
+  assert.equal((await api("DELETE", "/workers/scripts/short-lived?force=true")).status, 200);
+  assert.equal((await fetch(lcf.workerUrl("short-lived"))).status, 404);
+  assert.equal((await api("DELETE", "/workers/scripts/short-lived")).status, 404);
+});
+
+test("dispatch namespace: upload, list and bulk delete by tag, reach through the emulated binding", async () => {
+  const ns = `/workers/dispatch/namespaces/${lcf.namespace}/scripts`;
+  for (const [name, tags] of [["d1", ["agent-a", "user-u"]], ["d2", ["agent-a", "user-u"]], ["d3", ["agent-b", "user-u"]]]) {
+    const up = await api("PUT", `${ns}/${name}`, { body: uploadForm(ENV_ECHO, { tags, bindings: [{ type: "plain_text", name: "PLAIN", text: name }] }) });
+    assert.equal(up.status, 200, JSON.stringify(up.body));
+  }
+  assert.equal((await api("PUT", `/workers/dispatch/namespaces/nope/scripts/x`, { body: uploadForm(ENV_ECHO, {}) })).status, 404);
+  const listed = await api("GET", `${ns}?tags=agent-a:yes`);
+  assert.deepEqual(listed.body.result.map((s) => s.id).sort(), ["d1", "d2"]);
+
+  // A worker holding the emulated dispatch namespace binding reaches the scripts by name.
+  const callerScript = `export default { async fetch(req, env) {
+    const name = new URL(req.url).pathname.slice(1);
+    return env.DISPATCHER.get(name, {}, { limits: { cpuMs: 50 } }).fetch("https://agent/hello");
+  } };`;
+  const caller = new Miniflare({
+    workers: [
+      {
+        name: "caller",
+        modules: true,
+        compatibilityDate: "2026-07-30",
+        script: callerScript,
+        wrappedBindings: { DISPATCHER: { scriptName: "dispatcher", bindings: { LOCAL_CLOUDFLARE_ORIGIN: lcf.origin, NAMESPACE: lcf.namespace } } },
+      },
+      { name: "dispatcher", modules: true, scriptPath: path.join(ROOT, "local-cloudflare/dispatcher.mjs") },
+    ],
+  });
+  try {
+    const res = await caller.dispatchFetch("http://caller/d1");
+    assert.deepEqual(await res.json(), { plain: "d1", secret: null, later: null, path: "/hello" });
+  } finally {
+    await caller.dispose();
+  }
+
+  assert.equal((await api("DELETE", `${ns}?tags=agent-a:yes`)).status, 200);
+  const left = await api("GET", ns);
+  assert.deepEqual(left.body.result.map((s) => s.id), ["d3"]);
+  assert.equal((await fetch(`${lcf.origin}/__dispatch/${lcf.namespace}/d1/`)).status, 404);
+});
+
+test("injected faults answer like Cloudflare, once per injection", async () => {
+  lcf.injectFault({ step: "upload", status: 503, message: "temporarily unavailable" });
+  const failed = await api("PUT", "/workers/scripts/faulty", { body: uploadForm(ENV_ECHO, {}) });
+  assert.equal(failed.status, 503);
+  assert.equal(failed.body.success, false);
+  assert.equal(failed.body.errors[0].message, "temporarily unavailable");
+  assert.equal((await api("PUT", "/workers/scripts/faulty", { body: uploadForm(ENV_ECHO, {}) })).status, 200);
+  lcf.injectFault({ step: "secret", status: 429, retryAfter: 7 });
+  const limited = await fetch(`${lcf.apiBase}/accounts/${lcf.accountId}/workers/scripts/faulty/secrets`, {
+    method: "PUT",
+    headers: { Authorization: `Bearer ${lcf.apiToken}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ name: "X", text: "y", type: "secret_text" }),
+  });
+  assert.equal(limited.status, 429);
+  assert.equal(limited.headers.get("Retry-After"), "7");
+});
+
+test("state kept on disk survives a restart", async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "lcf-state-"));
+  try {
+    const first = await startLocalCloudflare({ stateDir: dir });
+    const form = uploadForm(ENV_ECHO, { bindings: [{ type: "plain_text", name: "PLAIN", text: "kept" }] });
+    await fetch(`${first.apiBase}/accounts/${first.accountId}/workers/scripts/durable`, { method: "PUT", headers: { Authorization: `Bearer ${first.apiToken}` }, body: form });
+    await fetch(`${first.apiBase}/accounts/${first.accountId}/workers/scripts/durable/subdomain`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${first.apiToken}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ enabled: true }),
+    });
+    await first.close();
+    const second = await startLocalCloudflare({ stateDir: dir });
+    try {
+      assert.equal((await (await fetch(second.workerUrl("durable"))).json()).plain, "kept");
+    } finally {
+      await second.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("wrangler deploy, pointed at the local Cloudflare, uploads a worker that then runs", async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "wrangler-client-"));
+  try {
+    writeFileSync(path.join(dir, "wrangler.toml"), 'name = "from-wrangler"\nmain = "index.js"\ncompatibility_date = "2026-07-30"\n[vars]\nGREETING = "hello"\n');
+    writeFileSync(path.join(dir, "index.js"), "export default { fetch(req, env) { return new Response(`${env.GREETING} from a wrangler upload`); } };\n");
+    const { stdout } = await run(path.join(ROOT, "node_modules/.bin/wrangler"), ["deploy"], {
+      cwd: dir,
+      env: {
+        ...process.env,
+        PATH: `${path.join(ROOT, "node_modules/.bin")}:${process.env.PATH}`,
+        CLOUDFLARE_API_BASE_URL: lcf.apiBase,
+        CLOUDFLARE_API_TOKEN: lcf.apiToken,
+        CLOUDFLARE_ACCOUNT_ID: lcf.accountId,
+        WRANGLER_SEND_METRICS: "false",
+        CI: "true",
+      },
+    });
+    assert.match(stdout, /Uploaded from-wrangler/);
+    const res = await fetch(lcf.workerUrl("from-wrangler"));
+    assert.equal(await res.text(), "hello from a wrangler upload");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
