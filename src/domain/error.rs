@@ -32,6 +32,13 @@ pub enum ErrorCode {
     InternalError,
     ServerMisconfigured,
     DependencyUnavailable,
+    InvalidIdempotencyKey,
+    IdempotencyKeyReused,
+    DeploymentNotFound,
+    AgentDisabled,
+    DeploymentNotActivatable,
+    SecretNotFound,
+    DeploysNotConfigured,
 }
 
 impl ErrorCode {
@@ -61,6 +68,13 @@ impl ErrorCode {
         ErrorCode::InternalError,
         ErrorCode::ServerMisconfigured,
         ErrorCode::DependencyUnavailable,
+        ErrorCode::InvalidIdempotencyKey,
+        ErrorCode::IdempotencyKeyReused,
+        ErrorCode::DeploymentNotFound,
+        ErrorCode::AgentDisabled,
+        ErrorCode::DeploymentNotActivatable,
+        ErrorCode::SecretNotFound,
+        ErrorCode::DeploysNotConfigured,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -89,6 +103,13 @@ impl ErrorCode {
             ErrorCode::InternalError => "internal_error",
             ErrorCode::ServerMisconfigured => "server_misconfigured",
             ErrorCode::DependencyUnavailable => "dependency_unavailable",
+            ErrorCode::DeploysNotConfigured => "deploys_not_configured",
+            ErrorCode::SecretNotFound => "secret_not_found",
+            ErrorCode::DeploymentNotActivatable => "deployment_not_activatable",
+            ErrorCode::AgentDisabled => "agent_disabled",
+            ErrorCode::DeploymentNotFound => "deployment_not_found",
+            ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
+            ErrorCode::InvalidIdempotencyKey => "invalid_idempotency_key",
         }
     }
 
@@ -115,7 +136,11 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::InternalError | ErrorCode::ServerMisconfigured => 500,
-            ErrorCode::DependencyUnavailable => 503,
+            ErrorCode::DependencyUnavailable | ErrorCode::DeploysNotConfigured => 503,
+            ErrorCode::InvalidIdempotencyKey => 400,
+            ErrorCode::IdempotencyKeyReused => 422,
+            ErrorCode::DeploymentNotFound | ErrorCode::SecretNotFound => 404,
+            ErrorCode::AgentDisabled | ErrorCode::DeploymentNotActivatable => 409,
         }
     }
 

@@ -79,6 +79,11 @@ prefixed_id!(
     AgentId,
     "agt_"
 );
+prefixed_id!(
+    /// One immutable deployment of an agent.
+    DeploymentId,
+    "dep_"
+);
 
 /// Correlates one request across the response, the logs and support conversations.
 #[derive(Debug, Clone, PartialEq, Eq)]

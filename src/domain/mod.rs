@@ -1,6 +1,7 @@
 //! Pure rules of the control plane: values, validation and state, with no I/O and no `worker` import.
 
 pub mod agent;
+pub mod deployment;
 pub mod error;
 pub mod ids;
 pub mod pagination;

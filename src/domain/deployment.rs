@@ -1,0 +1,419 @@
+//! Deployments: immutable records of one upload of an agent's code, with the status state machine
+//! (DESIGN.md §4.2) and the validation of a deploy request.
+
+use super::error::{ApiError, ErrorCode};
+use super::ids::{AgentId, DeploymentId, UserId};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// `deploying → active | failed`, `active → inactive` (superseded), `inactive → active` (rollback).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeploymentStatus {
+    Deploying,
+    Active,
+    Failed,
+    Inactive,
+}
+
+impl DeploymentStatus {
+    pub const ALL: [DeploymentStatus; 4] = [
+        DeploymentStatus::Deploying,
+        DeploymentStatus::Active,
+        DeploymentStatus::Failed,
+        DeploymentStatus::Inactive,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeploymentStatus::Deploying => "deploying",
+            DeploymentStatus::Active => "active",
+            DeploymentStatus::Failed => "failed",
+            DeploymentStatus::Inactive => "inactive",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        DeploymentStatus::ALL
+            .into_iter()
+            .find(|s| s.as_str() == value)
+    }
+
+    /// Whether a deployment may go from `self` to `next`. A deployment that finished deploying successfully but
+    /// was overtaken by a newer one goes straight to `inactive`.
+    pub fn can_become(self, next: DeploymentStatus) -> bool {
+        use DeploymentStatus::*;
+        matches!(
+            (self, next),
+            (Deploying, Active)
+                | (Deploying, Failed)
+                | (Deploying, Inactive)
+                | (Active, Inactive)
+                | (Inactive, Active)
+        )
+    }
+
+    /// Only deployments that deployed successfully may receive the routing pointer.
+    pub fn deployed_successfully(self) -> bool {
+        matches!(self, DeploymentStatus::Active | DeploymentStatus::Inactive)
+    }
+}
+
+/// Where a failed deployment stopped, for the owner to debug: no secrets, no token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentError {
+    pub step: String,
+    pub endpoint: Option<String>,
+    pub kind: String,
+    pub status: Option<u16>,
+    pub provider_codes: Vec<i64>,
+    pub message: String,
+}
+
+/// A deployment as stored and returned. Only `status`, `provider_ref`, `error` and the timestamps that record
+/// those changes are ever updated.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deployment {
+    pub id: DeploymentId,
+    pub agent_id: AgentId,
+    #[serde(skip)]
+    pub user_id: UserId,
+    pub version: i64,
+    pub status: DeploymentStatus,
+    pub runtime_provider: String,
+    pub deploy_target: String,
+    pub script_name: String,
+    pub main_module_name: String,
+    pub compatibility_date: String,
+    pub invoke_path: String,
+    /// `template` or `custom`.
+    pub source: String,
+    pub code_sha256: String,
+    /// Plain (non-secret) environment variables the request set.
+    pub env: BTreeMap<String, String>,
+    /// Where the runtime reaches it: a URL (workers.dev) or `namespace/script`.
+    pub provider_ref: Option<String>,
+    pub error: Option<DeploymentError>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+/// The script name on the provider: unique per deployment, valid as a Workers script name (lowercase
+/// letters, digits, `-`; at most 63 characters).
+pub fn script_name_for(id: &DeploymentId) -> String {
+    format!("wh-{}", id.as_str().replace('_', "-"))
+}
+
+/// `POST /v1/agents/{agentId}/deploy` body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DeployRequest {
+    #[serde(default)]
+    pub module_code: Option<String>,
+    #[serde(default)]
+    pub main_module_name: Option<String>,
+    #[serde(default)]
+    pub compatibility_date: Option<String>,
+    #[serde(default)]
+    pub invoke_path: Option<String>,
+    #[serde(default)]
+    pub env: Option<BTreeMap<String, Value>>,
+}
+
+/// A deploy request after validation and defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploySpec {
+    pub module_code: String,
+    pub source: &'static str,
+    pub main_module_name: String,
+    pub compatibility_date: String,
+    pub invoke_path: String,
+    pub env: BTreeMap<String, String>,
+}
+
+pub const MAX_MODULE_BYTES: usize = 1024 * 1024;
+pub const MAX_ENV_VARS: usize = 32;
+pub const MAX_ENV_VALUE_BYTES: usize = 4096;
+pub const DEFAULT_INVOKE_PATH: &str = "/invoke";
+pub const DEFAULT_MAIN_MODULE: &str = "index.js";
+
+/// Bindings the platform injects into every deployment: an agent's env vars and secrets may not shadow them.
+pub const RESERVED_BINDINGS: &[&str] = &[
+    "TELEMETRY_SECRET",
+    "TELEMETRY_REPORT_URL",
+    "USER_ID",
+    "AGENT_ID",
+    "DEPLOYMENT_ID",
+    "RUNTIME_PROVIDER",
+    "INVOKE_PATH",
+];
+
+/// Environment-variable style names: `[A-Z_][A-Z0-9_]*`, at most 64 characters.
+pub fn is_binding_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.as_bytes()[0].is_ascii_digit()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn is_date(value: &str) -> bool {
+    let b = value.as_bytes();
+    b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
+        && (1..=12).contains(&value[5..7].parse::<u32>().unwrap_or(0))
+        && (1..=31).contains(&value[8..10].parse::<u32>().unwrap_or(0))
+}
+
+impl DeployRequest {
+    /// Validates and fills defaults; `template` is deployed when no `moduleCode` is given.
+    pub fn validate(
+        self,
+        template: &str,
+        default_compatibility_date: &str,
+    ) -> Result<DeploySpec, ApiError> {
+        let (module_code, source) = match self.module_code {
+            Some(code) if code.trim().is_empty() => {
+                return Err(ApiError::validation(
+                    "moduleCode",
+                    "must not be empty; omit it to deploy the template",
+                ))
+            }
+            Some(code) if code.len() > MAX_MODULE_BYTES => {
+                return Err(ApiError::validation("moduleCode", "must be at most 1 MiB"))
+            }
+            Some(code) => (code, "custom"),
+            None => (template.to_owned(), "template"),
+        };
+        let main_module_name = self
+            .main_module_name
+            .unwrap_or_else(|| DEFAULT_MAIN_MODULE.into());
+        if !(1..=64).contains(&main_module_name.len())
+            || !main_module_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+            || !(main_module_name.ends_with(".js") || main_module_name.ends_with(".mjs"))
+            || main_module_name.starts_with('.')
+        {
+            return Err(ApiError::validation(
+                "mainModuleName",
+                "must be a file name ending in .js or .mjs (letters, digits, '.', '_', '-')",
+            ));
+        }
+        let compatibility_date = self
+            .compatibility_date
+            .unwrap_or_else(|| default_compatibility_date.into());
+        if !is_date(&compatibility_date) {
+            return Err(ApiError::validation(
+                "compatibilityDate",
+                "must be a date YYYY-MM-DD",
+            ));
+        }
+        let invoke_path = self
+            .invoke_path
+            .unwrap_or_else(|| DEFAULT_INVOKE_PATH.into());
+        if !invoke_path.starts_with('/')
+            || invoke_path.len() > 128
+            || !invoke_path
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.'))
+        {
+            return Err(ApiError::validation(
+                "invokePath",
+                "must be a path starting with '/' (letters, digits, '/', '-', '_', '.'; at most 128)",
+            ));
+        }
+        let raw_env = self.env.unwrap_or_default();
+        if raw_env.len() > MAX_ENV_VARS {
+            return Err(ApiError::validation("env", "at most 32 variables"));
+        }
+        let mut env = BTreeMap::new();
+        for (name, value) in raw_env {
+            let field = format!("env.{name}");
+            if !is_binding_name(&name) {
+                return Err(ApiError::validation(
+                    &field,
+                    "names must match [A-Z_][A-Z0-9_]* (at most 64)",
+                ));
+            }
+            if RESERVED_BINDINGS.contains(&name.as_str()) {
+                return Err(ApiError::validation(
+                    &field,
+                    "is set by the platform and cannot be overridden",
+                ));
+            }
+            let Value::String(value) = value else {
+                return Err(ApiError::validation(&field, "values must be strings"));
+            };
+            if value.len() > MAX_ENV_VALUE_BYTES {
+                return Err(ApiError::validation(
+                    &field,
+                    "values must be at most 4096 bytes",
+                ));
+            }
+            env.insert(name, value);
+        }
+        Ok(DeploySpec {
+            module_code,
+            source,
+            main_module_name,
+            compatibility_date,
+            invoke_path,
+            env,
+        })
+    }
+}
+
+/// Idempotency keys: 1–128 printable ASCII characters without spaces.
+pub fn parse_idempotency_key(value: Option<&str>) -> Result<Option<String>, ApiError> {
+    match value {
+        None => Ok(None),
+        Some(k) if !k.is_empty() && k.len() <= 128 && k.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(k.to_owned()))
+        }
+        Some(_) => Err(ApiError::new(
+            ErrorCode::InvalidIdempotencyKey,
+            "Idempotency-Key must be 1 to 128 printable ASCII characters without spaces.",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use DeploymentStatus::*;
+
+    #[test]
+    fn every_transition_is_listed() {
+        let allowed = [
+            (Deploying, Active),
+            (Deploying, Failed),
+            (Deploying, Inactive),
+            (Active, Inactive),
+            (Inactive, Active),
+        ];
+        for from in DeploymentStatus::ALL {
+            for to in DeploymentStatus::ALL {
+                assert_eq!(
+                    from.can_become(to),
+                    allowed.contains(&(from, to)),
+                    "{from:?} -> {to:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn only_successful_deployments_may_be_routed_to() {
+        assert!(Active.deployed_successfully());
+        assert!(Inactive.deployed_successfully());
+        assert!(!Deploying.deployed_successfully());
+        assert!(!Failed.deployed_successfully());
+        for s in DeploymentStatus::ALL {
+            assert_eq!(DeploymentStatus::parse(s.as_str()), Some(s));
+        }
+    }
+
+    #[test]
+    fn script_names_are_valid_workers_names() {
+        let name = script_name_for(&DeploymentId::generate());
+        assert!(name.len() <= 63);
+        assert!(name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
+    }
+
+    fn request(json: serde_json::Value) -> Result<DeploySpec, ApiError> {
+        serde_json::from_value::<DeployRequest>(json)
+            .unwrap()
+            .validate("export default {}", "2026-07-30")
+    }
+
+    #[test]
+    fn defaults_deploy_the_template() {
+        let spec = request(serde_json::json!({})).unwrap();
+        assert_eq!(spec.source, "template");
+        assert_eq!(spec.module_code, "export default {}");
+        assert_eq!(spec.main_module_name, "index.js");
+        assert_eq!(spec.compatibility_date, "2026-07-30");
+        assert_eq!(spec.invoke_path, "/invoke");
+    }
+
+    #[test]
+    fn invalid_fields_name_themselves() {
+        for (json, field) in [
+            (serde_json::json!({"moduleCode": "  "}), "moduleCode"),
+            (
+                serde_json::json!({"moduleCode": "x".repeat(MAX_MODULE_BYTES + 1)}),
+                "moduleCode",
+            ),
+            (
+                serde_json::json!({"mainModuleName": "../x.js"}),
+                "mainModuleName",
+            ),
+            (
+                serde_json::json!({"mainModuleName": "index.ts"}),
+                "mainModuleName",
+            ),
+            (
+                serde_json::json!({"compatibilityDate": "2026-13-01"}),
+                "compatibilityDate",
+            ),
+            (
+                serde_json::json!({"compatibilityDate": "yesterday"}),
+                "compatibilityDate",
+            ),
+            (serde_json::json!({"invokePath": "invoke"}), "invokePath"),
+            (serde_json::json!({"invokePath": "/a b"}), "invokePath"),
+            (serde_json::json!({"env": {"lower": "x"}}), "env.lower"),
+            (
+                serde_json::json!({"env": {"TELEMETRY_SECRET": "x"}}),
+                "env.TELEMETRY_SECRET",
+            ),
+            (serde_json::json!({"env": {"N": 5}}), "env.N"),
+            (
+                serde_json::json!({"env": {"BIG": "x".repeat(4097)}}),
+                "env.BIG",
+            ),
+        ] {
+            let err = request(json.clone()).unwrap_err();
+            assert_eq!(err.code, ErrorCode::ValidationFailed, "{json}");
+            assert_eq!(err.details.unwrap()["field"], field, "{json}");
+        }
+        assert!(serde_json::from_value::<DeployRequest>(serde_json::json!({"code": "x"})).is_err());
+    }
+
+    #[test]
+    fn binding_names() {
+        for ok in ["A", "API_KEY", "_X1"] {
+            assert!(is_binding_name(ok), "{ok}");
+        }
+        for bad in ["", "1A", "a", "A-B", "A B", &"A".repeat(65)] {
+            assert!(!is_binding_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn idempotency_keys() {
+        assert_eq!(
+            parse_idempotency_key(Some("retry-1")).unwrap(),
+            Some("retry-1".into())
+        );
+        assert_eq!(parse_idempotency_key(None).unwrap(), None);
+        for bad in ["", "has space", &"k".repeat(129)] {
+            assert_eq!(
+                parse_idempotency_key(Some(bad)).unwrap_err().code,
+                ErrorCode::InvalidIdempotencyKey
+            );
+        }
+    }
+}
