@@ -2,14 +2,119 @@
 //! reported on the first request, never a silently permissive default.
 
 use crate::auth::AuthConfig;
+use crate::cloudflare::api::DeployTarget;
+use crate::crypto::secret_box::EncryptionKey;
 use crate::http::cors::CorsPolicy;
 
 pub struct ServiceConfig {
     pub auth: AuthConfig,
     pub cors: CorsPolicy,
+    /// `None` when no deploy target is configured: deploy and secret routes then answer 503
+    /// `deploys_not_configured`; everything else works.
+    pub deploy: Option<DeployConfig>,
     /// Test-only routes (e.g. one that panics, to prove crashes become clean 500s). Off unless
     /// `ENABLE_DEBUG_ROUTES` is exactly `true`; never set it in production.
     pub debug_routes: bool,
+}
+
+/// How agents are deployed: the Cloudflare API and where their telemetry goes.
+pub struct DeployConfig {
+    pub target: DeployTarget,
+    pub target_name: &'static str,
+    /// `https://api.cloudflare.com/client/v4` unless overridden (the local Cloudflare in development).
+    pub api_base_url: String,
+    pub api_token: String,
+    pub encryption_key: EncryptionKey,
+    pub telemetry_report_url: String,
+    /// workers_dev only: where a script answers, with `{script}` standing for its name.
+    pub workers_dev_url_template: Option<String>,
+    pub default_compatibility_date: String,
+}
+
+pub const DEFAULT_API_BASE_URL: &str = "https://api.cloudflare.com/client/v4";
+pub const DEFAULT_AGENT_COMPATIBILITY_DATE: &str = "2026-07-30";
+
+impl DeployConfig {
+    /// Reads `DEPLOY_TARGET` and what it needs. Unset `DEPLOY_TARGET` means deploys are off (`Ok(None)`).
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, String> {
+        let nonempty = |name: &str| {
+            get(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let require = |name: &str| {
+            nonempty(name).ok_or_else(|| format!("{name} is required when DEPLOY_TARGET is set"))
+        };
+        // The key is checked whenever it is set, so a wrong one fails loudly even before deploys are enabled.
+        let key = nonempty("TELEMETRY_SECRETS_ENCRYPTION_KEY")
+            .map(|k| {
+                EncryptionKey::parse(&k)
+                    .map_err(|e| format!("TELEMETRY_SECRETS_ENCRYPTION_KEY: {e}"))
+            })
+            .transpose()?;
+        let Some(target_name) = nonempty("DEPLOY_TARGET") else {
+            return Ok(None);
+        };
+        let account_id = require("CLOUDFLARE_ACCOUNT_ID")?;
+        let (target, target_name, workers_dev_url_template) = match target_name.as_str() {
+            "dispatch_namespace" => (
+                DeployTarget::DispatchNamespace {
+                    account_id,
+                    namespace: require("DISPATCH_NAMESPACE")?,
+                },
+                "dispatch_namespace",
+                None,
+            ),
+            "workers_dev" => {
+                let template = require("WORKERS_DEV_URL_TEMPLATE")?;
+                if !template.contains("{script}") {
+                    return Err("WORKERS_DEV_URL_TEMPLATE must contain {script}".into());
+                }
+                (
+                    DeployTarget::WorkersDev { account_id },
+                    "workers_dev",
+                    Some(template),
+                )
+            }
+            other => {
+                return Err(format!(
+                    "DEPLOY_TARGET must be dispatch_namespace or workers_dev, not {other:?}"
+                ))
+            }
+        };
+        let telemetry_report_url = require("TELEMETRY_REPORT_URL")?;
+        if !(telemetry_report_url.starts_with("https://")
+            || telemetry_report_url.starts_with("http://"))
+        {
+            return Err("TELEMETRY_REPORT_URL must be an http(s) URL".into());
+        }
+        Ok(Some(DeployConfig {
+            target,
+            target_name,
+            api_base_url: nonempty("CLOUDFLARE_API_BASE_URL")
+                .unwrap_or_else(|| DEFAULT_API_BASE_URL.into()),
+            api_token: require("CLOUDFLARE_API_TOKEN")?,
+            encryption_key: key
+                .ok_or("TELEMETRY_SECRETS_ENCRYPTION_KEY is required when DEPLOY_TARGET is set")?,
+            telemetry_report_url,
+            workers_dev_url_template,
+            default_compatibility_date: nonempty("AGENT_COMPATIBILITY_DATE")
+                .unwrap_or_else(|| DEFAULT_AGENT_COMPATIBILITY_DATE.into()),
+        }))
+    }
+
+    /// Where the runtime reaches a deployed script: its URL (workers.dev) or `namespace/script`.
+    pub fn provider_ref(&self, script: &str) -> String {
+        match (&self.target, &self.workers_dev_url_template) {
+            (DeployTarget::WorkersDev { .. }, Some(template)) => {
+                template.replace("{script}", script)
+            }
+            (DeployTarget::DispatchNamespace { namespace, .. }, _) => {
+                format!("{namespace}/{script}")
+            }
+            (DeployTarget::WorkersDev { .. }, None) => script.to_owned(),
+        }
+    }
 }
 
 impl ServiceConfig {
@@ -17,6 +122,7 @@ impl ServiceConfig {
         Ok(ServiceConfig {
             auth: AuthConfig::from_vars(&get)?,
             cors: CorsPolicy::parse(get("CORS_ALLOWED_ORIGINS").as_deref())?,
+            deploy: DeployConfig::from_vars(&get)?,
             debug_routes: get("ENABLE_DEBUG_ROUTES").as_deref() == Some("true"),
         })
     }
@@ -30,4 +136,94 @@ pub const CONFIG_VARS: &[&str] = &[
     "AUTH_AUTHORIZED_PARTIES",
     "CORS_ALLOWED_ORIGINS",
     "ENABLE_DEBUG_ROUTES",
+    "DEPLOY_TARGET",
+    "CLOUDFLARE_ACCOUNT_ID",
+    "CLOUDFLARE_API_TOKEN",
+    "CLOUDFLARE_API_BASE_URL",
+    "DISPATCH_NAMESPACE",
+    "WORKERS_DEV_URL_TEMPLATE",
+    "TELEMETRY_SECRETS_ENCRYPTION_KEY",
+    "TELEMETRY_REPORT_URL",
+    "AGENT_COMPATIBILITY_DATE",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn deploy(pairs: &[(&str, &str)]) -> Result<Option<DeployConfig>, String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        DeployConfig::from_vars(|n| map.get(n).cloned())
+    }
+
+    const KEY: &str = "hex:0000000000000000000000000000000000000000000000000000000000000000";
+
+    #[test]
+    fn deploys_are_off_without_a_target() {
+        assert!(deploy(&[]).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_wrong_length_key_fails_even_without_a_target() {
+        let err = deploy(&[("TELEMETRY_SECRETS_ENCRYPTION_KEY", "hex:00")])
+            .err()
+            .unwrap();
+        assert!(err.contains("32 bytes"), "{err}");
+    }
+
+    #[test]
+    fn each_target_requires_what_it_uses() {
+        let base = [
+            ("CLOUDFLARE_ACCOUNT_ID", "acc"),
+            ("CLOUDFLARE_API_TOKEN", "tok"),
+            ("TELEMETRY_SECRETS_ENCRYPTION_KEY", KEY),
+            (
+                "TELEMETRY_REPORT_URL",
+                "https://cp.example.test/v1/telemetry/report",
+            ),
+        ];
+        let mut wfp = base.to_vec();
+        wfp.push(("DEPLOY_TARGET", "dispatch_namespace"));
+        assert!(deploy(&wfp).err().unwrap().contains("DISPATCH_NAMESPACE"));
+        wfp.push(("DISPATCH_NAMESPACE", "agents"));
+        let cfg = deploy(&wfp).unwrap().unwrap();
+        assert_eq!(cfg.api_base_url, DEFAULT_API_BASE_URL);
+        assert_eq!(cfg.provider_ref("wh-1"), "agents/wh-1");
+
+        let mut dev = base.to_vec();
+        dev.push(("DEPLOY_TARGET", "workers_dev"));
+        assert!(deploy(&dev)
+            .err()
+            .unwrap()
+            .contains("WORKERS_DEV_URL_TEMPLATE"));
+        dev.push((
+            "WORKERS_DEV_URL_TEMPLATE",
+            "https://{script}.acme.workers.dev",
+        ));
+        assert_eq!(
+            deploy(&dev).unwrap().unwrap().provider_ref("wh-1"),
+            "https://wh-1.acme.workers.dev"
+        );
+
+        let mut bad = base.to_vec();
+        bad.push(("DEPLOY_TARGET", "lambda"));
+        assert!(deploy(&bad).is_err());
+        let mut no_token: Vec<_> = base
+            .iter()
+            .filter(|(k, _)| *k != "CLOUDFLARE_API_TOKEN")
+            .copied()
+            .collect();
+        no_token.extend([
+            ("DEPLOY_TARGET", "dispatch_namespace"),
+            ("DISPATCH_NAMESPACE", "agents"),
+        ]);
+        assert!(deploy(&no_token)
+            .err()
+            .unwrap()
+            .contains("CLOUDFLARE_API_TOKEN"));
+    }
+}

@@ -1,7 +1,9 @@
 //! Use-cases over the ports. Pure: they see storage and time only through `ports`.
 
 pub mod agents;
+pub mod deployments;
 #[cfg(test)]
 pub(crate) mod memory;
 pub mod ports;
+pub mod secrets;
 pub mod users;

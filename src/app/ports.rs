@@ -86,3 +86,116 @@ pub trait Store {
 pub trait Clock {
     fn now_ms(&self) -> i64;
 }
+
+use crate::cloudflare::api::ApiRequest;
+use crate::cloudflare::envelope::ProviderError;
+use crate::domain::deployment::{Deployment, DeploymentError, DeploymentStatus};
+use crate::domain::ids::DeploymentId;
+
+/// A deployment row about to be inserted, with what only the store keeps (never returned to clients).
+#[derive(Debug, Clone)]
+pub struct NewDeployment {
+    pub deployment: Deployment,
+    pub telemetry_secret_sealed: String,
+    pub idempotency_key: Option<String>,
+    pub request_sha256: String,
+}
+
+/// Result of inserting a deployment under an idempotency key.
+#[derive(Debug, Clone)]
+pub enum Inserted {
+    New(Deployment),
+    /// A deployment with this key exists; its request hash tells whether the retry was the same request.
+    Existing {
+        deployment: Deployment,
+        request_sha256: String,
+    },
+}
+
+/// A stored agent secret, still sealed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SealedSecret {
+    pub name: String,
+    pub value_sealed: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A provider script that no deployment needs any more.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnneededScript {
+    pub deployment_id: DeploymentId,
+    pub script_name: String,
+}
+
+/// Persistence of deployments and secrets. Reads and writes a client can trigger take the owner's id.
+#[allow(async_fn_in_trait)]
+pub trait DeploymentStore {
+    /// Inserts with the agent's next version number.
+    async fn insert_deployment(&self, new: &NewDeployment) -> StoreResult<Inserted>;
+    async fn deployment(
+        &self,
+        owner: &UserId,
+        agent: &AgentId,
+        id: &DeploymentId,
+    ) -> StoreResult<Option<Deployment>>;
+    async fn list_deployments(
+        &self,
+        owner: &UserId,
+        agent: &AgentId,
+        status: Option<DeploymentStatus>,
+        include_inactive: bool,
+        limit: u32,
+    ) -> StoreResult<Vec<Deployment>>;
+    /// `deploying → active` (or `inactive` if a newer deployment already holds the pointer), moving the pointer
+    /// in the same transaction. No-op unless the deployment is still `deploying`.
+    async fn finish_success(
+        &self,
+        deployment: &Deployment,
+        provider_ref: &str,
+        now: i64,
+    ) -> StoreResult<()>;
+    /// `deploying → failed`. No-op unless the deployment is still `deploying`.
+    async fn finish_failure(
+        &self,
+        id: &DeploymentId,
+        error: &DeploymentError,
+        now: i64,
+    ) -> StoreResult<()>;
+    /// Moves the pointer to a successfully deployed deployment whose script still exists; `false` otherwise.
+    async fn activate(
+        &self,
+        owner: &UserId,
+        agent: &AgentId,
+        id: &DeploymentId,
+        now: i64,
+    ) -> StoreResult<bool>;
+    async fn script_deleted(&self, id: &DeploymentId) -> StoreResult<bool>;
+    async fn mark_script_deleted(&self, id: &DeploymentId, now: i64) -> StoreResult<()>;
+
+    async fn secrets(&self, owner: &UserId, agent: &AgentId) -> StoreResult<Vec<SealedSecret>>;
+    async fn put_secret(
+        &self,
+        owner: &UserId,
+        agent: &AgentId,
+        secret: &SealedSecret,
+    ) -> StoreResult<SealedSecret>;
+    async fn delete_secret(&self, owner: &UserId, agent: &AgentId, name: &str)
+        -> StoreResult<bool>;
+
+    /// Clean-up: fails deployments stuck in `deploying` since before `cutoff`; returns how many.
+    async fn fail_stuck_deployments(
+        &self,
+        cutoff: i64,
+        error: &DeploymentError,
+        now: i64,
+    ) -> StoreResult<u32>;
+    /// Clean-up: scripts of failed deployments, of deleted agents, and inactive ones beyond the newest `keep`.
+    async fn unneeded_scripts(&self, keep: u32, limit: u32) -> StoreResult<Vec<UnneededScript>>;
+}
+
+/// The Cloudflare API: sends one request built by `cloudflare::api`, interprets the answer.
+#[allow(async_fn_in_trait)]
+pub trait ProviderApi {
+    async fn call(&self, request: &ApiRequest) -> Result<serde_json::Value, ProviderError>;
+}

@@ -1,0 +1,441 @@
+//! Deploy orchestration: accept a deploy (an immutable `deploying` row, answered at once), run it against the
+//! provider (upload, secrets, workers.dev route), and finish it `active` or `failed`. Also rollback and reads.
+
+use super::agents::get_agent;
+use super::ports::{
+    Clock, DeploymentStore, Inserted, NewDeployment, ProviderApi, Store, UnneededScript,
+};
+use super::secrets::{open_secret, secret_aad};
+use crate::cloudflare::api::{Binding, Module, ScriptMetadata, JS_MODULE};
+use crate::cloudflare::envelope::{FailureKind, ProviderError};
+use crate::config::DeployConfig;
+use crate::domain::agent::AgentStatus;
+use crate::domain::deployment::{
+    parse_idempotency_key, script_name_for, DeployRequest, DeploySpec, Deployment, DeploymentError,
+    DeploymentStatus,
+};
+use crate::domain::ids::{hex_encode, random_hex, DeploymentId};
+use crate::domain::user::User;
+use crate::domain::{ApiError, ErrorCode};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// Deployed when a deploy request has no `moduleCode`.
+pub const TEMPLATE_MODULE: &str = include_str!("../../worker-template/index.js");
+/// A deployment still `deploying` after this long is marked failed by the clean-up job.
+pub const DEPLOY_TIMEOUT_MS: i64 = 10 * 60 * 1000;
+/// Inactive deployments kept on the provider per agent for instant rollback; older scripts are deleted.
+pub const KEEP_INACTIVE_FOR_ROLLBACK: u32 = 3;
+pub const RUNTIME_PROVIDER: &str = "cloudflare";
+
+/// Everything the background part of a deploy needs; only the request that created the row holds it.
+pub struct PendingDeploy {
+    pub deployment: Deployment,
+    pub spec: DeploySpec,
+    pub telemetry_secret: String,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex_encode(&Sha256::digest(bytes))
+}
+
+fn deployment_not_found() -> ApiError {
+    ApiError::new(
+        ErrorCode::DeploymentNotFound,
+        "No deployment with this id exists for this agent.",
+    )
+}
+
+pub fn deploys_not_configured() -> ApiError {
+    ApiError::new(
+        ErrorCode::DeploysNotConfigured,
+        "Deploying is not configured on this control plane (DEPLOY_TARGET is not set).",
+    )
+}
+
+fn parse_deployment_id(raw: &str) -> Result<DeploymentId, ApiError> {
+    DeploymentId::parse(raw).ok_or_else(deployment_not_found)
+}
+
+/// `POST /v1/agents/{agentId}/deploy`: validates, records a `deploying` deployment and returns it. The caller
+/// runs the returned `PendingDeploy` in the background; `None` means an idempotent retry of an earlier request.
+#[allow(clippy::too_many_arguments)]
+pub async fn request_deploy<S: Store + DeploymentStore, C: Clock>(
+    store: &S,
+    clock: &C,
+    config: &DeployConfig,
+    owner: &User,
+    raw_agent_id: &str,
+    raw_body: &[u8],
+    request: DeployRequest,
+    idempotency_key: Option<&str>,
+) -> Result<(Deployment, Option<PendingDeploy>), ApiError> {
+    let idempotency_key = parse_idempotency_key(idempotency_key)?;
+    let agent = get_agent(store, owner, raw_agent_id).await?;
+    let spec = request.validate(TEMPLATE_MODULE, &config.default_compatibility_date)?;
+    if agent.status == AgentStatus::Disabled {
+        return Err(ApiError::new(
+            ErrorCode::AgentDisabled,
+            "This agent is disabled; enable it before deploying.",
+        ));
+    }
+    let secret_names: Vec<String> = store
+        .secrets(&owner.id, &agent.id)
+        .await?
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    if let Some(clash) = spec.env.keys().find(|name| secret_names.contains(name)) {
+        return Err(ApiError::validation(
+            &format!("env.{clash}"),
+            "has the same name as one of the agent's secrets",
+        ));
+    }
+
+    let id = DeploymentId::generate();
+    let now = clock.now_ms();
+    let telemetry_secret = random_hex(32);
+    let deployment = Deployment {
+        script_name: script_name_for(&id),
+        id: id.clone(),
+        agent_id: agent.id.clone(),
+        user_id: owner.id.clone(),
+        version: 0, // assigned by the store
+        status: DeploymentStatus::Deploying,
+        runtime_provider: RUNTIME_PROVIDER.into(),
+        deploy_target: config.target_name.into(),
+        main_module_name: spec.main_module_name.clone(),
+        compatibility_date: spec.compatibility_date.clone(),
+        invoke_path: spec.invoke_path.clone(),
+        source: spec.source.into(),
+        code_sha256: sha256_hex(spec.module_code.as_bytes()),
+        env: spec.env.clone(),
+        provider_ref: None,
+        error: None,
+        created_at: now,
+        updated_at: now,
+        finished_at: None,
+    };
+    let new = NewDeployment {
+        telemetry_secret_sealed: config
+            .encryption_key
+            .seal(telemetry_secret.as_bytes(), id.as_str().as_bytes()),
+        idempotency_key,
+        request_sha256: sha256_hex(raw_body),
+        deployment,
+    };
+    match store.insert_deployment(&new).await? {
+        Inserted::New(deployment) => Ok((
+            deployment.clone(),
+            Some(PendingDeploy {
+                deployment,
+                spec,
+                telemetry_secret,
+            }),
+        )),
+        Inserted::Existing {
+            deployment,
+            request_sha256,
+        } if request_sha256 == new.request_sha256 => Ok((deployment, None)),
+        Inserted::Existing { .. } => Err(ApiError::new(
+            ErrorCode::IdempotencyKeyReused,
+            "This Idempotency-Key was already used with a different request body.",
+        )),
+    }
+}
+
+fn error_from_provider(e: &ProviderError) -> DeploymentError {
+    DeploymentError {
+        step: e.step.as_str().into(),
+        endpoint: Some(e.endpoint.clone()),
+        kind: serde_json::to_value(e.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
+        status: e.status,
+        provider_codes: e.codes.clone(),
+        message: e.message.clone(),
+    }
+}
+
+/// The bindings every deployment gets, plus the request's own env vars.
+pub fn plain_bindings(config: &DeployConfig, deployment: &Deployment) -> BTreeMap<String, String> {
+    let mut bindings = deployment.env.clone();
+    for (name, value) in [
+        ("TELEMETRY_REPORT_URL", config.telemetry_report_url.clone()),
+        ("USER_ID", deployment.user_id.to_string()),
+        ("AGENT_ID", deployment.agent_id.to_string()),
+        ("DEPLOYMENT_ID", deployment.id.to_string()),
+        ("RUNTIME_PROVIDER", deployment.runtime_provider.clone()),
+        ("INVOKE_PATH", deployment.invoke_path.clone()),
+    ] {
+        bindings.insert(name.into(), value);
+    }
+    bindings
+}
+
+/// Tags on every script, so clean-up can find scripts by user, agent or deployment.
+pub fn tags_for(deployment: &Deployment) -> Vec<String> {
+    vec![
+        format!("user-{}", deployment.user_id),
+        format!("agent-{}", deployment.agent_id),
+        format!("deployment-{}", deployment.id),
+    ]
+}
+
+/// Runs a pending deploy to completion. Never returns an error: every failure ends in the deployment's row.
+pub async fn run_deploy<S: DeploymentStore, P: ProviderApi, C: Clock>(
+    store: &S,
+    provider: &P,
+    clock: &C,
+    config: &DeployConfig,
+    pending: PendingDeploy,
+) -> Result<DeploymentStatus, ApiError> {
+    let d = &pending.deployment;
+    let outcome = deploy_steps(store, provider, config, &pending).await;
+    let now = clock.now_ms();
+    match outcome {
+        Ok(()) => {
+            store
+                .finish_success(d, &config.provider_ref(&d.script_name), now)
+                .await?;
+            Ok(DeploymentStatus::Active)
+        }
+        Err(error) => {
+            store.finish_failure(&d.id, &error, now).await?;
+            // Best effort: the clean-up job deletes what this leaves behind.
+            let _ = delete_script(store, provider, config, &d.id, &d.script_name, now).await;
+            Ok(DeploymentStatus::Failed)
+        }
+    }
+}
+
+async fn deploy_steps<S: DeploymentStore, P: ProviderApi>(
+    store: &S,
+    provider: &P,
+    config: &DeployConfig,
+    pending: &PendingDeploy,
+) -> Result<(), DeploymentError> {
+    let d = &pending.deployment;
+    let sealed = store
+        .secrets(&d.user_id, &d.agent_id)
+        .await
+        .map_err(|e| DeploymentError {
+            step: "secrets".into(),
+            endpoint: None,
+            kind: "internal".into(),
+            status: None,
+            provider_codes: vec![],
+            message: format!("could not read the agent's secrets: {}", e.0),
+        })?;
+    let mut secrets = vec![(
+        "TELEMETRY_SECRET".to_string(),
+        pending.telemetry_secret.clone(),
+    )];
+    for s in sealed {
+        let value = open_secret(
+            &config.encryption_key,
+            &secret_aad(&d.user_id, &d.agent_id, &s.name),
+            &s.value_sealed,
+        )
+        .map_err(|_| DeploymentError {
+            step: "secrets".into(),
+            endpoint: None,
+            kind: "internal".into(),
+            status: None,
+            provider_codes: vec![],
+            message: format!("secret {} could not be decrypted; set it again", s.name),
+        })?;
+        secrets.push((s.name, value));
+    }
+    let metadata = ScriptMetadata {
+        main_module: pending.spec.main_module_name.clone(),
+        compatibility_date: pending.spec.compatibility_date.clone(),
+        compatibility_flags: Vec::new(),
+        bindings: plain_bindings(config, d)
+            .into_iter()
+            .map(|(name, text)| Binding::PlainText { name, text })
+            .collect(),
+        tags: tags_for(d),
+    };
+    let module = Module {
+        name: pending.spec.main_module_name.clone(),
+        content_type: JS_MODULE,
+        bytes: pending.spec.module_code.clone().into_bytes(),
+    };
+    let boundary = format!("webhost-{}", random_hex(12));
+    let target = &config.target;
+    let step = |e: ProviderError| error_from_provider(&e);
+    provider
+        .call(&target.upload(&d.script_name, &metadata, &[module], &boundary))
+        .await
+        .map_err(step)?;
+    for (name, value) in &secrets {
+        provider
+            .call(&target.put_secret(&d.script_name, name, value))
+            .await
+            .map_err(step)?;
+    }
+    if let Some(subdomain) = target.enable_subdomain(&d.script_name) {
+        provider.call(&subdomain).await.map_err(step)?;
+    }
+    Ok(())
+}
+
+/// Deletes one deployment's script (a missing script counts as deleted) and records it.
+async fn delete_script<S: DeploymentStore, P: ProviderApi>(
+    store: &S,
+    provider: &P,
+    config: &DeployConfig,
+    id: &DeploymentId,
+    script: &str,
+    now: i64,
+) -> Result<(), ProviderError> {
+    let request = config
+        .target
+        .delete_by_tag(&format!("deployment-{id}"))
+        .unwrap_or_else(|| config.target.delete(script));
+    match provider.call(&request).await {
+        Ok(_) => {}
+        Err(e) if e.kind == FailureKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    store
+        .mark_script_deleted(id, now)
+        .await
+        .map_err(|e| crate::cloudflare::envelope::network_failure(&request, &e.0))
+}
+
+pub async fn get_deployment<S: Store + DeploymentStore>(
+    store: &S,
+    owner: &User,
+    raw_agent_id: &str,
+    raw_deployment_id: &str,
+) -> Result<Deployment, ApiError> {
+    let agent = get_agent(store, owner, raw_agent_id).await?;
+    let id = parse_deployment_id(raw_deployment_id)?;
+    store
+        .deployment(&owner.id, &agent.id, &id)
+        .await?
+        .ok_or_else(deployment_not_found)
+}
+
+pub async fn list_deployments<S: Store + DeploymentStore>(
+    store: &S,
+    owner: &User,
+    raw_agent_id: &str,
+    query: &BTreeMap<String, String>,
+) -> Result<Vec<Deployment>, ApiError> {
+    let agent = get_agent(store, owner, raw_agent_id).await?;
+    let invalid = |p: &str, m: &str| {
+        ApiError::new(ErrorCode::InvalidQuery, m.to_string())
+            .with_details(serde_json::json!({ "parameter": p }))
+    };
+    let limit = match query.get("limit") {
+        None => 50,
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=200).contains(n))
+            .ok_or_else(|| invalid("limit", "limit must be a whole number from 1 to 200."))?,
+    };
+    let status = query
+        .get("status")
+        .map(|s| {
+            DeploymentStatus::parse(s).ok_or_else(|| {
+                invalid(
+                    "status",
+                    "status must be deploying, active, failed or inactive.",
+                )
+            })
+        })
+        .transpose()?;
+    let include_inactive = match query.get("includeInactive").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => {
+            return Err(invalid(
+                "includeInactive",
+                "includeInactive must be true or false.",
+            ))
+        }
+    };
+    Ok(store
+        .list_deployments(&owner.id, &agent.id, status, include_inactive, limit)
+        .await?)
+}
+
+/// `POST …/deployments/{id}/activate`: instant rollback (or roll-forward) to a deployment that deployed
+/// successfully and whose script still exists.
+pub async fn activate_deployment<S: Store + DeploymentStore, C: Clock>(
+    store: &S,
+    clock: &C,
+    owner: &User,
+    raw_agent_id: &str,
+    raw_deployment_id: &str,
+) -> Result<Deployment, ApiError> {
+    let deployment = get_deployment(store, owner, raw_agent_id, raw_deployment_id).await?;
+    let not_activatable = |why: &str| {
+        ApiError::new(ErrorCode::DeploymentNotActivatable, why.to_string())
+            .with_details(serde_json::json!({ "status": deployment.status }))
+    };
+    if !deployment.status.deployed_successfully() {
+        return Err(not_activatable(
+            "Only a deployment that deployed successfully can be activated.",
+        ));
+    }
+    if !store
+        .activate(
+            &owner.id,
+            &deployment.agent_id,
+            &deployment.id,
+            clock.now_ms(),
+        )
+        .await?
+    {
+        return Err(not_activatable(
+            "This deployment's script has been cleaned up; deploy again instead.",
+        ));
+    }
+    get_deployment(store, owner, raw_agent_id, raw_deployment_id).await
+}
+
+/// The scheduled clean-up: fail stuck deploys, then delete scripts nobody needs. Returns (failed, deleted).
+pub async fn clean_up<S: DeploymentStore, P: ProviderApi, C: Clock>(
+    store: &S,
+    provider: &P,
+    clock: &C,
+    config: &DeployConfig,
+) -> Result<(u32, u32), ApiError> {
+    let now = clock.now_ms();
+    let timeout = DeploymentError {
+        step: "timeout".into(),
+        endpoint: None,
+        kind: "timeout".into(),
+        status: None,
+        provider_codes: vec![],
+        message: format!(
+            "the deploy did not finish within {} minutes",
+            DEPLOY_TIMEOUT_MS / 60_000
+        ),
+    };
+    let failed = store
+        .fail_stuck_deployments(now - DEPLOY_TIMEOUT_MS, &timeout, now)
+        .await?;
+    let mut deleted = 0;
+    for UnneededScript {
+        deployment_id,
+        script_name,
+    } in store
+        .unneeded_scripts(KEEP_INACTIVE_FOR_ROLLBACK, 50)
+        .await?
+    {
+        if delete_script(store, provider, config, &deployment_id, &script_name, now)
+            .await
+            .is_ok()
+        {
+            deleted += 1;
+        }
+    }
+    Ok((failed, deleted))
+}
