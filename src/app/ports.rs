@@ -170,7 +170,6 @@ pub trait DeploymentStore {
         id: &DeploymentId,
         now: i64,
     ) -> StoreResult<bool>;
-    async fn script_deleted(&self, id: &DeploymentId) -> StoreResult<bool>;
     async fn mark_script_deleted(&self, id: &DeploymentId, now: i64) -> StoreResult<()>;
 
     async fn secrets(&self, owner: &UserId, agent: &AgentId) -> StoreResult<Vec<SealedSecret>>;

@@ -7,18 +7,21 @@ use serde::de::DeserializeOwned;
 /// Largest JSON body accepted by the API routes. Agent metadata is small; this leaves ample headroom.
 pub const MAX_JSON_BODY_BYTES: usize = 64 * 1024;
 
-pub fn too_large() -> ApiError {
+/// Largest deploy request: a module of up to 1 MiB, JSON-escaped, plus the other fields.
+pub const MAX_DEPLOY_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+pub fn too_large(limit: usize) -> ApiError {
     ApiError::new(
         ErrorCode::PayloadTooLarge,
-        format!("The request body exceeds {MAX_JSON_BODY_BYTES} bytes."),
+        format!("The request body exceeds {limit} bytes."),
     )
-    .with_details(serde_json::json!({ "maxBytes": MAX_JSON_BODY_BYTES }))
+    .with_details(serde_json::json!({ "maxBytes": limit }))
 }
 
 /// A declared `Content-Length` above the limit is refused before reading anything.
-pub fn check_declared_length(content_length: Option<&str>) -> Result<(), ApiError> {
+pub fn check_declared_length(content_length: Option<&str>, limit: usize) -> Result<(), ApiError> {
     match content_length.and_then(|v| v.trim().parse::<u64>().ok()) {
-        Some(n) if n > MAX_JSON_BODY_BYTES as u64 => Err(too_large()),
+        Some(n) if n > limit as u64 => Err(too_large(limit)),
         _ => Ok(()),
     }
 }
@@ -41,8 +44,12 @@ pub fn check_json_content_type(content_type: Option<&str>) -> Result<(), ApiErro
 /// Parses a JSON body into `T`. Syntax errors are `invalid_json`; a body of the wrong shape (unknown field,
 /// missing field, wrong type) is `invalid_body` with serde's description, which names the field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.len() > MAX_JSON_BODY_BYTES {
-        return Err(too_large());
+    parse_json_limited(bytes, MAX_JSON_BODY_BYTES)
+}
+
+pub fn parse_json_limited<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, ApiError> {
+    if bytes.len() > limit {
+        return Err(too_large(limit));
     }
     serde_json::from_slice(bytes).map_err(|e| {
         use serde_json::error::Category;
@@ -101,12 +108,14 @@ mod tests {
 
     #[test]
     fn declared_length_over_the_limit_is_refused() {
-        assert!(check_declared_length(Some("65536")).is_ok());
+        assert!(check_declared_length(Some("65536"), MAX_JSON_BODY_BYTES).is_ok());
         assert_eq!(
-            check_declared_length(Some("65537")).unwrap_err().code,
+            check_declared_length(Some("65537"), MAX_JSON_BODY_BYTES)
+                .unwrap_err()
+                .code,
             ErrorCode::PayloadTooLarge
         );
-        assert!(check_declared_length(None).is_ok());
+        assert!(check_declared_length(None, MAX_JSON_BODY_BYTES).is_ok());
     }
 
     #[test]

@@ -12,6 +12,16 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/v1/agents/{agentId}"),
     ("POST", "/v1/agents/{agentId}/disable"),
     ("POST", "/v1/agents/{agentId}/enable"),
+    ("POST", "/v1/agents/{agentId}/deploy"),
+    ("GET", "/v1/agents/{agentId}/deployments"),
+    ("GET", "/v1/agents/{agentId}/deployments/{deploymentId}"),
+    (
+        "POST",
+        "/v1/agents/{agentId}/deployments/{deploymentId}/activate",
+    ),
+    ("GET", "/v1/agents/{agentId}/secrets"),
+    ("PUT", "/v1/agents/{agentId}/secrets/{name}"),
+    ("DELETE", "/v1/agents/{agentId}/secrets/{name}"),
 ];
 
 /// A matched route with its path parameters. Parameters are raw path segments; handlers parse them.
@@ -26,6 +36,13 @@ pub enum Route {
     DeleteAgent(String),
     DisableAgent(String),
     EnableAgent(String),
+    Deploy(String),
+    ListDeployments(String),
+    GetDeployment(String, String),
+    ActivateDeployment(String, String),
+    ListSecrets(String),
+    PutSecret(String, String),
+    DeleteSecret(String, String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +69,17 @@ fn build(method: &str, template: &str, params: Vec<String>) -> Option<Route> {
         ("DELETE", "/v1/agents/{agentId}") => Route::DeleteAgent(param()),
         ("POST", "/v1/agents/{agentId}/disable") => Route::DisableAgent(param()),
         ("POST", "/v1/agents/{agentId}/enable") => Route::EnableAgent(param()),
+        ("POST", "/v1/agents/{agentId}/deploy") => Route::Deploy(param()),
+        ("GET", "/v1/agents/{agentId}/deployments") => Route::ListDeployments(param()),
+        ("GET", "/v1/agents/{agentId}/deployments/{deploymentId}") => {
+            Route::GetDeployment(param(), param())
+        }
+        ("POST", "/v1/agents/{agentId}/deployments/{deploymentId}/activate") => {
+            Route::ActivateDeployment(param(), param())
+        }
+        ("GET", "/v1/agents/{agentId}/secrets") => Route::ListSecrets(param()),
+        ("PUT", "/v1/agents/{agentId}/secrets/{name}") => Route::PutSecret(param(), param()),
+        ("DELETE", "/v1/agents/{agentId}/secrets/{name}") => Route::DeleteSecret(param(), param()),
         _ => return None,
     })
 }
@@ -108,7 +136,10 @@ mod tests {
     #[test]
     fn every_route_in_the_table_is_reachable() {
         for (method, template) in ROUTES {
-            let path = template.replace("{agentId}", "agt_x");
+            let path = template
+                .replace("{agentId}", "agt_x")
+                .replace("{deploymentId}", "dep_x")
+                .replace("{name}", "API_KEY");
             assert!(
                 match_route(method, &path).is_ok(),
                 "{method} {template} has no handler"

@@ -18,6 +18,10 @@ impl D1Store {
     pub fn new(db: D1Database) -> Self {
         D1Store { db }
     }
+
+    pub(super) fn db(&self) -> &D1Database {
+        &self.db
+    }
 }
 
 // ?1 issuer, ?2 subject
@@ -110,15 +114,15 @@ struct IdRow {
     id: String,
 }
 
-fn text(value: &str) -> JsValue {
+pub(super) fn text(value: &str) -> JsValue {
     JsValue::from_str(value)
 }
 
-fn number(value: i64) -> JsValue {
+pub(super) fn number(value: i64) -> JsValue {
     JsValue::from_f64(value as f64)
 }
 
-fn fail(e: worker::Error) -> StoreError {
+pub(super) fn fail(e: worker::Error) -> StoreError {
     StoreError(e.to_string())
 }
 
@@ -128,7 +132,7 @@ fn is_unique_violation(e: &worker::Error) -> bool {
 
 impl D1Store {
     /// Runs one statement and deserialises every row it returns.
-    async fn rows<T: DeserializeOwned>(
+    pub(super) async fn rows<T: DeserializeOwned>(
         &self,
         sql: &str,
         params: &[JsValue],

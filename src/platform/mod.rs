@@ -2,22 +2,27 @@
 //! `worker::Response`. Every response — success or error — leaves through `respond`, which adds the request id,
 //! CORS headers and, for errors, the envelope.
 
+mod cloudflare;
+mod d1_deployments;
 mod d1_store;
 mod jwks;
 
+use crate::app::deployments::{self, deploys_not_configured};
 use crate::app::ports::{Clock, Store};
-use crate::app::{agents, users};
+use crate::app::{agents, secrets, users};
 use crate::auth::jwt;
-use crate::config::{ServiceConfig, CONFIG_VARS};
+use crate::config::{DeployConfig, ServiceConfig, CONFIG_VARS};
 use crate::domain::agent::AgentStatus;
 use crate::domain::ids::RequestId;
 use crate::domain::user::User;
 use crate::domain::{ApiError, ErrorCode};
 use crate::http::body::{
-    check_declared_length, check_json_content_type, parse_json, too_large, MAX_JSON_BODY_BYTES,
+    check_declared_length, check_json_content_type, parse_json_limited, too_large,
+    MAX_DEPLOY_BODY_BYTES, MAX_JSON_BODY_BYTES,
 };
 use crate::http::envelope::{error_body, error_headers};
 use crate::http::routes::{match_route, Route, RouteMiss};
+use cloudflare::FetchProvider;
 use d1_store::D1Store;
 use futures_util::StreamExt;
 use serde::Serialize;
@@ -25,7 +30,10 @@ use serde_json::{json, Value};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use worker::{console_error, event, Context, Env, Headers, Method, Request, Response};
+use worker::{
+    console_error, console_log, event, Context, Env, Headers, Method, Request, Response,
+    ScheduleContext, ScheduledEvent,
+};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -97,12 +105,12 @@ fn load_config(env: &Env) -> Result<Rc<ServiceConfig>, ApiError> {
 }
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     let request_id = RequestId::accept_or_generate(header(&req, "X-Request-Id").as_deref());
     let origin = header(&req, "Origin");
     let config = load_config(&env);
     let outcome = match &config {
-        Ok(config) => handle(req, &env, config).await,
+        Ok(config) => handle(req, &env, &ctx, config).await,
         Err(e) => Err(e.clone()),
     };
     let cors = match &config {
@@ -163,7 +171,80 @@ fn respond(
     }
 }
 
-async fn handle(mut req: Request, env: &Env, config: &ServiceConfig) -> Result<Reply, ApiError> {
+/// The scheduled clean-up (wrangler.toml `[triggers]`): fails stuck deploys and deletes unneeded scripts.
+#[event(scheduled)]
+async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    let config = match load_config(&env) {
+        Ok(config) => config,
+        Err(e) => {
+            console_error!(
+                "clean-up skipped: {}",
+                e.internal_cause.unwrap_or(e.message)
+            );
+            return;
+        }
+    };
+    let Some(deploy) = &config.deploy else { return };
+    match clean_up(&env, deploy).await {
+        Ok((failed, deleted)) => {
+            console_log!("clean-up: {failed} stuck deployments failed, {deleted} scripts deleted")
+        }
+        Err(e) => console_error!("clean-up failed: {}", e.internal_cause.unwrap_or(e.message)),
+    }
+}
+
+async fn clean_up(env: &Env, deploy: &DeployConfig) -> Result<(u32, u32), ApiError> {
+    let store = D1Store::new(env.d1("DB").map_err(ApiError::internal)?);
+    let provider = FetchProvider {
+        base_url: &deploy.api_base_url,
+        api_token: &deploy.api_token,
+    };
+    deployments::clean_up(&store, &provider, &JsClock, deploy).await
+}
+
+/// Runs `work` after the response is sent (the deploy itself, clean-up after a delete).
+fn in_background(ctx: &Context, env: &Env, config: &Rc<ServiceConfig>, work: Background) {
+    let env = env.clone();
+    let config = config.clone();
+    ctx.wait_until(async move {
+        let Some(deploy) = &config.deploy else { return };
+        let outcome = match work {
+            Background::Deploy(pending) => {
+                let id = pending.deployment.id.clone();
+                let store = match env.d1("DB") {
+                    Ok(db) => D1Store::new(db),
+                    Err(e) => return console_error!("deploy {id}: no database: {e}"),
+                };
+                let provider = FetchProvider {
+                    base_url: &deploy.api_base_url,
+                    api_token: &deploy.api_token,
+                };
+                deployments::run_deploy(&store, &provider, &JsClock, deploy, *pending)
+                    .await
+                    .map(|status| console_log!("deploy {id} finished {}", status.as_str()))
+            }
+            Background::CleanUp => clean_up(&env, deploy).await.map(|_| ()),
+        };
+        if let Err(e) = outcome {
+            console_error!(
+                "background work failed: {}",
+                e.internal_cause.unwrap_or(e.message)
+            );
+        }
+    });
+}
+
+enum Background {
+    Deploy(Box<deployments::PendingDeploy>),
+    CleanUp,
+}
+
+async fn handle(
+    mut req: Request,
+    env: &Env,
+    ctx: &Context,
+    config: &Rc<ServiceConfig>,
+) -> Result<Reply, ApiError> {
     let method = req.method();
     let url = req.url().map_err(ApiError::internal)?;
     let path = url.path().to_owned();
@@ -210,7 +291,7 @@ async fn handle(mut req: Request, env: &Env, config: &ServiceConfig) -> Result<R
             json_reply(200, &page)
         }
         Route::CreateAgent => {
-            let body = read_json(&mut req).await?;
+            let (_, body) = read_json(&mut req, MAX_JSON_BODY_BYTES).await?;
             json_reply(
                 201,
                 &agents::create_agent(&store, &clock, &user, body).await?,
@@ -218,7 +299,7 @@ async fn handle(mut req: Request, env: &Env, config: &ServiceConfig) -> Result<R
         }
         Route::GetAgent(id) => json_reply(200, &agents::get_agent(&store, &user, &id).await?),
         Route::UpdateAgent(id) => {
-            let body = read_json(&mut req).await?;
+            let (_, body) = read_json(&mut req, MAX_JSON_BODY_BYTES).await?;
             json_reply(
                 200,
                 &agents::update_agent(&store, &clock, &user, &id, body).await?,
@@ -226,6 +307,9 @@ async fn handle(mut req: Request, env: &Env, config: &ServiceConfig) -> Result<R
         }
         Route::DeleteAgent(id) => {
             agents::delete_agent(&store, &clock, &user, &id).await?;
+            if config.deploy.is_some() {
+                in_background(ctx, env, config, Background::CleanUp);
+            }
             Ok(Reply::NoContent)
         }
         Route::DisableAgent(id) => json_reply(
@@ -236,6 +320,66 @@ async fn handle(mut req: Request, env: &Env, config: &ServiceConfig) -> Result<R
             200,
             &agents::set_agent_status(&store, &clock, &user, &id, AgentStatus::Active).await?,
         ),
+        Route::Deploy(id) => {
+            let deploy = config.deploy.as_ref().ok_or_else(deploys_not_configured)?;
+            let (raw, body) = read_json(&mut req, MAX_DEPLOY_BODY_BYTES).await?;
+            let key = header(&req, "Idempotency-Key");
+            let (deployment, pending) = deployments::request_deploy(
+                &store,
+                &clock,
+                deploy,
+                &user,
+                &id,
+                &raw,
+                body,
+                key.as_deref(),
+            )
+            .await?;
+            if let Some(pending) = pending {
+                in_background(ctx, env, config, Background::Deploy(Box::new(pending)));
+            }
+            json_reply(202, &deployment)
+        }
+        Route::ListDeployments(id) => {
+            let query = query.into_iter().collect();
+            json_reply(
+                200,
+                &json!({ "deployments": deployments::list_deployments(&store, &user, &id, &query).await? }),
+            )
+        }
+        Route::GetDeployment(agent, dep) => json_reply(
+            200,
+            &deployments::get_deployment(&store, &user, &agent, &dep).await?,
+        ),
+        Route::ActivateDeployment(agent, dep) => json_reply(
+            200,
+            &deployments::activate_deployment(&store, &clock, &user, &agent, &dep).await?,
+        ),
+        Route::ListSecrets(id) => json_reply(
+            200,
+            &json!({ "secrets": secrets::list_secrets(&store, &user, &id).await? }),
+        ),
+        Route::PutSecret(id, name) => {
+            let deploy = config.deploy.as_ref().ok_or_else(deploys_not_configured)?;
+            let (_, body) = read_json(&mut req, MAX_JSON_BODY_BYTES).await?;
+            json_reply(
+                200,
+                &secrets::put_secret(
+                    &store,
+                    &clock,
+                    &deploy.encryption_key,
+                    &user,
+                    &id,
+                    &name,
+                    body,
+                )
+                .await?,
+            )
+        }
+        Route::DeleteSecret(id, name) => {
+            secrets::delete_secret(&store, &user, &id, &name).await?;
+            Ok(Reply::NoContent)
+        }
     }
 }
 
@@ -283,19 +427,23 @@ async fn authenticate(
     users::resolve_user(store, clock, &identity).await
 }
 
-/// Reads a JSON body, refusing a wrong content type, a declared or actual size over the limit (without
-/// buffering more than the limit), and malformed JSON.
-async fn read_json<T: serde::de::DeserializeOwned>(req: &mut Request) -> Result<T, ApiError> {
+/// Reads a JSON body, refusing a wrong content type, a declared or actual size over `limit` (without
+/// buffering more than the limit), and malformed JSON. Returns the raw bytes too (idempotency hashes them).
+async fn read_json<T: serde::de::DeserializeOwned>(
+    req: &mut Request,
+    limit: usize,
+) -> Result<(Vec<u8>, T), ApiError> {
     check_json_content_type(header(req, "Content-Type").as_deref())?;
-    check_declared_length(header(req, "Content-Length").as_deref())?;
+    check_declared_length(header(req, "Content-Length").as_deref(), limit)?;
     let mut body = Vec::new();
     let mut stream = req.stream().map_err(ApiError::internal)?;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(ApiError::internal)?;
-        if body.len() + chunk.len() > MAX_JSON_BODY_BYTES {
-            return Err(too_large());
+        if body.len() + chunk.len() > limit {
+            return Err(too_large(limit));
         }
         body.extend_from_slice(&chunk);
     }
-    parse_json(&body)
+    let value = parse_json_limited(&body, limit)?;
+    Ok((body, value))
 }

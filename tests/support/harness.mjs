@@ -76,6 +76,20 @@ export function miniflareOptions(bindings, extra = {}) {
  * Starts a control plane. `vars` override the configuration; by default it trusts `key` inline.
  * A var given as `undefined` is left out entirely.
  */
+/** Deploy settings pointing at a running local Cloudflare, in `target` mode. */
+export function deployVars(lcf, target = "workers_dev") {
+  return {
+    DEPLOY_TARGET: target,
+    CLOUDFLARE_API_BASE_URL: lcf.apiBase,
+    CLOUDFLARE_API_TOKEN: lcf.apiToken,
+    CLOUDFLARE_ACCOUNT_ID: lcf.accountId,
+    DISPATCH_NAMESPACE: lcf.namespace,
+    WORKERS_DEV_URL_TEMPLATE: `${lcf.origin}/__workers/{script}`,
+    TELEMETRY_SECRETS_ENCRYPTION_KEY: Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64"),
+    TELEMETRY_REPORT_URL: "http://127.0.0.1:9/v1/telemetry/report",
+  };
+}
+
 export async function startControlPlane({ vars = {}, migrate = true, miniflare = {} } = {}) {
   const key = await makeSigningKey();
   const bindings = { AUTH_ISSUER: ISSUER, AUTH_JWKS: jwksOf(key), ...vars };
@@ -153,6 +167,45 @@ export class TestApp {
   async durableObject(binding, name) {
     const ns = await this.mf.getDurableObjectNamespace(binding);
     return ns.get(ns.idFromName(name));
+  }
+
+  deploy(token, agentId, json = {}, headers = {}) {
+    return this.request("POST", `/v1/agents/${agentId}/deploy`, { token, json, headers });
+  }
+  listDeployments(token, agentId, query = "") {
+    return this.request("GET", `/v1/agents/${agentId}/deployments${query}`, { token });
+  }
+  getDeployment(token, agentId, id) {
+    return this.request("GET", `/v1/agents/${agentId}/deployments/${id}`, { token });
+  }
+  activate(token, agentId, id) {
+    return this.request("POST", `/v1/agents/${agentId}/deployments/${id}/activate`, { token });
+  }
+  putSecret(token, agentId, name, value) {
+    return this.request("PUT", `/v1/agents/${agentId}/secrets/${name}`, { token, json: { value } });
+  }
+  listSecrets(token, agentId) {
+    return this.request("GET", `/v1/agents/${agentId}/secrets`, { token });
+  }
+  deleteSecret(token, agentId, name) {
+    return this.request("DELETE", `/v1/agents/${agentId}/secrets/${name}`, { token });
+  }
+
+  /** Polls a deployment until it leaves `deploying`. */
+  async settled(token, agentId, id, timeoutMs = 30_000) {
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      const res = await this.getDeployment(token, agentId, id);
+      if (res.status !== 200 || res.body.status !== "deploying") return res.body;
+      if (Date.now() > end) throw new Error(`deployment ${id} still deploying after ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  /** Runs the cron trigger (the clean-up job) once. */
+  async runScheduled() {
+    const worker = await this.mf.getWorker();
+    return worker.scheduled({ cron: "*/5 * * * *" });
   }
 
   /** Every stored agent row, straight from D1, for "nothing changed" assertions. */

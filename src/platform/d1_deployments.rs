@@ -1,0 +1,467 @@
+//! The `DeploymentStore` port over D1. Pointer moves are single D1 batches (one transaction), so the agent's
+//! `active_deployment_id` and the deployments' statuses never disagree, whatever runs concurrently.
+
+use super::d1_store::{fail, number, text, D1Store};
+use crate::app::ports::{
+    DeploymentStore, Inserted, NewDeployment, SealedSecret, StoreError, StoreResult, UnneededScript,
+};
+use crate::domain::deployment::{Deployment, DeploymentError, DeploymentStatus};
+use crate::domain::ids::{AgentId, DeploymentId, UserId};
+use serde::Deserialize;
+use wasm_bindgen::JsValue;
+
+const DEPLOYMENT_COLUMNS: &str = "id, agent_id, user_id, version, status, runtime_provider, deploy_target, script_name, \
+     main_module_name, compatibility_date, invoke_path, source, code_sha256, env_json, provider_ref, error_json, \
+     created_at, updated_at, finished_at, request_sha256";
+
+// ?1 id … ?18 request_sha256; the version is the agent's next one, computed in the same statement.
+const INSERT_DEPLOYMENT: &str = "INSERT INTO deployments (id, agent_id, user_id, version, status, runtime_provider, \
+     deploy_target, script_name, main_module_name, compatibility_date, invoke_path, source, code_sha256, env_json, \
+     telemetry_secret_sealed, idempotency_key, request_sha256, created_at, updated_at) \
+     SELECT ?1, ?2, ?3, COALESCE(MAX(version), 0) + 1, 'deploying', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
+     ?15, ?16, ?16 FROM deployments WHERE agent_id = ?2";
+
+/// After any pointer move: every successfully deployed deployment of agent ?1 is `active` iff the pointer names
+/// it. ?2 is the time of the change.
+const STATUSES_FOLLOW_POINTER: &str = "UPDATE deployments SET \
+     status = CASE WHEN id = (SELECT active_deployment_id FROM agents WHERE id = ?1) THEN 'active' ELSE 'inactive' END, \
+     updated_at = ?2 \
+     WHERE agent_id = ?1 AND status IN ('active', 'inactive') \
+     AND status != CASE WHEN id = (SELECT active_deployment_id FROM agents WHERE id = ?1) THEN 'active' ELSE 'inactive' END";
+
+// ?1 id, ?2 provider_ref, ?3 now
+const MARK_DEPLOYED: &str =
+    "UPDATE deployments SET status = 'inactive', provider_ref = ?2, finished_at = ?3, \
+     updated_at = ?3 WHERE id = ?1 AND status = 'deploying'";
+// ?1 deployment id, ?2 agent id, ?3 now, ?4 version: a newer deployment never loses the pointer to an older one.
+const MOVE_POINTER_IF_NEWER: &str = "UPDATE agents SET active_deployment_id = ?1, updated_at = ?3 \
+     WHERE id = ?2 AND deleted_at IS NULL \
+     AND EXISTS (SELECT 1 FROM deployments WHERE id = ?1 AND status = 'inactive' AND script_deleted_at IS NULL) \
+     AND (active_deployment_id IS NULL OR \
+          (SELECT version FROM deployments WHERE id = agents.active_deployment_id) < ?4)";
+// ?1 user, ?2 agent, ?3 deployment, ?4 now
+const ACTIVATE: &str = "UPDATE agents SET active_deployment_id = ?3, updated_at = ?4 \
+     WHERE id = ?2 AND user_id = ?1 AND deleted_at IS NULL \
+     AND EXISTS (SELECT 1 FROM deployments WHERE id = ?3 AND agent_id = ?2 AND user_id = ?1 \
+                 AND status IN ('active', 'inactive') AND script_deleted_at IS NULL) \
+     RETURNING id";
+// ?1 id, ?2 error_json, ?3 now
+const MARK_FAILED: &str =
+    "UPDATE deployments SET status = 'failed', error_json = ?2, finished_at = ?3, updated_at = ?3 \
+     WHERE id = ?1 AND status = 'deploying'";
+// ?1 cutoff, ?2 error_json, ?3 now
+const FAIL_STUCK: &str =
+    "UPDATE deployments SET status = 'failed', error_json = ?2, finished_at = ?3, updated_at = ?3 \
+     WHERE status = 'deploying' AND created_at < ?1 RETURNING id";
+// ?1 keep, ?2 limit
+const UNNEEDED_SCRIPTS: &str = "SELECT d.id, d.script_name FROM deployments d JOIN agents a ON a.id = d.agent_id \
+     WHERE d.script_deleted_at IS NULL AND d.status != 'deploying' AND ( \
+       d.status = 'failed' OR a.deleted_at IS NOT NULL OR \
+       (d.status = 'inactive' AND (SELECT COUNT(*) FROM deployments n WHERE n.agent_id = d.agent_id \
+          AND n.status = 'inactive' AND n.version > d.version AND n.script_deleted_at IS NULL) >= ?1)) \
+     ORDER BY d.created_at LIMIT ?2";
+
+#[derive(Deserialize)]
+struct DeploymentRow {
+    id: String,
+    agent_id: String,
+    user_id: String,
+    version: f64,
+    status: String,
+    runtime_provider: String,
+    deploy_target: String,
+    script_name: String,
+    main_module_name: String,
+    compatibility_date: String,
+    invoke_path: String,
+    source: String,
+    code_sha256: String,
+    env_json: String,
+    provider_ref: Option<String>,
+    error_json: Option<String>,
+    created_at: f64,
+    updated_at: f64,
+    finished_at: Option<f64>,
+    request_sha256: String,
+}
+
+impl DeploymentRow {
+    fn into_deployment(self) -> StoreResult<(Deployment, String)> {
+        let bad = |what: &str| StoreError(format!("deployment {}: bad {what} in storage", self.id));
+        let deployment = Deployment {
+            status: DeploymentStatus::parse(&self.status).ok_or_else(|| bad("status"))?,
+            env: serde_json::from_str(&self.env_json).map_err(|_| bad("env_json"))?,
+            error: self
+                .error_json
+                .as_deref()
+                .map(serde_json::from_str::<DeploymentError>)
+                .transpose()
+                .map_err(|_| bad("error_json"))?,
+            id: DeploymentId::from_trusted(self.id),
+            agent_id: AgentId::from_trusted(self.agent_id),
+            user_id: UserId::from_trusted(self.user_id),
+            version: self.version as i64,
+            runtime_provider: self.runtime_provider,
+            deploy_target: self.deploy_target,
+            script_name: self.script_name,
+            main_module_name: self.main_module_name,
+            compatibility_date: self.compatibility_date,
+            invoke_path: self.invoke_path,
+            source: self.source,
+            code_sha256: self.code_sha256,
+            provider_ref: self.provider_ref,
+            created_at: self.created_at as i64,
+            updated_at: self.updated_at as i64,
+            finished_at: self.finished_at.map(|t| t as i64),
+        };
+        Ok((deployment, self.request_sha256))
+    }
+}
+
+#[derive(Deserialize)]
+struct SecretRow {
+    name: String,
+    value_sealed: String,
+    created_at: f64,
+    updated_at: f64,
+}
+
+/// A `RETURNING id` row: only its presence matters.
+#[derive(Deserialize)]
+struct IdRow {
+    #[allow(dead_code)]
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct ScriptRow {
+    id: String,
+    script_name: String,
+}
+
+fn optional(value: Option<&str>) -> JsValue {
+    value.map_or(JsValue::NULL, text)
+}
+
+impl D1Store {
+    async fn deployment_rows(
+        &self,
+        sql: &str,
+        params: &[JsValue],
+    ) -> StoreResult<Vec<(Deployment, String)>> {
+        let rows: Vec<DeploymentRow> = self.rows(sql, params).await?;
+        rows.into_iter()
+            .map(DeploymentRow::into_deployment)
+            .collect()
+    }
+
+    async fn by_idempotency_key(
+        &self,
+        agent: &AgentId,
+        key: &str,
+    ) -> StoreResult<Option<(Deployment, String)>> {
+        let sql = format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE agent_id = ?1 AND idempotency_key = ?2");
+        Ok(self
+            .deployment_rows(&sql, &[text(agent.as_str()), text(key)])
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    fn statement(&self, sql: &str, params: &[JsValue]) -> StoreResult<worker::D1PreparedStatement> {
+        self.db().prepare(sql).bind(params).map_err(fail)
+    }
+}
+
+impl DeploymentStore for D1Store {
+    async fn insert_deployment(&self, new: &NewDeployment) -> StoreResult<Inserted> {
+        let d = &new.deployment;
+        if let Some(key) = &new.idempotency_key {
+            if let Some((deployment, request_sha256)) =
+                self.by_idempotency_key(&d.agent_id, key).await?
+            {
+                return Ok(Inserted::Existing {
+                    deployment,
+                    request_sha256,
+                });
+            }
+        }
+        let params = [
+            text(d.id.as_str()),
+            text(d.agent_id.as_str()),
+            text(d.user_id.as_str()),
+            text(&d.runtime_provider),
+            text(&d.deploy_target),
+            text(&d.script_name),
+            text(&d.main_module_name),
+            text(&d.compatibility_date),
+            text(&d.invoke_path),
+            text(&d.source),
+            text(&d.code_sha256),
+            text(&serde_json::to_string(&d.env).map_err(|e| StoreError(e.to_string()))?),
+            text(&new.telemetry_secret_sealed),
+            optional(new.idempotency_key.as_deref()),
+            text(&new.request_sha256),
+            number(d.created_at),
+        ];
+        // Two inserts racing for the same version (or idempotency key) collide on a unique index: retry once
+        // for the version, and answer the winner for the key.
+        for _ in 0..3 {
+            match self.statement(INSERT_DEPLOYMENT, &params)?.run().await {
+                Ok(_) => break,
+                Err(e) if e.to_string().contains("UNIQUE constraint failed") => {
+                    if let Some(key) = &new.idempotency_key {
+                        if let Some((deployment, request_sha256)) =
+                            self.by_idempotency_key(&d.agent_id, key).await?
+                        {
+                            return Ok(Inserted::Existing {
+                                deployment,
+                                request_sha256,
+                            });
+                        }
+                    }
+                }
+                Err(e) => return Err(fail(e)),
+            }
+        }
+        let sql = format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = ?1");
+        let (deployment, _) = self
+            .deployment_rows(&sql, &[text(d.id.as_str())])
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError("deployment insert did not take".into()))?;
+        Ok(Inserted::New(deployment))
+    }
+
+    async fn deployment(
+        &self,
+        owner: &UserId,
+        agent: &AgentId,
+        id: &DeploymentId,
+    ) -> StoreResult<Option<Deployment>> {
+        let sql = format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE user_id = ?1 AND agent_id = ?2 AND id = ?3");
+        Ok(self
+            .deployment_rows(
+                &sql,
+                &[
+                    text(owner.as_str()),
+                    text(agent.as_str()),
+                    text(id.as_str()),
+                ],
+            )
+            .await?
+            .into_iter()
+            .next()
+            .map(|(d, _)| d))
+    }
+
+    async fn list_deployments(
+        &self,
+        owner: &UserId,
+        agent: &AgentId,
+        status: Option<DeploymentStatus>,
+        include_inactive: bool,
+        limit: u32,
+    ) -> StoreResult<Vec<Deployment>> {
+        // ?3 status filter or NULL; ?4 1 to include inactive ones.
+        let sql = format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE user_id = ?1 AND agent_id = ?2 \
+             AND (?3 IS NULL OR status = ?3) AND (?4 = 1 OR ?3 = 'inactive' OR status != 'inactive') \
+             ORDER BY version DESC LIMIT ?5"
+        );
+        let params = [
+            text(owner.as_str()),
+            text(agent.as_str()),
+            optional(status.map(DeploymentStatus::as_str)),
+            number(include_inactive as i64),
+            number(limit as i64),
+        ];
+        Ok(self
+            .deployment_rows(&sql, &params)
+            .await?
+            .into_iter()
+            .map(|(d, _)| d)
+            .collect())
+    }
+
+    async fn finish_success(
+        &self,
+        d: &Deployment,
+        provider_ref: &str,
+        now: i64,
+    ) -> StoreResult<()> {
+        let batch = vec![
+            self.statement(
+                MARK_DEPLOYED,
+                &[text(d.id.as_str()), text(provider_ref), number(now)],
+            )?,
+            self.statement(
+                MOVE_POINTER_IF_NEWER,
+                &[
+                    text(d.id.as_str()),
+                    text(d.agent_id.as_str()),
+                    number(now),
+                    number(d.version),
+                ],
+            )?,
+            self.statement(
+                STATUSES_FOLLOW_POINTER,
+                &[text(d.agent_id.as_str()), number(now)],
+            )?,
+        ];
+        self.db().batch(batch).await.map_err(fail)?;
+        Ok(())
+    }
+
+    async fn finish_failure(
+        &self,
+        id: &DeploymentId,
+        error: &DeploymentError,
+        now: i64,
+    ) -> StoreResult<()> {
+        let error = serde_json::to_string(error).map_err(|e| StoreError(e.to_string()))?;
+        self.statement(MARK_FAILED, &[text(id.as_str()), text(&error), number(now)])?
+            .run()
+            .await
+            .map_err(fail)?;
+        Ok(())
+    }
+
+    async fn activate(
+        &self,
+        owner: &UserId,
+        agent: &AgentId,
+        id: &DeploymentId,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let results = self
+            .db()
+            .batch(vec![
+                self.statement(
+                    ACTIVATE,
+                    &[
+                        text(owner.as_str()),
+                        text(agent.as_str()),
+                        text(id.as_str()),
+                        number(now),
+                    ],
+                )?,
+                self.statement(
+                    STATUSES_FOLLOW_POINTER,
+                    &[text(agent.as_str()), number(now)],
+                )?,
+            ])
+            .await
+            .map_err(fail)?;
+        let moved: Vec<IdRow> = results
+            .first()
+            .map(|r| r.results())
+            .transpose()
+            .map_err(fail)?
+            .unwrap_or_default();
+        Ok(!moved.is_empty())
+    }
+
+    async fn mark_script_deleted(&self, id: &DeploymentId, now: i64) -> StoreResult<()> {
+        self.statement(
+            "UPDATE deployments SET script_deleted_at = ?2 WHERE id = ?1 AND script_deleted_at IS NULL",
+            &[text(id.as_str()), number(now)],
+        )?
+        .run()
+        .await
+        .map_err(fail)?;
+        Ok(())
+    }
+
+    async fn secrets(&self, owner: &UserId, agent: &AgentId) -> StoreResult<Vec<SealedSecret>> {
+        let rows: Vec<SecretRow> = self
+            .rows(
+                "SELECT name, value_sealed, created_at, updated_at FROM agent_secrets \
+                 WHERE user_id = ?1 AND agent_id = ?2 ORDER BY name",
+                &[text(owner.as_str()), text(agent.as_str())],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| SealedSecret {
+                name: r.name,
+                value_sealed: r.value_sealed,
+                created_at: r.created_at as i64,
+                updated_at: r.updated_at as i64,
+            })
+            .collect())
+    }
+
+    async fn put_secret(
+        &self,
+        owner: &UserId,
+        agent: &AgentId,
+        s: &SealedSecret,
+    ) -> StoreResult<SealedSecret> {
+        let rows: Vec<SecretRow> = self
+            .rows(
+                "INSERT INTO agent_secrets (agent_id, user_id, name, value_sealed, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5) \
+                 ON CONFLICT (agent_id, name) DO UPDATE SET value_sealed = excluded.value_sealed, \
+                 updated_at = excluded.updated_at WHERE agent_secrets.user_id = excluded.user_id \
+                 RETURNING name, value_sealed, created_at, updated_at",
+                &[text(agent.as_str()), text(owner.as_str()), text(&s.name), text(&s.value_sealed), number(s.updated_at)],
+            )
+            .await?;
+        rows.into_iter()
+            .next()
+            .map(|r| SealedSecret {
+                name: r.name,
+                value_sealed: r.value_sealed,
+                created_at: r.created_at as i64,
+                updated_at: r.updated_at as i64,
+            })
+            .ok_or_else(|| StoreError("secret upsert returned no row".into()))
+    }
+
+    async fn delete_secret(
+        &self,
+        owner: &UserId,
+        agent: &AgentId,
+        name: &str,
+    ) -> StoreResult<bool> {
+        let rows: Vec<SecretRow> = self
+            .rows(
+                "DELETE FROM agent_secrets WHERE user_id = ?1 AND agent_id = ?2 AND name = ?3 \
+                 RETURNING name, value_sealed, created_at, updated_at",
+                &[text(owner.as_str()), text(agent.as_str()), text(name)],
+            )
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
+    async fn fail_stuck_deployments(
+        &self,
+        cutoff: i64,
+        error: &DeploymentError,
+        now: i64,
+    ) -> StoreResult<u32> {
+        let error = serde_json::to_string(error).map_err(|e| StoreError(e.to_string()))?;
+        let rows: Vec<IdRow> = self
+            .rows(FAIL_STUCK, &[number(cutoff), text(&error), number(now)])
+            .await?;
+        Ok(rows.len() as u32)
+    }
+
+    async fn unneeded_scripts(&self, keep: u32, limit: u32) -> StoreResult<Vec<UnneededScript>> {
+        let rows: Vec<ScriptRow> = self
+            .rows(
+                UNNEEDED_SCRIPTS,
+                &[number(keep as i64), number(limit as i64)],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| UnneededScript {
+                deployment_id: DeploymentId::from_trusted(r.id),
+                script_name: r.script_name,
+            })
+            .collect())
+    }
+}
