@@ -4,6 +4,8 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PORT ?= 8787
+LOCAL_CLOUDFLARE_PORT ?= 8788
+export PORT LOCAL_CLOUDFLARE_PORT
 USER ?= local-user
 WORKER_BUILD_VERSION := 0.8.7
 # The wasm-bindgen CLI must equal the wasm-bindgen crate in Cargo.lock, or the generated glue will not load.
@@ -72,21 +74,26 @@ build: setup
 .dev.vars: node_modules/.package-lock.json scripts/dev-keys.mjs scripts/dev-identity.mjs
 	@node scripts/dev-keys.mjs
 
+# The control plane under wrangler dev, and the local Cloudflare it deploys agents to, side by side; stopping
+# `make dev` stops both.
 dev: setup .dev.vars
+	@node scripts/dev-keys.mjs
 	$(WRANGLER) d1 migrations apply DB --local
 	@echo
-	@echo "  Control plane: http://127.0.0.1:$(PORT)   (state in .wrangler/state; 'make reset' wipes it)"
-	@echo "  A token:       TOKEN=\$$(make -s token USER=alice)"
-	@echo "  Try:           curl -H \"Authorization: Bearer \$$TOKEN\" http://127.0.0.1:$(PORT)/v1/me"
+	@echo "  Control plane:    http://127.0.0.1:$(PORT)   (state in .wrangler/; 'make reset' wipes it)"
+	@echo "  Local Cloudflare: http://127.0.0.1:$(LOCAL_CLOUDFLARE_PORT)/client/v4 (deployed agents at /__workers/<script>)"
+	@echo "  A token:          TOKEN=\$$(make -s token USER=alice)"
+	@echo "  Try:              curl -H \"Authorization: Bearer \$$TOKEN\" http://127.0.0.1:$(PORT)/v1/me"
 	@echo
-	$(WRANGLER) dev --local --ip 127.0.0.1 --port $(PORT)
+	@node local-cloudflare/server.mjs & lcf=$$!; trap 'kill $$lcf 2>/dev/null' EXIT INT TERM; \
+	  $(WRANGLER) dev --local --ip 127.0.0.1 --port $(PORT)
 
 token: .dev.vars
 	@node scripts/token.mjs "$(USER)"
 
 reset:
-	rm -rf .wrangler/state
-	@echo "Local D1 and Durable Object state wiped."
+	rm -rf .wrangler/state .wrangler/local-cloudflare
+	@echo "Local D1, Durable Object and local Cloudflare state wiped."
 
 ## Checks -----------------------------------------------------------------------------------------------------
 

@@ -1,10 +1,12 @@
-// Creates the local stack's own RS256 signing key (once, in .dev/, git-ignored) and writes the matching
-// AUTH_ISSUER and AUTH_JWKS into .dev.vars, which `wrangler dev` reads. Other lines in .dev.vars are kept,
-// so local additions such as CORS_ALLOWED_ORIGINS survive.
+// Creates the local stack's own RS256 signing key and secrets encryption key (once, in .dev/, git-ignored) and
+// writes the settings `wrangler dev` needs into .dev.vars: the identity provider (AUTH_*) and deploys to the
+// local Cloudflare (PORT and LOCAL_CLOUDFLARE_PORT pick the ports). Other lines in .dev.vars are kept, so local
+// additions such as CORS_ALLOWED_ORIGINS survive.
 import { exportJWK, generateKeyPair } from "jose";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { randomUUID } from "node:crypto";
-import { DEV_ISSUER, KEY_FILE } from "./dev-identity.mjs";
+import { randomBytes } from "node:crypto";
+import { DEV_ISSUER, ENCRYPTION_KEY_FILE, KEY_FILE } from "./dev-identity.mjs";
 
 async function loadOrCreateKey() {
   if (existsSync(KEY_FILE)) return JSON.parse(readFileSync(KEY_FILE, "utf8"));
@@ -19,12 +21,33 @@ const key = await loadOrCreateKey();
 const { kty, n, e, kid, alg, use } = key;
 const jwks = JSON.stringify({ keys: [{ kty, n, e, kid, alg, use }] });
 
-const managed = { AUTH_ISSUER: DEV_ISSUER, AUTH_JWKS: jwks };
+function loadOrCreateEncryptionKey() {
+  if (existsSync(ENCRYPTION_KEY_FILE)) return readFileSync(ENCRYPTION_KEY_FILE, "utf8").trim();
+  const key = randomBytes(32).toString("base64");
+  mkdirSync(".dev", { recursive: true, mode: 0o700 });
+  writeFileSync(ENCRYPTION_KEY_FILE, key + "\n", { mode: 0o600 });
+  return key;
+}
+
+const port = process.env.PORT || "8787";
+const lcfPort = process.env.LOCAL_CLOUDFLARE_PORT || "8788";
+const lcf = `http://127.0.0.1:${lcfPort}`;
+const managed = {
+  AUTH_ISSUER: DEV_ISSUER,
+  AUTH_JWKS: jwks,
+  DEPLOY_TARGET: "workers_dev",
+  CLOUDFLARE_API_BASE_URL: `${lcf}/client/v4`,
+  CLOUDFLARE_API_TOKEN: "local-cloudflare-token",
+  CLOUDFLARE_ACCOUNT_ID: "local-account",
+  WORKERS_DEV_URL_TEMPLATE: `${lcf}/__workers/{script}`,
+  TELEMETRY_SECRETS_ENCRYPTION_KEY: loadOrCreateEncryptionKey(),
+  TELEMETRY_REPORT_URL: `http://127.0.0.1:${port}/v1/telemetry/report`,
+};
 const kept = existsSync(".dev.vars")
   ? readFileSync(".dev.vars", "utf8")
       .split("\n")
       .filter((line) => line.trim() && !Object.keys(managed).some((name) => line.startsWith(`${name}=`)))
-  : ["# Local-only settings for `wrangler dev`. AUTH_* lines are rewritten by scripts/dev-keys.mjs."];
+  : ["# Local-only settings for `wrangler dev`, rewritten by scripts/dev-keys.mjs except for lines you add."];
 const lines = [...kept, ...Object.entries(managed).map(([name, value]) => `${name}='${value}'`)];
 writeFileSync(".dev.vars", lines.join("\n") + "\n", { mode: 0o600 });
 console.error(`Local signing key ${kid} ready; .dev.vars written.`);
