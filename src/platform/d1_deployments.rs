@@ -127,6 +127,17 @@ struct SecretRow {
 }
 
 /// A `RETURNING id` row: only its presence matters.
+impl From<SecretRow> for SealedSecret {
+    fn from(r: SecretRow) -> Self {
+        SealedSecret {
+            name: r.name,
+            value_sealed: r.value_sealed,
+            created_at: r.created_at as i64,
+            updated_at: r.updated_at as i64,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct IdRow {
     #[allow(dead_code)]
@@ -168,6 +179,20 @@ impl D1Store {
             .next())
     }
 
+    /// The deployment already recorded under this request's idempotency key, if any.
+    async fn existing_for_key(&self, new: &NewDeployment) -> StoreResult<Option<Inserted>> {
+        let Some(key) = &new.idempotency_key else {
+            return Ok(None);
+        };
+        Ok(self
+            .by_idempotency_key(&new.deployment.agent_id, key)
+            .await?
+            .map(|(deployment, request_sha256)| Inserted::Existing {
+                deployment,
+                request_sha256,
+            }))
+    }
+
     fn statement(&self, sql: &str, params: &[JsValue]) -> StoreResult<worker::D1PreparedStatement> {
         self.db().prepare(sql).bind(params).map_err(fail)
     }
@@ -176,15 +201,8 @@ impl D1Store {
 impl DeploymentStore for D1Store {
     async fn insert_deployment(&self, new: &NewDeployment) -> StoreResult<Inserted> {
         let d = &new.deployment;
-        if let Some(key) = &new.idempotency_key {
-            if let Some((deployment, request_sha256)) =
-                self.by_idempotency_key(&d.agent_id, key).await?
-            {
-                return Ok(Inserted::Existing {
-                    deployment,
-                    request_sha256,
-                });
-            }
+        if let Some(existing) = self.existing_for_key(new).await? {
+            return Ok(existing);
         }
         let params = [
             text(d.id.as_str()),
@@ -204,21 +222,18 @@ impl DeploymentStore for D1Store {
             text(&new.request_sha256),
             number(d.created_at),
         ];
-        // Two inserts racing for the same version (or idempotency key) collide on a unique index: retry once
-        // for the version, and answer the winner for the key.
-        for _ in 0..3 {
+        // Two inserts racing collide on a unique index: on the idempotency key (answer with the winner) or on
+        // the version (try again: the next attempt computes a higher one).
+        const ATTEMPTS: usize = 3;
+        for attempt in 1..=ATTEMPTS {
             match self.statement(INSERT_DEPLOYMENT, &params)?.run().await {
                 Ok(_) => break,
                 Err(e) if e.to_string().contains("UNIQUE constraint failed") => {
-                    if let Some(key) = &new.idempotency_key {
-                        if let Some((deployment, request_sha256)) =
-                            self.by_idempotency_key(&d.agent_id, key).await?
-                        {
-                            return Ok(Inserted::Existing {
-                                deployment,
-                                request_sha256,
-                            });
-                        }
+                    if let Some(existing) = self.existing_for_key(new).await? {
+                        return Ok(existing);
+                    }
+                    if attempt == ATTEMPTS {
+                        return Err(fail(e));
                     }
                 }
                 Err(e) => return Err(fail(e)),
@@ -382,15 +397,7 @@ impl DeploymentStore for D1Store {
                 &[text(owner.as_str()), text(agent.as_str())],
             )
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| SealedSecret {
-                name: r.name,
-                value_sealed: r.value_sealed,
-                created_at: r.created_at as i64,
-                updated_at: r.updated_at as i64,
-            })
-            .collect())
+        Ok(rows.into_iter().map(SealedSecret::from).collect())
     }
 
     async fn put_secret(
@@ -411,12 +418,7 @@ impl DeploymentStore for D1Store {
             .await?;
         rows.into_iter()
             .next()
-            .map(|r| SealedSecret {
-                name: r.name,
-                value_sealed: r.value_sealed,
-                created_at: r.created_at as i64,
-                updated_at: r.updated_at as i64,
-            })
+            .map(SealedSecret::from)
             .ok_or_else(|| StoreError("secret upsert returned no row".into()))
     }
 
