@@ -128,9 +128,17 @@ test("a provider failure at each step ends failed, moves nothing, and leaves no 
   assert.ok(names.includes(good.scriptName), "the active script stays");
 });
 
+// Columns that may change after insert (DESIGN.md §4.2): the status, provider reference and error fields, and
+// the timestamps recording those changes. Everything else must equal what was written at insert.
+const MUTABLE = new Set(["status", "provider_ref", "error_json", "updated_at", "finished_at", "script_deleted_at"]);
+const immutablePart = (row) => Object.fromEntries(Object.entries(row).filter(([k]) => !MUTABLE.has(k)));
+const rowOf = async (id) => (await app.db.prepare("SELECT * FROM deployments WHERE id = ?").bind(id).first());
+
 test("rollback: activate any successful deployment; failed or foreign ones are refused", async () => {
   const agent = await newAgent(alice, "rollback-agent");
-  const v1 = await deployAndSettle(alice, agent.id);
+  const accepted = await app.deploy(alice, agent.id);
+  const atInsert = immutablePart(await rowOf(accepted.body.id));
+  const v1 = await app.settled(alice, agent.id, accepted.body.id);
   const v2 = await deployAndSettle(alice, agent.id, { moduleCode: ENV_MODULE });
   const rolled = await app.activate(alice, agent.id, v1.id);
   assert.equal(rolled.status, 200, rolled.text);
@@ -146,6 +154,10 @@ test("rollback: activate any successful deployment; failed or foreign ones are r
   const other = await newAgent(alice, "rollback-other");
   expectError(assert, await app.activate(alice, other.id, v1.id), 404, "deployment_not_found");
   assert.equal((await app.getAgent(alice, agent.id)).body.activeDeploymentId, v2.id);
+
+  // deploying → active → inactive → active → inactive, then a clean-up pass: the record itself never changed.
+  await app.runScheduled();
+  assert.deepEqual(immutablePart(await rowOf(v1.id)), atInsert);
 });
 
 test("idempotency: a retried request returns the same deployment; a reused key with another body is 422", async () => {
@@ -286,6 +298,11 @@ test("dispatch namespace mode: the same deploy lands in the namespace, reachable
       body: JSON.stringify(invokeBody("through the namespace")),
     });
     assert.equal((await res.json()).output.text, "through the namespace");
+
+    // Clean-up in this mode deletes by tag: deleting the agent removes its script from the namespace.
+    assert.equal((await wfp.deleteAgent(token, agent.id)).status, 204);
+    await wfp.runScheduled();
+    assert.ok(!lcf.scripts().some((s) => s.name === done.scriptName), "script left in the namespace");
   } finally {
     await wfp.close();
   }
