@@ -308,6 +308,19 @@ test("dispatch namespace mode: the same deploy lands in the namespace, reachable
   }
 });
 
+test("a wrong-length encryption key fails every request loudly instead of deploying", async () => {
+  const broken = await startControlPlane({
+    vars: { ...deployVars(lcf), TELEMETRY_SECRETS_ENCRYPTION_KEY: Buffer.alloc(16).toString("base64") },
+  });
+  try {
+    const token = await broken.token("u");
+    expectError(assert, await broken.me(token), 500, "server_misconfigured");
+    expectError(assert, await broken.deploy(token, "agt_000000000000000000000000"), 500, "server_misconfigured");
+  } finally {
+    await broken.close();
+  }
+});
+
 test("deploy routes answer 503 when no deploy target is configured", async () => {
   const plain = await startControlPlane();
   try {
