@@ -183,7 +183,8 @@ pub fn tags_for(deployment: &Deployment) -> Vec<String> {
     ]
 }
 
-/// Runs a pending deploy to completion. Never returns an error: every failure ends in the deployment's row.
+/// Runs a pending deploy to completion. Every provider failure ends in the deployment's row (`failed`, with the
+/// step and the provider's message); only a storage failure is returned as an error.
 pub async fn run_deploy<S: DeploymentStore, P: ProviderApi, C: Clock>(
     store: &S,
     provider: &P,

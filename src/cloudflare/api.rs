@@ -270,20 +270,19 @@ impl DeployTarget {
 
     /// Dispatch namespaces only: `GET …/scripts?tags=<tag>:yes`, the scripts carrying `tag`.
     pub fn list_by_tag(&self, tag: &str) -> Option<ApiRequest> {
-        matches!(self, DeployTarget::DispatchNamespace { .. }).then(|| ApiRequest {
-            step: Step::List,
-            method: Method::Get,
-            path: self.scripts_path(),
-            query: vec![("tags".into(), format!("{tag}:yes"))],
-            body: Body::None,
-        })
+        self.by_tag(Step::List, Method::Get, tag)
     }
 
     /// Dispatch namespaces only: `DELETE …/scripts?tags=<tag>:yes`, every script carrying `tag` at once.
     pub fn delete_by_tag(&self, tag: &str) -> Option<ApiRequest> {
+        self.by_tag(Step::Delete, Method::Delete, tag)
+    }
+
+    /// The Workers for Platforms tag filter; the account's own scripts API has none.
+    fn by_tag(&self, step: Step, method: Method, tag: &str) -> Option<ApiRequest> {
         matches!(self, DeployTarget::DispatchNamespace { .. }).then(|| ApiRequest {
-            step: Step::Delete,
-            method: Method::Delete,
+            step,
+            method,
             path: self.scripts_path(),
             query: vec![("tags".into(), format!("{tag}:yes"))],
             body: Body::None,
