@@ -56,6 +56,15 @@ export function parseMultipart(buffer, contentType) {
   return parts;
 }
 
+/** Parses a JSON request body; `null` when it is not JSON (the caller answers with Cloudflare's error). */
+function jsonBody(body) {
+  try {
+    return JSON.parse(body.toString("utf8"));
+  } catch {
+    return null;
+  }
+}
+
 function readBody(req) {
   return new Promise((resolve, reject) => {
     const chunks = [];
@@ -292,13 +301,8 @@ export async function startLocalCloudflare({
       if (rest[1] === "secrets") {
         if (method === "GET") return envelope(Object.keys(script.secrets).map((n) => ({ name: n, type: "secret_text" })));
         if (method === "PUT") {
-          let secret;
-          try {
-            secret = JSON.parse(body.toString("utf8"));
-          } catch {
-            return failure(400, 10021, "the body is not JSON");
-          }
-          if (!secret || typeof secret.name !== "string" || typeof secret.text !== "string") return failure(400, 10021, "expected {name, text, type}");
+          const secret = jsonBody(body);
+          if (!secret || typeof secret.name !== "string" || typeof secret.text !== "string") return failure(400, 10021, "expected a JSON body {name, text, type}");
           await change(() => scripts.set(key, { ...script, secrets: { ...script.secrets, [secret.name]: secret.text }, modifiedOn: new Date().toISOString() }));
           return envelope({ name: secret.name, type: "secret_text" });
         }
@@ -311,12 +315,8 @@ export async function startLocalCloudflare({
       if (rest[1] === "subdomain" && scope === "workers") {
         if (method === "GET") return envelope({ enabled: script.subdomainEnabled, previews_enabled: false });
         if (method === "POST") {
-          let wanted;
-          try {
-            wanted = JSON.parse(body.toString("utf8"));
-          } catch {
-            return failure(400, 10021, "the body is not JSON");
-          }
+          const wanted = jsonBody(body);
+          if (!wanted) return failure(400, 10021, "expected a JSON body {enabled}");
           script.subdomainEnabled = wanted.enabled === true;
           persist();
           return envelope({ enabled: script.subdomainEnabled, previews_enabled: false });

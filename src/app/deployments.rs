@@ -218,17 +218,13 @@ async fn deploy_steps<S: DeploymentStore, P: ProviderApi>(
     pending: &PendingDeploy,
 ) -> Result<(), DeploymentError> {
     let d = &pending.deployment;
-    let sealed = store
-        .secrets(&d.user_id, &d.agent_id)
-        .await
-        .map_err(|e| DeploymentError {
-            step: "secrets".into(),
-            endpoint: None,
-            kind: "internal".into(),
-            status: None,
-            provider_codes: vec![],
-            message: format!("could not read the agent's secrets: {}", e.0),
-        })?;
+    let sealed = store.secrets(&d.user_id, &d.agent_id).await.map_err(|e| {
+        DeploymentError::platform(
+            "secrets",
+            "internal",
+            format!("could not read the agent's secrets: {}", e.0),
+        )
+    })?;
     let mut secrets = vec![(
         "TELEMETRY_SECRET".to_string(),
         pending.telemetry_secret.clone(),
@@ -239,13 +235,12 @@ async fn deploy_steps<S: DeploymentStore, P: ProviderApi>(
             &secret_aad(&d.user_id, &d.agent_id, &s.name),
             &s.value_sealed,
         )
-        .map_err(|_| DeploymentError {
-            step: "secrets".into(),
-            endpoint: None,
-            kind: "internal".into(),
-            status: None,
-            provider_codes: vec![],
-            message: format!("secret {} could not be decrypted; set it again", s.name),
+        .map_err(|_| {
+            DeploymentError::platform(
+                "secrets",
+                "internal",
+                format!("secret {} could not be decrypted; set it again", s.name),
+            )
         })?;
         secrets.push((s.name, value));
     }
@@ -283,7 +278,8 @@ async fn deploy_steps<S: DeploymentStore, P: ProviderApi>(
     Ok(())
 }
 
-/// Deletes one deployment's script (a missing script counts as deleted) and records it.
+/// Deletes one deployment's script (a missing script counts as deleted) and records it. A provider refusal and a
+/// storage failure are both reported as what they are; the caller retries on the next clean-up.
 async fn delete_script<S: DeploymentStore, P: ProviderApi>(
     store: &S,
     provider: &P,
@@ -291,7 +287,7 @@ async fn delete_script<S: DeploymentStore, P: ProviderApi>(
     id: &DeploymentId,
     script: &str,
     now: i64,
-) -> Result<(), ProviderError> {
+) -> Result<(), ApiError> {
     let request = config
         .target
         .delete_by_tag(&format!("deployment-{id}"))
@@ -299,12 +295,9 @@ async fn delete_script<S: DeploymentStore, P: ProviderApi>(
     match provider.call(&request).await {
         Ok(_) => {}
         Err(e) if e.kind == FailureKind::NotFound => {}
-        Err(e) => return Err(e),
+        Err(e) => return Err(ApiError::internal(e)),
     }
-    store
-        .mark_script_deleted(id, now)
-        .await
-        .map_err(|e| crate::cloudflare::envelope::network_failure(&request, &e.0))
+    Ok(store.mark_script_deleted(id, now).await?)
 }
 
 pub async fn get_deployment<S: Store + DeploymentStore>(
@@ -409,17 +402,14 @@ pub async fn clean_up<S: DeploymentStore, P: ProviderApi, C: Clock>(
     config: &DeployConfig,
 ) -> Result<(u32, u32), ApiError> {
     let now = clock.now_ms();
-    let timeout = DeploymentError {
-        step: "timeout".into(),
-        endpoint: None,
-        kind: "timeout".into(),
-        status: None,
-        provider_codes: vec![],
-        message: format!(
+    let timeout = DeploymentError::platform(
+        "timeout",
+        "timeout",
+        format!(
             "the deploy did not finish within {} minutes",
             DEPLOY_TIMEOUT_MS / 60_000
         ),
-    };
+    );
     let failed = store
         .fail_stuck_deployments(now - DEPLOY_TIMEOUT_MS, &timeout, now)
         .await?;

@@ -72,6 +72,20 @@ pub struct DeploymentError {
     pub message: String,
 }
 
+impl DeploymentError {
+    /// A failure on the platform's side of a deploy (no provider call involved): no endpoint, status or codes.
+    pub fn platform(step: &str, kind: &str, message: impl Into<String>) -> Self {
+        DeploymentError {
+            step: step.into(),
+            endpoint: None,
+            kind: kind.into(),
+            status: None,
+            provider_codes: Vec::new(),
+            message: message.into(),
+        }
+    }
+}
+
 /// A deployment as stored and returned. Only `status`, `provider_ref`, `error` and the timestamps that record
 /// those changes are ever updated.
 #[derive(Debug, Clone, PartialEq, Serialize)]

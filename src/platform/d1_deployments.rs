@@ -1,7 +1,7 @@
 //! The `DeploymentStore` port over D1. Pointer moves are single D1 batches (one transaction), so the agent's
 //! `active_deployment_id` and the deployments' statuses never disagree, whatever runs concurrently.
 
-use super::d1_store::{fail, number, text, D1Store};
+use super::d1_store::{fail, is_unique_violation, number, text, D1Store};
 use crate::app::ports::{
     DeploymentStore, Inserted, NewDeployment, SealedSecret, StoreError, StoreResult, UnneededScript,
 };
@@ -228,7 +228,7 @@ impl DeploymentStore for D1Store {
         for attempt in 1..=ATTEMPTS {
             match self.statement(INSERT_DEPLOYMENT, &params)?.run().await {
                 Ok(_) => break,
-                Err(e) if e.to_string().contains("UNIQUE constraint failed") => {
+                Err(e) if is_unique_violation(&e) => {
                     if let Some(existing) = self.existing_for_key(new).await? {
                         return Ok(existing);
                     }

@@ -126,8 +126,13 @@ pub(super) fn fail(e: worker::Error) -> StoreError {
     StoreError(e.to_string())
 }
 
-fn is_unique_violation(e: &worker::Error) -> bool {
-    e.to_string().contains("UNIQUE constraint failed")
+/// D1 reports a unique-index collision only in its error text.
+pub(super) fn is_unique_violation(e: &worker::Error) -> bool {
+    is_unique_violation_message(&e.to_string())
+}
+
+fn is_unique_violation_message(message: &str) -> bool {
+    message.contains("UNIQUE constraint failed")
 }
 
 impl D1Store {
@@ -284,9 +289,7 @@ impl Store for D1Store {
         ];
         match self.agent_rows(UPDATE_AGENT, &params).await {
             Ok(rows) => Ok(Written::Done(rows.into_iter().next())),
-            Err(StoreError(msg)) if msg.contains("UNIQUE constraint failed") => {
-                Ok(Written::NameTaken)
-            }
+            Err(StoreError(msg)) if is_unique_violation_message(&msg) => Ok(Written::NameTaken),
             Err(e) => Err(e),
         }
     }

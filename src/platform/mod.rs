@@ -133,31 +133,25 @@ fn respond(
     headers.set("X-Request-Id", request_id.as_str())?;
     headers.set("Cache-Control", "no-store")?;
     headers.set("X-Content-Type-Options", "nosniff")?;
-    let (status, body, extra) = match outcome {
-        Ok(Reply::Json(status, value)) => (status, Some(value), Vec::new()),
-        Ok(Reply::NoContent) => (204, None, Vec::new()),
+    // A preflight answer carries its own CORS set instead of the one every other response gets.
+    let (status, body, headers_to_add) = match outcome {
+        Ok(Reply::Json(status, value)) => (status, Some(value), cors),
+        Ok(Reply::NoContent) => (204, None, cors),
         Ok(Reply::Preflight(preflight)) => (204, None, preflight),
         Err(err) => {
             if let Some(cause) = &err.internal_cause {
                 console_error!("request {request_id} failed with {}: {cause}", err.code);
             }
+            let mut error_headers = error_headers(&err);
+            error_headers.extend(cors);
             (
                 err.status(),
                 Some(error_body(&err, request_id.as_str())),
-                error_headers(&err),
+                error_headers,
             )
         }
     };
-    // Preflight answers carry their own CORS set; everything else gets the response set.
-    let cors = if extra
-        .iter()
-        .any(|(k, _)| k.starts_with("Access-Control-Allow-Methods"))
-    {
-        Vec::new()
-    } else {
-        cors
-    };
-    for (name, value) in cors.into_iter().chain(extra) {
+    for (name, value) in headers_to_add {
         headers.set(name, &value)?;
     }
     match body {
