@@ -21,12 +21,14 @@ export ESBUILD_BIN := $(CURDIR)/node_modules/@esbuild/linux-x64/bin/esbuild
 export WRANGLER_SEND_METRICS := false
 WRANGLER := npx --no-install wrangler
 
-.PHONY: help setup build dev test test-native test-workerd lint token reset deploy-check
+.PHONY: help setup build dev test test-native test-workerd lint token admin-token reset deploy-check bench
 
 help:
 	@echo "make dev      run the local stack on http://127.0.0.1:$(PORT) (PORT=… to change)"
 	@echo "make test     run every test (lint, native, workerd)"
 	@echo "make token USER=<subject>   print a bearer token the local stack accepts"
+	@echo "make admin-token             print the local stack's operator token (for /v1/admin/…)"
+	@echo "make bench                   gateway vs direct latency, throughput and SSE time-to-first-delta"
 	@echo "make lint     cargo fmt --check and clippy -D warnings"
 	@echo "make reset    wipe local D1 and Durable Object state"
 	@echo "make deploy-check   wrangler deploy --dry-run"
@@ -84,12 +86,16 @@ dev: setup .dev.vars
 	@echo "  Local Cloudflare: http://127.0.0.1:$(LOCAL_CLOUDFLARE_PORT)/client/v4 (deployed agents at /__workers/<script>)"
 	@echo "  A token:          TOKEN=\$$(make -s token USER=alice)"
 	@echo "  Try:              curl -H \"Authorization: Bearer \$$TOKEN\" http://127.0.0.1:$(PORT)/v1/me"
+	@echo "  Operator token:   make -s admin-token"
 	@echo
 	@node local-cloudflare/server.mjs & lcf=$$!; trap 'kill $$lcf 2>/dev/null' EXIT INT TERM; \
 	  $(WRANGLER) dev --local --ip 127.0.0.1 --port $(PORT)
 
 token: .dev.vars
 	@node scripts/token.mjs "$(USER)"
+
+admin-token: .dev.vars
+	@cat .dev/admin-token
 
 reset:
 	rm -rf .wrangler/state .wrangler/local-cloudflare

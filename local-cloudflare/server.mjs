@@ -89,6 +89,7 @@ export async function startLocalCloudflare({
 } = {}) {
   const scripts = new Map(); // key `${scope}/${name}` → script
   const faults = [];
+  const dispatchLimits = new Map();
   let mf = null;
   let queue = Promise.resolve();
 
@@ -335,7 +336,11 @@ export async function startLocalCloudflare({
       return;
     }
     const worker = await mf.getWorker(workerName(scope, name));
-    const headers = Object.fromEntries(Object.entries(req.headers).filter(([k]) => k !== "host" && k !== "connection"));
+    const limits = req.headers["x-local-dispatch-limits"];
+    if (limits && scope !== "workers") dispatchLimits.set(name, JSON.parse(limits));
+    const headers = Object.fromEntries(
+      Object.entries(req.headers).filter(([k]) => k !== "host" && k !== "connection" && k !== "x-local-dispatch-limits"),
+    );
     const controller = new AbortController();
     res.on("close", () => controller.abort());
     try {
@@ -395,6 +400,8 @@ export async function startLocalCloudflare({
     workerUrl: (name) => `${origin}/__workers/${name}`,
     scripts: () => [...scripts.values()].map((s) => ({ scope: s.scope, name: s.name, tags: s.tags, secrets: Object.keys(s.secrets), subdomainEnabled: s.subdomainEnabled })),
     injectFault: (fault) => faults.push({ times: 1, ...fault }),
+    /** The `limits` the last dispatch-namespace call to `name` asked for (the emulation does not enforce them). */
+    dispatchLimits: (name) => dispatchLimits.get(name) ?? null,
     clearFaults: () => (faults.length = 0),
     async close() {
       await new Promise((resolve) => server.close(resolve));

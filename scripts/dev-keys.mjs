@@ -1,12 +1,13 @@
 // Creates the local stack's own RS256 signing key and secrets encryption key (once, in .dev/, git-ignored) and
-// writes the settings `wrangler dev` needs into .dev.vars: the identity provider (AUTH_*) and deploys to the
+// writes the settings `wrangler dev` needs into .dev.vars: the identity provider (AUTH_*), the operator token
+// (ADMIN_TOKEN) and deploys to the
 // local Cloudflare (PORT and LOCAL_CLOUDFLARE_PORT pick the ports). Other lines in .dev.vars are kept, so local
 // additions such as CORS_ALLOWED_ORIGINS survive.
 import { exportJWK, generateKeyPair } from "jose";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { randomUUID } from "node:crypto";
 import { randomBytes } from "node:crypto";
-import { DEV_ISSUER, ENCRYPTION_KEY_FILE, KEY_FILE } from "./dev-identity.mjs";
+import { ADMIN_TOKEN_FILE, DEV_ISSUER, ENCRYPTION_KEY_FILE, KEY_FILE } from "./dev-identity.mjs";
 
 async function loadOrCreateKey() {
   if (existsSync(KEY_FILE)) return JSON.parse(readFileSync(KEY_FILE, "utf8"));
@@ -21,12 +22,12 @@ const key = await loadOrCreateKey();
 const { kty, n, e, kid, alg, use } = key;
 const jwks = JSON.stringify({ keys: [{ kty, n, e, kid, alg, use }] });
 
-function loadOrCreateEncryptionKey() {
-  if (existsSync(ENCRYPTION_KEY_FILE)) return readFileSync(ENCRYPTION_KEY_FILE, "utf8").trim();
-  const key = randomBytes(32).toString("base64");
+function loadOrCreate(file, make) {
+  if (existsSync(file)) return readFileSync(file, "utf8").trim();
+  const value = make();
   mkdirSync(".dev", { recursive: true, mode: 0o700 });
-  writeFileSync(ENCRYPTION_KEY_FILE, key + "\n", { mode: 0o600 });
-  return key;
+  writeFileSync(file, value + "\n", { mode: 0o600 });
+  return value;
 }
 
 const port = process.env.PORT || "8787";
@@ -40,7 +41,8 @@ const managed = {
   CLOUDFLARE_API_TOKEN: "local-cloudflare-token",
   CLOUDFLARE_ACCOUNT_ID: "local-account",
   WORKERS_DEV_URL_TEMPLATE: `${lcf}/__workers/{script}`,
-  TELEMETRY_SECRETS_ENCRYPTION_KEY: loadOrCreateEncryptionKey(),
+  TELEMETRY_SECRETS_ENCRYPTION_KEY: loadOrCreate(ENCRYPTION_KEY_FILE, () => randomBytes(32).toString("base64")),
+  ADMIN_TOKEN: loadOrCreate(ADMIN_TOKEN_FILE, () => randomBytes(32).toString("hex")),
   TELEMETRY_REPORT_URL: `http://127.0.0.1:${port}/v1/telemetry/report`,
 };
 const kept = existsSync(".dev.vars")

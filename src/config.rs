@@ -4,6 +4,7 @@
 use crate::auth::AuthConfig;
 use crate::cloudflare::api::DeployTarget;
 use crate::crypto::secret_box::EncryptionKey;
+use crate::domain::entitlements::TierOverrides;
 use crate::http::cors::CorsPolicy;
 
 pub struct ServiceConfig {
@@ -15,7 +16,17 @@ pub struct ServiceConfig {
     /// Test-only routes (e.g. one that panics, to prove crashes become clean 500s). Off unless
     /// `ENABLE_DEBUG_ROUTES` is exactly `true`; never set it in production.
     pub debug_routes: bool,
+    /// Operator overrides of the tiers' default entitlements (`TIER_ENTITLEMENTS`).
+    pub tiers: TierOverrides,
+    /// The operator API's bearer token (`ADMIN_TOKEN`); `None` turns `/v1/admin/…` off (503).
+    pub admin_token: Option<String>,
+    /// How long the gateway waits for an agent's answer, or for the next bytes of its stream.
+    pub invoke_timeout_ms: u64,
 }
+
+pub const DEFAULT_INVOKE_TIMEOUT_MS: u64 = 30_000;
+/// Operator tokens shorter than this are refused: the admin API must not be guessable.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
 
 /// How agents are deployed: the Cloudflare API and where their telemetry goes.
 pub struct DeployConfig {
@@ -124,6 +135,28 @@ impl ServiceConfig {
             cors: CorsPolicy::parse(get("CORS_ALLOWED_ORIGINS").as_deref())?,
             deploy: DeployConfig::from_vars(&get)?,
             debug_routes: get("ENABLE_DEBUG_ROUTES").as_deref() == Some("true"),
+            tiers: TierOverrides::parse(get("TIER_ENTITLEMENTS").as_deref())?,
+            admin_token: match get("ADMIN_TOKEN").map(|t| t.trim().to_owned()) {
+                None => None,
+                Some(t) if t.is_empty() => None,
+                Some(t) if t.len() < MIN_ADMIN_TOKEN_LEN => {
+                    return Err(format!(
+                        "ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_LEN} characters"
+                    ))
+                }
+                Some(t) => Some(t),
+            },
+            invoke_timeout_ms: match get("INVOKE_TIMEOUT_MS") {
+                None => DEFAULT_INVOKE_TIMEOUT_MS,
+                Some(raw) => match raw.trim().parse::<u64>() {
+                    Ok(ms) if (100..=600_000).contains(&ms) => ms,
+                    _ => {
+                        return Err(format!(
+                            "INVOKE_TIMEOUT_MS must be milliseconds from 100 to 600000, not {raw:?}"
+                        ))
+                    }
+                },
+            },
         })
     }
 }
@@ -145,6 +178,9 @@ pub const CONFIG_VARS: &[&str] = &[
     "TELEMETRY_SECRETS_ENCRYPTION_KEY",
     "TELEMETRY_REPORT_URL",
     "AGENT_COMPATIBILITY_DATE",
+    "TIER_ENTITLEMENTS",
+    "ADMIN_TOKEN",
+    "INVOKE_TIMEOUT_MS",
 ];
 
 #[cfg(test)]

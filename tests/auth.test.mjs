@@ -19,7 +19,9 @@ test("a valid token reaches /v1/me, which creates the user once", async () => {
   assert.match(first.body.id, /^usr_[0-9a-f]{24}$/);
   assert.equal(first.body.tier, "free");
   assert.equal(typeof first.body.createdAt, "number");
-  assert.deepEqual(Object.keys(first.body).sort(), ["createdAt", "id", "tier"]);
+  assert.deepEqual(Object.keys(first.body).sort(), ["createdAt", "entitlements", "id", "tier"]);
+  assert.equal(first.body.entitlements.requestsPerPeriod, 1000, "the free tier's documented default");
+  assert.deepEqual(first.body.entitlements.runtimeProviders, ["cloudflare"]);
   const again = await app.me(await app.token("user_alice"));
   assert.deepEqual(again.body, first.body);
   const bob = await app.me(await app.token("user_bob"));

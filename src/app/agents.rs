@@ -6,7 +6,7 @@ use crate::domain::agent::{name_taken, Agent, AgentDescription, AgentName, Agent
 use crate::domain::ids::AgentId;
 use crate::domain::pagination::{Cursor, PageLimit};
 use crate::domain::user::User;
-use crate::domain::ApiError;
+use crate::domain::{ApiError, ErrorCode};
 use crate::http::body::double_option;
 use serde::{de::IgnoredAny, Deserialize, Serialize};
 
@@ -52,6 +52,7 @@ pub async fn create_agent<S: Store, C: Clock>(
     clock: &C,
     owner: &User,
     req: CreateAgentRequest,
+    max_agents: u64,
 ) -> Result<Agent, ApiError> {
     let name = AgentName::parse(&req.name)?;
     let description = match req.description.as_deref() {
@@ -69,9 +70,14 @@ pub async fn create_agent<S: Store, C: Clock>(
         created_at: now,
         updated_at: now,
     };
-    match store.insert_agent(&agent).await? {
+    match store.insert_agent(&agent, max_agents).await? {
         Written::Done(()) => Ok(agent),
         Written::NameTaken => Err(name_taken(&agent.name)),
+        Written::LimitReached => Err(ApiError::new(
+            ErrorCode::AgentLimitReached,
+            format!("Your plan allows {max_agents} agents; delete one or ask for a higher limit."),
+        )
+        .with_details(serde_json::json!({ "entitlement": "maxAgents", "limit": max_agents }))),
     }
 }
 
@@ -147,6 +153,7 @@ async fn apply_changes<S: Store, C: Clock>(
         Written::NameTaken => Err(name_taken(
             changes.name.as_ref().expect("only a rename can collide"),
         )),
+        Written::LimitReached => Err(ApiError::internal("an update cannot reach the agent limit")),
     }
 }
 
@@ -214,7 +221,7 @@ mod tests {
     ) -> Result<Agent, ApiError> {
         let req: CreateAgentRequest =
             serde_json::from_value(serde_json::json!({ "name": name })).unwrap();
-        block_on(create_agent(store, clock, owner, req))
+        block_on(create_agent(store, clock, owner, req, 100))
     }
 
     #[test]
@@ -230,6 +237,24 @@ mod tests {
             ErrorCode::AgentNameTaken
         );
         assert!(create(&store, &clock, &bob, "support-bot").is_ok());
+    }
+
+    #[test]
+    fn the_agent_limit_counts_live_agents_only() {
+        let (store, clock) = (MemoryStore::default(), TestClock::new(1_000));
+        let alice = user(&store, &clock, "alice");
+        let make = |name: &str| {
+            let req: CreateAgentRequest =
+                serde_json::from_value(serde_json::json!({ "name": name })).unwrap();
+            block_on(create_agent(&store, &clock, &alice, req, 2))
+        };
+        let first = make("one").unwrap();
+        make("two").unwrap();
+        let err = make("three").unwrap_err();
+        assert_eq!(err.code, ErrorCode::AgentLimitReached);
+        assert_eq!(err.details.unwrap()["limit"], 2);
+        block_on(delete_agent(&store, &clock, &alice, first.id.as_str())).unwrap();
+        make("three").unwrap();
     }
 
     #[test]
@@ -394,7 +419,7 @@ mod tests {
         let req: CreateAgentRequest =
             serde_json::from_value(serde_json::json!({"name": "mine", "userId": bob.id.as_str()}))
                 .unwrap();
-        let agent = block_on(create_agent(&store, &clock, &alice, req)).unwrap();
+        let agent = block_on(create_agent(&store, &clock, &alice, req, 100)).unwrap();
         assert_eq!(agent.user_id, alice.id);
         assert!(block_on(get_agent(&store, &bob, agent.id.as_str())).is_err());
         assert!(serde_json::from_value::<CreateAgentRequest>(

@@ -9,15 +9,15 @@ use super::secrets::{open_secret, secret_aad};
 use crate::cloudflare::api::{Binding, Module, ScriptMetadata, JS_MODULE};
 use crate::cloudflare::envelope::{FailureKind, ProviderError};
 use crate::config::DeployConfig;
+use crate::crypto::sha256_hex;
 use crate::domain::agent::AgentStatus;
 use crate::domain::deployment::{
     parse_idempotency_key, script_name_for, DeployRequest, DeploySpec, Deployment, DeploymentError,
     DeploymentStatus,
 };
-use crate::domain::ids::{hex_encode, random_hex, DeploymentId};
+use crate::domain::ids::{random_hex, DeploymentId};
 use crate::domain::user::User;
 use crate::domain::{ApiError, ErrorCode};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 /// Deployed when a deploy request has no `moduleCode`.
@@ -33,10 +33,6 @@ pub struct PendingDeploy {
     pub deployment: Deployment,
     pub spec: DeploySpec,
     pub telemetry_secret: String,
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex_encode(&Sha256::digest(bytes))
 }
 
 fn deployment_not_found() -> ApiError {

@@ -80,7 +80,16 @@ impl Store for MemoryStore {
             .map(|(a, _)| a.clone()))
     }
 
-    async fn insert_agent(&self, agent: &Agent) -> StoreResult<Written<()>> {
+    async fn insert_agent(&self, agent: &Agent, max_agents: u64) -> StoreResult<Written<()>> {
+        let live = self
+            .agents
+            .borrow()
+            .iter()
+            .filter(|(a, deleted)| a.user_id == agent.user_id && deleted.is_none())
+            .count() as u64;
+        if live >= max_agents {
+            return Ok(Written::LimitReached);
+        }
         if self.name_in_use(&agent.user_id, agent.name.as_str(), None) {
             return Ok(Written::NameTaken);
         }

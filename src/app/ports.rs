@@ -24,6 +24,8 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub enum Written<T> {
     Done(T),
     NameTaken,
+    /// The owner already has as many live agents as their entitlements allow.
+    LimitReached,
 }
 
 /// The fields a PATCH may change, already validated. `None` leaves a field alone.
@@ -61,7 +63,9 @@ pub trait Store {
         limit: u32,
     ) -> StoreResult<Vec<Agent>>;
     async fn agent(&self, owner: &UserId, id: &AgentId) -> StoreResult<Option<Agent>>;
-    async fn insert_agent(&self, agent: &Agent) -> StoreResult<Written<()>>;
+    /// Inserts unless the owner already has `max_agents` live agents (checked in the same statement, so
+    /// concurrent creates cannot overshoot).
+    async fn insert_agent(&self, agent: &Agent, max_agents: u64) -> StoreResult<Written<()>>;
     /// Applies `changes` and stamps `updated_at`; `Done(None)` when the owner has no such agent.
     async fn update_agent(
         &self,

@@ -23,6 +23,7 @@ pub async fn resolve_user<S: Store, C: Clock>(
         id: UserId::generate(),
         tier: Tier::Free,
         created_at: clock.now_ms(),
+        overrides: Default::default(),
     };
     Ok(store
         .insert_user_if_absent(&identity.issuer, &identity.subject, &candidate)

@@ -39,6 +39,24 @@ pub enum ErrorCode {
     DeploymentNotActivatable,
     SecretNotFound,
     DeploysNotConfigured,
+    NoActiveDeployment,
+    RequestLimitExceeded,
+    NotEntitled,
+    AgentLimitReached,
+    InvalidAdminToken,
+    AdminNotConfigured,
+    UserNotFound,
+    InvalidApiKey,
+    ApiKeyNotAllowed,
+    ApiKeyScopeMismatch,
+    ApiKeyNotFound,
+    ApiKeyLimitReached,
+    UpstreamUnreachable,
+    UpstreamTimeout,
+    UpstreamError,
+    UpstreamInvalidResponse,
+    UpstreamInterrupted,
+    AgentError,
 }
 
 impl ErrorCode {
@@ -75,6 +93,24 @@ impl ErrorCode {
         ErrorCode::DeploymentNotActivatable,
         ErrorCode::SecretNotFound,
         ErrorCode::DeploysNotConfigured,
+        ErrorCode::NoActiveDeployment,
+        ErrorCode::RequestLimitExceeded,
+        ErrorCode::NotEntitled,
+        ErrorCode::AgentLimitReached,
+        ErrorCode::InvalidAdminToken,
+        ErrorCode::AdminNotConfigured,
+        ErrorCode::UserNotFound,
+        ErrorCode::InvalidApiKey,
+        ErrorCode::ApiKeyNotAllowed,
+        ErrorCode::ApiKeyScopeMismatch,
+        ErrorCode::ApiKeyNotFound,
+        ErrorCode::ApiKeyLimitReached,
+        ErrorCode::UpstreamUnreachable,
+        ErrorCode::UpstreamTimeout,
+        ErrorCode::UpstreamError,
+        ErrorCode::UpstreamInvalidResponse,
+        ErrorCode::UpstreamInterrupted,
+        ErrorCode::AgentError,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -110,6 +146,24 @@ impl ErrorCode {
             ErrorCode::DeploymentNotFound => "deployment_not_found",
             ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
             ErrorCode::InvalidIdempotencyKey => "invalid_idempotency_key",
+            ErrorCode::NoActiveDeployment => "no_active_deployment",
+            ErrorCode::RequestLimitExceeded => "request_limit_exceeded",
+            ErrorCode::NotEntitled => "not_entitled",
+            ErrorCode::AgentLimitReached => "agent_limit_reached",
+            ErrorCode::InvalidAdminToken => "invalid_admin_token",
+            ErrorCode::AdminNotConfigured => "admin_not_configured",
+            ErrorCode::UserNotFound => "user_not_found",
+            ErrorCode::InvalidApiKey => "invalid_api_key",
+            ErrorCode::ApiKeyNotAllowed => "api_key_not_allowed",
+            ErrorCode::ApiKeyScopeMismatch => "api_key_scope_mismatch",
+            ErrorCode::ApiKeyNotFound => "api_key_not_found",
+            ErrorCode::ApiKeyLimitReached => "api_key_limit_reached",
+            ErrorCode::UpstreamUnreachable => "upstream_unreachable",
+            ErrorCode::UpstreamTimeout => "upstream_timeout",
+            ErrorCode::UpstreamError => "upstream_error",
+            ErrorCode::UpstreamInvalidResponse => "upstream_invalid_response",
+            ErrorCode::UpstreamInterrupted => "upstream_interrupted",
+            ErrorCode::AgentError => "agent_error",
         }
     }
 
@@ -141,6 +195,24 @@ impl ErrorCode {
             ErrorCode::IdempotencyKeyReused => 422,
             ErrorCode::DeploymentNotFound | ErrorCode::SecretNotFound => 404,
             ErrorCode::AgentDisabled | ErrorCode::DeploymentNotActivatable => 409,
+            ErrorCode::NoActiveDeployment => 409,
+            ErrorCode::RequestLimitExceeded => 429,
+            ErrorCode::NotEntitled => 403,
+            ErrorCode::AgentLimitReached => 403,
+            ErrorCode::InvalidAdminToken => 401,
+            ErrorCode::AdminNotConfigured => 503,
+            ErrorCode::UserNotFound => 404,
+            ErrorCode::InvalidApiKey => 401,
+            ErrorCode::ApiKeyNotAllowed => 403,
+            ErrorCode::ApiKeyScopeMismatch => 403,
+            ErrorCode::ApiKeyNotFound => 404,
+            ErrorCode::ApiKeyLimitReached => 409,
+            ErrorCode::UpstreamUnreachable => 502,
+            ErrorCode::UpstreamTimeout => 504,
+            ErrorCode::UpstreamError => 502,
+            ErrorCode::UpstreamInvalidResponse => 502,
+            ErrorCode::UpstreamInterrupted => 502,
+            ErrorCode::AgentError => 502,
         }
     }
 
@@ -148,7 +220,12 @@ impl ErrorCode {
     pub fn retryable(self) -> bool {
         matches!(
             self,
-            ErrorCode::InternalError | ErrorCode::DependencyUnavailable
+            ErrorCode::InternalError
+                | ErrorCode::DependencyUnavailable
+                | ErrorCode::RequestLimitExceeded
+                | ErrorCode::UpstreamUnreachable
+                | ErrorCode::UpstreamTimeout
+                | ErrorCode::UpstreamInterrupted
         )
     }
 }
@@ -166,6 +243,10 @@ pub struct ApiError {
     pub message: String,
     pub details: Option<Value>,
     pub internal_cause: Option<String>,
+    /// Set when retrying depends on more than the code (an agent's own HTTP status, an agent's error event).
+    pub retryable_override: Option<bool>,
+    /// Headers the response must carry (e.g. `Retry-After` and `X-RateLimit-*` on a 429).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl ApiError {
@@ -175,6 +256,8 @@ impl ApiError {
             message: message.into(),
             details: None,
             internal_cause: None,
+            retryable_override: None,
+            headers: Vec::new(),
         }
     }
 
@@ -192,6 +275,8 @@ impl ApiError {
                     .into(),
             details: None,
             internal_cause: Some(cause.to_string()),
+            retryable_override: None,
+            headers: Vec::new(),
         }
     }
 
@@ -208,6 +293,16 @@ impl ApiError {
 
     pub fn status(&self) -> u16 {
         self.code.status()
+    }
+
+    pub fn retryable(&self) -> bool {
+        self.retryable_override
+            .unwrap_or_else(|| self.code.retryable())
+    }
+
+    pub fn with_headers(mut self, headers: Vec<(&'static str, String)>) -> Self {
+        self.headers.extend(headers);
+        self
     }
 }
 
@@ -242,7 +337,10 @@ mod tests {
     fn only_transient_server_failures_are_retryable() {
         for code in ErrorCode::ALL {
             if code.retryable() {
-                assert!(code.status() >= 500, "{code} is a 4xx marked retryable");
+                assert!(
+                    code.status() >= 500 || code.status() == 429,
+                    "{code} is a 4xx marked retryable"
+                );
             }
         }
         assert!(!ErrorCode::ServerMisconfigured.retryable());

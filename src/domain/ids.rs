@@ -85,6 +85,12 @@ prefixed_id!(
     "dep_"
 );
 
+prefixed_id!(
+    /// An API key's public id (the key itself is never stored).
+    ApiKeyId,
+    "key_"
+);
+
 /// Correlates one request across the response, the logs and support conversations.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestId(String);

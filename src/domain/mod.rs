@@ -1,13 +1,17 @@
 //! Pure rules of the control plane: values, validation and state, with no I/O and no `worker` import.
 
 pub mod agent;
+pub mod api_key;
 pub mod deployment;
+pub mod entitlements;
 pub mod error;
 pub mod ids;
+pub mod invoke;
 pub mod pagination;
 pub mod period;
 pub mod reservation;
 pub mod session;
+pub mod sse;
 pub mod user;
 
 pub use error::{ApiError, ErrorCode};

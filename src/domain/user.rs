@@ -1,10 +1,11 @@
 //! Users: the internal record an external identity (issuer + subject) maps to on first sight.
 
+use super::entitlements::Overrides;
 use super::error::ApiError;
 use super::ids::UserId;
 use serde::Serialize;
 
-/// Pricing tiers. Entitlements per tier arrive with the limits issue; new users start on `free`.
+/// Pricing tiers; each has default entitlements (`entitlements`). New users start on `free`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
@@ -20,6 +21,11 @@ impl Tier {
             Tier::Pro => "pro",
             Tier::Enterprise => "enterprise",
         }
+    }
+
+    /// A tier named by an operator (admin API).
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::parse_stored(value).ok()
     }
 
     pub fn parse_stored(value: &str) -> Result<Self, ApiError> {
@@ -41,6 +47,9 @@ pub struct User {
     pub id: UserId,
     pub tier: Tier,
     pub created_at: i64,
+    /// The operator's per-user entitlement overrides (admin API); empty for most users.
+    #[serde(skip)]
+    pub overrides: Overrides,
 }
 
 #[cfg(test)]

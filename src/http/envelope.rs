@@ -7,7 +7,7 @@ pub fn error_body(err: &ApiError, request_id: &str) -> Value {
     let mut error = json!({
         "code": err.code.as_str(),
         "message": err.message,
-        "retryable": err.code.retryable(),
+        "retryable": err.retryable(),
         "requestId": request_id,
     });
     if let Some(details) = &err.details {
@@ -18,6 +18,12 @@ pub fn error_body(err: &ApiError, request_id: &str) -> Value {
 
 /// Headers an error response needs beyond the defaults.
 pub fn error_headers(err: &ApiError) -> Vec<(&'static str, String)> {
+    let mut headers = err.headers.clone();
+    headers.extend(code_headers(err));
+    headers
+}
+
+fn code_headers(err: &ApiError) -> Vec<(&'static str, String)> {
     match err.code.status() {
         401 => vec![(
             "WWW-Authenticate",

@@ -22,6 +22,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/agents/{agentId}/secrets"),
     ("PUT", "/v1/agents/{agentId}/secrets/{name}"),
     ("DELETE", "/v1/agents/{agentId}/secrets/{name}"),
+    ("POST", "/v1/invoke/{agentId}"),
+    ("POST", "/v1/invoke/{agentId}/stream"),
+    ("GET", "/v1/api-keys"),
+    ("POST", "/v1/api-keys"),
+    ("DELETE", "/v1/api-keys/{keyId}"),
+    ("PUT", "/v1/admin/users/{userId}/tier"),
+    ("PUT", "/v1/admin/users/{userId}/entitlements"),
+    ("GET", "/v1/admin/users/{userId}/usage"),
 ];
 
 /// A matched route with its path parameters. Parameters are raw path segments; handlers parse them.
@@ -43,6 +51,24 @@ pub enum Route {
     ListSecrets(String),
     PutSecret(String, String),
     DeleteSecret(String, String),
+    /// `(agentId, streaming)`.
+    Invoke(String, bool),
+    ListApiKeys,
+    CreateApiKey,
+    RevokeApiKey(String),
+    AdminSetTier(String),
+    AdminSetEntitlements(String),
+    AdminUsage(String),
+}
+
+impl Route {
+    /// Routes authenticated by the operator token rather than a user's credentials.
+    pub fn is_admin(&self) -> bool {
+        matches!(
+            self,
+            Route::AdminSetTier(_) | Route::AdminSetEntitlements(_) | Route::AdminUsage(_)
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +106,14 @@ fn build(method: &str, template: &str, params: Vec<String>) -> Option<Route> {
         ("GET", "/v1/agents/{agentId}/secrets") => Route::ListSecrets(param()),
         ("PUT", "/v1/agents/{agentId}/secrets/{name}") => Route::PutSecret(param(), param()),
         ("DELETE", "/v1/agents/{agentId}/secrets/{name}") => Route::DeleteSecret(param(), param()),
+        ("POST", "/v1/invoke/{agentId}") => Route::Invoke(param(), false),
+        ("POST", "/v1/invoke/{agentId}/stream") => Route::Invoke(param(), true),
+        ("GET", "/v1/api-keys") => Route::ListApiKeys,
+        ("POST", "/v1/api-keys") => Route::CreateApiKey,
+        ("DELETE", "/v1/api-keys/{keyId}") => Route::RevokeApiKey(param()),
+        ("PUT", "/v1/admin/users/{userId}/tier") => Route::AdminSetTier(param()),
+        ("PUT", "/v1/admin/users/{userId}/entitlements") => Route::AdminSetEntitlements(param()),
+        ("GET", "/v1/admin/users/{userId}/usage") => Route::AdminUsage(param()),
         _ => return None,
     })
 }
@@ -139,7 +173,9 @@ mod tests {
             let path = template
                 .replace("{agentId}", "agt_x")
                 .replace("{deploymentId}", "dep_x")
-                .replace("{name}", "API_KEY");
+                .replace("{name}", "API_KEY")
+                .replace("{keyId}", "key_x")
+                .replace("{userId}", "usr_x");
             assert!(
                 match_route(method, &path).is_ok(),
                 "{method} {template} has no handler"

@@ -2,6 +2,7 @@
 
 use crate::app::ports::{AgentChanges, Store, StoreError, StoreResult, Written};
 use crate::domain::agent::{Agent, AgentDescription, AgentName, AgentStatus};
+use crate::domain::entitlements::parse_stored_overrides;
 use crate::domain::ids::{AgentId, UserId};
 use crate::domain::pagination::Cursor;
 use crate::domain::user::{Tier, User};
@@ -26,7 +27,7 @@ impl D1Store {
 
 // ?1 issuer, ?2 subject
 const USER_BY_IDENTITY: &str =
-    "SELECT id, tier, created_at FROM users WHERE auth_issuer = ?1 AND auth_subject = ?2";
+    "SELECT id, tier, created_at, entitlements_json FROM users WHERE auth_issuer = ?1 AND auth_subject = ?2";
 // ?1 id, ?2 issuer, ?3 subject, ?4 tier, ?5 created_at
 const INSERT_USER_IF_ABSENT: &str =
     "INSERT INTO users (id, auth_issuer, auth_subject, tier, created_at) \
@@ -46,10 +47,12 @@ const LIST_AGENTS_AFTER: &str =
 // ?1 user_id, ?2 id
 const AGENT_BY_ID: &str = "SELECT id, user_id, name, description, status, active_deployment_id, \
      created_at, updated_at FROM agents WHERE user_id = ?1 AND id = ?2 AND deleted_at IS NULL";
-// ?1 id, ?2 user_id, ?3 name, ?4 description, ?5 status, ?6 created_at, ?7 updated_at
+// ?1 id, ?2 user_id, ?3 name, ?4 description, ?5 status, ?6 created_at, ?7 updated_at, ?8 max live agents.
+// The count and the insert are one statement, so concurrent creates cannot both take the last slot.
 const INSERT_AGENT: &str =
     "INSERT INTO agents (id, user_id, name, description, status, active_deployment_id, \
-     created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?7)";
+     created_at, updated_at) SELECT ?1, ?2, ?3, ?4, ?5, NULL, ?6, ?7 \
+     WHERE (SELECT COUNT(*) FROM agents WHERE user_id = ?2 AND deleted_at IS NULL) < ?8 RETURNING id";
 // ?1 user_id, ?2 id, ?3 set name?, ?4 name, ?5 set description?, ?6 description, ?7 status or NULL, ?8 updated_at
 const UPDATE_AGENT: &str = "UPDATE agents SET \
      name = CASE WHEN ?3 THEN ?4 ELSE name END, \
@@ -68,6 +71,7 @@ struct UserRow {
     tier: String,
     // D1 hands numbers to Rust as JS numbers; millisecond timestamps exceed i32, so read them as f64.
     created_at: f64,
+    entitlements_json: Option<String>,
 }
 
 impl UserRow {
@@ -76,6 +80,8 @@ impl UserRow {
             id: UserId::from_trusted(self.id),
             tier: Tier::parse_stored(&self.tier).map_err(|e| StoreError(e.to_string()))?,
             created_at: self.created_at as i64,
+            overrides: parse_stored_overrides(self.entitlements_json.as_deref())
+                .map_err(|e| StoreError(e.to_string()))?,
         })
     }
 }
@@ -238,7 +244,7 @@ impl Store for D1Store {
             .next())
     }
 
-    async fn insert_agent(&self, agent: &Agent) -> StoreResult<Written<()>> {
+    async fn insert_agent(&self, agent: &Agent, max_agents: u64) -> StoreResult<Written<()>> {
         let statement = self
             .db
             .prepare(INSERT_AGENT)
@@ -253,9 +259,11 @@ impl Store for D1Store {
                 text(agent.status.as_str()),
                 number(agent.created_at),
                 number(agent.updated_at),
+                number(max_agents.min(i64::MAX as u64) as i64),
             ])
             .map_err(fail)?;
-        match statement.run().await {
+        match statement.all().await.and_then(|r| r.results::<IdRow>()) {
+            Ok(rows) if rows.is_empty() => Ok(Written::LimitReached),
             Ok(_) => Ok(Written::Done(())),
             Err(e) if is_unique_violation(&e) => Ok(Written::NameTaken),
             Err(e) => Err(fail(e)),

@@ -2,17 +2,23 @@
 //! `worker::Response`. Every response — success or error — leaves through `respond`, which adds the request id,
 //! CORS headers and, for errors, the envelope.
 
+mod admin;
+mod api_keys;
 mod cloudflare;
 mod d1_deployments;
+mod d1_gateway;
 mod d1_store;
+mod gateway;
 mod jwks;
 
 use crate::app::deployments::{self, deploys_not_configured};
 use crate::app::ports::{Clock, Store};
 use crate::app::{agents, secrets, users};
-use crate::auth::jwt;
+use crate::auth::{jwt, Identity};
 use crate::config::{DeployConfig, ServiceConfig, CONFIG_VARS};
 use crate::domain::agent::AgentStatus;
+use crate::domain::api_key;
+use crate::domain::entitlements::not_entitled;
 use crate::domain::ids::RequestId;
 use crate::domain::user::User;
 use crate::domain::{ApiError, ErrorCode};
@@ -48,8 +54,12 @@ impl Clock for JsClock {
 /// A successful outcome before headers are added.
 enum Reply {
     Json(u16, Value),
+    /// JSON with extra headers (e.g. `X-RateLimit-*` on an invocation).
+    JsonWith(u16, Value, Vec<(&'static str, String)>),
     NoContent,
     Preflight(Vec<(&'static str, String)>),
+    /// A response built elsewhere (a stream); only the common headers are added.
+    Stream(Response),
 }
 
 fn json_reply<T: Serialize>(status: u16, value: &T) -> Result<Reply, ApiError> {
@@ -110,7 +120,7 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
     let origin = header(&req, "Origin");
     let config = load_config(&env);
     let outcome = match &config {
-        Ok(config) => handle(req, &env, &ctx, config).await,
+        Ok(config) => handle(req, &env, &ctx, config, &request_id).await,
         Err(e) => Err(e.clone()),
     };
     let cors = match &config {
@@ -135,7 +145,21 @@ fn respond(
     headers.set("X-Content-Type-Options", "nosniff")?;
     // A preflight answer carries its own CORS set instead of the one every other response gets.
     let (status, body, headers_to_add) = match outcome {
+        Ok(Reply::Stream(mut response)) => {
+            let h = response.headers_mut();
+            h.set("X-Request-Id", request_id.as_str())?;
+            h.set("Cache-Control", "no-store")?;
+            h.set("X-Content-Type-Options", "nosniff")?;
+            for (name, value) in cors {
+                h.set(name, &value)?;
+            }
+            return Ok(response);
+        }
         Ok(Reply::Json(status, value)) => (status, Some(value), cors),
+        Ok(Reply::JsonWith(status, value, mut extra)) => {
+            extra.extend(cors);
+            (status, Some(value), extra)
+        }
         Ok(Reply::NoContent) => (204, None, cors),
         Ok(Reply::Preflight(preflight)) => (204, None, preflight),
         Err(err) => {
@@ -238,6 +262,7 @@ async fn handle(
     env: &Env,
     ctx: &Context,
     config: &Rc<ServiceConfig>,
+    request_id: &RequestId,
 ) -> Result<Reply, ApiError> {
     let method = req.method();
     let url = req.url().map_err(ApiError::internal)?;
@@ -266,14 +291,36 @@ async fn handle(
     let clock = JsClock;
     let query: HashMap<String, String> = url.query_pairs().into_owned().collect();
 
-    if route == Route::Health {
-        return health(&store).await;
+    match &route {
+        Route::Health => return health(&store).await,
+        Route::Invoke(agent, streaming) => {
+            return gateway::invoke(&mut req, env, ctx, config, request_id, agent, *streaming).await
+        }
+        r if r.is_admin() => {
+            return admin::handle(&mut req, &store, config, request_id, &route).await
+        }
+        _ => {}
     }
     let user = authenticate(&req, config, &store, &clock).await?;
+    let entitlements = config.tiers.resolve(user.tier, &user.overrides);
 
     match route {
-        Route::Health => unreachable!("answered before authentication"),
-        Route::Me => json_reply(200, &user),
+        Route::Health
+        | Route::Invoke(..)
+        | Route::AdminSetTier(_)
+        | Route::AdminSetEntitlements(_)
+        | Route::AdminUsage(_) => unreachable!("answered before user authentication"),
+        Route::Me => {
+            let mut me = serde_json::to_value(&user).map_err(ApiError::internal)?;
+            me["entitlements"] = serde_json::to_value(&entitlements).map_err(ApiError::internal)?;
+            Ok(Reply::Json(200, me))
+        }
+        Route::ListApiKeys => api_keys::list(&store, &user).await,
+        Route::CreateApiKey => {
+            let (_, body) = read_json(&mut req, MAX_JSON_BODY_BYTES).await?;
+            api_keys::create(&store, &clock, &user, body).await
+        }
+        Route::RevokeApiKey(id) => api_keys::revoke(&store, &clock, &user, &id).await,
         Route::ListAgents => {
             let page = agents::list_agents(
                 &store,
@@ -288,7 +335,7 @@ async fn handle(
             let (_, body) = read_json(&mut req, MAX_JSON_BODY_BYTES).await?;
             json_reply(
                 201,
-                &agents::create_agent(&store, &clock, &user, body).await?,
+                &agents::create_agent(&store, &clock, &user, body, entitlements.max_agents).await?,
             )
         }
         Route::GetAgent(id) => json_reply(200, &agents::get_agent(&store, &user, &id).await?),
@@ -316,6 +363,15 @@ async fn handle(
         ),
         Route::Deploy(id) => {
             let deploy = config.deploy.as_ref().ok_or_else(deploys_not_configured)?;
+            if !entitlements.allows_runtime(deployments::RUNTIME_PROVIDER) {
+                return Err(not_entitled(
+                    "runtimeProviders",
+                    format!(
+                        "Your plan does not include the {:?} runtime.",
+                        deployments::RUNTIME_PROVIDER
+                    ),
+                ));
+            }
             let (raw, body) = read_json(&mut req, MAX_DEPLOY_BODY_BYTES).await?;
             let key = header(&req, "Idempotency-Key");
             let (deployment, pending) = deployments::request_deploy(
@@ -406,6 +462,8 @@ async fn health(store: &D1Store) -> Result<Reply, ApiError> {
     }
 }
 
+/// Authenticates a user's identity-provider token. API keys are refused here: they authenticate the invoke
+/// routes only.
 async fn authenticate(
     req: &Request,
     config: &ServiceConfig,
@@ -414,11 +472,24 @@ async fn authenticate(
 ) -> Result<User, ApiError> {
     let authorization = header(req, "Authorization");
     let token = jwt::bearer_token(authorization.as_deref())?;
-    let kid = jwt::signing_key_id(token)?;
-    let now = clock.now_ms();
-    let keys = jwks::keys_for(&config.auth.jwks, &kid, now).await?;
-    let identity = jwt::verify(token, &keys, &config.auth, now)?;
+    if api_key::looks_like_key(token) {
+        return Err(ApiError::new(
+            ErrorCode::ApiKeyNotAllowed,
+            "API keys authenticate the invoke routes only; use a user session token here.",
+        ));
+    }
+    let identity = verify_identity(token, config, clock.now_ms()).await?;
     users::resolve_user(store, clock, &identity).await
+}
+
+async fn verify_identity(
+    token: &str,
+    config: &ServiceConfig,
+    now: i64,
+) -> Result<Identity, ApiError> {
+    let kid = jwt::signing_key_id(token)?;
+    let keys = jwks::keys_for(&config.auth.jwks, &kid, now).await?;
+    jwt::verify(token, &keys, &config.auth, now)
 }
 
 /// Reads a JSON body, refusing a wrong content type, a declared or actual size over `limit` (without

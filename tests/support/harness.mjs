@@ -1,6 +1,7 @@
 // Boots the built control plane in workerd (Miniflare) with D1, applies the real migrations from
 // d1-migrations/, and mints real RS256 tokens with jose. `TestApp` has one method per route.
 import { Miniflare } from "miniflare";
+import { createParser } from "eventsource-parser";
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
@@ -51,9 +52,14 @@ function migrationStatements() {
     );
 }
 
-/** `extra` adds Miniflare options, e.g. `durableObjectsPersist` for restart tests. */
-export function miniflareOptions(bindings, extra = {}) {
-  return {
+/**
+ * `extra` adds Miniflare options, e.g. `durableObjectsPersist` for restart tests. `dispatcher` (`{origin,
+ * namespace}` of a local Cloudflare) adds the emulated dispatch namespace binding `DISPATCHER`.
+ */
+export function miniflareOptions(bindings, extra = {}, dispatcher = null) {
+  const { workers: _ignored, ...shared } = extra;
+  const controlPlane = {
+    name: "control-plane",
     modules: true,
     modulesRoot: ROOT,
     scriptPath: path.join(ROOT, "src/platform/entry.mjs"),
@@ -68,8 +74,18 @@ export function miniflareOptions(bindings, extra = {}) {
       SESSION_MAP: { className: "SessionMap", useSQLite: true },
     },
     bindings,
-    ...extra,
   };
+  const workers = [controlPlane];
+  if (dispatcher) {
+    controlPlane.wrappedBindings = {
+      DISPATCHER: {
+        scriptName: "dispatcher",
+        bindings: { LOCAL_CLOUDFLARE_ORIGIN: dispatcher.origin, NAMESPACE: dispatcher.namespace },
+      },
+    };
+    workers.push({ name: "dispatcher", modules: true, scriptPath: path.join(ROOT, "local-cloudflare/dispatcher.mjs") });
+  }
+  return { ...shared, workers };
 }
 
 /**
@@ -90,22 +106,30 @@ export function deployVars(lcf, target = "workers_dev") {
   };
 }
 
-export async function startControlPlane({ vars = {}, migrate = true, miniflare = {} } = {}) {
+export async function startControlPlane({ vars = {}, migrate = true, miniflare = {}, dispatcher = null } = {}) {
   const key = await makeSigningKey();
-  const bindings = { AUTH_ISSUER: ISSUER, AUTH_JWKS: jwksOf(key), ...vars };
+  // Test users create far more agents than the free tier's 3; the limit itself is tested with its own setting.
+  const bindings = {
+    AUTH_ISSUER: ISSUER,
+    AUTH_JWKS: jwksOf(key),
+    TIER_ENTITLEMENTS: JSON.stringify({ free: { maxAgents: 1000 } }),
+    ...vars,
+  };
   for (const [name, value] of Object.entries(bindings)) if (value === undefined) delete bindings[name];
-  const mf = new Miniflare(miniflareOptions(bindings, miniflare));
-  await mf.ready;
+  const mf = new Miniflare(miniflareOptions(bindings, miniflare, dispatcher));
+  const url = await mf.ready;
   const db = await mf.getD1Database("DB");
   if (migrate) await db.batch(migrationStatements().map((sql) => db.prepare(sql)));
-  return new TestApp(mf, db, key);
+  return new TestApp(mf, db, key, url);
 }
 
 export class TestApp {
-  constructor(mf, db, key) {
+  constructor(mf, db, key, url) {
     this.mf = mf;
     this.db = db;
     this.key = key;
+    /** The control plane's real HTTP address (for streaming clients that need a socket to close). */
+    this.url = url;
   }
 
   async close() {
@@ -189,6 +213,63 @@ export class TestApp {
   }
   deleteSecret(token, agentId, name) {
     return this.request("DELETE", `/v1/agents/${agentId}/secrets/${name}`, { token });
+  }
+
+  invoke(token, agentId, json, headers = {}) {
+    return this.request("POST", `/v1/invoke/${agentId}`, { token, json, headers });
+  }
+
+  /**
+   * Opens `POST /v1/invoke/{agentId}/stream` over a real socket and parses the SSE as it arrives. Returns
+   * `{status, headers, events, error}` once the stream ends; `onEvent(event, controller)` sees each event as
+   * it arrives (and may abort the request through `controller`).
+   */
+  async invokeStream(token, agentId, json, { onEvent, headers = {} } = {}) {
+    const controller = new AbortController();
+    const res = await fetch(new URL(`/v1/invoke/${agentId}/stream`, this.url), {
+      method: "POST",
+      headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json", ...headers },
+      body: JSON.stringify(json),
+      signal: controller.signal,
+    });
+    const out = { status: res.status, headers: res.headers, events: [], body: null };
+    if (!(res.headers.get("Content-Type") || "").includes("text/event-stream")) {
+      out.body = await res.json();
+      return out;
+    }
+    // A real SSE client's parser, fed the bytes as they arrive.
+    const arrived = [];
+    const parser = createParser({ onEvent: (e) => arrived.push({ event: e.event || "message", data: JSON.parse(e.data), at: Date.now() }) });
+    const decoder = new TextDecoder();
+    try {
+      for await (const chunk of res.body) {
+        parser.feed(decoder.decode(chunk, { stream: true }));
+        while (arrived.length) {
+          const event = arrived.shift();
+          out.events.push(event);
+          if (onEvent) await onEvent(event, controller);
+        }
+      }
+    } catch (error) {
+      if (error.name !== "AbortError") throw error;
+      out.aborted = true;
+    }
+    return out;
+  }
+
+  /** The operator API with `adminToken`. */
+  admin(method, pathname, adminToken, json) {
+    return this.request(method, `/v1/admin${pathname}`, { json, headers: adminToken ? { Authorization: `Bearer ${adminToken}` } : {} });
+  }
+
+  createApiKey(token, json) {
+    return this.request("POST", "/v1/api-keys", { token, json });
+  }
+  listApiKeys(token) {
+    return this.request("GET", "/v1/api-keys", { token });
+  }
+  revokeApiKey(token, id) {
+    return this.request("DELETE", `/v1/api-keys/${id}`, { token });
   }
 
   /** Polls a deployment until it leaves `deploying`. */

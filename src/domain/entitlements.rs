@@ -1,0 +1,403 @@
+//! Entitlements: what a user may do in a billing period. A user's entitlements are their tier's defaults, then
+//! the operator's per-tier overrides from configuration (`TIER_ENTITLEMENTS`), then the operator's per-user
+//! overrides (admin API), each later layer replacing single fields of the one before.
+
+use super::error::ApiError;
+use super::user::Tier;
+use crate::http::body::double_option;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Runtime providers an entitlement may name. This control plane deploys `cloudflare` agents; `agentcore` is
+/// accepted so operators can grant it ahead of its runtime adapter.
+pub const KNOWN_RUNTIME_PROVIDERS: &[&str] = &["cloudflare", "agentcore"];
+
+/// Upper bounds on any configured value, so a typo cannot produce a limit that overflows arithmetic downstream.
+const MAX_COUNTER: u64 = 1_000_000_000_000;
+/// Cloudflare's own ceiling for a Worker invocation's CPU time (5 minutes).
+const MAX_CPU_MS: u64 = 300_000;
+const MAX_SUBREQUESTS: u64 = 10_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Entitlements {
+    /// Invocations per billing period (enforced by the `UserGate` before the runtime is called).
+    pub requests_per_period: u64,
+    /// Input plus output tokens per billing period (charged from telemetry).
+    pub tokens_per_period: u64,
+    /// Agent compute milliseconds per billing period (charged from telemetry).
+    pub compute_ms_per_period: u64,
+    /// Live (not deleted) agents at once.
+    pub max_agents: u64,
+    /// Runtime providers the user may deploy to and invoke.
+    pub runtime_providers: Vec<String>,
+    /// CPU limit of one invocation in dispatch-namespace mode (the dispatch binding's `limits.cpuMs`).
+    pub cpu_ms_per_invocation: u64,
+    /// Subrequest limit of one invocation in dispatch-namespace mode (`limits.subRequests`).
+    pub subrequests_per_invocation: u64,
+    /// Whether the SSE endpoint may be used.
+    pub streaming: bool,
+}
+
+impl Entitlements {
+    /// The documented defaults (README, "Tiers and entitlements").
+    pub fn tier_default(tier: Tier) -> Self {
+        let providers = |list: &[&str]| list.iter().map(|p| p.to_string()).collect();
+        match tier {
+            Tier::Free => Entitlements {
+                requests_per_period: 1_000,
+                tokens_per_period: 200_000,
+                compute_ms_per_period: 600_000,
+                max_agents: 3,
+                runtime_providers: providers(&["cloudflare"]),
+                cpu_ms_per_invocation: 50,
+                subrequests_per_invocation: 50,
+                streaming: true,
+            },
+            Tier::Pro => Entitlements {
+                requests_per_period: 100_000,
+                tokens_per_period: 20_000_000,
+                compute_ms_per_period: 36_000_000,
+                max_agents: 50,
+                runtime_providers: providers(&["cloudflare", "agentcore"]),
+                cpu_ms_per_invocation: 1_000,
+                subrequests_per_invocation: 200,
+                streaming: true,
+            },
+            Tier::Enterprise => Entitlements {
+                requests_per_period: 10_000_000,
+                tokens_per_period: 2_000_000_000,
+                compute_ms_per_period: 3_600_000_000,
+                max_agents: 1_000,
+                runtime_providers: providers(&["cloudflare", "agentcore"]),
+                cpu_ms_per_invocation: 30_000,
+                subrequests_per_invocation: 1_000,
+                streaming: true,
+            },
+        }
+    }
+
+    pub fn allows_runtime(&self, provider: &str) -> bool {
+        self.runtime_providers.iter().any(|p| p == provider)
+    }
+
+    fn apply(&mut self, o: &Overrides) {
+        macro_rules! take {
+            ($($field:ident),*) => { $( if let Some(v) = &o.$field { self.$field = v.clone(); } )* };
+        }
+        take!(
+            requests_per_period,
+            tokens_per_period,
+            compute_ms_per_period,
+            max_agents,
+            runtime_providers,
+            cpu_ms_per_invocation,
+            subrequests_per_invocation,
+            streaming
+        );
+    }
+}
+
+/// The refusal for something the caller's plan does not include.
+pub fn not_entitled(entitlement: &str, message: String) -> ApiError {
+    ApiError::new(super::ErrorCode::NotEntitled, message)
+        .with_details(serde_json::json!({ "entitlement": entitlement }))
+}
+
+/// A set of field replacements; absent fields leave the layer below alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Overrides {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_period: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_period: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute_ms_per_period: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_agents: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_providers: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_ms_per_invocation: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subrequests_per_invocation: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub streaming: Option<bool>,
+}
+
+impl Overrides {
+    pub fn is_empty(&self) -> bool {
+        *self == Overrides::default()
+    }
+
+    /// Checks bounds; `field_prefix` names where the value came from in the error.
+    pub fn check(&self, field_prefix: &str) -> Result<(), ApiError> {
+        let bounded = |name: &str, value: Option<u64>, max: u64, min: u64| match value {
+            Some(v) if v < min || v > max => Err(ApiError::validation(
+                &format!("{field_prefix}{name}"),
+                format!("must be an integer from {min} to {max}"),
+            )),
+            _ => Ok(()),
+        };
+        bounded(
+            "requestsPerPeriod",
+            self.requests_per_period,
+            MAX_COUNTER,
+            0,
+        )?;
+        bounded("tokensPerPeriod", self.tokens_per_period, MAX_COUNTER, 0)?;
+        bounded(
+            "computeMsPerPeriod",
+            self.compute_ms_per_period,
+            MAX_COUNTER,
+            0,
+        )?;
+        bounded("maxAgents", self.max_agents, 1_000_000, 0)?;
+        bounded(
+            "cpuMsPerInvocation",
+            self.cpu_ms_per_invocation,
+            MAX_CPU_MS,
+            1,
+        )?;
+        bounded(
+            "subrequestsPerInvocation",
+            self.subrequests_per_invocation,
+            MAX_SUBREQUESTS,
+            1,
+        )?;
+        if let Some(providers) = &self.runtime_providers {
+            if let Some(bad) = providers
+                .iter()
+                .find(|p| !KNOWN_RUNTIME_PROVIDERS.contains(&p.as_str()))
+            {
+                return Err(ApiError::validation(
+                    &format!("{field_prefix}runtimeProviders"),
+                    format!(
+                        "unknown runtime provider {bad:?}; known: {}",
+                        KNOWN_RUNTIME_PROVIDERS.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Per-tier overrides from `TIER_ENTITLEMENTS`, e.g. `{"free":{"requestsPerPeriod":100}}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierOverrides {
+    #[serde(default)]
+    pub free: Overrides,
+    #[serde(default)]
+    pub pro: Overrides,
+    #[serde(default)]
+    pub enterprise: Overrides,
+}
+
+impl TierOverrides {
+    pub fn parse(raw: Option<&str>) -> Result<Self, String> {
+        let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else {
+            return Ok(TierOverrides::default());
+        };
+        let parsed: TierOverrides =
+            serde_json::from_str(raw).map_err(|e| format!("TIER_ENTITLEMENTS: {e}"))?;
+        for (tier, o) in [
+            ("free", &parsed.free),
+            ("pro", &parsed.pro),
+            ("enterprise", &parsed.enterprise),
+        ] {
+            o.check(&format!("{tier}.")).map_err(|e| {
+                let field = e.details.as_ref().map(|d| d["field"].to_string());
+                format!(
+                    "TIER_ENTITLEMENTS {}: {}",
+                    field.unwrap_or_default(),
+                    e.message
+                )
+            })?;
+        }
+        Ok(parsed)
+    }
+
+    fn for_tier(&self, tier: Tier) -> &Overrides {
+        match tier {
+            Tier::Free => &self.free,
+            Tier::Pro => &self.pro,
+            Tier::Enterprise => &self.enterprise,
+        }
+    }
+
+    /// A user's effective entitlements.
+    pub fn resolve(&self, tier: Tier, user: &Overrides) -> Entitlements {
+        let mut e = Entitlements::tier_default(tier);
+        e.apply(self.for_tier(tier));
+        e.apply(user);
+        e
+    }
+}
+
+/// `PUT /v1/admin/users/{userId}/entitlements` body: each field sets (a value) or clears (`null`) one per-user
+/// override; fields not mentioned are kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OverridesChange {
+    #[serde(default, deserialize_with = "double_option")]
+    pub requests_per_period: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub tokens_per_period: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub compute_ms_per_period: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub max_agents: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub runtime_providers: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub cpu_ms_per_invocation: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub subrequests_per_invocation: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub streaming: Option<Option<bool>>,
+}
+
+impl OverridesChange {
+    /// Parses and validates a change body; an empty object is refused (it would change nothing).
+    pub fn from_json(body: Value) -> Result<Self, ApiError> {
+        if !body.is_object() {
+            return Err(ApiError::new(
+                super::ErrorCode::InvalidBody,
+                "The body must be a JSON object of entitlement names to values or null.",
+            ));
+        }
+        let change: OverridesChange = serde_json::from_value(body).map_err(|e| {
+            ApiError::new(
+                super::ErrorCode::InvalidBody,
+                format!("Invalid entitlements: {e}"),
+            )
+        })?;
+        if change == OverridesChange::default() {
+            return Err(ApiError::new(
+                super::ErrorCode::InvalidBody,
+                "Name at least one entitlement to set or clear.",
+            ));
+        }
+        Ok(change)
+    }
+
+    /// The user's overrides after this change, validated.
+    pub fn apply_to(&self, current: &Overrides) -> Result<Overrides, ApiError> {
+        let mut next = current.clone();
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = &self.$field { next.$field = v.clone(); } )* };
+        }
+        set!(
+            requests_per_period,
+            tokens_per_period,
+            compute_ms_per_period,
+            max_agents,
+            runtime_providers,
+            cpu_ms_per_invocation,
+            subrequests_per_invocation,
+            streaming
+        );
+        next.check("")?;
+        Ok(next)
+    }
+}
+
+/// Stored per-user overrides (`users.entitlements_json`); `None`/empty means none.
+pub fn parse_stored_overrides(raw: Option<&str>) -> Result<Overrides, ApiError> {
+    match raw {
+        None | Some("") => Ok(Overrides::default()),
+        Some(raw) => serde_json::from_str(raw)
+            .map_err(|e| ApiError::internal(format!("stored entitlement overrides: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn layers_apply_field_by_field() {
+        let tiers = TierOverrides::parse(Some(
+            r#"{"free":{"requestsPerPeriod":10,"streaming":false}}"#,
+        ))
+        .unwrap();
+        let user = Overrides {
+            requests_per_period: Some(7),
+            ..Overrides::default()
+        };
+        let e = tiers.resolve(Tier::Free, &user);
+        assert_eq!(e.requests_per_period, 7);
+        assert!(!e.streaming);
+        assert_eq!(e.max_agents, 3, "untouched fields keep the tier default");
+        let pro = tiers.resolve(Tier::Pro, &Overrides::default());
+        assert_eq!(pro, Entitlements::tier_default(Tier::Pro));
+    }
+
+    #[test]
+    fn configuration_errors_name_the_problem() {
+        assert!(TierOverrides::parse(None).unwrap() == TierOverrides::default());
+        assert!(TierOverrides::parse(Some("  ")).is_ok());
+        let typo = TierOverrides::parse(Some(r#"{"free":{"requestPerPeriod":1}}"#)).unwrap_err();
+        assert!(typo.contains("requestPerPeriod"), "{typo}");
+        let tier = TierOverrides::parse(Some(r#"{"gold":{}}"#)).unwrap_err();
+        assert!(tier.contains("gold"), "{tier}");
+        let bad = TierOverrides::parse(Some(r#"{"pro":{"cpuMsPerInvocation":0}}"#)).unwrap_err();
+        assert!(bad.contains("pro.cpuMsPerInvocation"), "{bad}");
+        let negative = TierOverrides::parse(Some(r#"{"pro":{"maxAgents":-1}}"#));
+        assert!(negative.is_err());
+    }
+
+    #[test]
+    fn a_change_sets_clears_and_keeps() {
+        let current = Overrides {
+            requests_per_period: Some(5),
+            streaming: Some(false),
+            ..Overrides::default()
+        };
+        let change =
+            OverridesChange::from_json(json!({"requestsPerPeriod": null, "maxAgents": 9})).unwrap();
+        let next = change.apply_to(&current).unwrap();
+        assert_eq!(next.requests_per_period, None);
+        assert_eq!(next.max_agents, Some(9));
+        assert_eq!(next.streaming, Some(false));
+    }
+
+    #[test]
+    fn bad_changes_are_refused() {
+        for body in [
+            json!({}),
+            json!([]),
+            json!({"requestsPerPeriod": "10"}),
+            json!({"requestsPerPeriod": 1.5}),
+            json!({"unknown": 1}),
+            json!({"userId": "usr_x"}),
+        ] {
+            assert!(OverridesChange::from_json(body.clone()).is_err(), "{body}");
+        }
+        let unknown_provider =
+            OverridesChange::from_json(json!({"runtimeProviders": ["lambda"]})).unwrap();
+        let err = unknown_provider
+            .apply_to(&Overrides::default())
+            .unwrap_err();
+        assert_eq!(err.details.unwrap()["field"], "runtimeProviders");
+        let zero_cpu = OverridesChange::from_json(json!({"cpuMsPerInvocation": 0})).unwrap();
+        assert!(zero_cpu.apply_to(&Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn stored_overrides_round_trip() {
+        let o = Overrides {
+            runtime_providers: Some(vec!["agentcore".into()]),
+            ..Overrides::default()
+        };
+        let raw = serde_json::to_string(&o).unwrap();
+        assert_eq!(raw, r#"{"runtimeProviders":["agentcore"]}"#);
+        assert_eq!(parse_stored_overrides(Some(&raw)).unwrap(), o);
+        assert!(parse_stored_overrides(None).unwrap().is_empty());
+        assert!(parse_stored_overrides(Some("{")).is_err());
+    }
+}

@@ -1,0 +1,196 @@
+//! The operator API (`/v1/admin/…`), authenticated by `ADMIN_TOKEN` (compared in constant time), never by a
+//! user's token. Every call that reaches it, allowed or not, leaves a row in `admin_audit`.
+
+use super::d1_store::D1Store;
+use super::{header, read_json, JsClock, Reply};
+use crate::app::ports::Clock;
+use crate::auth::jwt;
+use crate::config::ServiceConfig;
+use crate::crypto::constant_time_eq;
+use crate::domain::entitlements::OverridesChange;
+use crate::domain::ids::{random_hex, RequestId, UserId};
+use crate::domain::period::PeriodKey;
+use crate::domain::user::{Tier, User};
+use crate::domain::{ApiError, ErrorCode};
+use crate::http::body::MAX_JSON_BODY_BYTES;
+use crate::http::routes::Route;
+use serde_json::{json, Map, Value};
+use worker::{console_error, Request};
+
+fn user_not_found() -> ApiError {
+    ApiError::new(ErrorCode::UserNotFound, "No user with this id exists.")
+}
+
+fn check_token(req: &Request, config: &ServiceConfig) -> Result<(), ApiError> {
+    let Some(expected) = &config.admin_token else {
+        return Err(ApiError::new(
+            ErrorCode::AdminNotConfigured,
+            "The operator API is off: ADMIN_TOKEN is not set.",
+        ));
+    };
+    let authorization = header(req, "Authorization");
+    let token = jwt::bearer_token(authorization.as_deref())?;
+    if constant_time_eq(token.as_bytes(), expected.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::InvalidAdminToken,
+            "The operator token is not valid.",
+        ))
+    }
+}
+
+fn view(user: &User, config: &ServiceConfig) -> Value {
+    json!({
+        "userId": user.id.as_str(),
+        "tier": user.tier.as_str(),
+        "overrides": user.overrides,
+        "entitlements": config.tiers.resolve(user.tier, &user.overrides),
+    })
+}
+
+pub(super) async fn handle(
+    req: &mut Request,
+    store: &D1Store,
+    config: &ServiceConfig,
+    request_id: &RequestId,
+    route: &Route,
+) -> Result<Reply, ApiError> {
+    let (action, raw_user) = match route {
+        Route::AdminSetTier(u) => ("set_tier", u),
+        Route::AdminSetEntitlements(u) => ("set_entitlements", u),
+        Route::AdminUsage(u) => ("get_usage", u),
+        _ => return Err(ApiError::internal("not an admin route")),
+    };
+    let mut change: Option<Value> = None;
+    let outcome = run(req, store, config, route, raw_user, &mut change).await;
+    let (status, code) = match &outcome {
+        Ok(_) => (200, "ok"),
+        Err(e) => (e.status(), e.code.as_str()),
+    };
+    // Only well-formed ids are stored as the target, so the audit table never holds arbitrary caller text there.
+    let target = UserId::parse(raw_user).map(|u| u.as_str().to_owned());
+    let change_json = change.map(|c| c.to_string());
+    if let Err(e) = store
+        .audit(
+            &format!("aud_{}", random_hex(12)),
+            request_id.as_str(),
+            JsClock.now_ms(),
+            action,
+            target.as_deref(),
+            status,
+            code,
+            change_json.as_deref(),
+        )
+        .await
+    {
+        // An operator change that cannot be audited is still reported, loudly, rather than hidden.
+        console_error!("audit write failed for {action} ({request_id}): {}", e.0);
+    }
+    outcome
+}
+
+async fn run(
+    req: &mut Request,
+    store: &D1Store,
+    config: &ServiceConfig,
+    route: &Route,
+    raw_user: &str,
+    change: &mut Option<Value>,
+) -> Result<Reply, ApiError> {
+    check_token(req, config)?;
+    let user_id = UserId::parse(raw_user).ok_or_else(user_not_found)?;
+    match route {
+        Route::AdminSetTier(_) => {
+            let (_, body): (_, Value) = read_json(req, MAX_JSON_BODY_BYTES).await?;
+            *change = Some(body.clone());
+            let tier = body
+                .as_object()
+                .filter(|o| o.len() == 1)
+                .and_then(|o| o.get("tier"))
+                .and_then(Value::as_str)
+                .and_then(Tier::parse)
+                .ok_or_else(|| {
+                    ApiError::validation(
+                        "tier",
+                        "must be {\"tier\": \"free\" | \"pro\" | \"enterprise\"}",
+                    )
+                })?;
+            if !store.set_tier(&user_id, tier).await? {
+                return Err(user_not_found());
+            }
+            let user = store
+                .user_by_id(&user_id)
+                .await?
+                .ok_or_else(user_not_found)?;
+            Ok(Reply::Json(200, view(&user, config)))
+        }
+        Route::AdminSetEntitlements(_) => {
+            let (_, body): (_, Value) = read_json(req, MAX_JSON_BODY_BYTES).await?;
+            *change = Some(body.clone());
+            let requested = OverridesChange::from_json(body)?;
+            // Compare-and-set: retried if another operator changed the same user in between.
+            for _ in 0..3 {
+                let user = store
+                    .user_by_id(&user_id)
+                    .await?
+                    .ok_or_else(user_not_found)?;
+                let next = requested.apply_to(&user.overrides)?;
+                if store
+                    .replace_overrides(&user_id, &user.overrides, &next)
+                    .await?
+                {
+                    let user = User {
+                        overrides: next,
+                        ..user
+                    };
+                    return Ok(Reply::Json(200, view(&user, config)));
+                }
+            }
+            Err(ApiError::new(
+                ErrorCode::DependencyUnavailable,
+                "The user's entitlements kept changing underneath this call; retry.",
+            ))
+        }
+        Route::AdminUsage(_) => {
+            let url = req.url().map_err(ApiError::internal)?;
+            let period = match url.query_pairs().find(|(k, _)| k == "period") {
+                None => PeriodKey::containing(JsClock.now_ms()),
+                Some((_, v)) => PeriodKey::parse(&v).ok_or_else(|| {
+                    ApiError::new(ErrorCode::InvalidQuery, "period must be YYYY-MM.")
+                        .with_details(json!({ "parameter": "period" }))
+                })?,
+            };
+            let user = store
+                .user_by_id(&user_id)
+                .await?
+                .ok_or_else(user_not_found)?;
+            let rows = store
+                .usage_by_outcome(&user_id, &period.to_string())
+                .await?;
+            let mut by_outcome = Map::new();
+            let (mut calls, mut counted, mut wall_ms) = (0i64, 0i64, 0i64);
+            for r in rows {
+                calls += r.calls as i64;
+                counted += r.counted as i64;
+                wall_ms += r.wall_ms as i64;
+                by_outcome.insert(r.outcome, json!(r.calls as i64));
+            }
+            let mut body = view(&user, config);
+            body["periodKey"] = json!(period.to_string());
+            body["invocations"] = json!({
+                "total": calls,
+                "counted": counted,
+                "byOutcome": by_outcome,
+                "wallMs": wall_ms,
+            });
+            body["remaining"] = json!({
+                "requests": config.tiers.resolve(user.tier, &user.overrides)
+                    .requests_per_period
+                    .saturating_sub(counted.max(0) as u64),
+            });
+            Ok(Reply::Json(200, body))
+        }
+        _ => Err(ApiError::internal("not an admin route")),
+    }
+}
