@@ -101,6 +101,10 @@ reset:
 	rm -rf .wrangler/state .wrangler/local-cloudflare
 	@echo "Local D1, Durable Object and local Cloudflare state wiped."
 
+# The gateway against calling the same agent directly, on the local stack; writes docs/benchmarks.md.
+bench: build
+	node scripts/bench.mjs
+
 ## Checks -----------------------------------------------------------------------------------------------------
 
 lint: setup

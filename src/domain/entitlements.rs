@@ -18,6 +18,22 @@ const MAX_COUNTER: u64 = 1_000_000_000_000;
 const MAX_CPU_MS: u64 = 300_000;
 const MAX_SUBREQUESTS: u64 = 10_000;
 
+/// Calls `$apply!` with every entitlement field name: the one list the layering code walks.
+macro_rules! each_entitlement {
+    ($apply:ident) => {
+        $apply!(
+            requests_per_period,
+            tokens_per_period,
+            compute_ms_per_period,
+            max_agents,
+            runtime_providers,
+            cpu_ms_per_invocation,
+            subrequests_per_invocation,
+            streaming
+        )
+    };
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Entitlements {
@@ -85,16 +101,7 @@ impl Entitlements {
         macro_rules! take {
             ($($field:ident),*) => { $( if let Some(v) = &o.$field { self.$field = v.clone(); } )* };
         }
-        take!(
-            requests_per_period,
-            tokens_per_period,
-            compute_ms_per_period,
-            max_agents,
-            runtime_providers,
-            cpu_ms_per_invocation,
-            subrequests_per_invocation,
-            streaming
-        );
+        each_entitlement!(take);
     }
 }
 
@@ -290,16 +297,7 @@ impl OverridesChange {
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(v) = &self.$field { next.$field = v.clone(); } )* };
         }
-        set!(
-            requests_per_period,
-            tokens_per_period,
-            compute_ms_per_period,
-            max_agents,
-            runtime_providers,
-            cpu_ms_per_invocation,
-            subrequests_per_invocation,
-            streaming
-        );
+        each_entitlement!(set);
         next.check("")?;
         Ok(next)
     }

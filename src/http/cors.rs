@@ -5,7 +5,9 @@
 pub const ALLOWED_HEADERS: &str = "Authorization, Content-Type, Idempotency-Key, X-Request-Id";
 pub const ALLOWED_METHODS: &str = "GET, POST, PUT, PATCH, DELETE, OPTIONS";
 /// Response headers scripts may read.
-pub const EXPOSED_HEADERS: &str = "X-Request-Id, Retry-After";
+pub const EXPOSED_HEADERS: &str =
+    "X-Request-Id, Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining, \
+     X-RateLimit-Reset, X-Deployment-Id, X-Trace-Id, Server-Timing";
 /// How long a browser may cache a preflight answer, in seconds.
 pub const MAX_AGE_SECONDS: &str = "600";
 

@@ -1,8 +1,8 @@
 //! D1 for the gateway: the one read an invocation needs, gateway-side metering, API keys and the operator API.
 
-use super::d1_store::{fail, number, text, D1Store};
+use super::d1_store::{fail, number, stored_user, text, D1Store};
 use crate::app::ports::{StoreError, StoreResult};
-use crate::domain::entitlements::{parse_stored_overrides, Overrides};
+use crate::domain::entitlements::Overrides;
 use crate::domain::ids::{AgentId, ApiKeyId, UserId};
 use crate::domain::user::{Tier, User};
 use serde::Deserialize;
@@ -38,13 +38,12 @@ pub struct InvokeRow {
 
 impl InvokeRow {
     pub fn user(&self) -> StoreResult<User> {
-        Ok(User {
-            id: UserId::from_trusted(self.user_id.clone()),
-            tier: Tier::parse_stored(&self.tier).map_err(|e| StoreError(e.to_string()))?,
-            created_at: self.created_at as i64,
-            overrides: parse_stored_overrides(self.entitlements_json.as_deref())
-                .map_err(|e| StoreError(e.to_string()))?,
-        })
+        stored_user(
+            self.user_id.clone(),
+            &self.tier,
+            self.created_at,
+            self.entitlements_json.as_deref(),
+        )
     }
 }
 
@@ -241,15 +240,7 @@ impl D1Store {
             .await?;
         rows.into_iter()
             .next()
-            .map(|r| {
-                Ok(User {
-                    id: UserId::from_trusted(r.id),
-                    tier: Tier::parse_stored(&r.tier).map_err(|e| StoreError(e.to_string()))?,
-                    created_at: r.created_at as i64,
-                    overrides: parse_stored_overrides(r.entitlements_json.as_deref())
-                        .map_err(|e| StoreError(e.to_string()))?,
-                })
-            })
+            .map(|r| stored_user(r.id, &r.tier, r.created_at, r.entitlements_json.as_deref()))
             .transpose()
     }
 

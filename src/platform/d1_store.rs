@@ -76,14 +76,29 @@ struct UserRow {
 
 impl UserRow {
     fn into_user(self) -> StoreResult<User> {
-        Ok(User {
-            id: UserId::from_trusted(self.id),
-            tier: Tier::parse_stored(&self.tier).map_err(|e| StoreError(e.to_string()))?,
-            created_at: self.created_at as i64,
-            overrides: parse_stored_overrides(self.entitlements_json.as_deref())
-                .map_err(|e| StoreError(e.to_string()))?,
-        })
+        stored_user(
+            self.id,
+            &self.tier,
+            self.created_at,
+            self.entitlements_json.as_deref(),
+        )
     }
+}
+
+/// A user from the `users` columns, however the query that read them was shaped.
+pub(super) fn stored_user(
+    id: String,
+    tier: &str,
+    created_at: f64,
+    entitlements_json: Option<&str>,
+) -> StoreResult<User> {
+    Ok(User {
+        id: UserId::from_trusted(id),
+        tier: Tier::parse_stored(tier).map_err(|e| StoreError(e.to_string()))?,
+        created_at: created_at as i64,
+        overrides: parse_stored_overrides(entitlements_json)
+            .map_err(|e| StoreError(e.to_string()))?,
+    })
 }
 
 #[derive(Deserialize)]
