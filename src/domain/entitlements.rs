@@ -97,6 +97,18 @@ impl Entitlements {
         self.runtime_providers.iter().any(|p| p == provider)
     }
 
+    /// The refusal when `provider` is not among the user's runtimes (checked on deploy and again on invoke).
+    pub fn require_runtime(&self, provider: &str) -> Result<(), ApiError> {
+        if self.allows_runtime(provider) {
+            Ok(())
+        } else {
+            Err(not_entitled(
+                "runtimeProviders",
+                format!("Your plan does not include the {provider:?} runtime."),
+            ))
+        }
+    }
+
     fn apply(&mut self, o: &Overrides) {
         macro_rules! take {
             ($($field:ident),*) => { $( if let Some(v) = &o.$field { self.$field = v.clone(); } )* };

@@ -138,6 +138,13 @@ pub fn clean_usage(value: Option<&Value>) -> Option<Value> {
     Some(json!({ "inputTokens": input, "outputTokens": output }))
 }
 
+/// An agent's answer body when it is an invoke/v1 response (`protocol` matches), whatever else it holds.
+pub fn parse_answer(body: &[u8]) -> Option<Value> {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .filter(|v| v.get("protocol").and_then(Value::as_str) == Some(PROTOCOL))
+}
+
 /// The client's answer built from the agent's 2xx JSON answer. The agent's `sessionId` (the runtime's) and
 /// `traceId` are replaced; an answer that is not invoke/v1 is an `upstream_invalid_response`.
 pub fn client_response(
@@ -146,10 +153,9 @@ pub fn client_response(
     trace_id: &str,
     target: &UpstreamTarget,
 ) -> Result<Value, ApiError> {
-    let parsed: Option<Value> = serde_json::from_slice(upstream).ok();
+    let parsed = parse_answer(upstream);
     let output = parsed
         .as_ref()
-        .filter(|v| v.get("protocol").and_then(Value::as_str) == Some(PROTOCOL))
         .and_then(|v| v.get("output"))
         .filter(|o| o.is_object());
     let Some(output) = output else {

@@ -4,7 +4,7 @@
 //! order, stops early or fails with an `error` event. Nothing here buffers more than one event.
 
 use super::error::{ApiError, ErrorCode};
-use super::invoke::{clean_usage, PROTOCOL};
+use super::invoke::{clean_usage, parse_answer};
 use serde_json::{json, Value};
 
 /// Largest single upstream event; a bigger one ends the stream with an error rather than growing memory.
@@ -270,10 +270,9 @@ impl StreamRelay {
     pub fn wrap_whole(&mut self, content_type: &str, body: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         if content_type.contains("json") {
-            let parsed: Option<Value> = serde_json::from_slice(body).ok();
+            let parsed = parse_answer(body);
             let text = parsed
                 .as_ref()
-                .filter(|v| v.get("protocol").and_then(Value::as_str) == Some(PROTOCOL))
                 .and_then(|v| v.get("output"))
                 .and_then(|o| o.get("text"))
                 .and_then(Value::as_str);

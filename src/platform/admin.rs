@@ -7,7 +7,7 @@ use crate::app::ports::Clock;
 use crate::auth::jwt;
 use crate::config::ServiceConfig;
 use crate::crypto::constant_time_eq;
-use crate::domain::entitlements::OverridesChange;
+use crate::domain::entitlements::{Entitlements, OverridesChange};
 use crate::domain::ids::{random_hex, RequestId, UserId};
 use crate::domain::period::PeriodKey;
 use crate::domain::user::{Tier, User};
@@ -40,13 +40,17 @@ fn check_token(req: &Request, config: &ServiceConfig) -> Result<(), ApiError> {
     }
 }
 
-fn view(user: &User, config: &ServiceConfig) -> Value {
+fn view(user: &User, entitlements: &Entitlements) -> Value {
     json!({
         "userId": user.id.as_str(),
         "tier": user.tier.as_str(),
         "overrides": user.overrides,
-        "entitlements": config.tiers.resolve(user.tier, &user.overrides),
+        "entitlements": entitlements,
     })
+}
+
+fn resolved_view(user: &User, config: &ServiceConfig) -> Value {
+    view(user, &config.tiers.resolve(user.tier, &user.overrides))
 }
 
 pub(super) async fn handle(
@@ -123,7 +127,7 @@ async fn run(
                 .user_by_id(&user_id)
                 .await?
                 .ok_or_else(user_not_found)?;
-            Ok(Reply::Json(200, view(&user, config)))
+            Ok(Reply::Json(200, resolved_view(&user, config)))
         }
         Route::AdminSetEntitlements(_) => {
             let (_, body): (_, Value) = read_json(req, MAX_JSON_BODY_BYTES).await?;
@@ -144,7 +148,7 @@ async fn run(
                         overrides: next,
                         ..user
                     };
-                    return Ok(Reply::Json(200, view(&user, config)));
+                    return Ok(Reply::Json(200, resolved_view(&user, config)));
                 }
             }
             Err(ApiError::new(
@@ -176,7 +180,8 @@ async fn run(
                 wall_ms += r.wall_ms as i64;
                 by_outcome.insert(r.outcome, json!(r.calls as i64));
             }
-            let mut body = view(&user, config);
+            let entitlements = config.tiers.resolve(user.tier, &user.overrides);
+            let mut body = view(&user, &entitlements);
             body["periodKey"] = json!(period.to_string());
             body["invocations"] = json!({
                 "total": calls,
@@ -185,7 +190,7 @@ async fn run(
                 "wallMs": wall_ms,
             });
             body["remaining"] = json!({
-                "requests": config.tiers.resolve(user.tier, &user.overrides)
+                "requests": entitlements
                     .requests_per_period
                     .saturating_sub(counted.max(0) as u64),
             });

@@ -1,5 +1,6 @@
 //! `GET/POST /v1/api-keys`, `DELETE /v1/api-keys/{keyId}`: managed with a user session, never with a key.
 
+use super::d1_gateway::ApiKeyRow;
 use super::d1_store::D1Store;
 use super::{JsClock, Reply};
 use crate::app::ports::{Clock, Store};
@@ -8,6 +9,19 @@ use crate::domain::ids::ApiKeyId;
 use crate::domain::user::User;
 use crate::domain::{ApiError, ErrorCode};
 use serde_json::{json, Value};
+
+/// What clients see of a key (never its secret or hash).
+fn view(k: &ApiKeyRow) -> Value {
+    json!({
+        "id": k.id,
+        "name": k.name,
+        "prefix": k.prefix,
+        "agentId": k.agent_id,
+        "createdAt": k.created_at as i64,
+        "lastUsedAt": k.last_used_at.map(|t| t as i64),
+        "revokedAt": k.revoked_at.map(|t| t as i64),
+    })
+}
 
 fn key_not_found() -> ApiError {
     ApiError::new(ErrorCode::ApiKeyNotFound, "No API key with this id exists.")
@@ -47,38 +61,23 @@ pub(super) async fn create(
             format!("You already have {MAX_LIVE_KEYS} live API keys; revoke one first."),
         ));
     }
-    Ok(Reply::Json(
-        201,
-        json!({
-            "id": id.as_str(),
-            "name": request.name,
-            "prefix": key.prefix,
-            "agentId": request.agent_id.as_ref().map(|a| a.as_str()),
-            "createdAt": now,
-            "lastUsedAt": null,
-            "revokedAt": null,
-            // Shown once: only its SHA-256 is stored.
-            "key": key.secret,
-        }),
-    ))
+    let mut created = view(&ApiKeyRow {
+        id: id.as_str().to_owned(),
+        name: request.name,
+        prefix: key.prefix,
+        agent_id: request.agent_id.map(|a| a.as_str().to_owned()),
+        created_at: now as f64,
+        last_used_at: None,
+        revoked_at: None,
+    });
+    // Shown once: only its SHA-256 is stored.
+    created["key"] = json!(key.secret);
+    Ok(Reply::Json(201, created))
 }
 
 pub(super) async fn list(store: &D1Store, user: &User) -> Result<Reply, ApiError> {
     let keys = store.api_keys(&user.id).await?;
-    let keys: Vec<Value> = keys
-        .into_iter()
-        .map(|k| {
-            json!({
-                "id": k.id,
-                "name": k.name,
-                "prefix": k.prefix,
-                "agentId": k.agent_id,
-                "createdAt": k.created_at as i64,
-                "lastUsedAt": k.last_used_at.map(|t| t as i64),
-                "revokedAt": k.revoked_at.map(|t| t as i64),
-            })
-        })
-        .collect();
+    let keys: Vec<Value> = keys.iter().map(view).collect();
     Ok(Reply::Json(200, json!({ "apiKeys": keys })))
 }
 

@@ -17,7 +17,9 @@ use crate::app::ports::Clock;
 use crate::app::users;
 use crate::auth::{jwt, Identity};
 use crate::config::ServiceConfig;
+use crate::domain::agent::AgentStatus;
 use crate::domain::api_key;
+use crate::domain::deployment::DEFAULT_INVOKE_PATH;
 use crate::domain::entitlements::{not_entitled, Entitlements};
 use crate::domain::ids::AgentId;
 use crate::domain::ids::RequestId;
@@ -300,7 +302,7 @@ fn admit<'a>(
     entitlements: &Entitlements,
     streaming: bool,
 ) -> Result<&'a str, ApiError> {
-    if row.agent_status.as_deref() != Some("active") {
+    if row.agent_status.as_deref() != Some(AgentStatus::Active.as_str()) {
         return Err(ApiError::new(
             ErrorCode::AgentDisabled,
             "This agent is disabled; enable it to invoke it.",
@@ -312,13 +314,7 @@ fn admit<'a>(
             "This agent has no active deployment. Deploy it (or activate a deployment) first.",
         ));
     };
-    let provider = row.runtime_provider.as_deref().unwrap_or_default();
-    if !entitlements.allows_runtime(provider) {
-        return Err(not_entitled(
-            "runtimeProviders",
-            format!("Your plan does not include the {provider:?} runtime."),
-        ));
-    }
+    entitlements.require_runtime(row.runtime_provider.as_deref().unwrap_or_default())?;
     if streaming && !entitlements.streaming {
         return Err(not_entitled(
             "streaming",
@@ -504,12 +500,18 @@ async fn call(
                 // Nothing reached the agent: the request is given back (see the module's counting policy).
                 release(env).await;
             }
-            let err = target.failure(failure, streaming);
-            let mut err = err.with_headers(limit_headers);
-            if unreachable {
-                // The client's view of what is left must include the request just given back.
-                refresh_remaining(&mut err.headers, decision.remaining + 1);
-            }
+            let headers = if unreachable {
+                // The client's view of what is left includes the request just given back.
+                let given_back = GateDecision {
+                    used: decision.used.saturating_sub(1),
+                    remaining: decision.remaining + 1,
+                    ..decision
+                };
+                rate_limit_headers(&given_back, JsClock.now_ms())
+            } else {
+                limit_headers
+            };
+            let err = target.failure(failure, streaming).with_headers(headers);
             meter.finish(ctx, env, err.code.as_str().into(), None, !unreachable);
             return Err(err);
         }
@@ -589,14 +591,6 @@ async fn call(
     Ok(Reply::Stream(response.with_headers(response_headers)))
 }
 
-fn refresh_remaining(headers: &mut [(&'static str, String)], remaining: u64) {
-    for (name, value) in headers.iter_mut() {
-        if *name == "X-RateLimit-Remaining" {
-            *value = remaining.to_string();
-        }
-    }
-}
-
 fn outcome_name(outcome: Option<StreamOutcome>) -> String {
     match outcome {
         Some(StreamOutcome::Done) => "ok".into(),
@@ -650,22 +644,17 @@ fn relay(
                 return None;
             }
             let source = st.source.as_mut()?;
-            let next = select(
-                source.next(),
-                Delay::from(Duration::from_millis(st.timeout_ms)),
-            )
-            .await;
-            let out = match next {
-                Either::Left((Some(Ok(chunk)), _)) => st.relay.feed(&chunk),
-                Either::Left((Some(Err(e)), _)) => {
+            let out = match within(st.timeout_ms, source.next()).await {
+                Some(Some(Ok(chunk))) => st.relay.feed(&chunk),
+                Some(Some(Err(e))) => {
                     worker::console_log!("agent stream {} broke: {e}", st.target.deployment_id);
                     st.relay.fail(&ApiError::new(
                         ErrorCode::UpstreamInterrupted,
                         "The agent's stream broke off.",
                     ))
                 }
-                Either::Left((None, _)) => st.relay.end(),
-                Either::Right(_) => st.relay.fail(&st.target.failure(
+                Some(None) => st.relay.end(),
+                None => st.relay.fail(&st.target.failure(
                     UpstreamFailure::Timeout {
                         after_ms: st.timeout_ms,
                     },
@@ -678,6 +667,19 @@ fn relay(
         }
     })
     .boxed_local()
+}
+
+/// `future`'s output, or `None` when `timeout_ms` pass first (the future is then dropped).
+async fn within<F: std::future::Future>(timeout_ms: u64, future: F) -> Option<F::Output> {
+    match select(
+        Box::pin(future),
+        Delay::from(Duration::from_millis(timeout_ms)),
+    )
+    .await
+    {
+        Either::Left((output, _)) => Some(output),
+        Either::Right(_) => None,
+    }
 }
 
 /// Reads a whole upstream body, up to `MAX_UPSTREAM_BODY_BYTES` (more is an invalid response) and within the
@@ -700,17 +702,11 @@ async fn read_bounded(res: &mut Response, timeout_ms: u64) -> Result<Vec<u8>, Up
         }
         Ok(body)
     };
-    match select(
-        Box::pin(read),
-        Delay::from(Duration::from_millis(timeout_ms)),
-    )
-    .await
-    {
-        Either::Left((result, _)) => result,
-        Either::Right(_) => Err(UpstreamFailure::Timeout {
+    within(timeout_ms, read)
+        .await
+        .unwrap_or(Err(UpstreamFailure::Timeout {
             after_ms: timeout_ms,
-        }),
-    }
+        }))
 }
 
 /// Sends the invocation to the agent's active deployment and waits (bounded) for the response head.
@@ -726,7 +722,7 @@ async fn send(
     timeout_ms: u64,
 ) -> Result<Response, UpstreamFailure> {
     let row = route.row;
-    let invoke_path = row.invoke_path.as_deref().unwrap_or("/invoke");
+    let invoke_path = row.invoke_path.as_deref().unwrap_or(DEFAULT_INVOKE_PATH);
     // Only what the agent needs: never the caller's credentials or cookies.
     let headers = Headers::new();
     let set = |name: &str, value: &str| {
@@ -788,10 +784,10 @@ async fn send(
                 Box::pin(async move { Fetch::Request(request).send_with_signal(&signal).await })
             }
         };
-    match select(pending, Delay::from(Duration::from_millis(timeout_ms))).await {
-        Either::Left((Ok(res), _)) => Ok(res),
-        Either::Left((Err(e), _)) => Err(network(e)),
-        Either::Right(_) => {
+    match within(timeout_ms, pending).await {
+        Some(Ok(res)) => Ok(res),
+        Some(Err(e)) => Err(network(e)),
+        None => {
             abort.abort();
             Err(UpstreamFailure::Timeout {
                 after_ms: timeout_ms,

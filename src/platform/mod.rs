@@ -18,7 +18,6 @@ use crate::auth::{jwt, Identity};
 use crate::config::{DeployConfig, ServiceConfig, CONFIG_VARS};
 use crate::domain::agent::AgentStatus;
 use crate::domain::api_key;
-use crate::domain::entitlements::not_entitled;
 use crate::domain::ids::RequestId;
 use crate::domain::user::User;
 use crate::domain::{ApiError, ErrorCode};
@@ -302,7 +301,8 @@ async fn handle(
         _ => {}
     }
     let user = authenticate(&req, config, &store, &clock).await?;
-    let entitlements = config.tiers.resolve(user.tier, &user.overrides);
+    // Only the routes that need them resolve the caller's entitlements.
+    let entitlements = || config.tiers.resolve(user.tier, &user.overrides);
 
     match route {
         Route::Health
@@ -312,7 +312,8 @@ async fn handle(
         | Route::AdminUsage(_) => unreachable!("answered before user authentication"),
         Route::Me => {
             let mut me = serde_json::to_value(&user).map_err(ApiError::internal)?;
-            me["entitlements"] = serde_json::to_value(&entitlements).map_err(ApiError::internal)?;
+            me["entitlements"] =
+                serde_json::to_value(entitlements()).map_err(ApiError::internal)?;
             Ok(Reply::Json(200, me))
         }
         Route::ListApiKeys => api_keys::list(&store, &user).await,
@@ -335,7 +336,8 @@ async fn handle(
             let (_, body) = read_json(&mut req, MAX_JSON_BODY_BYTES).await?;
             json_reply(
                 201,
-                &agents::create_agent(&store, &clock, &user, body, entitlements.max_agents).await?,
+                &agents::create_agent(&store, &clock, &user, body, entitlements().max_agents)
+                    .await?,
             )
         }
         Route::GetAgent(id) => json_reply(200, &agents::get_agent(&store, &user, &id).await?),
@@ -363,15 +365,7 @@ async fn handle(
         ),
         Route::Deploy(id) => {
             let deploy = config.deploy.as_ref().ok_or_else(deploys_not_configured)?;
-            if !entitlements.allows_runtime(deployments::RUNTIME_PROVIDER) {
-                return Err(not_entitled(
-                    "runtimeProviders",
-                    format!(
-                        "Your plan does not include the {:?} runtime.",
-                        deployments::RUNTIME_PROVIDER
-                    ),
-                ));
-            }
+            entitlements().require_runtime(deployments::RUNTIME_PROVIDER)?;
             let (raw, body) = read_json(&mut req, MAX_DEPLOY_BODY_BYTES).await?;
             let key = header(&req, "Idempotency-Key");
             let (deployment, pending) = deployments::request_deploy(
