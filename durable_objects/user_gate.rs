@@ -1,8 +1,10 @@
 //! `UserGate`: one per user (addressed by the internal user id). Holds the user's request count for the current
-//! period and answers `POST /reserve` and `POST /release` with a `GateDecision`.
+//! period and answers `POST /reserve`, `POST /release` and `POST /peek` with a `GateDecision`.
 
 use super::{error_response, no_such_route, read_body};
-use crate::domain::reservation::{self, GateRequest, PeriodCount, RELEASE_PATH, RESERVE_PATH};
+use crate::domain::reservation::{
+    self, GateRequest, PeriodCount, PEEK_PATH, RELEASE_PATH, RESERVE_PATH,
+};
 use std::cell::RefCell;
 use worker::{durable_object, DurableObject, Env, Method, Request, Response, Result, State};
 
@@ -28,6 +30,7 @@ impl DurableObject for UserGate {
         let op = match (req.method(), req.path().as_str()) {
             (Method::Post, RESERVE_PATH) => reservation::reserve,
             (Method::Post, RELEASE_PATH) => reservation::release,
+            (Method::Post, PEEK_PATH) => reservation::peek,
             _ => return no_such_route(),
         };
         let request: GateRequest = match read_body(&mut req).await {

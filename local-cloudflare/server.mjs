@@ -90,6 +90,7 @@ export async function startLocalCloudflare({
   const scripts = new Map(); // key `${scope}/${name}` → script
   const faults = [];
   const dispatchLimits = new Map();
+  const requestsServed = new Map();
   let mf = null;
   let queue = Promise.resolve();
 
@@ -336,6 +337,7 @@ export async function startLocalCloudflare({
       return;
     }
     const worker = await mf.getWorker(workerName(scope, name));
+    requestsServed.set(name, (requestsServed.get(name) ?? 0) + 1);
     const limits = req.headers["x-local-dispatch-limits"];
     if (limits && scope !== "workers") dispatchLimits.set(name, JSON.parse(limits));
     const headers = Object.fromEntries(
@@ -402,6 +404,13 @@ export async function startLocalCloudflare({
     injectFault: (fault) => faults.push({ times: 1, ...fault }),
     /** The `limits` the last dispatch-namespace call to `name` asked for (the emulation does not enforce them). */
     dispatchLimits: (name) => dispatchLimits.get(name) ?? null,
+    /** How many requests script `name` has been handed (either route): proves a call never reached a script. */
+    requestsServed: (name) => requestsServed.get(name) ?? 0,
+    /**
+     * A secret's value as the script sees it, for tests that sign telemetry as the agent would. Only the local
+     * emulation can do this; Cloudflare never reveals a secret.
+     */
+    secretValue: (name, secret) => [...scripts.values()].find((s) => s.name === name)?.secrets[secret] ?? null,
     clearFaults: () => (faults.length = 0),
     async close() {
       await new Promise((resolve) => server.close(resolve));

@@ -5,6 +5,7 @@ use crate::auth::AuthConfig;
 use crate::cloudflare::api::DeployTarget;
 use crate::crypto::secret_box::EncryptionKey;
 use crate::domain::entitlements::TierOverrides;
+use crate::domain::usage::{DEFAULT_RETENTION_DAYS, MAX_RETENTION_DAYS};
 use crate::http::cors::CorsPolicy;
 
 pub struct ServiceConfig {
@@ -22,6 +23,8 @@ pub struct ServiceConfig {
     pub admin_token: Option<String>,
     /// How long the gateway waits for an agent's answer, or for the next bytes of its stream.
     pub invoke_timeout_ms: u64,
+    /// Days a period's raw telemetry events are kept after the period ends (then pruned, once rolled up).
+    pub metrics_retention_days: u32,
 }
 
 pub const DEFAULT_INVOKE_TIMEOUT_MS: u64 = 30_000;
@@ -157,6 +160,17 @@ impl ServiceConfig {
                     }
                 },
             },
+            metrics_retention_days: match get("METRICS_RETENTION_DAYS") {
+                None => DEFAULT_RETENTION_DAYS,
+                Some(raw) => match raw.trim().parse::<u32>() {
+                    Ok(days) if (1..=MAX_RETENTION_DAYS).contains(&days) => days,
+                    _ => {
+                        return Err(format!(
+                            "METRICS_RETENTION_DAYS must be whole days from 1 to {MAX_RETENTION_DAYS}, not {raw:?}"
+                        ))
+                    }
+                },
+            },
         })
     }
 }
@@ -181,6 +195,7 @@ pub const CONFIG_VARS: &[&str] = &[
     "TIER_ENTITLEMENTS",
     "ADMIN_TOKEN",
     "INVOKE_TIMEOUT_MS",
+    "METRICS_RETENTION_DAYS",
 ];
 
 #[cfg(test)]

@@ -57,6 +57,14 @@ pub enum ErrorCode {
     UpstreamInvalidResponse,
     UpstreamInterrupted,
     AgentError,
+    InvalidTelemetryHeaders,
+    UnknownDeployment,
+    InvalidTelemetrySignature,
+    TooManyEvents,
+    TelemetryMismatch,
+    TimestampOutOfWindow,
+    QuotaExhausted,
+    UsagePeriodPruned,
 }
 
 impl ErrorCode {
@@ -111,6 +119,14 @@ impl ErrorCode {
         ErrorCode::UpstreamInvalidResponse,
         ErrorCode::UpstreamInterrupted,
         ErrorCode::AgentError,
+        ErrorCode::InvalidTelemetryHeaders,
+        ErrorCode::UnknownDeployment,
+        ErrorCode::InvalidTelemetrySignature,
+        ErrorCode::TooManyEvents,
+        ErrorCode::TelemetryMismatch,
+        ErrorCode::TimestampOutOfWindow,
+        ErrorCode::QuotaExhausted,
+        ErrorCode::UsagePeriodPruned,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -164,6 +180,14 @@ impl ErrorCode {
             ErrorCode::UpstreamInvalidResponse => "upstream_invalid_response",
             ErrorCode::UpstreamInterrupted => "upstream_interrupted",
             ErrorCode::AgentError => "agent_error",
+            ErrorCode::InvalidTelemetryHeaders => "invalid_telemetry_headers",
+            ErrorCode::UnknownDeployment => "unknown_deployment",
+            ErrorCode::InvalidTelemetrySignature => "invalid_telemetry_signature",
+            ErrorCode::TooManyEvents => "too_many_events",
+            ErrorCode::TelemetryMismatch => "telemetry_mismatch",
+            ErrorCode::TimestampOutOfWindow => "timestamp_out_of_window",
+            ErrorCode::QuotaExhausted => "quota_exhausted",
+            ErrorCode::UsagePeriodPruned => "usage_period_pruned",
         }
     }
 
@@ -213,6 +237,14 @@ impl ErrorCode {
             ErrorCode::UpstreamInvalidResponse => 502,
             ErrorCode::UpstreamInterrupted => 502,
             ErrorCode::AgentError => 502,
+            ErrorCode::InvalidTelemetryHeaders => 400,
+            ErrorCode::UnknownDeployment => 401,
+            ErrorCode::InvalidTelemetrySignature => 401,
+            ErrorCode::TooManyEvents => 400,
+            ErrorCode::TelemetryMismatch => 403,
+            ErrorCode::TimestampOutOfWindow => 400,
+            ErrorCode::QuotaExhausted => 429,
+            ErrorCode::UsagePeriodPruned => 409,
         }
     }
 

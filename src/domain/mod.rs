@@ -12,6 +12,8 @@ pub mod period;
 pub mod reservation;
 pub mod session;
 pub mod sse;
+pub mod telemetry;
+pub mod usage;
 pub mod user;
 
 pub use error::{ApiError, ErrorCode};

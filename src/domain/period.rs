@@ -74,6 +74,20 @@ impl PeriodKey {
         }
     }
 
+    pub fn previous(self) -> Self {
+        if self.month == 1 {
+            PeriodKey {
+                year: self.year - 1,
+                month: 12,
+            }
+        } else {
+            PeriodKey {
+                year: self.year,
+                month: self.month - 1,
+            }
+        }
+    }
+
     /// When this period's counters reset: the first millisecond of the next month.
     pub fn end_ms(self) -> i64 {
         self.next().start_ms()
@@ -139,6 +153,8 @@ mod tests {
             let p = PeriodKey::containing(ms);
             assert!(p.start_ms() <= ms && ms < p.end_ms(), "{p} {ms}");
             assert_eq!(PeriodKey::containing(p.end_ms()), p.next());
+            assert_eq!(p.next().previous(), p);
+            assert_eq!(PeriodKey::containing(p.start_ms() - 1), p.previous());
             assert_eq!(PeriodKey::containing(p.start_ms()), p);
         }
     }

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 /// The `UserGate` routes: take one request of the period, or give one back.
 pub const RESERVE_PATH: &str = "/reserve";
 pub const RELEASE_PATH: &str = "/release";
+/// Reads the period's count without changing it (for usage reads).
+pub const PEEK_PATH: &str = "/peek";
 
 /// What the gate stores: the requests reserved in one period. A new period starts from zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +82,12 @@ pub fn release(stored: Option<PeriodCount>, request: GateRequest) -> (PeriodCoun
     (count, decision(count, request.limit, true))
 }
 
+/// The period's count as it stands; reserves nothing.
+pub fn peek(stored: Option<PeriodCount>, request: GateRequest) -> (PeriodCount, GateDecision) {
+    let count = current(stored, request.period_key);
+    (count, decision(count, request.limit, true))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +147,16 @@ mod tests {
         assert_eq!(d.remaining, 5);
         let (count, _) = release(Some(count), req("2026-11", 5));
         assert_eq!(count.used, 0);
+    }
+
+    #[test]
+    fn peek_reads_without_reserving() {
+        let (count, _) = reserve(None, req("2026-11", 5));
+        let (count, d) = peek(Some(count), req("2026-11", 5));
+        assert_eq!((count.used, d.used, d.remaining), (1, 1, 4));
+        // A count from an earlier period reads as a fresh one.
+        let (_, d) = peek(Some(count), req("2026-12", 5));
+        assert_eq!((d.used, d.remaining), (0, 5));
     }
 
     #[test]

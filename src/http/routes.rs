@@ -30,6 +30,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/v1/admin/users/{userId}/tier"),
     ("PUT", "/v1/admin/users/{userId}/entitlements"),
     ("GET", "/v1/admin/users/{userId}/usage"),
+    ("POST", "/v1/admin/usage/recompute"),
+    ("POST", "/v1/telemetry/report"),
+    ("GET", "/v1/usage/current"),
+    ("GET", "/v1/usage/history"),
+    ("GET", "/v1/metrics/recent"),
 ];
 
 /// A matched route with its path parameters. Parameters are raw path segments; handlers parse them.
@@ -59,6 +64,11 @@ pub enum Route {
     AdminSetTier(String),
     AdminSetEntitlements(String),
     AdminUsage(String),
+    AdminRecompute,
+    TelemetryReport,
+    UsageCurrent,
+    UsageHistory,
+    MetricsRecent,
 }
 
 impl Route {
@@ -66,7 +76,10 @@ impl Route {
     pub fn is_admin(&self) -> bool {
         matches!(
             self,
-            Route::AdminSetTier(_) | Route::AdminSetEntitlements(_) | Route::AdminUsage(_)
+            Route::AdminSetTier(_)
+                | Route::AdminSetEntitlements(_)
+                | Route::AdminUsage(_)
+                | Route::AdminRecompute
         )
     }
 }
@@ -114,6 +127,11 @@ fn build(method: &str, template: &str, params: Vec<String>) -> Option<Route> {
         ("PUT", "/v1/admin/users/{userId}/tier") => Route::AdminSetTier(param()),
         ("PUT", "/v1/admin/users/{userId}/entitlements") => Route::AdminSetEntitlements(param()),
         ("GET", "/v1/admin/users/{userId}/usage") => Route::AdminUsage(param()),
+        ("POST", "/v1/admin/usage/recompute") => Route::AdminRecompute,
+        ("POST", "/v1/telemetry/report") => Route::TelemetryReport,
+        ("GET", "/v1/usage/current") => Route::UsageCurrent,
+        ("GET", "/v1/usage/history") => Route::UsageHistory,
+        ("GET", "/v1/metrics/recent") => Route::MetricsRecent,
         _ => return None,
     })
 }

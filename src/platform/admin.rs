@@ -2,7 +2,7 @@
 //! user's token. Every call that reaches it, allowed or not, leaves a row in `admin_audit`.
 
 use super::d1_store::D1Store;
-use super::{header, read_json, JsClock, Reply};
+use super::{header, read_json, telemetry, JsClock, Reply};
 use crate::app::ports::Clock;
 use crate::auth::jwt;
 use crate::config::ServiceConfig;
@@ -61,9 +61,10 @@ pub(super) async fn handle(
     route: &Route,
 ) -> Result<Reply, ApiError> {
     let (action, raw_user) = match route {
-        Route::AdminSetTier(u) => ("set_tier", u),
-        Route::AdminSetEntitlements(u) => ("set_entitlements", u),
-        Route::AdminUsage(u) => ("get_usage", u),
+        Route::AdminSetTier(u) => ("set_tier", Some(u.as_str())),
+        Route::AdminSetEntitlements(u) => ("set_entitlements", Some(u.as_str())),
+        Route::AdminUsage(u) => ("get_usage", Some(u.as_str())),
+        Route::AdminRecompute => ("recompute_usage", None),
         _ => return Err(ApiError::internal("not an admin route")),
     };
     let mut change: Option<Value> = None;
@@ -73,7 +74,9 @@ pub(super) async fn handle(
         Err(e) => (e.status(), e.code.as_str()),
     };
     // Only well-formed ids are stored as the target, so the audit table never holds arbitrary caller text there.
-    let target = UserId::parse(raw_user).map(|u| u.as_str().to_owned());
+    let target = raw_user
+        .and_then(UserId::parse)
+        .map(|u| u.as_str().to_owned());
     let change_json = change.map(|c| c.to_string());
     if let Err(e) = store
         .audit(
@@ -99,11 +102,25 @@ async fn run(
     store: &D1Store,
     config: &ServiceConfig,
     route: &Route,
-    raw_user: &str,
+    raw_user: Option<&str>,
     change: &mut Option<Value>,
 ) -> Result<Reply, ApiError> {
     check_token(req, config)?;
-    let user_id = UserId::parse(raw_user).ok_or_else(user_not_found)?;
+    if let Route::AdminRecompute = route {
+        let (_, body): (_, Value) = read_json(req, MAX_JSON_BODY_BYTES).await?;
+        *change = Some(body.clone());
+        let period = body
+            .as_object()
+            .filter(|o| o.len() == 1)
+            .and_then(|o| o.get("period"))
+            .and_then(Value::as_str)
+            .and_then(PeriodKey::parse)
+            .ok_or_else(|| ApiError::validation("period", "must be {\"period\": \"YYYY-MM\"}"))?;
+        return Ok(Reply::Json(200, telemetry::recompute(store, period).await?));
+    }
+    let user_id = raw_user
+        .and_then(UserId::parse)
+        .ok_or_else(user_not_found)?;
     match route {
         Route::AdminSetTier(_) => {
             let (_, body): (_, Value) = read_json(req, MAX_JSON_BODY_BYTES).await?;

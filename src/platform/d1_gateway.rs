@@ -4,17 +4,22 @@ use super::d1_store::{fail, number, stored_user, text, D1Store};
 use crate::app::ports::{StoreError, StoreResult};
 use crate::domain::entitlements::Overrides;
 use crate::domain::ids::{AgentId, ApiKeyId, UserId};
+use crate::domain::period::PeriodKey;
+use crate::domain::usage::UsageTotals;
 use crate::domain::user::{Tier, User};
 use serde::Deserialize;
 use wasm_bindgen::JsValue;
 
 const INVOKE_COLUMNS: &str = "u.id AS user_id, u.tier, u.created_at, u.entitlements_json, \
      a.id AS agent_id, a.status AS agent_status, \
-     d.id AS deployment_id, d.deploy_target, d.script_name, d.invoke_path, d.provider_ref, d.runtime_provider";
+     d.id AS deployment_id, d.deploy_target, d.script_name, d.invoke_path, d.provider_ref, d.runtime_provider, \
+     b.input_tokens AS used_input_tokens, b.output_tokens AS used_output_tokens, b.compute_ms AS used_compute_ms";
 // The pointer is followed only to a deployment that is still `active` (DESIGN.md §4.2), never cached: a
 // rollback is visible to the very next invocation in every isolate.
 const INVOKE_JOINS: &str = "LEFT JOIN agents a ON a.id = ?3 AND a.user_id = u.id AND a.deleted_at IS NULL \
-     LEFT JOIN deployments d ON d.id = a.active_deployment_id AND d.agent_id = a.id AND d.status = 'active'";
+     LEFT JOIN deployments d ON d.id = a.active_deployment_id AND d.agent_id = a.id AND d.status = 'active' \
+     LEFT JOIN billing_usage b ON b.user_id = u.id AND b.period_key = ?4";
+// The period's usage comes with the same read: quotas are checked without a second query.
 
 #[derive(Debug, Deserialize)]
 pub struct InvokeRow {
@@ -34,9 +39,25 @@ pub struct InvokeRow {
     pub invoke_path: Option<String>,
     pub provider_ref: Option<String>,
     pub runtime_provider: Option<String>,
+    pub used_input_tokens: Option<f64>,
+    pub used_output_tokens: Option<f64>,
+    pub used_compute_ms: Option<f64>,
 }
 
 impl InvokeRow {
+    /// The period's tokens and compute so far (what the quotas are charged against).
+    pub fn usage(&self) -> UsageTotals {
+        let n = |v: Option<f64>| v.unwrap_or(0.0) as u64;
+        UsageTotals::new(
+            0,
+            0,
+            n(self.used_input_tokens),
+            n(self.used_output_tokens),
+            n(self.used_compute_ms),
+            0,
+        )
+    }
+
     pub fn user(&self) -> StoreResult<User> {
         stored_user(
             self.user_id.clone(),
@@ -111,13 +132,22 @@ impl D1Store {
         issuer: &str,
         subject: &str,
         agent: &AgentId,
+        period: PeriodKey,
     ) -> StoreResult<Option<InvokeRow>> {
         let sql = format!(
             "SELECT {INVOKE_COLUMNS} FROM users u {INVOKE_JOINS} \
              WHERE u.auth_issuer = ?1 AND u.auth_subject = ?2"
         );
         let rows = self
-            .rows(&sql, &[text(issuer), text(subject), text(agent.as_str())])
+            .rows(
+                &sql,
+                &[
+                    text(issuer),
+                    text(subject),
+                    text(agent.as_str()),
+                    text(&period.to_string()),
+                ],
+            )
             .await?;
         Ok(rows.into_iter().next())
     }
@@ -128,6 +158,7 @@ impl D1Store {
         &self,
         key_hash: &str,
         agent: &AgentId,
+        period: PeriodKey,
     ) -> StoreResult<Option<InvokeRow>> {
         let sql = format!(
             "SELECT {INVOKE_COLUMNS}, k.id AS key_id, k.agent_id AS key_agent_id \
@@ -135,7 +166,15 @@ impl D1Store {
              WHERE k.key_hash = ?1 AND k.revoked_at IS NULL"
         );
         let rows = self
-            .rows(&sql, &[text(key_hash), JsValue::NULL, text(agent.as_str())])
+            .rows(
+                &sql,
+                &[
+                    text(key_hash),
+                    JsValue::NULL,
+                    text(agent.as_str()),
+                    text(&period.to_string()),
+                ],
+            )
             .await?;
         Ok(rows.into_iter().next())
     }

@@ -1,12 +1,12 @@
 //! The invocation gateway: `POST /v1/invoke/{agentId}` (JSON) and `…/stream` (SSE).
 //!
-//! Hot path: one D1 read (caller, agent, active deployment and entitlement overrides in a single query), then
-//! the `UserGate` reservation and the `SessionMap` lookup issued together (one Durable Object round trip of
-//! latency), then the agent. Gateway-side metering is written after the response, with `waitUntil`.
+//! Hot path: one D1 read (caller, agent, active deployment, entitlement overrides and the period's usage in a
+//! single query), then the `UserGate` reservation and the `SessionMap` lookup issued together (one Durable
+//! Object round trip of latency), then the agent. Gateway-side metering is written after the response, with `waitUntil`.
 //!
 //! Counting policy: a call takes one request of the period when the gate grants it, before the agent is
 //! called. Calls refused earlier (bad input, unknown agent, disabled agent, no active deployment, not entitled,
-//! over the limit) never take one. A granted reservation is given back when the call then fails before any
+//! token or compute quota spent, over the limit) never take one. A granted reservation is given back when the call then fails before any
 //! request reached the agent (the session store failed, or the agent could not be reached at all). Once the
 //! agent may have started work — any answer, a timeout, a broken stream, a client that went away — it counts.
 
@@ -31,6 +31,7 @@ use crate::domain::period::PeriodKey;
 use crate::domain::reservation::{GateDecision, GateRequest, RELEASE_PATH, RESERVE_PATH};
 use crate::domain::session::{ResolveSession, ResolvedSession, RESOLVE_PATH};
 use crate::domain::sse::{meta_event, StreamOutcome, StreamRelay};
+use crate::domain::usage::check_quotas;
 use crate::domain::{ApiError, ErrorCode};
 use futures_channel::oneshot;
 use futures_util::future::{select, Either};
@@ -223,13 +224,14 @@ pub(super) async fn invoke(
     let request = InvokeRequest::from_json(body)?;
 
     let store = D1Store::new(env.d1("DB").map_err(ApiError::internal)?);
+    let period = PeriodKey::containing(started_at);
     let row = match &caller {
         Caller::Identity(identity) => {
             store
-                .invoke_row_by_identity(&identity.issuer, &identity.subject, &agent_id)
+                .invoke_row_by_identity(&identity.issuer, &identity.subject, &agent_id, period)
                 .await?
         }
-        Caller::Key { hash } => store.invoke_row_by_key(hash, &agent_id).await?,
+        Caller::Key { hash } => store.invoke_row_by_key(hash, &agent_id, period).await?,
     };
     watch.lap("d1");
     let row = match (row, caller) {
@@ -264,11 +266,11 @@ pub(super) async fn invoke(
         agent_id: agent_id.as_str().to_owned(),
         deployment_id: row.deployment_id.clone(),
         api_key_id: row.key_id.clone(),
-        period: PeriodKey::containing(started_at),
+        period,
         streaming,
         started_at,
     };
-    match admit(&row, &entitlements, streaming) {
+    match admit(&row, &entitlements, streaming, period, started_at) {
         Ok(deployment_id) => {
             let route = Route {
                 row: &row,
@@ -295,12 +297,15 @@ pub(super) async fn invoke(
     }
 }
 
-/// Checks made before any reservation: the agent is enabled, has an active deployment, and the user is
-/// entitled to its runtime (defense in depth: deploy checked too, but entitlements can change) and to streaming.
+/// Checks made before any reservation: the agent is enabled, has an active deployment, the user is entitled
+/// to its runtime (defense in depth: deploy checked too, but entitlements can change) and to streaming, and
+/// the period's token and compute quotas are not spent.
 fn admit<'a>(
     row: &'a InvokeRow,
     entitlements: &Entitlements,
     streaming: bool,
+    period: PeriodKey,
+    now: i64,
 ) -> Result<&'a str, ApiError> {
     if row.agent_status.as_deref() != Some(AgentStatus::Active.as_str()) {
         return Err(ApiError::new(
@@ -321,6 +326,7 @@ fn admit<'a>(
             "Your plan does not include streaming; use POST /v1/invoke/{agentId}.".into(),
         ));
     }
+    check_quotas(&row.usage(), entitlements, period, now)?;
     Ok(deployment_id)
 }
 
@@ -339,7 +345,7 @@ fn rate_limit_headers(d: &GateDecision, now_ms: i64) -> Vec<(&'static str, Strin
     headers
 }
 
-async fn do_call<T: DeserializeOwned>(
+pub(super) async fn do_call<T: DeserializeOwned>(
     env: &Env,
     binding: &str,
     object: &str,

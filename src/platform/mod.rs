@@ -8,8 +8,10 @@ mod cloudflare;
 mod d1_deployments;
 mod d1_gateway;
 mod d1_store;
+mod d1_telemetry;
 mod gateway;
 mod jwks;
+mod telemetry;
 
 use crate::app::deployments::{self, deploys_not_configured};
 use crate::app::ports::{Clock, Store};
@@ -188,19 +190,35 @@ fn respond(
     }
 }
 
-/// The scheduled clean-up (wrangler.toml `[triggers]`): fails stuck deploys and deletes unneeded scripts.
+/// The cron trigger (wrangler.toml `[triggers]`): the usage rollup (recompute, finalize, prune), then the
+/// deploy clean-up (fails stuck deploys and deletes unneeded scripts).
 #[event(scheduled)]
 async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     let config = match load_config(&env) {
         Ok(config) => config,
         Err(e) => {
             console_error!(
-                "clean-up skipped: {}",
+                "scheduled jobs skipped: {}",
                 e.internal_cause.unwrap_or(e.message)
             );
             return;
         }
     };
+    match env.d1("DB").map(D1Store::new) {
+        Ok(store) => match telemetry::run_rollups(&store, &config).await {
+            Ok(run) => console_log!(
+                "usage rollup: {} periods recomputed ({} drifted users corrected), {} raw events pruned",
+                run.recomputed.len(),
+                run.recomputed.iter().map(|r| r.drifted).sum::<u64>(),
+                run.pruned_events
+            ),
+            Err(e) => console_error!(
+                "usage rollup failed: {}",
+                e.internal_cause.unwrap_or(e.message)
+            ),
+        },
+        Err(e) => console_error!("usage rollup skipped: no database: {e}"),
+    }
     let Some(deploy) = &config.deploy else { return };
     match clean_up(&env, deploy).await {
         Ok((failed, deleted)) => {
@@ -295,6 +313,10 @@ async fn handle(
         Route::Invoke(agent, streaming) => {
             return gateway::invoke(&mut req, env, ctx, config, request_id, agent, *streaming).await
         }
+        // Authenticated by the deployment's signature, not a user's credentials.
+        Route::TelemetryReport => {
+            return telemetry::report(&mut req, &store, config, request_id).await
+        }
         r if r.is_admin() => {
             return admin::handle(&mut req, &store, config, request_id, &route).await
         }
@@ -309,7 +331,12 @@ async fn handle(
         | Route::Invoke(..)
         | Route::AdminSetTier(_)
         | Route::AdminSetEntitlements(_)
-        | Route::AdminUsage(_) => unreachable!("answered before user authentication"),
+        | Route::AdminUsage(_)
+        | Route::AdminRecompute
+        | Route::TelemetryReport => unreachable!("answered before user authentication"),
+        Route::UsageCurrent => telemetry::current(env, &store, config, &user).await,
+        Route::UsageHistory => telemetry::history(&store, &user, &query).await,
+        Route::MetricsRecent => telemetry::recent(&store, &user, &query).await,
         Route::Me => {
             let mut me = serde_json::to_value(&user).map_err(ApiError::internal)?;
             me["entitlements"] =
@@ -494,6 +521,13 @@ async fn read_json<T: serde::de::DeserializeOwned>(
 ) -> Result<(Vec<u8>, T), ApiError> {
     check_json_content_type(header(req, "Content-Type").as_deref())?;
     check_declared_length(header(req, "Content-Length").as_deref(), limit)?;
+    let body = read_body(req, limit).await?;
+    let value = parse_json_limited(&body, limit)?;
+    Ok((body, value))
+}
+
+/// The raw body, refused with 413 as soon as it passes `limit` bytes (never buffering more).
+async fn read_body(req: &mut Request, limit: usize) -> Result<Vec<u8>, ApiError> {
     let mut body = Vec::new();
     let mut stream = req.stream().map_err(ApiError::internal)?;
     while let Some(chunk) = stream.next().await {
@@ -503,6 +537,5 @@ async fn read_json<T: serde::de::DeserializeOwned>(
         }
         body.extend_from_slice(&chunk);
     }
-    let value = parse_json_limited(&body, limit)?;
-    Ok((body, value))
+    Ok(body)
 }

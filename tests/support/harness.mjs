@@ -3,7 +3,9 @@
 import { Miniflare } from "miniflare";
 import { createParser } from "eventsource-parser";
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
+import { createHmac } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
+import net from "node:net";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 
@@ -106,8 +108,26 @@ export function deployVars(lcf, target = "workers_dev") {
   };
 }
 
-export async function startControlPlane({ vars = {}, migrate = true, miniflare = {}, dispatcher = null } = {}) {
+/** A TCP port nothing listens on right now. */
+export async function freePort() {
+  const server = net.createServer();
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/**
+ * `telemetryToSelf`: the control plane listens on a port chosen up front, and deployed agents report their
+ * telemetry to it (TELEMETRY_REPORT_URL), closing the whole loop.
+ */
+export async function startControlPlane({ vars = {}, migrate = true, miniflare = {}, dispatcher = null, telemetryToSelf = false } = {}) {
   const key = await makeSigningKey();
+  if (telemetryToSelf) {
+    const port = await freePort();
+    miniflare = { ...miniflare, host: "127.0.0.1", port };
+    vars = { ...vars, TELEMETRY_REPORT_URL: `http://127.0.0.1:${port}/v1/telemetry/report` };
+  }
   // Test users create far more agents than the free tier's 3; the limit itself is tested with its own setting.
   const bindings = {
     AUTH_ISSUER: ISSUER,
@@ -272,6 +292,51 @@ export class TestApp {
     return this.request("DELETE", `/v1/api-keys/${id}`, { token });
   }
 
+  /** Creates an agent and deploys it (`deploy` is the deploy request); returns both once the deploy is active. */
+  async deployedAgent(token, name, deploy = {}) {
+    const created = await this.createAgent(token, { name });
+    if (created.status !== 201) throw new Error(`create ${name}: ${created.text}`);
+    const accepted = await this.deploy(token, created.body.id, deploy);
+    if (accepted.status !== 202) throw new Error(`deploy ${name}: ${accepted.text}`);
+    const deployment = await this.settled(token, created.body.id, accepted.body.id);
+    if (deployment.status !== "active") throw new Error(`deploy ${name}: ${JSON.stringify(deployment.error)}`);
+    return { agent: created.body, deployment };
+  }
+
+  /**
+   * `POST /v1/telemetry/report` as a deployed agent sends it. `body` (an object, a string or bytes) is sent as
+   * is; `sign` is the secret to sign those exact bytes with (or `signature` a ready header value).
+   */
+  report(deploymentId, body, { secret, signature, headers = {} } = {}) {
+    const bytes = typeof body === "string" || body instanceof Uint8Array ? body : JSON.stringify(body);
+    const h = { "Content-Type": "application/json", ...headers };
+    if (deploymentId !== undefined) h["X-Telemetry-Deployment-Id"] = deploymentId;
+    if (signature !== undefined) h["X-Telemetry-Signature"] = signature;
+    else if (secret !== undefined) h["X-Telemetry-Signature"] = signTelemetry(secret, bytes);
+    for (const [name, value] of Object.entries(h)) if (value === undefined) delete h[name];
+    return this.request("POST", "/v1/telemetry/report", { body: bytes, headers: h });
+  }
+  usageCurrent(token) {
+    return this.request("GET", "/v1/usage/current", { token });
+  }
+  usageHistory(token, query = "") {
+    return this.request("GET", `/v1/usage/history${query}`, { token });
+  }
+  metricsRecent(token, query) {
+    return this.request("GET", `/v1/metrics/recent${query}`, { token });
+  }
+
+  /** Polls `check()` (async, returning a truthy value when done) every 50 ms; throws after `timeoutMs`. */
+  async until(what, check, timeoutMs = 15_000) {
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      const value = await check();
+      if (value) return value;
+      if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
   /** Polls a deployment until it leaves `deploying`. */
   async settled(token, agentId, id, timeoutMs = 30_000) {
     const end = Date.now() + timeoutMs;
@@ -294,6 +359,11 @@ export class TestApp {
     const { results } = await this.db.prepare("SELECT * FROM agents ORDER BY id").all();
     return results;
   }
+}
+
+/** `v1=<hex HMAC-SHA256 of bytes>` under `secret`, as the agent template signs (key = the secret's UTF-8 bytes). */
+export function signTelemetry(secret, bytes) {
+  return `v1=${createHmac("sha256", secret).update(bytes).digest("hex")}`;
 }
 
 /** Asserts the error envelope (DESIGN.md §3) and returns its `error` object. */
