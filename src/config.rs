@@ -149,7 +149,7 @@ impl ServiceConfig {
                 }
                 Some(t) => Some(t),
             },
-            invoke_timeout_ms: match get("INVOKE_TIMEOUT_MS") {
+            invoke_timeout_ms: match get("INVOKE_TIMEOUT_MS").filter(|v| !v.trim().is_empty()) {
                 None => DEFAULT_INVOKE_TIMEOUT_MS,
                 Some(raw) => match raw.trim().parse::<u64>() {
                     Ok(ms) if (100..=600_000).contains(&ms) => ms,
@@ -160,7 +160,8 @@ impl ServiceConfig {
                     }
                 },
             },
-            metrics_retention_days: match get("METRICS_RETENTION_DAYS") {
+            metrics_retention_days: match get("METRICS_RETENTION_DAYS").filter(|v| !v.trim().is_empty())
+            {
                 None => DEFAULT_RETENTION_DAYS,
                 Some(raw) => match raw.trim().parse::<u32>() {
                     Ok(days) if (1..=MAX_RETENTION_DAYS).contains(&days) => days,
