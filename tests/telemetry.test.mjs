@@ -323,3 +323,21 @@ test("usage and metrics reads are the caller's own", async () => {
   const withToken = await app.request("POST", "/v1/telemetry/report", { token: alice, json: event(a) });
   expectError(assert, withToken, 400, "invalid_telemetry_headers");
 });
+
+test("a bad METRICS_RETENTION_DAYS is a configuration error; without deploys configured, reports answer 503", async () => {
+  for (const days of ["0", "ninety", "3651"]) {
+    const broken = await startControlPlane({ vars: { METRICS_RETENTION_DAYS: days } });
+    try {
+      expectError(assert, await broken.health(), 500, "server_misconfigured");
+    } finally {
+      await broken.close();
+    }
+  }
+  const noDeploys = await startControlPlane();
+  try {
+    const res = await noDeploys.report("dep_" + "0".repeat(24), "{}", { secret: "x" });
+    expectError(assert, res, 503, "deploys_not_configured");
+  } finally {
+    await noDeploys.close();
+  }
+});

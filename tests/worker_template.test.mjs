@@ -11,6 +11,8 @@ import { ROOT } from "./support/harness.mjs";
 const SECRET = "template-test-secret";
 let reports = [];
 let collector, mf, deadMf;
+/** Statuses the collector answers with, in order, before it falls back to 202. */
+let answers = [];
 
 function startTemplate(reportUrl) {
   return new Miniflare({
@@ -34,7 +36,7 @@ before(async () => {
     req.on("data", (c) => chunks.push(c));
     req.on("end", () => {
       reports.push({ headers: req.headers, body: Buffer.concat(chunks) });
-      res.writeHead(202).end();
+      res.writeHead(answers.shift() ?? 202).end();
     });
   });
   await new Promise((r) => collector.listen(0, "127.0.0.1", r));
@@ -92,6 +94,28 @@ test("JSON invoke echoes the last user message with usage and ids", async () => 
   assert.equal(event.errors, 0);
   assert.match(event.eventId, /^[0-9a-f-]{36}$/);
   assert.ok(Math.abs(event.ts - Date.now()) < 60_000);
+});
+
+test("a report the control plane could not take (5xx) is retried once with the same bytes; a 4xx is not", async () => {
+  const invoke = (trace) =>
+    mf.dispatchFetch("http://agent/invoke", {
+      method: "POST",
+      headers: { "X-Trace-Id": trace },
+      body: JSON.stringify(request([{ role: "user", content: "retry me" }])),
+    });
+  reports = [];
+  answers = [503];
+  assert.equal((await invoke("trace-retry")).status, 200);
+  await waitFor(() => reports.length === 2);
+  assert.deepEqual(reports[1].body, reports[0].body, "the same event (same eventId) is sent again");
+  assert.equal(reports[1].headers["x-telemetry-signature"], reports[0].headers["x-telemetry-signature"]);
+
+  reports = [];
+  answers = [401];
+  assert.equal((await invoke("trace-refused")).status, 200);
+  await waitFor(() => reports.length === 1);
+  await new Promise((r) => setTimeout(r, 600));
+  assert.equal(reports.length, 1, "a refused report is not retried");
 });
 
 test("SSE invoke streams meta, one delta per word, usage, done", async () => {

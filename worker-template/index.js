@@ -9,6 +9,8 @@
 
 const PROTOCOL = "invoke/v1";
 const MAX_DELAY_MS = 5000;
+const TELEMETRY_ATTEMPTS = 2;
+const TELEMETRY_RETRY_DELAY_MS = 250;
 
 function json(status, value, headers = {}) {
   return new Response(JSON.stringify(value), {
@@ -49,24 +51,33 @@ async function hmacHex(secret, bytes) {
   return Array.from(mac, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-/** Posts one signed telemetry event. Never throws: a failed report is logged and dropped. */
+/**
+ * Posts one signed telemetry event, retrying once on a network failure or a 5xx (the control plane counts a
+ * retried event once: it is deduplicated by eventId). Never throws: a failed report is logged and dropped.
+ */
 async function reportTelemetry(env, event) {
   if (!env.TELEMETRY_REPORT_URL || !env.TELEMETRY_SECRET) return;
-  try {
-    const body = new TextEncoder().encode(JSON.stringify(event));
-    const signature = await hmacHex(env.TELEMETRY_SECRET, body);
-    const res = await fetch(env.TELEMETRY_REPORT_URL, {
-      method: "POST",
-      headers: {
-        "Content-Type": "application/json",
-        "X-Telemetry-Deployment-Id": env.DEPLOYMENT_ID || "",
-        "X-Telemetry-Signature": `v1=${signature}`,
-      },
-      body,
-    });
-    if (!res.ok) console.log(`telemetry report answered ${res.status}`);
-  } catch (error) {
-    console.log(`telemetry report failed: ${error}`);
+  const body = new TextEncoder().encode(JSON.stringify(event));
+  const signature = await hmacHex(env.TELEMETRY_SECRET, body);
+  for (let attempt = 1; attempt <= TELEMETRY_ATTEMPTS; attempt++) {
+    try {
+      const res = await fetch(env.TELEMETRY_REPORT_URL, {
+        method: "POST",
+        headers: {
+          "Content-Type": "application/json",
+          "X-Telemetry-Deployment-Id": env.DEPLOYMENT_ID || "",
+          "X-Telemetry-Signature": `v1=${signature}`,
+        },
+        body,
+      });
+      if (res.ok) return;
+      // A 4xx will not change on a retry (a bad signature, a malformed event): drop it.
+      console.log(`telemetry report answered ${res.status}`);
+      if (res.status < 500) return;
+    } catch (error) {
+      console.log(`telemetry report failed: ${error}`);
+    }
+    if (attempt < TELEMETRY_ATTEMPTS) await sleep(TELEMETRY_RETRY_DELAY_MS);
   }
 }
 
