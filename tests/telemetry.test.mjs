@@ -68,7 +68,7 @@ async function usageRow(userId) {
   return (await app.db.prepare("SELECT * FROM billing_usage WHERE user_id = ?").bind(userId).all()).results;
 }
 
-test("a signed event is stored once however often it is retried", async () => {
+test("a signed event is stored once however often it is retried or replayed", async () => {
   const body = JSON.stringify(event(a, { inputTokens: 7 }));
   const first = await send(a, body);
   assert.equal(first.status, 200, first.text);
@@ -302,6 +302,7 @@ test("usage and metrics reads are the caller's own", async () => {
   const recent = await app.metricsRecent(alice, `?agentId=${a.agent.id}&limit=5`);
   assert.equal(recent.status, 200, recent.text);
   assert.equal(recent.body.events.length, 5);
+  assert.doesNotMatch(recent.text, /\d\.\d/, "whole numbers are written as integers");
   for (const e of recent.body.events) {
     assert.equal(e.agentId, a.agent.id);
     assert.equal(e.deploymentId, a.deployment.id);

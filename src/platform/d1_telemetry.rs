@@ -66,6 +66,12 @@ impl TotalsRow {
     }
 }
 
+/// D1 hands every number to Rust as a JS number (f64); counters and millisecond timestamps are whole numbers and
+/// are shown as such.
+fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    f64::deserialize(d).map(|n| n as i64)
+}
+
 /// A raw event as `/v1/metrics/recent` shows it.
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(rename_all(serialize = "camelCase"))]
@@ -75,14 +81,21 @@ pub struct EventRow {
     pub deployment_id: String,
     pub agent_id: String,
     pub runtime_provider: String,
-    pub ts: f64,
-    pub received_at: f64,
+    #[serde(deserialize_with = "whole")]
+    pub ts: i64,
+    #[serde(deserialize_with = "whole")]
+    pub received_at: i64,
     pub period_key: String,
-    pub requests: f64,
-    pub input_tokens: f64,
-    pub output_tokens: f64,
-    pub compute_ms: f64,
-    pub errors: f64,
+    #[serde(deserialize_with = "whole")]
+    pub requests: i64,
+    #[serde(deserialize_with = "whole")]
+    pub input_tokens: i64,
+    #[serde(deserialize_with = "whole")]
+    pub output_tokens: i64,
+    #[serde(deserialize_with = "whole")]
+    pub compute_ms: i64,
+    #[serde(deserialize_with = "whole")]
+    pub errors: i64,
 }
 
 /// What a recompute found and did.
