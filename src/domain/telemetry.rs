@@ -90,16 +90,24 @@ fn header_error(header: &str, message: &str) -> ApiError {
         .with_details(json!({ "header": header }))
 }
 
-pub fn parse_deployment_header(value: Option<&str>) -> Result<DeploymentId, ApiError> {
-    let value = value
+/// A header's trimmed value, or the refusal that names it and says what it must hold.
+fn required_header<'a>(
+    value: Option<&'a str>,
+    header: &str,
+    holds: &str,
+) -> Result<&'a str, ApiError> {
+    value
         .map(str::trim)
         .filter(|v| !v.is_empty())
-        .ok_or_else(|| {
-            header_error(
-            DEPLOYMENT_HEADER,
-            "X-Telemetry-Deployment-Id is required: the id of the deployment sending the report.",
-        )
-        })?;
+        .ok_or_else(|| header_error(header, &format!("{header} is required: {holds}.")))
+}
+
+pub fn parse_deployment_header(value: Option<&str>) -> Result<DeploymentId, ApiError> {
+    let value = required_header(
+        value,
+        DEPLOYMENT_HEADER,
+        "the id of the deployment sending the report",
+    )?;
     DeploymentId::parse(value).ok_or_else(|| {
         header_error(
             DEPLOYMENT_HEADER,
@@ -110,15 +118,11 @@ pub fn parse_deployment_header(value: Option<&str>) -> Result<DeploymentId, ApiE
 
 /// `v1=<64 hex digits>`: the HMAC-SHA256 of the raw body under the deployment's telemetry secret.
 pub fn parse_signature_header(value: Option<&str>) -> Result<[u8; 32], ApiError> {
-    let value = value
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| {
-            header_error(
-                SIGNATURE_HEADER,
-                "X-Telemetry-Signature is required: v1=<hex HMAC-SHA256 of the raw body>.",
-            )
-        })?;
+    let value = required_header(
+        value,
+        SIGNATURE_HEADER,
+        "v1=<hex HMAC-SHA256 of the raw body>",
+    )?;
     let garbled = || {
         header_error(
             SIGNATURE_HEADER,

@@ -40,6 +40,14 @@ fn check_token(req: &Request, config: &ServiceConfig) -> Result<(), ApiError> {
     }
 }
 
+/// The string in a body that must be exactly `{"<name>": "<string>"}`.
+fn only_field<'a>(body: &'a Value, name: &str) -> Option<&'a str> {
+    body.as_object()
+        .filter(|o| o.len() == 1)
+        .and_then(|o| o.get(name))
+        .and_then(Value::as_str)
+}
+
 fn view(user: &User, entitlements: &Entitlements) -> Value {
     json!({
         "userId": user.id.as_str(),
@@ -109,11 +117,7 @@ async fn run(
     if let Route::AdminRecompute = route {
         let (_, body): (_, Value) = read_json(req, MAX_JSON_BODY_BYTES).await?;
         *change = Some(body.clone());
-        let period = body
-            .as_object()
-            .filter(|o| o.len() == 1)
-            .and_then(|o| o.get("period"))
-            .and_then(Value::as_str)
+        let period = only_field(&body, "period")
             .and_then(PeriodKey::parse)
             .ok_or_else(|| ApiError::validation("period", "must be {\"period\": \"YYYY-MM\"}"))?;
         return Ok(Reply::Json(200, telemetry::recompute(store, period).await?));
@@ -125,11 +129,7 @@ async fn run(
         Route::AdminSetTier(_) => {
             let (_, body): (_, Value) = read_json(req, MAX_JSON_BODY_BYTES).await?;
             *change = Some(body.clone());
-            let tier = body
-                .as_object()
-                .filter(|o| o.len() == 1)
-                .and_then(|o| o.get("tier"))
-                .and_then(Value::as_str)
+            let tier = only_field(&body, "tier")
                 .and_then(Tier::parse)
                 .ok_or_else(|| {
                     ApiError::validation(

@@ -378,30 +378,29 @@ impl D1Store {
 
     /// Periods up to `newest` that have raw events but are not final yet: the recompute job's work list.
     pub async fn open_periods(&self, newest: PeriodKey) -> StoreResult<Vec<PeriodKey>> {
-        let rows: Vec<PeriodRow> = self
-            .rows(
-                "SELECT DISTINCT period_key FROM metrics_events WHERE period_key <= ?1 \
-                 AND period_key NOT IN (SELECT period_key FROM usage_rollups WHERE finalized_at IS NOT NULL) \
-                 ORDER BY period_key",
-                &[text(&newest.to_string())],
-            )
-            .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|r| PeriodKey::parse(&r.period_key))
-            .collect())
+        self.periods(
+            "SELECT DISTINCT period_key FROM metrics_events WHERE period_key <= ?1 \
+             AND period_key NOT IN (SELECT period_key FROM usage_rollups WHERE finalized_at IS NOT NULL) \
+             ORDER BY period_key",
+            newest,
+        )
+        .await
     }
 
     /// Final periods whose raw events may go (ended before `ended_before`), including ones already being pruned.
     pub async fn prunable_periods(&self, ended_before: PeriodKey) -> StoreResult<Vec<PeriodKey>> {
-        let rows: Vec<PeriodRow> = self
-            .rows(
-                "SELECT period_key FROM usage_rollups WHERE finalized_at IS NOT NULL AND period_key < ?1 \
-                 AND EXISTS (SELECT 1 FROM metrics_events m WHERE m.period_key = usage_rollups.period_key) \
-                 ORDER BY period_key",
-                &[text(&ended_before.to_string())],
-            )
-            .await?;
+        self.periods(
+            "SELECT period_key FROM usage_rollups WHERE finalized_at IS NOT NULL AND period_key < ?1 \
+             AND EXISTS (SELECT 1 FROM metrics_events m WHERE m.period_key = usage_rollups.period_key) \
+             ORDER BY period_key",
+            ended_before,
+        )
+        .await
+    }
+
+    /// Runs a query over one period bound (`?1`) that selects `period_key`s.
+    async fn periods(&self, sql: &str, bound: PeriodKey) -> StoreResult<Vec<PeriodKey>> {
+        let rows: Vec<PeriodRow> = self.rows(sql, &[text(&bound.to_string())]).await?;
         Ok(rows
             .into_iter()
             .filter_map(|r| PeriodKey::parse(&r.period_key))
