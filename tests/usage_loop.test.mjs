@@ -174,6 +174,10 @@ test("compute quota: the free tier's compute spent, a raised tier lifts it", asy
   const served = lcf.requestsServed(deployment.scriptName);
   expectQuota(await app.invoke(dave, agent.id, invokeBody("hi")), "computeMsPerPeriod", 600000, 600000);
   assert.equal(lcf.requestsServed(deployment.scriptName), served);
+  const seen = await app.admin("GET", `/users/${daveId}/usage`, ADMIN);
+  assert.equal(seen.status, 200, seen.text);
+  assert.equal(seen.body.totals.computeMs, 600000);
+  assert.deepEqual(seen.body.remaining, { requests: 1000, tokens: 200000, computeMs: 0 });
   const raised = await app.admin("PUT", `/users/${daveId}/tier`, ADMIN, { tier: "pro" });
   assert.equal(raised.status, 200, raised.text);
   assert.equal((await app.invoke(dave, agent.id, invokeBody("hi"))).status, 200);

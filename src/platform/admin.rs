@@ -10,6 +10,7 @@ use crate::crypto::constant_time_eq;
 use crate::domain::entitlements::{Entitlements, OverridesChange};
 use crate::domain::ids::{random_hex, RequestId, UserId};
 use crate::domain::period::PeriodKey;
+use crate::domain::usage::remaining;
 use crate::domain::user::{Tier, User};
 use crate::domain::{ApiError, ErrorCode};
 use crate::http::body::MAX_JSON_BODY_BYTES;
@@ -189,6 +190,7 @@ async fn run(
             let rows = store
                 .usage_by_outcome(&user_id, &period.to_string())
                 .await?;
+            let totals = store.usage_totals(&user_id, period).await?;
             let mut by_outcome = Map::new();
             let (mut calls, mut counted, mut wall_ms) = (0i64, 0i64, 0i64);
             for r in rows {
@@ -206,11 +208,8 @@ async fn run(
                 "byOutcome": by_outcome,
                 "wallMs": wall_ms,
             });
-            body["remaining"] = json!({
-                "requests": entitlements
-                    .requests_per_period
-                    .saturating_sub(counted.max(0) as u64),
-            });
+            body["totals"] = json!(totals);
+            body["remaining"] = json!(remaining(&totals, counted.max(0) as u64, &entitlements));
             Ok(Reply::Json(200, body))
         }
         _ => Err(ApiError::internal("not an admin route")),
