@@ -18,21 +18,11 @@ after(async () => {
   await lcf?.close();
 });
 
-async function deployedAgent(token, name, deploy = {}) {
-  const created = await app.createAgent(token, { name });
-  assert.equal(created.status, 201, created.text);
-  const accepted = await app.deploy(token, created.body.id, deploy);
-  assert.equal(accepted.status, 202, accepted.text);
-  const done = await app.settled(token, created.body.id, accepted.body.id);
-  assert.equal(done.status, "active", JSON.stringify(done.error));
-  return { agent: created.body, deployment: done };
-}
-
 const seen = (res) => JSON.parse(res.body.output.text);
 const remaining = (res) => Number(res.headers.get("X-RateLimit-Remaining"));
 
 test("JSON invocation of the template through the active deployment", async () => {
-  const { agent, deployment } = await deployedAgent(alice, "echo-template");
+  const { agent, deployment } = await app.deployedAgent(alice, "echo-template");
   const res = await app.invoke(alice, agent.id, invokeBody("hello through the gateway"));
   assert.equal(res.status, 200, res.text);
   assert.equal(res.body.protocol, "invoke/v1");
@@ -51,9 +41,9 @@ test("JSON invocation of the template through the active deployment", async () =
 });
 
 test("sessions: opaque to clients, stable per user and agent, never shared across either", async () => {
-  const { agent } = await deployedAgent(alice, "session-echo", { moduleCode: ECHO_AGENT });
-  const { agent: other } = await deployedAgent(alice, "session-echo-2", { moduleCode: ECHO_AGENT });
-  const { agent: mallorys } = await deployedAgent(mallory, "session-echo", { moduleCode: ECHO_AGENT });
+  const { agent } = await app.deployedAgent(alice, "session-echo", { moduleCode: ECHO_AGENT });
+  const { agent: other } = await app.deployedAgent(alice, "session-echo-2", { moduleCode: ECHO_AGENT });
+  const { agent: mallorys } = await app.deployedAgent(mallory, "session-echo", { moduleCode: ECHO_AGENT });
 
   const first = await app.invoke(alice, agent.id, invokeBody("hi"));
   assert.equal(first.status, 200, first.text);
@@ -79,7 +69,7 @@ test("sessions: opaque to clients, stable per user and agent, never shared acros
 });
 
 test("the agent gets the invocation, not the caller's credentials", async () => {
-  const { agent } = await deployedAgent(alice, "header-echo", { moduleCode: ECHO_AGENT });
+  const { agent } = await app.deployedAgent(alice, "header-echo", { moduleCode: ECHO_AGENT });
   const res = await app.invoke(alice, agent.id, invokeBody("hi", { metadata: { color: "blue" } }), { Cookie: "session=abc" });
   assert.equal(res.status, 200, res.text);
   const got = seen(res);
@@ -91,7 +81,7 @@ test("the agent gets the invocation, not the caller's credentials", async () => 
 });
 
 test("refusals before the runtime: clear codes, nothing counted", async () => {
-  const { agent } = await deployedAgent(alice, "refusals");
+  const { agent } = await app.deployedAgent(alice, "refusals");
   const before = remaining(await app.invoke(alice, agent.id, invokeBody("count me")));
 
   const undeployed = (await app.createAgent(alice, { name: "never-deployed" })).body;
@@ -135,7 +125,7 @@ test("rollback: the very next invocation goes to the newly active deployment", a
 });
 
 test("upstream failures are classified with safe, bounded details", async () => {
-  const { agent, deployment } = await deployedAgent(alice, "unruly", { moduleCode: UNRULY_AGENT });
+  const { agent, deployment } = await app.deployedAgent(alice, "unruly", { moduleCode: UNRULY_AGENT });
   const call = (mode, extra = {}) => app.invoke(alice, agent.id, invokeBody("x", { metadata: { mode, ...extra } }));
 
   const crashed = expectError(assert, await call("status-500"), 502, "upstream_error");
@@ -184,7 +174,7 @@ test("an unreachable agent is a retryable 502 and the request is given back", as
 });
 
 test("gateway-side metering records every call that reached an agent of the caller", async () => {
-  const { agent, deployment } = await deployedAgent(alice, "metered", { moduleCode: UNRULY_AGENT });
+  const { agent, deployment } = await app.deployedAgent(alice, "metered", { moduleCode: UNRULY_AGENT });
   await app.invoke(alice, agent.id, invokeBody("x"));
   await app.invoke(alice, agent.id, invokeBody("x", { metadata: { mode: "status-500" } }));
   await app.disableAgent(alice, agent.id);

@@ -1,6 +1,6 @@
 //! D1 for the gateway: the one read an invocation needs, gateway-side metering, API keys and the operator API.
 
-use super::d1_store::{fail, number, stored_user, text, D1Store};
+use super::d1_store::{fail, number, opt_text, stored_user, text, D1Store};
 use crate::app::ports::{StoreError, StoreResult};
 use crate::domain::entitlements::Overrides;
 use crate::domain::ids::{AgentId, ApiKeyId, UserId};
@@ -119,10 +119,6 @@ struct AdminUserRow {
     tier: String,
     created_at: f64,
     entitlements_json: Option<String>,
-}
-
-fn opt_text(value: Option<&str>) -> JsValue {
-    value.map_or(JsValue::NULL, text)
 }
 
 impl D1Store {

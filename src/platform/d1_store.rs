@@ -129,14 +129,20 @@ impl AgentRow {
     }
 }
 
+/// A `RETURNING id` row: only its presence matters.
 #[derive(Deserialize)]
-struct IdRow {
+pub(super) struct IdRow {
     #[allow(dead_code)]
     id: String,
 }
 
 pub(super) fn text(value: &str) -> JsValue {
     JsValue::from_str(value)
+}
+
+/// SQL NULL for `None`.
+pub(super) fn opt_text(value: Option<&str>) -> JsValue {
+    value.map_or(JsValue::NULL, text)
 }
 
 pub(super) fn number(value: i64) -> JsValue {

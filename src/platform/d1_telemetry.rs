@@ -1,7 +1,7 @@
 //! D1 for telemetry and usage: the deployment a report claims, the ingest batch (events and billing usage in
 //! one transaction), usage reads, the recompute and retention jobs, and the audit of rejected reports.
 
-use super::d1_store::{fail, number, text, D1Store};
+use super::d1_store::{fail, number, opt_text, text, D1Store};
 use crate::app::ports::{StoreError, StoreResult};
 use crate::domain::ids::{AgentId, DeploymentId, UserId};
 use crate::domain::period::PeriodKey;
@@ -36,8 +36,6 @@ const ADD_REPORT_TO_USAGE: &str = "INSERT INTO billing_usage (user_id, period_ke
      output_tokens = output_tokens + excluded.output_tokens, compute_ms = compute_ms + excluded.compute_ms, \
      errors = errors + excluded.errors, updated_at = excluded.updated_at";
 const COUNT_REPORT: &str = "SELECT COUNT(*) AS n FROM metrics_events WHERE report_id = ?1";
-
-const TOTALS_COLUMNS: &str = "events, requests, input_tokens, output_tokens, compute_ms, errors";
 
 /// One user's totals row for one period.
 #[derive(Debug, Deserialize)]
@@ -149,10 +147,6 @@ pub struct RollupRow {
     pub pruned_at: Option<f64>,
 }
 
-fn opt_text(value: Option<&str>) -> JsValue {
-    value.map_or(JsValue::NULL, text)
-}
-
 fn first<T>(rows: Vec<T>) -> StoreResult<T> {
     rows.into_iter()
         .next()
@@ -233,11 +227,12 @@ impl D1Store {
 
     /// The user's totals for `period` (zeros when nothing was reported).
     pub async fn usage_totals(&self, user: &UserId, period: PeriodKey) -> StoreResult<UsageTotals> {
-        let sql = format!(
-            "SELECT period_key, {TOTALS_COLUMNS} FROM billing_usage WHERE user_id = ?1 AND period_key = ?2"
-        );
         let rows: Vec<TotalsRow> = self
-            .rows(&sql, &[text(user.as_str()), text(&period.to_string())])
+            .rows(
+                "SELECT period_key, events, requests, input_tokens, output_tokens, compute_ms, errors \
+                 FROM billing_usage WHERE user_id = ?1 AND period_key = ?2",
+                &[text(user.as_str()), text(&period.to_string())],
+            )
             .await?;
         Ok(rows.first().map(TotalsRow::totals).unwrap_or_default())
     }
@@ -250,18 +245,11 @@ impl D1Store {
         oldest: PeriodKey,
         newest: PeriodKey,
     ) -> StoreResult<Vec<TotalsRow>> {
-        let sql = format!(
-            "SELECT b.period_key, {}, r.finalized_at FROM billing_usage b \
+        self.rows(
+            "SELECT b.period_key, b.events, b.requests, b.input_tokens, b.output_tokens, b.compute_ms, \
+             b.errors, r.finalized_at FROM billing_usage b \
              LEFT JOIN usage_rollups r ON r.period_key = b.period_key \
              WHERE b.user_id = ?1 AND b.period_key >= ?2 AND b.period_key <= ?3",
-            TOTALS_COLUMNS
-                .split(", ")
-                .map(|c| format!("b.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        self.rows(
-            &sql,
             &[
                 text(user.as_str()),
                 text(&oldest.to_string()),

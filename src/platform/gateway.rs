@@ -2,13 +2,15 @@
 //!
 //! Hot path: one D1 read (caller, agent, active deployment, entitlement overrides and the period's usage in a
 //! single query), then the `UserGate` reservation and the `SessionMap` lookup issued together (one Durable
-//! Object round trip of latency), then the agent. Gateway-side metering is written after the response, with `waitUntil`.
+//! Object round trip of latency), then the agent. Gateway-side metering is written after the response, with
+//! `waitUntil`.
 //!
 //! Counting policy: a call takes one request of the period when the gate grants it, before the agent is
 //! called. Calls refused earlier (bad input, unknown agent, disabled agent, no active deployment, not entitled,
-//! token or compute quota spent, over the limit) never take one. A granted reservation is given back when the call then fails before any
-//! request reached the agent (the session store failed, or the agent could not be reached at all). Once the
-//! agent may have started work — any answer, a timeout, a broken stream, a client that went away — it counts.
+//! token or compute quota spent, over the limit) never take one. A granted reservation is given back when the
+//! call then fails before any request reached the agent (the session store failed, or the agent could not be
+//! reached at all). Once the agent may have started work — any answer, a timeout, a broken stream, a client
+//! that went away — it counts.
 
 use super::d1_gateway::{Invocation, InvokeRow};
 use super::d1_store::D1Store;

@@ -9,7 +9,7 @@ use crate::app::deployments::deploys_not_configured;
 use crate::app::ports::Clock;
 use crate::config::ServiceConfig;
 use crate::crypto::hmac_sha256_verify;
-use crate::domain::ids::{random_hex, AgentId, RequestId};
+use crate::domain::ids::{random_hex, AgentId, DeploymentId, RequestId};
 use crate::domain::period::PeriodKey;
 use crate::domain::reservation::{GateDecision, GateRequest, PEEK_PATH};
 use crate::domain::telemetry::{
@@ -38,18 +38,15 @@ pub(super) async fn report(
     request_id: &RequestId,
 ) -> Result<Reply, ApiError> {
     let now = JsClock.now_ms();
-    let outcome = ingest(req, store, config, now).await;
+    let claimed = parse_deployment_header(header(req, DEPLOYMENT_HEADER).as_deref());
+    let outcome = match &claimed {
+        Ok(deployment_id) => ingest(req, store, config, deployment_id, now).await,
+        Err(e) => Err(e.clone()),
+    };
     if let Err(err) = &outcome {
         if err.status() < 500 {
-            let claimed = parse_deployment_header(header(req, DEPLOYMENT_HEADER).as_deref()).ok();
-            audit_reject(
-                store,
-                request_id,
-                now,
-                err,
-                claimed.as_ref().map(|d| d.as_str()),
-            )
-            .await;
+            let claimed = claimed.as_ref().ok().map(DeploymentId::as_str);
+            audit_reject(store, request_id, now, err, claimed).await;
         }
     }
     outcome
@@ -59,10 +56,10 @@ async fn ingest(
     req: &mut Request,
     store: &D1Store,
     config: &ServiceConfig,
+    deployment_id: &DeploymentId,
     now: i64,
 ) -> Result<Reply, ApiError> {
     // Everything that can be judged without reading the body or the database, first.
-    let deployment_id = parse_deployment_header(header(req, DEPLOYMENT_HEADER).as_deref())?;
     let tag = parse_signature_header(header(req, SIGNATURE_HEADER).as_deref())?;
     check_json_content_type(header(req, "Content-Type").as_deref())?;
     check_declared_length(header(req, "Content-Length").as_deref(), MAX_REPORT_BYTES)?;
@@ -74,7 +71,7 @@ async fn ingest(
         .encryption_key;
 
     let deployment = store
-        .telemetry_deployment(&deployment_id)
+        .telemetry_deployment(deployment_id)
         .await?
         .ok_or_else(unknown_deployment)?;
     let secret = key

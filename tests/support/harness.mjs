@@ -338,14 +338,15 @@ export class TestApp {
   }
 
   /** Polls a deployment until it leaves `deploying`. */
-  async settled(token, agentId, id, timeoutMs = 30_000) {
-    const end = Date.now() + timeoutMs;
-    for (;;) {
-      const res = await this.getDeployment(token, agentId, id);
-      if (res.status !== 200 || res.body.status !== "deploying") return res.body;
-      if (Date.now() > end) throw new Error(`deployment ${id} still deploying after ${timeoutMs} ms`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+  settled(token, agentId, id, timeoutMs = 30_000) {
+    return this.until(
+      `deployment ${id} to leave deploying`,
+      async () => {
+        const res = await this.getDeployment(token, agentId, id);
+        return (res.status !== 200 || res.body.status !== "deploying") && res.body;
+      },
+      timeoutMs,
+    );
   }
 
   /** Runs the cron trigger (the clean-up job) once. */
