@@ -1,10 +1,9 @@
 //! Durable Object classes. Each is a thin shell: it parses the request, keeps its state in storage and hands
 //! every decision to a pure function in `domain` (tested natively). Exported from the worker's entry module.
 
-mod session_map;
 mod user_gate;
 
-use crate::domain::{ApiError, ErrorCode};
+use crate::domain::ApiError;
 use crate::http::envelope::error_body;
 use serde::de::DeserializeOwned;
 use worker::{Request, Response, Result};
@@ -18,11 +17,4 @@ fn error_response(err: ApiError) -> Result<Response> {
 async fn read_body<T: DeserializeOwned>(req: &mut Request) -> std::result::Result<T, ApiError> {
     let bytes = req.bytes().await.map_err(ApiError::internal)?;
     crate::http::body::parse_json(&bytes)
-}
-
-fn no_such_route() -> Result<Response> {
-    error_response(ApiError::new(
-        ErrorCode::RouteNotFound,
-        "No such Durable Object route.",
-    ))
 }

@@ -105,18 +105,23 @@ test("refusals before the runtime: clear codes, nothing counted", async () => {
   const after = await app.invoke(alice, agent.id, invokeBody("count me too"));
   assert.equal(after.status, 200);
   assert.equal(remaining(after), before - 1, "only the two successful calls were counted");
+  // Deleted: refused from the very next call, although the user's gate had this agent's route in memory.
+  assert.equal((await app.deleteAgent(alice, agent.id)).status, 204);
+  expectError(assert, await app.invoke(alice, agent.id, invokeBody("gone")), 404, "agent_not_found");
 });
 
 test("rollback: the very next invocation goes to the newly active deployment", async () => {
   const created = (await app.createAgent(alice, { name: "rollback-target" })).body;
-  const v1 = await app.settled(alice, created.id, (await app.deploy(alice, created.id, { moduleCode: ECHO_AGENT, env: { VERSION: "v1" } })).body.id);
-  const v2 = await app.settled(alice, created.id, (await app.deploy(alice, created.id, { moduleCode: ECHO_AGENT, env: { VERSION: "v2" } })).body.id);
-  assert.equal(v2.status, "active");
   const version = async () => {
     const res = await app.invoke(alice, created.id, invokeBody("which?"));
     assert.equal(res.status, 200, res.text);
     return [seen(res).version, res.headers.get("X-Deployment-Id")];
   };
+  const v1 = await app.settled(alice, created.id, (await app.deploy(alice, created.id, { moduleCode: ECHO_AGENT, env: { VERSION: "v1" } })).body.id);
+  // The user's gate now holds v1 as the route; a deploy going live must move it.
+  assert.deepEqual(await version(), ["v1", v1.id]);
+  const v2 = await app.settled(alice, created.id, (await app.deploy(alice, created.id, { moduleCode: ECHO_AGENT, env: { VERSION: "v2" } })).body.id);
+  assert.equal(v2.status, "active");
   assert.deepEqual(await version(), ["v2", v2.id]);
   for (const [target, name] of [[v1, "v1"], [v2, "v2"], [v1, "v1"]]) {
     assert.equal((await app.activate(alice, created.id, target.id)).status, 200);

@@ -148,6 +148,10 @@ test("token quota: charged from the agent's telemetry, refuses before the runtim
   // …and so does a new period. The month cannot be made to turn here; moving the user's totals to the
   // previous period is exactly the state the first invocation of a new month finds.
   await app.db.prepare("UPDATE billing_usage SET period_key = ? WHERE user_id = ?").bind(previousPeriod(), carolId).run();
+  // D1 was edited by hand: the user's gate still holds this period's totals until it is told.
+  expectQuota(await app.invoke(carol, agent.id, invokeBody("stale copy")), "tokensPerPeriod", 18, 12);
+  const refreshed = await app.admin("POST", `/users/${carolId}/gate/refresh`, ADMIN);
+  assert.deepEqual(refreshed.body, { userId: carolId, refreshed: true });
   assert.equal((await app.invoke(carol, agent.id, invokeBody("a new month"))).status, 200);
 });
 

@@ -1,13 +1,14 @@
 //! Agent use-cases. Every one takes the caller resolved server-side; nothing in a request body or query can
 //! name another owner.
 
-use super::ports::{AgentChanges, Clock, Store, Written};
+use super::gate::protocol::Forget;
+use super::ports::{tell, AgentChanges, Clock, GateNotifier, Store, Written};
 use crate::domain::agent::{name_taken, Agent, AgentDescription, AgentName, AgentStatus};
 use crate::domain::ids::AgentId;
 use crate::domain::pagination::{Cursor, PageLimit};
+use crate::domain::patch::double_option;
 use crate::domain::user::User;
 use crate::domain::{ApiError, ErrorCode};
-use crate::http::body::double_option;
 use serde::{de::IgnoredAny, Deserialize, Serialize};
 
 /// `POST /v1/agents` body.
@@ -168,8 +169,10 @@ pub async fn update_agent<S: Store, C: Clock>(
     apply_changes(store, clock, owner, raw_id, changes).await
 }
 
+/// Disables or enables; the gate is told, so a disabled agent is refused from the very next call on.
 pub async fn set_agent_status<S: Store, C: Clock>(
     store: &S,
+    gate: &impl GateNotifier,
     clock: &C,
     owner: &User,
     raw_id: &str,
@@ -179,18 +182,21 @@ pub async fn set_agent_status<S: Store, C: Clock>(
         status: Some(status),
         ..AgentChanges::default()
     };
-    apply_changes(store, clock, owner, raw_id, changes).await
+    let agent = apply_changes(store, clock, owner, raw_id, changes).await?;
+    tell(gate, &owner.id, Forget::Agent(agent.id.as_str().to_owned())).await?;
+    Ok(agent)
 }
 
 pub async fn delete_agent<S: Store, C: Clock>(
     store: &S,
+    gate: &impl GateNotifier,
     clock: &C,
     owner: &User,
     raw_id: &str,
 ) -> Result<(), ApiError> {
     let id = parse_agent_id(raw_id)?;
     if store.delete_agent(&owner.id, &id, clock.now_ms()).await? {
-        Ok(())
+        tell(gate, &owner.id, Forget::Agent(id.as_str().to_owned())).await
     } else {
         Err(ApiError::agent_not_found())
     }
@@ -199,7 +205,7 @@ pub async fn delete_agent<S: Store, C: Clock>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::memory::{MemoryStore, TestClock};
+    use crate::app::memory::{MemoryStore, RecordingGate, TestClock};
     use crate::app::users::resolve_user;
     use crate::auth::Identity;
     use crate::domain::ErrorCode;
@@ -241,6 +247,7 @@ mod tests {
 
     #[test]
     fn the_agent_limit_counts_live_agents_only() {
+        let gate = RecordingGate::default();
         let (store, clock) = (MemoryStore::default(), TestClock::new(1_000));
         let alice = user(&store, &clock, "alice");
         let make = |name: &str| {
@@ -253,12 +260,20 @@ mod tests {
         let err = make("three").unwrap_err();
         assert_eq!(err.code, ErrorCode::AgentLimitReached);
         assert_eq!(err.details.unwrap()["limit"], 2);
-        block_on(delete_agent(&store, &clock, &alice, first.id.as_str())).unwrap();
+        block_on(delete_agent(
+            &store,
+            &gate,
+            &clock,
+            &alice,
+            first.id.as_str(),
+        ))
+        .unwrap();
         make("three").unwrap();
     }
 
     #[test]
     fn another_users_agent_is_indistinguishable_from_a_missing_one() {
+        let gate = RecordingGate::default();
         let (store, clock) = (MemoryStore::default(), TestClock::new(1_000));
         let alice = user(&store, &clock, "alice");
         let mallory = user(&store, &clock, "mallory");
@@ -279,6 +294,7 @@ mod tests {
             assert_eq!(
                 block_on(set_agent_status(
                     &store,
+                    &gate,
                     &clock,
                     &mallory,
                     raw,
@@ -288,7 +304,7 @@ mod tests {
                 ApiError::agent_not_found()
             );
             assert_eq!(
-                block_on(delete_agent(&store, &clock, &mallory, raw)).unwrap_err(),
+                block_on(delete_agent(&store, &gate, &clock, &mallory, raw)).unwrap_err(),
                 ApiError::agent_not_found()
             );
         }
@@ -350,6 +366,7 @@ mod tests {
 
     #[test]
     fn updates_disable_enable_and_delete() {
+        let gate = RecordingGate::default();
         let (store, clock) = (MemoryStore::default(), TestClock::new(1_000));
         let alice = user(&store, &clock, "alice");
         let agent = create(&store, &clock, &alice, "bot-one").unwrap();
@@ -379,6 +396,7 @@ mod tests {
         for _ in 0..2 {
             let disabled = block_on(set_agent_status(
                 &store,
+                &gate,
                 &clock,
                 &alice,
                 id,
@@ -389,6 +407,7 @@ mod tests {
         }
         let enabled = block_on(set_agent_status(
             &store,
+            &gate,
             &clock,
             &alice,
             id,
@@ -396,13 +415,13 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(enabled.status, AgentStatus::Active);
-        block_on(delete_agent(&store, &clock, &alice, id)).unwrap();
+        block_on(delete_agent(&store, &gate, &clock, &alice, id)).unwrap();
         assert_eq!(
             block_on(get_agent(&store, &alice, id)).unwrap_err().code,
             ErrorCode::AgentNotFound
         );
         assert_eq!(
-            block_on(delete_agent(&store, &clock, &alice, id))
+            block_on(delete_agent(&store, &gate, &clock, &alice, id))
                 .unwrap_err()
                 .code,
             ErrorCode::AgentNotFound
@@ -426,5 +445,52 @@ mod tests {
             serde_json::json!({"name": "x", "status": "disabled"})
         )
         .is_err());
+    }
+
+    #[test]
+    fn status_changes_and_deletes_tell_the_gate_and_say_so_when_it_cannot_be_told() {
+        let (store, clock, gate) = (
+            MemoryStore::default(),
+            TestClock::new(1_000),
+            RecordingGate::default(),
+        );
+        let alice = user(&store, &clock, "alice");
+        let agent = create(&store, &clock, &alice, "bot").unwrap();
+        let id = agent.id.as_str();
+        block_on(set_agent_status(
+            &store,
+            &gate,
+            &clock,
+            &alice,
+            id,
+            AgentStatus::Disabled,
+        ))
+        .unwrap();
+        assert_eq!(
+            gate.told.borrow().last(),
+            Some(&(alice.id.clone(), Forget::Agent(id.into())))
+        );
+        gate.fail.set(true);
+        let err = block_on(set_agent_status(
+            &store,
+            &gate,
+            &clock,
+            &alice,
+            id,
+            AgentStatus::Active,
+        ))
+        .unwrap_err();
+        assert_eq!(err.code, ErrorCode::DependencyUnavailable);
+        // The change itself was saved; repeating the request tells the gate.
+        assert_eq!(
+            block_on(get_agent(&store, &alice, id)).unwrap().status,
+            AgentStatus::Active
+        );
+        gate.fail.set(false);
+        block_on(delete_agent(&store, &gate, &clock, &alice, id)).unwrap();
+        assert_eq!(gate.told.borrow().len(), 2);
+        // Nothing changed, nothing told.
+        block_on(delete_agent(&store, &gate, &clock, &alice, id)).unwrap_err();
+        assert_eq!(gate.told.borrow().len(), 2);
     }
 }

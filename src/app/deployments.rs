@@ -2,8 +2,10 @@
 //! provider (upload, secrets, workers.dev route), and finish it `active` or `failed`. Also rollback and reads.
 
 use super::agents::get_agent;
+use super::gate::protocol::Forget;
 use super::ports::{
-    Clock, DeploymentStore, Inserted, NewDeployment, ProviderApi, Store, UnneededScript,
+    tell, Clock, DeploymentStore, GateNotifier, Inserted, NewDeployment, ProviderApi, Store,
+    UnneededScript,
 };
 use super::secrets::{open_secret, secret_aad};
 use crate::cloudflare::api::{Binding, Module, ScriptMetadata, JS_MODULE};
@@ -183,6 +185,7 @@ pub fn tags_for(deployment: &Deployment) -> Vec<String> {
 /// step and the provider's message); only a storage failure is returned as an error.
 pub async fn run_deploy<S: DeploymentStore, P: ProviderApi, C: Clock>(
     store: &S,
+    gate: &impl GateNotifier,
     provider: &P,
     clock: &C,
     config: &DeployConfig,
@@ -196,6 +199,13 @@ pub async fn run_deploy<S: DeploymentStore, P: ProviderApi, C: Clock>(
             store
                 .finish_success(d, &config.provider_ref(&d.script_name), now)
                 .await?;
+            // The pointer may have moved: the next invocation must route through it.
+            tell(
+                gate,
+                &d.user_id,
+                Forget::Agent(d.agent_id.as_str().to_owned()),
+            )
+            .await?;
             Ok(DeploymentStatus::Active)
         }
         Err(error) => {
@@ -359,6 +369,7 @@ pub async fn list_deployments<S: Store + DeploymentStore>(
 /// successfully and whose script still exists.
 pub async fn activate_deployment<S: Store + DeploymentStore, C: Clock>(
     store: &S,
+    gate: &impl GateNotifier,
     clock: &C,
     owner: &User,
     raw_agent_id: &str,
@@ -387,6 +398,13 @@ pub async fn activate_deployment<S: Store + DeploymentStore, C: Clock>(
             "This deployment's script has been cleaned up; deploy again instead.",
         ));
     }
+    // A rollback is visible to the very next invocation, from any isolate: they all ask this gate.
+    tell(
+        gate,
+        &owner.id,
+        Forget::Agent(deployment.agent_id.as_str().to_owned()),
+    )
+    .await?;
     get_deployment(store, owner, raw_agent_id, raw_deployment_id).await
 }
 

@@ -1,7 +1,8 @@
 //! In-memory implementations of the ports, for native tests of the use-cases. Semantics follow the D1 store:
 //! owner-scoped queries, unique live names per owner, soft delete, newest-first keyset pages.
 
-use super::ports::{AgentChanges, Clock, Store, StoreResult, Written};
+use super::gate::protocol::Forget;
+use super::ports::{AgentChanges, Clock, GateNotifier, Store, StoreResult, Written};
 use crate::domain::agent::Agent;
 use crate::domain::ids::{AgentId, UserId};
 use crate::domain::pagination::Cursor;
@@ -169,5 +170,22 @@ impl TestClock {
 impl Clock for TestClock {
     fn now_ms(&self) -> i64 {
         self.0.get()
+    }
+}
+
+/// Records what the gate was told; `fail` makes it unreachable.
+#[derive(Default)]
+pub struct RecordingGate {
+    pub told: RefCell<Vec<(UserId, Forget)>>,
+    pub fail: Cell<bool>,
+}
+
+impl GateNotifier for RecordingGate {
+    async fn forget(&self, user: &UserId, what: Forget) -> Result<(), String> {
+        if self.fail.get() {
+            return Err("gate unreachable".into());
+        }
+        self.told.borrow_mut().push((user.clone(), what));
+        Ok(())
     }
 }

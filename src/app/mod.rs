@@ -2,6 +2,8 @@
 
 pub mod agents;
 pub mod deployments;
+pub mod gate;
+pub mod invoke;
 #[cfg(test)]
 pub(crate) mod memory;
 pub mod ports;

@@ -1,11 +1,12 @@
 //! Ports: what the use-cases need from the outside world. The Workers adapter implements them over D1 and the
 //! JS clock; `app::memory` implements them in memory for native tests.
 
+use crate::app::gate::protocol::Forget;
 use crate::domain::agent::{Agent, AgentDescription, AgentName, AgentStatus};
 use crate::domain::ids::{AgentId, UserId};
 use crate::domain::pagination::Cursor;
 use crate::domain::user::User;
-use crate::domain::ApiError;
+use crate::domain::{ApiError, ErrorCode};
 
 /// A storage failure. Its text is for the operator's log; clients see a generic 500.
 #[derive(Debug, Clone, PartialEq)]
@@ -84,6 +85,30 @@ pub trait Store {
 
     /// A trivial round trip, for health checks.
     async fn ping(&self) -> StoreResult<()>;
+}
+
+/// Tells a user's gate (`app::gate`) that a write changed what it remembers. The write is made first; the gate
+/// re-reads D1 on the next call. A failure here means the change is saved but may not be seen by invocations
+/// until the gate's copy goes stale (`FACTS_TTL_MS`), so use-cases report it (`gate_not_told`) for a retry.
+#[allow(async_fn_in_trait)]
+pub trait GateNotifier {
+    async fn forget(&self, user: &UserId, what: Forget) -> Result<(), String>;
+}
+
+/// The answer when a change was saved but the gate could not be told about it.
+pub fn gate_not_told(cause: String) -> ApiError {
+    ApiError {
+        internal_cause: Some(format!("request gate: {cause}")),
+        ..ApiError::new(
+            ErrorCode::DependencyUnavailable,
+            "The change was saved, but the invocation gateway could not be told yet; repeat the request.",
+        )
+    }
+}
+
+/// Saves nothing else: tells the gate, or turns its failure into `gate_not_told`.
+pub async fn tell(gate: &impl GateNotifier, user: &UserId, what: Forget) -> Result<(), ApiError> {
+    gate.forget(user, what).await.map_err(gate_not_told)
 }
 
 /// Time comes through a port: `SystemTime::now` panics on wasm32-unknown-unknown, and tests want to set it.

@@ -2,8 +2,9 @@
 
 use super::ports::{Clock, Store};
 use crate::auth::Identity;
+use crate::domain::entitlements::Tier;
 use crate::domain::ids::UserId;
-use crate::domain::user::{Tier, User};
+use crate::domain::user::User;
 use crate::domain::ApiError;
 
 /// Returns the caller's user row, creating it on first sight. The common case is one read; the insert is

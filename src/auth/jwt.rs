@@ -97,6 +97,17 @@ pub fn verify(
     config: &AuthConfig,
     now_ms: i64,
 ) -> Result<Identity, ApiError> {
+    verify_until(token, keys, config, now_ms).map(|(identity, _)| identity)
+}
+
+/// `verify`, and until when (ms) the answer holds: the token's `exp`, without the leeway, so a cached verdict
+/// never outlives the token.
+pub fn verify_until(
+    token: &str,
+    keys: &Jwks,
+    config: &AuthConfig,
+    now_ms: i64,
+) -> Result<(Identity, i64), ApiError> {
     let untrusted = parse_untrusted(token)?;
     let kid = signing_key_id(token)?;
     let key = keys.key(&kid).ok_or_else(|| {
@@ -165,10 +176,13 @@ pub fn verify(
                 "The token has no usable 'sub' claim.",
             )
         })?;
-    Ok(Identity {
-        issuer: config.issuer.clone(),
-        subject,
-    })
+    Ok((
+        Identity {
+            issuer: config.issuer.clone(),
+            subject,
+        },
+        exp.timestamp().saturating_mul(1000),
+    ))
 }
 
 #[cfg(test)]
@@ -224,6 +238,17 @@ mod tests {
                 subject: "user_2abc".into()
             }
         );
+    }
+
+    #[test]
+    fn a_verdict_holds_until_exp_not_until_exp_plus_leeway() {
+        let token = sign(TestKey::get(0), claims());
+        let (_, until) = verify_until(&token, &keys(), &config(None), NOW_MS).unwrap();
+        assert_eq!(until, (NOW_S + 60) * 1000);
+        // Verification itself still tolerates the leeway; a remembered verdict never does.
+        let late = (NOW_S + 60 + LEEWAY_SECONDS) * 1000;
+        assert!(verify(&token, &keys(), &config(None), late).is_ok());
+        assert!(late > until);
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod jwks;
 pub mod jwt;
 #[cfg(test)]
 pub(crate) mod test_keys;
+pub mod verdict_cache;
 
 pub use config::{AuthConfig, JwksSource};
 pub use jwt::Identity;

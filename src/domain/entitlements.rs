@@ -3,8 +3,7 @@
 //! overrides (admin API), each later layer replacing single fields of the one before.
 
 use super::error::ApiError;
-use super::user::Tier;
-use crate::http::body::double_option;
+use crate::domain::patch::double_option;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -17,6 +16,41 @@ const MAX_COUNTER: u64 = 1_000_000_000_000;
 /// Cloudflare's own ceiling for a Worker invocation's CPU time (5 minutes).
 const MAX_CPU_MS: u64 = 300_000;
 const MAX_SUBREQUESTS: u64 = 10_000;
+
+/// Pricing tiers; each has default entitlements (`entitlements`). New users start on `free`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    Free,
+    Pro,
+    Enterprise,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Free => "free",
+            Tier::Pro => "pro",
+            Tier::Enterprise => "enterprise",
+        }
+    }
+
+    /// A tier named by an operator (admin API).
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::parse_stored(value).ok()
+    }
+
+    pub fn parse_stored(value: &str) -> Result<Self, ApiError> {
+        match value {
+            "free" => Ok(Tier::Free),
+            "pro" => Ok(Tier::Pro),
+            "enterprise" => Ok(Tier::Enterprise),
+            other => Err(ApiError::internal(format!(
+                "unknown tier in storage: {other:?}"
+            ))),
+        }
+    }
+}
 
 /// Calls `$apply!` with every entitlement field name: the one list the layering code walks.
 macro_rules! each_entitlement {
@@ -34,7 +68,7 @@ macro_rules! each_entitlement {
     };
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Entitlements {
     /// Invocations per billing period (enforced by the `UserGate` before the runtime is called).
@@ -409,5 +443,13 @@ mod tests {
         assert_eq!(parse_stored_overrides(Some(&raw)).unwrap(), o);
         assert!(parse_stored_overrides(None).unwrap().is_empty());
         assert!(parse_stored_overrides(Some("{")).is_err());
+    }
+
+    #[test]
+    fn stored_tiers_round_trip() {
+        for tier in [Tier::Free, Tier::Pro, Tier::Enterprise] {
+            assert_eq!(Tier::parse_stored(tier.as_str()).unwrap(), tier);
+        }
+        assert!(Tier::parse_stored("gold").is_err());
     }
 }

@@ -8,6 +8,7 @@ pub mod error;
 pub mod ids;
 pub mod invoke;
 pub mod pagination;
+pub mod patch;
 pub mod period;
 pub mod reservation;
 pub mod session;

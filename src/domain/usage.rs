@@ -5,7 +5,7 @@
 use super::entitlements::Entitlements;
 use super::error::{ApiError, ErrorCode};
 use super::period::PeriodKey;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 /// How long after a period ends its totals are declared final: a report accepted in the period's last instant
@@ -28,7 +28,7 @@ pub fn prune_before(now: i64, retention_days: u32) -> PeriodKey {
 }
 
 /// A user's totals for one period, as `billing_usage` holds them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageTotals {
     pub events: u64,
@@ -135,7 +135,7 @@ pub fn check_quotas(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::user::Tier;
+    use crate::domain::entitlements::Tier;
 
     fn limits(tokens: u64, compute: u64) -> Entitlements {
         Entitlements {

@@ -66,18 +66,10 @@ pub fn parse_json_limited<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Re
     })
 }
 
-/// `Option<Option<T>>` for PATCH bodies: absent → `None`, `null` → `Some(None)`, value → `Some(Some(v))`.
-pub fn double_option<'de, D, T>(de: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: serde::Deserialize<'de>,
-{
-    serde::Deserialize::deserialize(de).map(Some)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::patch::double_option;
     use serde::Deserialize;
 
     #[derive(Debug, Deserialize)]

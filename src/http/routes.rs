@@ -30,6 +30,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/v1/admin/users/{userId}/tier"),
     ("PUT", "/v1/admin/users/{userId}/entitlements"),
     ("GET", "/v1/admin/users/{userId}/usage"),
+    ("POST", "/v1/admin/users/{userId}/gate/refresh"),
     ("POST", "/v1/admin/usage/recompute"),
     ("POST", "/v1/telemetry/report"),
     ("GET", "/v1/usage/current"),
@@ -64,6 +65,7 @@ pub enum Route {
     AdminSetTier(String),
     AdminSetEntitlements(String),
     AdminUsage(String),
+    AdminRefreshGate(String),
     AdminRecompute,
     TelemetryReport,
     UsageCurrent,
@@ -79,6 +81,7 @@ impl Route {
             Route::AdminSetTier(_)
                 | Route::AdminSetEntitlements(_)
                 | Route::AdminUsage(_)
+                | Route::AdminRefreshGate(_)
                 | Route::AdminRecompute
         )
     }
@@ -127,6 +130,7 @@ fn build(method: &str, template: &str, params: Vec<String>) -> Option<Route> {
         ("PUT", "/v1/admin/users/{userId}/tier") => Route::AdminSetTier(param()),
         ("PUT", "/v1/admin/users/{userId}/entitlements") => Route::AdminSetEntitlements(param()),
         ("GET", "/v1/admin/users/{userId}/usage") => Route::AdminUsage(param()),
+        ("POST", "/v1/admin/users/{userId}/gate/refresh") => Route::AdminRefreshGate(param()),
         ("POST", "/v1/admin/usage/recompute") => Route::AdminRecompute,
         ("POST", "/v1/telemetry/report") => Route::TelemetryReport,
         ("GET", "/v1/usage/current") => Route::UsageCurrent,

@@ -2,16 +2,20 @@
 //! user's token. Every call that reaches it, allowed or not, leaves a row in `admin_audit`.
 
 use super::d1_store::D1Store;
+use super::durable::user_gate::UserGateClient;
 use super::{header, read_json, telemetry, JsClock, Reply};
+use crate::app::gate::protocol::Forget;
+use crate::app::ports::tell;
 use crate::app::ports::Clock;
 use crate::auth::jwt;
 use crate::config::ServiceConfig;
 use crate::crypto::constant_time_eq;
+use crate::domain::entitlements::Tier;
 use crate::domain::entitlements::{Entitlements, OverridesChange};
 use crate::domain::ids::{random_hex, RequestId, UserId};
 use crate::domain::period::PeriodKey;
 use crate::domain::usage::remaining;
-use crate::domain::user::{Tier, User};
+use crate::domain::user::User;
 use crate::domain::{ApiError, ErrorCode};
 use crate::http::body::MAX_JSON_BODY_BYTES;
 use crate::http::routes::Route;
@@ -65,6 +69,7 @@ fn resolved_view(user: &User, config: &ServiceConfig) -> Value {
 pub(super) async fn handle(
     req: &mut Request,
     store: &D1Store,
+    gate: &UserGateClient<'_>,
     config: &ServiceConfig,
     request_id: &RequestId,
     route: &Route,
@@ -73,11 +78,12 @@ pub(super) async fn handle(
         Route::AdminSetTier(u) => ("set_tier", Some(u.as_str())),
         Route::AdminSetEntitlements(u) => ("set_entitlements", Some(u.as_str())),
         Route::AdminUsage(u) => ("get_usage", Some(u.as_str())),
+        Route::AdminRefreshGate(u) => ("refresh_gate", Some(u.as_str())),
         Route::AdminRecompute => ("recompute_usage", None),
         _ => return Err(ApiError::internal("not an admin route")),
     };
     let mut change: Option<Value> = None;
-    let outcome = run(req, store, config, route, raw_user, &mut change).await;
+    let outcome = run(req, store, gate, config, route, raw_user, &mut change).await;
     let (status, code) = match &outcome {
         Ok(_) => (200, "ok"),
         Err(e) => (e.status(), e.code.as_str()),
@@ -109,6 +115,7 @@ pub(super) async fn handle(
 async fn run(
     req: &mut Request,
     store: &D1Store,
+    gate: &UserGateClient<'_>,
     config: &ServiceConfig,
     route: &Route,
     raw_user: Option<&str>,
@@ -141,6 +148,8 @@ async fn run(
             if !store.set_tier(&user_id, tier).await? {
                 return Err(user_not_found());
             }
+            // Effective from the user's very next invocation.
+            tell(gate, &user_id, Forget::User).await?;
             let user = store
                 .user_by_id(&user_id)
                 .await?
@@ -162,6 +171,7 @@ async fn run(
                     .replace_overrides(&user_id, &user.overrides, &next)
                     .await?
                 {
+                    tell(gate, &user_id, Forget::User).await?;
                     let user = User {
                         overrides: next,
                         ..user
@@ -172,6 +182,17 @@ async fn run(
             Err(ApiError::new(
                 ErrorCode::DependencyUnavailable,
                 "The user's entitlements kept changing underneath this call; retry.",
+            ))
+        }
+        Route::AdminRefreshGate(_) => {
+            store
+                .user_by_id(&user_id)
+                .await?
+                .ok_or_else(user_not_found)?;
+            tell(gate, &user_id, Forget::All).await?;
+            Ok(Reply::Json(
+                200,
+                json!({ "userId": user_id.as_str(), "refreshed": true }),
             ))
         }
         Route::AdminUsage(_) => {

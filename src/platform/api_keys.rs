@@ -3,7 +3,8 @@
 use super::d1_gateway::ApiKeyRow;
 use super::d1_store::D1Store;
 use super::{JsClock, Reply};
-use crate::app::ports::{Clock, Store};
+use crate::app::gate::protocol::Forget;
+use crate::app::ports::{tell, Clock, GateNotifier, Store};
 use crate::domain::api_key::{self, CreateKey, MAX_LIVE_KEYS};
 use crate::domain::ids::ApiKeyId;
 use crate::domain::user::User;
@@ -83,6 +84,7 @@ pub(super) async fn list(store: &D1Store, user: &User) -> Result<Reply, ApiError
 
 pub(super) async fn revoke(
     store: &D1Store,
+    gate: &impl GateNotifier,
     clock: &JsClock,
     user: &User,
     raw_id: &str,
@@ -92,6 +94,8 @@ pub(super) async fn revoke(
         .revoke_api_key(&user.id, id.as_str(), clock.now_ms())
         .await?
     {
+        // Refused from the very next call on: every isolate asks the gate whether a key still works.
+        tell(gate, &user.id, Forget::Key(id.as_str().to_owned())).await?;
         Ok(Reply::NoContent)
     } else {
         Err(key_not_found())

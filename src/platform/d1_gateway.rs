@@ -1,89 +1,14 @@
-//! D1 for the gateway: the one read an invocation needs, gateway-side metering, API keys and the operator API.
+//! D1 for the gateway: gateway-side metering, API keys and the operator API.
 
 use super::d1_store::{fail, number, opt_text, stored_user, text, D1Store};
+use crate::app::invoke::Invocation;
 use crate::app::ports::{StoreError, StoreResult};
 use crate::domain::entitlements::Overrides;
+use crate::domain::entitlements::Tier;
 use crate::domain::ids::{AgentId, ApiKeyId, UserId};
-use crate::domain::period::PeriodKey;
-use crate::domain::usage::UsageTotals;
-use crate::domain::user::{Tier, User};
+use crate::domain::user::User;
 use serde::Deserialize;
 use wasm_bindgen::JsValue;
-
-const INVOKE_COLUMNS: &str = "u.id AS user_id, u.tier, u.created_at, u.entitlements_json, \
-     a.id AS agent_id, a.status AS agent_status, \
-     d.id AS deployment_id, d.deploy_target, d.script_name, d.invoke_path, d.provider_ref, d.runtime_provider, \
-     b.input_tokens AS used_input_tokens, b.output_tokens AS used_output_tokens, b.compute_ms AS used_compute_ms";
-// The pointer is followed only to a deployment that is still `active` (DESIGN.md §4.2), never cached: a
-// rollback is visible to the very next invocation in every isolate.
-const INVOKE_JOINS: &str = "LEFT JOIN agents a ON a.id = ?3 AND a.user_id = u.id AND a.deleted_at IS NULL \
-     LEFT JOIN deployments d ON d.id = a.active_deployment_id AND d.agent_id = a.id AND d.status = 'active' \
-     LEFT JOIN billing_usage b ON b.user_id = u.id AND b.period_key = ?4";
-// The period's usage comes with the same read: quotas are checked without a second query.
-
-#[derive(Debug, Deserialize)]
-pub struct InvokeRow {
-    pub user_id: String,
-    pub tier: String,
-    pub created_at: f64,
-    pub entitlements_json: Option<String>,
-    #[serde(default)]
-    pub key_id: Option<String>,
-    #[serde(default)]
-    pub key_agent_id: Option<String>,
-    pub agent_id: Option<String>,
-    pub agent_status: Option<String>,
-    pub deployment_id: Option<String>,
-    pub deploy_target: Option<String>,
-    pub script_name: Option<String>,
-    pub invoke_path: Option<String>,
-    pub provider_ref: Option<String>,
-    pub runtime_provider: Option<String>,
-    pub used_input_tokens: Option<f64>,
-    pub used_output_tokens: Option<f64>,
-    pub used_compute_ms: Option<f64>,
-}
-
-impl InvokeRow {
-    /// The period's tokens and compute so far (what the quotas are charged against).
-    pub fn usage(&self) -> UsageTotals {
-        let n = |v: Option<f64>| v.unwrap_or(0.0) as u64;
-        UsageTotals::new(
-            0,
-            0,
-            n(self.used_input_tokens),
-            n(self.used_output_tokens),
-            n(self.used_compute_ms),
-            0,
-        )
-    }
-
-    pub fn user(&self) -> StoreResult<User> {
-        stored_user(
-            self.user_id.clone(),
-            &self.tier,
-            self.created_at,
-            self.entitlements_json.as_deref(),
-        )
-    }
-}
-
-/// One gateway-side metering row.
-pub struct Invocation<'a> {
-    pub id: &'a str,
-    pub request_id: &'a str,
-    pub user_id: &'a str,
-    pub agent_id: &'a str,
-    pub deployment_id: Option<&'a str>,
-    pub api_key_id: Option<&'a str>,
-    pub period_key: String,
-    pub streaming: bool,
-    pub outcome: &'a str,
-    pub upstream_status: Option<u16>,
-    pub counted: bool,
-    pub started_at: i64,
-    pub wall_ms: i64,
-}
 
 const INSERT_INVOCATION: &str = "INSERT INTO invocations (id, request_id, user_id, agent_id, deployment_id, \
      api_key_id, period_key, mode, outcome, upstream_status, counted, started_at, wall_ms) \
@@ -122,88 +47,36 @@ struct AdminUserRow {
 }
 
 impl D1Store {
-    /// The single D1 read of an invocation, for a caller identified by their identity provider.
-    pub async fn invoke_row_by_identity(
-        &self,
-        issuer: &str,
-        subject: &str,
-        agent: &AgentId,
-        period: PeriodKey,
-    ) -> StoreResult<Option<InvokeRow>> {
-        let sql = format!(
-            "SELECT {INVOKE_COLUMNS} FROM users u {INVOKE_JOINS} \
-             WHERE u.auth_issuer = ?1 AND u.auth_subject = ?2"
-        );
-        let rows = self
-            .rows(
-                &sql,
-                &[
-                    text(issuer),
-                    text(subject),
-                    text(agent.as_str()),
-                    text(&period.to_string()),
-                ],
-            )
-            .await?;
-        Ok(rows.into_iter().next())
-    }
-
-    /// The single D1 read of an invocation, for a caller presenting an API key (by its hash). A revoked key
-    /// finds nothing.
-    pub async fn invoke_row_by_key(
-        &self,
-        key_hash: &str,
-        agent: &AgentId,
-        period: PeriodKey,
-    ) -> StoreResult<Option<InvokeRow>> {
-        let sql = format!(
-            "SELECT {INVOKE_COLUMNS}, k.id AS key_id, k.agent_id AS key_agent_id \
-             FROM api_keys k JOIN users u ON u.id = k.user_id {INVOKE_JOINS} \
-             WHERE k.key_hash = ?1 AND k.revoked_at IS NULL"
-        );
-        let rows = self
-            .rows(
-                &sql,
-                &[
-                    text(key_hash),
-                    JsValue::NULL,
-                    text(agent.as_str()),
-                    text(&period.to_string()),
-                ],
-            )
-            .await?;
-        Ok(rows.into_iter().next())
-    }
-
     /// Writes (or, for a stream recorded when it started, completes) the metering row, and the key's last use,
     /// in one batch.
     pub async fn record_invocation(&self, inv: &Invocation<'_>) -> StoreResult<()> {
+        let m = inv.meter;
         let insert = self
             .db()
             .prepare(INSERT_INVOCATION)
             .bind(&[
-                text(inv.id),
-                text(inv.request_id),
-                text(inv.user_id),
-                text(inv.agent_id),
-                opt_text(inv.deployment_id),
-                opt_text(inv.api_key_id),
-                text(&inv.period_key),
-                text(if inv.streaming { "stream" } else { "json" }),
+                text(&m.trace_id),
+                text(&m.request_id),
+                text(&m.user_id),
+                text(&m.agent_id),
+                opt_text(m.deployment_id.as_deref()),
+                opt_text(m.api_key_id.as_deref()),
+                text(&m.period.to_string()),
+                text(if m.streaming { "stream" } else { "json" }),
                 text(inv.outcome),
                 inv.upstream_status
                     .map_or(JsValue::NULL, |s| number(s as i64)),
                 number(inv.counted as i64),
-                number(inv.started_at),
+                number(m.started_at),
                 number(inv.wall_ms),
             ])
             .map_err(fail)?;
         let mut statements = vec![insert];
-        if let Some(key) = inv.api_key_id {
+        if let Some(key) = &m.api_key_id {
             statements.push(
                 self.db()
                     .prepare(TOUCH_KEY)
-                    .bind(&[text(key), number(inv.started_at)])
+                    .bind(&[text(key), number(m.started_at)])
                     .map_err(fail)?,
             );
         }

@@ -3,9 +3,10 @@
 use crate::app::ports::{AgentChanges, Store, StoreError, StoreResult, Written};
 use crate::domain::agent::{Agent, AgentDescription, AgentName, AgentStatus};
 use crate::domain::entitlements::parse_stored_overrides;
+use crate::domain::entitlements::Tier;
 use crate::domain::ids::{AgentId, UserId};
 use crate::domain::pagination::Cursor;
-use crate::domain::user::{Tier, User};
+use crate::domain::user::User;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use wasm_bindgen::JsValue;

@@ -1,45 +1,34 @@
-//! The invocation gateway: `POST /v1/invoke/{agentId}` (JSON) and `…/stream` (SSE).
+//! The invocation gateway: `POST /v1/invoke/{agentId}` (JSON) and `…/stream` (SSE), the Workers side of
+//! `app::invoke`.
 //!
-//! Hot path: one D1 read (caller, agent, active deployment, entitlement overrides and the period's usage in a
-//! single query), then the `UserGate` reservation and the `SessionMap` lookup issued together (one Durable
-//! Object round trip of latency), then the agent. Gateway-side metering is written after the response, with
-//! `waitUntil`.
-//!
-//! Counting policy: a call takes one request of the period when the gate grants it, before the agent is
-//! called. Calls refused earlier (bad input, unknown agent, disabled agent, no active deployment, not entitled,
-//! token or compute quota spent, over the limit) never take one. A granted reservation is given back when the
-//! call then fails before any request reached the agent (the session store failed, or the agent could not be
-//! reached at all). Once the agent may have started work — any answer, a timeout, a broken stream, a client
-//! that went away — it counts.
+//! Hot path in the steady state: the caller from the isolate's caches (`identity`), then one round trip to the
+//! user's gate (routing, entitlements, quotas, the reservation and the session together), then the agent. No
+//! D1 read: the gate answers from its memory and storage. Gateway-side metering is written after the response,
+//! with `waitUntil`. The counting policy is `app::invoke`'s.
 
-use super::d1_gateway::{Invocation, InvokeRow};
+use super::bindings::{d1_database, DISPATCHER_BINDING};
 use super::d1_store::D1Store;
+use super::durable::user_gate::UserGateClient;
+use super::identity::{credential, invoke_caller};
 use super::{header, read_json, JsClock, Reply};
+use crate::app::gate::protocol::DeploymentTarget;
+use crate::app::invoke::{
+    given_back, gives_back, prepare, rate_limit_headers, stream_outcome, Admitted, InvokeGate,
+    Meter, Refused,
+};
 use crate::app::ports::Clock;
-use crate::app::users;
-use crate::auth::{jwt, Identity};
 use crate::config::ServiceConfig;
-use crate::domain::agent::AgentStatus;
-use crate::domain::api_key;
-use crate::domain::deployment::DEFAULT_INVOKE_PATH;
-use crate::domain::entitlements::{not_entitled, Entitlements};
-use crate::domain::ids::AgentId;
-use crate::domain::ids::RequestId;
+use crate::domain::ids::{AgentId, RequestId};
 use crate::domain::invoke::{
     client_response, new_trace_id, InvokeRequest, UpstreamFailure, UpstreamTarget,
     MAX_INVOKE_BODY_BYTES, MAX_UPSTREAM_BODY_BYTES,
 };
 use crate::domain::period::PeriodKey;
-use crate::domain::reservation::{GateDecision, GateRequest, RELEASE_PATH, RESERVE_PATH};
-use crate::domain::session::{ResolveSession, ResolvedSession, RESOLVE_PATH};
-use crate::domain::sse::{meta_event, StreamOutcome, StreamRelay};
-use crate::domain::usage::check_quotas;
+use crate::domain::sse::{meta_event, StreamRelay};
 use crate::domain::{ApiError, ErrorCode};
 use futures_channel::oneshot;
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use serde_json::{json, Value};
 use std::rc::Rc;
 use std::time::Duration;
@@ -69,36 +58,6 @@ extern "C" {
 impl EnvBinding for DispatchNamespace {
     // What the runtime calls the class of a dispatch namespace binding (and what the local emulation is named).
     const TYPE_NAME: &'static str = "DynamicDispatcher";
-}
-
-const DISPATCH_BINDING: &str = "DISPATCHER";
-
-enum Caller {
-    Identity(Identity),
-    Key { hash: String },
-}
-
-fn invalid_api_key() -> ApiError {
-    ApiError::new(
-        ErrorCode::InvalidApiKey,
-        "The API key is not valid (unknown, malformed or revoked).",
-    )
-}
-
-async fn identify(req: &Request, config: &ServiceConfig, now: i64) -> Result<Caller, ApiError> {
-    let authorization = header(req, "Authorization");
-    let token = jwt::bearer_token(authorization.as_deref())?;
-    if api_key::looks_like_key(token) {
-        if !api_key::is_well_formed(token) {
-            return Err(invalid_api_key());
-        }
-        return Ok(Caller::Key {
-            hash: api_key::hash(token),
-        });
-    }
-    Ok(Caller::Identity(
-        super::verify_identity(token, config, now).await?,
-    ))
 }
 
 /// Where the gateway's time went, for `Server-Timing` (what `make bench` reports the overhead is made of).
@@ -132,80 +91,45 @@ impl Stopwatch {
     }
 }
 
-/// Where and how a call goes, from the row.
-struct Route<'a> {
-    row: &'a InvokeRow,
-    agent_id: &'a str,
-    deployment_id: &'a str,
-}
-
-/// Gateway-side metering for one call; written with `waitUntil` once the outcome is known.
-struct Meter {
-    trace_id: String,
-    request_id: String,
-    user_id: String,
-    agent_id: String,
-    deployment_id: Option<String>,
-    api_key_id: Option<String>,
-    period: PeriodKey,
-    streaming: bool,
-    started_at: i64,
-}
-
-impl Meter {
-    fn record<'a>(
-        &'a self,
-        outcome: &'a str,
-        upstream_status: Option<u16>,
-        counted: bool,
-    ) -> Invocation<'a> {
-        Invocation {
-            id: &self.trace_id,
-            request_id: &self.request_id,
-            user_id: &self.user_id,
-            agent_id: &self.agent_id,
-            deployment_id: self.deployment_id.as_deref(),
-            api_key_id: self.api_key_id.as_deref(),
-            period_key: self.period.to_string(),
-            streaming: self.streaming,
-            outcome,
-            upstream_status,
-            counted,
-            started_at: self.started_at,
-            wall_ms: (JsClock.now_ms() - self.started_at).max(0),
-        }
-    }
-
-    /// Records now (in the background).
-    fn finish(self, ctx: &Context, env: &Env, outcome: String, status: Option<u16>, counted: bool) {
-        let env = env.clone();
-        ctx.wait_until(async move {
-            write_meter(&env, &self, &outcome, status, counted).await;
-        });
-    }
-
-    /// Records when the stream ends or the client goes away (the sender is dropped).
-    fn finish_after(self, ctx: &Context, env: &Env, rx: oneshot::Receiver<String>, status: u16) {
-        let env = env.clone();
-        ctx.wait_until(async move {
-            let outcome = rx.await.unwrap_or_else(|_| "client_closed".into());
-            write_meter(&env, &self, &outcome, Some(status), true).await;
-        });
-    }
-}
-
 async fn write_meter(env: &Env, meter: &Meter, outcome: &str, status: Option<u16>, counted: bool) {
-    let result = match env.d1("DB") {
-        Ok(db) => {
-            D1Store::new(db)
-                .record_invocation(&meter.record(outcome, status, counted))
-                .await
-        }
-        Err(e) => Err(crate::app::ports::StoreError(e.to_string())),
+    let row = meter.row(outcome, status, counted, JsClock.now_ms());
+    let result = match d1_database(env) {
+        Ok(db) => D1Store::new(db).record_invocation(&row).await,
+        Err(e) => Err(crate::app::ports::StoreError(e.message)),
     };
     if let Err(e) = result {
         worker::console_error!("metering {} failed: {}", meter.trace_id, e.0);
     }
+}
+
+/// Records now (in the background).
+fn finish(
+    ctx: &Context,
+    env: &Env,
+    meter: Meter,
+    outcome: String,
+    status: Option<u16>,
+    counted: bool,
+) {
+    let env = env.clone();
+    ctx.wait_until(async move {
+        write_meter(&env, &meter, &outcome, status, counted).await;
+    });
+}
+
+/// Records when the stream ends or the client goes away (the sender is dropped).
+fn finish_after(
+    ctx: &Context,
+    env: &Env,
+    meter: Meter,
+    rx: oneshot::Receiver<String>,
+    status: u16,
+) {
+    let env = env.clone();
+    ctx.wait_until(async move {
+        let outcome = rx.await.unwrap_or_else(|_| "client_closed".into());
+        write_meter(&env, &meter, &outcome, Some(status), true).await;
+    });
 }
 
 pub(super) async fn invoke(
@@ -219,72 +143,46 @@ pub(super) async fn invoke(
 ) -> Result<Reply, ApiError> {
     let started_at = JsClock.now_ms();
     let mut watch = Stopwatch::start(started_at);
-    let caller = identify(req, config, started_at).await?;
-    watch.lap("auth");
+    let presented = credential(header(req, "Authorization").as_deref(), config, started_at).await?;
     let agent_id = AgentId::parse(raw_agent_id).ok_or_else(ApiError::agent_not_found)?;
     let (_, body): (_, Value) = read_json(req, MAX_INVOKE_BODY_BYTES).await?;
     let request = InvokeRequest::from_json(body)?;
+    let store = D1Store::new(d1_database(env)?);
+    let caller = invoke_caller(presented, config, &store).await?;
+    watch.lap("auth");
 
-    let store = D1Store::new(env.d1("DB").map_err(ApiError::internal)?);
     let period = PeriodKey::containing(started_at);
-    let row = match &caller {
-        Caller::Identity(identity) => {
-            store
-                .invoke_row_by_identity(&identity.issuer, &identity.subject, &agent_id, period)
-                .await?
-        }
-        Caller::Key { hash } => store.invoke_row_by_key(hash, &agent_id, period).await?,
-    };
-    watch.lap("d1");
-    let row = match (row, caller) {
-        (Some(row), _) => row,
-        (None, Caller::Key { .. }) => return Err(invalid_api_key()),
-        (None, Caller::Identity(identity)) => {
-            // First sight of this identity: they have a user now, and certainly no agents.
-            users::resolve_user(&store, &JsClock, &identity).await?;
-            return Err(ApiError::agent_not_found());
-        }
-    };
-    // A key scoped to one agent answers for that agent only; the check precedes any lookup result, so it
-    // tells nothing about other agents.
-    if let Some(scope) = &row.key_agent_id {
-        if scope != agent_id.as_str() {
-            return Err(ApiError::new(
-                ErrorCode::ApiKeyScopeMismatch,
-                "This API key may only invoke the agent it was created for.",
-            )
-            .with_details(json!({ "keyId": row.key_id })));
-        }
-    }
-    if row.agent_id.is_none() {
-        return Err(ApiError::agent_not_found());
-    }
-    let user = row.user()?;
-    let entitlements = config.tiers.resolve(user.tier, &user.overrides);
-    let meter = Meter {
+    let gate = UserGateClient::new(env);
+    let prepared = prepare(
+        &gate, &caller, &agent_id, &request, streaming, period, started_at,
+    )
+    .await;
+    watch.lap("gate");
+    let mut meter = Meter {
         trace_id: new_trace_id(),
         request_id: request_id.as_str().to_owned(),
-        user_id: user.id.as_str().to_owned(),
+        user_id: caller.user_id().as_str().to_owned(),
         agent_id: agent_id.as_str().to_owned(),
-        deployment_id: row.deployment_id.clone(),
-        api_key_id: row.key_id.clone(),
+        deployment_id: None,
+        api_key_id: caller.key_id().map(str::to_owned),
         period,
         streaming,
         started_at,
     };
-    match admit(&row, &entitlements, streaming, period, started_at) {
-        Ok(deployment_id) => {
-            let route = Route {
-                row: &row,
-                agent_id: agent_id.as_str(),
-                deployment_id,
-            };
+    match prepared {
+        Ok(admitted) => {
+            meter.deployment_id = Some(admitted.deployment.deployment_id.clone());
+            if admitted.gate_loaded {
+                // The gate read D1 for this call (new object or stale facts): named so `make bench` can see it.
+                watch.laps.push(("gate_d1", 1));
+            }
             call(
                 env,
                 ctx,
                 config,
-                &route,
-                &entitlements,
+                &gate,
+                &caller_user(&caller),
+                &admitted,
                 &request,
                 meter,
                 streaming,
@@ -292,102 +190,19 @@ pub(super) async fn invoke(
             )
             .await
         }
-        Err(err) => {
-            meter.finish(ctx, env, err.code.as_str().to_owned(), None, false);
-            Err(err)
+        Err(Refused {
+            error,
+            deployment_id,
+        }) => {
+            meter.deployment_id = deployment_id;
+            finish(ctx, env, meter, error.code.as_str().to_owned(), None, false);
+            Err(error)
         }
     }
 }
 
-/// Checks made before any reservation: the agent is enabled, has an active deployment, the user is entitled
-/// to its runtime (defense in depth: deploy checked too, but entitlements can change) and to streaming, and
-/// the period's token and compute quotas are not spent.
-fn admit<'a>(
-    row: &'a InvokeRow,
-    entitlements: &Entitlements,
-    streaming: bool,
-    period: PeriodKey,
-    now: i64,
-) -> Result<&'a str, ApiError> {
-    if row.agent_status.as_deref() != Some(AgentStatus::Active.as_str()) {
-        return Err(ApiError::new(
-            ErrorCode::AgentDisabled,
-            "This agent is disabled; enable it to invoke it.",
-        ));
-    }
-    let Some(deployment_id) = row.deployment_id.as_deref() else {
-        return Err(ApiError::new(
-            ErrorCode::NoActiveDeployment,
-            "This agent has no active deployment. Deploy it (or activate a deployment) first.",
-        ));
-    };
-    entitlements.require_runtime(row.runtime_provider.as_deref().unwrap_or_default())?;
-    if streaming && !entitlements.streaming {
-        return Err(not_entitled(
-            "streaming",
-            "Your plan does not include streaming; use POST /v1/invoke/{agentId}.".into(),
-        ));
-    }
-    check_quotas(&row.usage(), entitlements, period, now)?;
-    Ok(deployment_id)
-}
-
-/// `X-RateLimit-*` (and, when refused, `Retry-After`) from the gate's decision.
-fn rate_limit_headers(d: &GateDecision, now_ms: i64) -> Vec<(&'static str, String)> {
-    let reset_s = (d.resets_at_ms + 999) / 1000;
-    let mut headers = vec![
-        ("X-RateLimit-Limit", d.limit.to_string()),
-        ("X-RateLimit-Remaining", d.remaining.to_string()),
-        ("X-RateLimit-Reset", reset_s.to_string()),
-    ];
-    if !d.granted {
-        let wait_s = ((d.resets_at_ms - now_ms).max(0) + 999) / 1000;
-        headers.push(("Retry-After", wait_s.max(1).to_string()));
-    }
-    headers
-}
-
-pub(super) async fn do_call<T: DeserializeOwned>(
-    env: &Env,
-    binding: &str,
-    object: &str,
-    path: &str,
-    body: &impl Serialize,
-) -> Result<T, String> {
-    let run = async {
-        let stub = env
-            .durable_object(binding)?
-            .id_from_name(object)?
-            .get_stub()?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post)
-            .with_body(Some(JsValue::from_str(
-                &serde_json::to_string(body)
-                    .map_err(|e| worker::Error::RustError(e.to_string()))?,
-            )));
-        let mut res = stub
-            .fetch_with_request(Request::new_with_init(&format!("https://do{path}"), &init)?)
-            .await?;
-        let status = res.status_code();
-        let text = res.text().await?;
-        if status != 200 {
-            return Err(worker::Error::RustError(format!(
-                "{binding} answered {status}: {text}"
-            )));
-        }
-        serde_json::from_str(&text).map_err(|e| worker::Error::RustError(e.to_string()))
-    };
-    run.await.map_err(|e: worker::Error| e.to_string())
-}
-
-fn dependency_down(what: &str, cause: String) -> ApiError {
-    ApiError {
-        internal_cause: Some(format!("{what}: {cause}")),
-        ..ApiError::new(
-            ErrorCode::DependencyUnavailable,
-            format!("The {what} is unavailable; the call was not made. Retry shortly."),
-        )
-    }
+fn caller_user(caller: &crate::app::invoke::Caller) -> crate::domain::ids::UserId {
+    caller.user_id().clone()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -395,93 +210,26 @@ async fn call(
     env: &Env,
     ctx: &Context,
     config: &ServiceConfig,
-    route: &Route<'_>,
-    entitlements: &Entitlements,
+    gate: &UserGateClient<'_>,
+    user: &crate::domain::ids::UserId,
+    admitted: &Admitted,
     request: &InvokeRequest,
     meter: Meter,
     streaming: bool,
     mut watch: Stopwatch,
 ) -> Result<Reply, ApiError> {
-    let gate_request = GateRequest {
-        period_key: meter.period,
-        limit: entitlements.requests_per_period,
-    };
-    let user_id = meter.user_id.clone();
-    let session_object = format!("{user_id}:{}", route.agent_id);
-    let session_request = ResolveSession {
-        session_id: request.session_id.clone(),
-    };
-    // Both before the agent is called, issued together: one round trip of latency.
-    let (gate, session) = futures_util::future::join(
-        do_call::<GateDecision>(env, "USER_GATE", &user_id, RESERVE_PATH, &gate_request),
-        do_call::<ResolvedSession>(
-            env,
-            "SESSION_MAP",
-            &session_object,
-            RESOLVE_PATH,
-            &session_request,
-        ),
-    )
-    .await;
-    watch.lap("do");
-    let decision = match gate {
-        Ok(d) => d,
-        Err(cause) => {
-            // Fail closed: without the gate the limit cannot be enforced.
-            let err = dependency_down("request gate", cause);
-            meter.finish(ctx, env, err.code.as_str().into(), None, false);
-            return Err(err);
-        }
-    };
+    let granted = &admitted.granted;
+    let decision = granted.decision;
+    let deployment = &admitted.deployment;
     let limit_headers = rate_limit_headers(&decision, JsClock.now_ms());
-    if !decision.granted {
-        let err = ApiError::new(
-            ErrorCode::RequestLimitExceeded,
-            format!(
-                "You have used all {} requests of period {}; the count resets at the start of the next period.",
-                decision.limit, decision.period_key
-            ),
-        )
-        .with_details(json!({
-            "entitlement": "requestsPerPeriod",
-            "limit": decision.limit,
-            "periodKey": decision.period_key.to_string(),
-            "resetsAt": decision.resets_at_ms,
-        }))
-        .with_headers(limit_headers);
-        meter.finish(ctx, env, err.code.as_str().into(), None, false);
-        return Err(err);
-    }
-    let release = |env: &Env| {
-        let env = env.clone();
-        let user_id = user_id.clone();
-        async move {
-            if let Err(e) =
-                do_call::<GateDecision>(&env, "USER_GATE", &user_id, RELEASE_PATH, &gate_request)
-                    .await
-            {
-                worker::console_error!("releasing a reservation for {user_id} failed: {e}");
-            }
-        }
-    };
-    let session = match session {
-        Ok(s) => s,
-        Err(cause) => {
-            release(env).await;
-            let err = dependency_down("session store", cause).with_headers(limit_headers);
-            meter.finish(ctx, env, err.code.as_str().into(), None, false);
-            return Err(err);
-        }
-    };
-
     let target = UpstreamTarget {
-        deployment_id: route.deployment_id.to_owned(),
+        deployment_id: deployment.deployment_id.clone(),
     };
     let sending = send(
         env,
-        route,
-        entitlements,
-        request.upstream_body(&session.runtime_session_id),
+        deployment,
+        (granted.cpu_ms, granted.subrequests),
+        request.upstream_body(&granted.runtime_session_id),
         &meter.trace_id,
         &meter.request_id,
         streaming,
@@ -503,24 +251,21 @@ async fn call(
     let mut upstream = match upstream {
         Ok(res) => res,
         Err(failure) => {
-            let unreachable = matches!(failure, UpstreamFailure::Network(_));
-            if unreachable {
-                // Nothing reached the agent: the request is given back (see the module's counting policy).
-                release(env).await;
-            }
-            let headers = if unreachable {
-                // The client's view of what is left includes the request just given back.
-                let given_back = GateDecision {
-                    used: decision.used.saturating_sub(1),
-                    remaining: decision.remaining + 1,
-                    ..decision
-                };
-                rate_limit_headers(&given_back, JsClock.now_ms())
+            let give_back = gives_back(&failure);
+            let headers = if give_back {
+                // Nothing reached the agent: the request is given back (app::invoke's counting policy).
+                if let Err(e) = gate.release(user, meter.period).await {
+                    worker::console_error!(
+                        "releasing a reservation for {} failed: {e}",
+                        meter.user_id
+                    );
+                }
+                rate_limit_headers(&given_back(&decision), JsClock.now_ms())
             } else {
                 limit_headers
             };
             let err = target.failure(failure, streaming).with_headers(headers);
-            meter.finish(ctx, env, err.code.as_str().into(), None, !unreachable);
+            finish(ctx, env, meter, err.code.as_str().into(), None, !give_back);
             return Err(err);
         }
     };
@@ -529,7 +274,7 @@ async fn call(
     let status = upstream.status_code();
     let mut headers = limit_headers;
     headers.push(watch.header());
-    headers.push(("X-Deployment-Id", route.deployment_id.to_owned()));
+    headers.push(("X-Deployment-Id", deployment.deployment_id.clone()));
     headers.push(("X-Trace-Id", meter.trace_id.clone()));
     let timeout_ms = config.invoke_timeout_ms;
 
@@ -540,7 +285,14 @@ async fn call(
         let err = target
             .failure(UpstreamFailure::Status { status, body }, streaming)
             .with_headers(headers);
-        meter.finish(ctx, env, err.code.as_str().into(), Some(status), true);
+        finish(
+            ctx,
+            env,
+            meter,
+            err.code.as_str().into(),
+            Some(status),
+            true,
+        );
         return Err(err);
     }
 
@@ -550,7 +302,7 @@ async fn call(
         .ok()
         .flatten()
         .unwrap_or_default();
-    let client_session = session.session_id.clone();
+    let client_session = granted.session_id.clone();
 
     if !streaming {
         let outcome = match read_bounded(&mut upstream, timeout_ms).await {
@@ -559,19 +311,26 @@ async fn call(
         };
         return match outcome {
             Ok(answer) => {
-                meter.finish(ctx, env, "ok".into(), Some(status), true);
+                finish(ctx, env, meter, "ok".into(), Some(status), true);
                 Ok(Reply::JsonWith(200, answer, headers))
             }
             Err(err) => {
-                meter.finish(ctx, env, err.code.as_str().into(), Some(status), true);
+                finish(
+                    ctx,
+                    env,
+                    meter,
+                    err.code.as_str().into(),
+                    Some(status),
+                    true,
+                );
                 Err(err.with_headers(headers))
             }
         };
     }
 
-    let meta = meta_event(&meter.trace_id, &client_session, route.deployment_id);
+    let meta = meta_event(&meter.trace_id, &client_session, &deployment.deployment_id);
     let (tx, rx) = oneshot::channel();
-    meter.finish_after(ctx, env, rx, status);
+    finish_after(ctx, env, meter, rx, status);
     let body = if content_type.contains("text/event-stream") {
         let source = upstream.stream().map_err(ApiError::internal)?;
         relay(meta, source, target, timeout_ms, tx)
@@ -583,7 +342,7 @@ async fn call(
             Ok(body) => bytes.extend(relay.wrap_whole(&content_type, &body)),
             Err(failure) => bytes.extend(relay.fail(&target.failure(failure, true))),
         }
-        let _ = tx.send(outcome_name(relay.outcome()));
+        let _ = tx.send(stream_outcome(relay.outcome()));
         futures_util::stream::once(async move { Ok::<Vec<u8>, worker::Error>(bytes) }).boxed_local()
     };
     let response = Response::from_stream(body).map_err(ApiError::internal)?;
@@ -597,15 +356,6 @@ async fn call(
             .map_err(ApiError::internal)?;
     }
     Ok(Reply::Stream(response.with_headers(response_headers)))
-}
-
-fn outcome_name(outcome: Option<StreamOutcome>) -> String {
-    match outcome {
-        Some(StreamOutcome::Done) => "ok".into(),
-        Some(StreamOutcome::AgentError) => ErrorCode::AgentError.as_str().into(),
-        Some(StreamOutcome::Failed(code)) => code.as_str().into(),
-        None => "client_closed".into(),
-    }
 }
 
 /// Forwards the agent's SSE as it arrives. Dropping this stream (the client went away) drops the upstream
@@ -628,7 +378,7 @@ fn relay(
     impl State {
         fn report(&mut self) {
             if let Some(tx) = self.tx.take() {
-                let _ = tx.send(outcome_name(self.relay.outcome()));
+                let _ = tx.send(stream_outcome(self.relay.outcome()));
             }
         }
     }
@@ -721,16 +471,15 @@ async fn read_bounded(res: &mut Response, timeout_ms: u64) -> Result<Vec<u8>, Up
 #[allow(clippy::too_many_arguments)]
 async fn send(
     env: &Env,
-    route: &Route<'_>,
-    entitlements: &Entitlements,
+    deployment: &DeploymentTarget,
+    (cpu_ms, subrequests): (u64, u64),
     body: Vec<u8>,
     trace_id: &str,
     request_id: &str,
     streaming: bool,
     timeout_ms: u64,
 ) -> Result<Response, UpstreamFailure> {
-    let row = route.row;
-    let invoke_path = row.invoke_path.as_deref().unwrap_or(DEFAULT_INVOKE_PATH);
+    let invoke_path = deployment.invoke_path.as_str();
     // Only what the agent needs: never the caller's credentials or cookies.
     let headers = Headers::new();
     let set = |name: &str, value: &str| {
@@ -757,18 +506,18 @@ async fn send(
     let network = |e: worker::Error| UpstreamFailure::Network(e.to_string());
     let abort = AbortController::default();
     let pending: std::pin::Pin<Box<dyn std::future::Future<Output = worker::Result<Response>>>> =
-        match row.deploy_target.as_deref() {
-            Some("dispatch_namespace") => {
-                let script = row.script_name.clone().unwrap_or_default();
+        match deployment.deploy_target.as_str() {
+            "dispatch_namespace" => {
+                let script = deployment.script_name.clone();
                 let namespace: DispatchNamespace =
-                    env.get_binding(DISPATCH_BINDING).map_err(|e| {
+                    env.get_binding(DISPATCHER_BINDING).map_err(|e| {
                         UpstreamFailure::Network(format!(
-                            "no {DISPATCH_BINDING} dispatch namespace binding: {e}"
+                            "no {DISPATCHER_BINDING} dispatch namespace binding: {e}"
                         ))
                     })?;
                 let limits = json!({ "limits": {
-                    "cpuMs": entitlements.cpu_ms_per_invocation,
-                    "subRequests": entitlements.subrequests_per_invocation,
+                    "cpuMs": cpu_ms,
+                    "subRequests": subrequests,
                 }});
                 // Through JSON so the binding receives plain objects (serde-wasm-bindgen would make Maps).
                 let options = js_sys::JSON::parse(&limits.to_string())
@@ -785,7 +534,7 @@ async fn send(
                 Box::pin(async move { fetcher.fetch_request(request).await })
             }
             _ => {
-                let base = row.provider_ref.clone().unwrap_or_default();
+                let base = deployment.provider_ref.clone();
                 let url = format!("{}{invoke_path}", base.trim_end_matches('/'));
                 let request = Request::new_with_init(&url, &init).map_err(network)?;
                 let signal = abort.signal();

@@ -4,24 +4,29 @@
 
 mod admin;
 mod api_keys;
+mod bindings;
 mod cloudflare;
 mod d1_deployments;
+mod d1_gate;
 mod d1_gateway;
 mod d1_store;
 mod d1_telemetry;
+mod durable;
 mod gateway;
+mod identity;
 mod jwks;
 mod telemetry;
 
+// What the Durable Object shells (durable_objects/) use of the adapter.
+pub(crate) use bindings::{d1_database, TIER_ENTITLEMENTS_VAR};
+pub(crate) use d1_store::D1Store;
+
 use crate::app::deployments::{self, deploys_not_configured};
 use crate::app::ports::{Clock, Store};
-use crate::app::{agents, secrets, users};
-use crate::auth::{jwt, Identity};
+use crate::app::{agents, secrets};
 use crate::config::{DeployConfig, ServiceConfig, CONFIG_VARS};
 use crate::domain::agent::AgentStatus;
-use crate::domain::api_key;
 use crate::domain::ids::RequestId;
-use crate::domain::user::User;
 use crate::domain::{ApiError, ErrorCode};
 use crate::http::body::{
     check_declared_length, check_json_content_type, parse_json_limited, too_large,
@@ -30,7 +35,7 @@ use crate::http::body::{
 use crate::http::envelope::{error_body, error_headers};
 use crate::http::routes::{match_route, Route, RouteMiss};
 use cloudflare::FetchProvider;
-use d1_store::D1Store;
+use durable::user_gate::UserGateClient;
 use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -254,9 +259,16 @@ fn in_background(ctx: &Context, env: &Env, config: &Rc<ServiceConfig>, work: Bac
                     base_url: &deploy.api_base_url,
                     api_token: &deploy.api_token,
                 };
-                deployments::run_deploy(&store, &provider, &JsClock, deploy, *pending)
-                    .await
-                    .map(|status| console_log!("deploy {id} finished {}", status.as_str()))
+                deployments::run_deploy(
+                    &store,
+                    &UserGateClient::new(&env),
+                    &provider,
+                    &JsClock,
+                    deploy,
+                    *pending,
+                )
+                .await
+                .map(|status| console_log!("deploy {id} finished {}", status.as_str()))
             }
             Background::CleanUp => clean_up(&env, deploy).await.map(|_| ()),
         };
@@ -315,14 +327,24 @@ async fn handle(
         }
         // Authenticated by the deployment's signature, not a user's credentials.
         Route::TelemetryReport => {
-            return telemetry::report(&mut req, &store, config, request_id).await
+            return telemetry::report(&mut req, env, &store, config, request_id).await
         }
         r if r.is_admin() => {
-            return admin::handle(&mut req, &store, config, request_id, &route).await
+            return admin::handle(
+                &mut req,
+                &store,
+                &UserGateClient::new(env),
+                config,
+                request_id,
+                &route,
+            )
+            .await
         }
         _ => {}
     }
-    let user = authenticate(&req, config, &store, &clock).await?;
+    let user =
+        identity::authenticate(header(&req, "Authorization").as_deref(), config, &store).await?;
+    let gate = UserGateClient::new(env);
     // Only the routes that need them resolve the caller's entitlements.
     let entitlements = || config.tiers.resolve(user.tier, &user.overrides);
 
@@ -332,6 +354,7 @@ async fn handle(
         | Route::AdminSetTier(_)
         | Route::AdminSetEntitlements(_)
         | Route::AdminUsage(_)
+        | Route::AdminRefreshGate(_)
         | Route::AdminRecompute
         | Route::TelemetryReport => unreachable!("answered before user authentication"),
         Route::UsageCurrent => telemetry::current(env, &store, config, &user).await,
@@ -348,7 +371,7 @@ async fn handle(
             let (_, body) = read_json(&mut req, MAX_JSON_BODY_BYTES).await?;
             api_keys::create(&store, &clock, &user, body).await
         }
-        Route::RevokeApiKey(id) => api_keys::revoke(&store, &clock, &user, &id).await,
+        Route::RevokeApiKey(id) => api_keys::revoke(&store, &gate, &clock, &user, &id).await,
         Route::ListAgents => {
             let page = agents::list_agents(
                 &store,
@@ -376,7 +399,7 @@ async fn handle(
             )
         }
         Route::DeleteAgent(id) => {
-            agents::delete_agent(&store, &clock, &user, &id).await?;
+            agents::delete_agent(&store, &gate, &clock, &user, &id).await?;
             if config.deploy.is_some() {
                 in_background(ctx, env, config, Background::CleanUp);
             }
@@ -384,11 +407,13 @@ async fn handle(
         }
         Route::DisableAgent(id) => json_reply(
             200,
-            &agents::set_agent_status(&store, &clock, &user, &id, AgentStatus::Disabled).await?,
+            &agents::set_agent_status(&store, &gate, &clock, &user, &id, AgentStatus::Disabled)
+                .await?,
         ),
         Route::EnableAgent(id) => json_reply(
             200,
-            &agents::set_agent_status(&store, &clock, &user, &id, AgentStatus::Active).await?,
+            &agents::set_agent_status(&store, &gate, &clock, &user, &id, AgentStatus::Active)
+                .await?,
         ),
         Route::Deploy(id) => {
             let deploy = config.deploy.as_ref().ok_or_else(deploys_not_configured)?;
@@ -424,7 +449,7 @@ async fn handle(
         ),
         Route::ActivateDeployment(agent, dep) => json_reply(
             200,
-            &deployments::activate_deployment(&store, &clock, &user, &agent, &dep).await?,
+            &deployments::activate_deployment(&store, &gate, &clock, &user, &agent, &dep).await?,
         ),
         Route::ListSecrets(id) => json_reply(
             200,
@@ -481,36 +506,6 @@ async fn health(store: &D1Store) -> Result<Reply, ApiError> {
             .with_details(json!({ "version": VERSION, "d1": "unreachable" }))
         }),
     }
-}
-
-/// Authenticates a user's identity-provider token. API keys are refused here: they authenticate the invoke
-/// routes only.
-async fn authenticate(
-    req: &Request,
-    config: &ServiceConfig,
-    store: &impl Store,
-    clock: &JsClock,
-) -> Result<User, ApiError> {
-    let authorization = header(req, "Authorization");
-    let token = jwt::bearer_token(authorization.as_deref())?;
-    if api_key::looks_like_key(token) {
-        return Err(ApiError::new(
-            ErrorCode::ApiKeyNotAllowed,
-            "API keys authenticate the invoke routes only; use a user session token here.",
-        ));
-    }
-    let identity = verify_identity(token, config, clock.now_ms()).await?;
-    users::resolve_user(store, clock, &identity).await
-}
-
-async fn verify_identity(
-    token: &str,
-    config: &ServiceConfig,
-    now: i64,
-) -> Result<Identity, ApiError> {
-    let kid = jwt::signing_key_id(token)?;
-    let keys = jwks::keys_for(&config.auth.jwks, &kid, now).await?;
-    jwt::verify(token, &keys, &config.auth, now)
 }
 
 /// Reads a JSON body, refusing a wrong content type, a declared or actual size over `limit` (without

@@ -3,15 +3,14 @@
 
 use super::d1_store::D1Store;
 use super::d1_telemetry::Recomputed;
-use super::gateway::do_call;
+use super::durable::user_gate::UserGateClient;
 use super::{header, read_body, JsClock, Reply};
 use crate::app::deployments::deploys_not_configured;
 use crate::app::ports::Clock;
 use crate::config::ServiceConfig;
 use crate::crypto::hmac_sha256_verify;
-use crate::domain::ids::{random_hex, AgentId, DeploymentId, RequestId};
+use crate::domain::ids::{random_hex, AgentId, DeploymentId, RequestId, UserId};
 use crate::domain::period::PeriodKey;
-use crate::domain::reservation::{GateDecision, GateRequest, PEEK_PATH};
 use crate::domain::telemetry::{
     check_events, invalid_signature, parse_deployment_header, parse_report, parse_signature_header,
     unknown_deployment, DeploymentOwner, RejectThrottle, DEPLOYMENT_HEADER, MAX_REPORT_BYTES,
@@ -33,6 +32,7 @@ thread_local! {
 /// Accepts one signed report, or refuses it (and audits the refusal, within the throttle).
 pub(super) async fn report(
     req: &mut Request,
+    env: &Env,
     store: &D1Store,
     config: &ServiceConfig,
     request_id: &RequestId,
@@ -40,7 +40,7 @@ pub(super) async fn report(
     let now = JsClock.now_ms();
     let claimed = parse_deployment_header(header(req, DEPLOYMENT_HEADER).as_deref());
     let outcome = match &claimed {
-        Ok(deployment_id) => ingest(req, store, config, deployment_id, now).await,
+        Ok(deployment_id) => ingest(req, env, store, config, deployment_id, now).await,
         Err(e) => Err(e.clone()),
     };
     if let Err(err) = &outcome {
@@ -54,6 +54,7 @@ pub(super) async fn report(
 
 async fn ingest(
     req: &mut Request,
+    env: &Env,
     store: &D1Store,
     config: &ServiceConfig,
     deployment_id: &DeploymentId,
@@ -98,6 +99,19 @@ async fn ingest(
     let period = PeriodKey::containing(now);
     let report_id = format!("rpt_{}", random_hex(12));
     let accepted = store.ingest(&report_id, &events, period, now).await?;
+    if accepted > 0 {
+        // The gate checks quotas from its own copy of the totals: hand it the charged ones.
+        let user = UserId::from_trusted(deployment.user_id.clone());
+        let charged = store.usage_totals(&user, period).await?;
+        if let Err(e) = UserGateClient::new(env)
+            .charge(&user, period, charged)
+            .await
+        {
+            console_error!(
+                "telemetry {report_id}: the gate of {user} was not told of the charge: {e}"
+            );
+        }
+    }
     Ok(Reply::Json(
         200,
         json!({
@@ -177,13 +191,9 @@ pub(super) async fn current(
     let now = JsClock.now_ms();
     let period = PeriodKey::containing(now);
     let entitlements = config.tiers.resolve(user.tier, &user.overrides);
-    let gate_request = GateRequest {
-        period_key: period,
-        limit: entitlements.requests_per_period,
-    };
     let (totals, gate) = futures_util::future::join(
         store.usage_totals(&user.id, period),
-        do_call::<GateDecision>(env, "USER_GATE", user.id.as_str(), PEEK_PATH, &gate_request),
+        UserGateClient::new(env).peek(&user.id, period, entitlements.requests_per_period),
     )
     .await;
     let totals = totals?;

@@ -73,7 +73,6 @@ export function miniflareOptions(bindings, extra = {}, dispatcher = null) {
     d1Databases: { DB: "control-plane-test" },
     durableObjects: {
       USER_GATE: { className: "UserGate", useSQLite: true },
-      SESSION_MAP: { className: "SessionMap", useSQLite: true },
     },
     bindings,
   };

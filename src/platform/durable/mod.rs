@@ -1,0 +1,3 @@
+//! Typed clients of the Durable Objects: the only code that addresses them.
+
+pub mod user_gate;

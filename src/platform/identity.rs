@@ -1,0 +1,145 @@
+//! Who is calling. A verified token is remembered (by its SHA-256) until its `exp`, the user an identity maps
+//! to and the holder of an API key are remembered for the isolate's life (they never change), so the steady
+//! state of an invocation spends neither an RSA verification nor a D1 read on the caller. Whether a key still
+//! works is the user gate's to say, on every call.
+
+use super::d1_store::D1Store;
+use super::jwks;
+use super::JsClock;
+use crate::app::invoke::{invalid_api_key, Caller, KeyHolder};
+use crate::app::ports::{Clock, Store};
+use crate::app::users;
+use crate::auth::verdict_cache::{VerdictCache, DEFAULT_CAPACITY};
+use crate::auth::{jwt, Identity};
+use crate::config::ServiceConfig;
+use crate::crypto::sha256_hex;
+use crate::domain::ids::UserId;
+use crate::domain::user::User;
+use crate::domain::{api_key, ApiError, ErrorCode};
+use std::cell::RefCell;
+
+/// Held for the isolate's life: these facts never change once true.
+const FOREVER: i64 = i64::MAX;
+
+struct Caches {
+    /// The configuration the verdicts were reached under (its address): a new one starts them afresh.
+    config: usize,
+    tokens: VerdictCache<String, Identity>,
+    users: VerdictCache<(String, String), UserId>,
+    keys: VerdictCache<String, KeyHolder>,
+}
+
+thread_local! {
+    static CACHES: RefCell<Caches> = RefCell::new(Caches {
+        config: 0,
+        tokens: VerdictCache::new(DEFAULT_CAPACITY),
+        users: VerdictCache::new(DEFAULT_CAPACITY),
+        keys: VerdictCache::new(DEFAULT_CAPACITY),
+    });
+}
+
+fn with_caches<T>(config: &ServiceConfig, f: impl FnOnce(&mut Caches) -> T) -> T {
+    CACHES.with(|c| {
+        let mut c = c.borrow_mut();
+        let id = config as *const ServiceConfig as usize;
+        if c.config != id {
+            c.config = id;
+            c.tokens.clear();
+            c.users.clear();
+            c.keys.clear();
+        }
+        f(&mut c)
+    })
+}
+
+/// The bearer credential as presented: a token to verify or an API key to look up.
+pub enum Credential {
+    Token(Identity),
+    Key { hash: String },
+}
+
+/// Reads `Authorization` and verifies a token (or checks a key's form). No D1.
+pub async fn credential(
+    authorization: Option<&str>,
+    config: &ServiceConfig,
+    now: i64,
+) -> Result<Credential, ApiError> {
+    let token = jwt::bearer_token(authorization)?;
+    if api_key::looks_like_key(token) {
+        if !api_key::is_well_formed(token) {
+            return Err(invalid_api_key());
+        }
+        return Ok(Credential::Key {
+            hash: api_key::hash(token),
+        });
+    }
+    Ok(Credential::Token(
+        verify_identity(token, config, now).await?,
+    ))
+}
+
+/// Verifies an identity-provider token, or recalls having verified it.
+pub async fn verify_identity(
+    token: &str,
+    config: &ServiceConfig,
+    now: i64,
+) -> Result<Identity, ApiError> {
+    let digest = sha256_hex(token.as_bytes());
+    if let Some(identity) = with_caches(config, |c| c.tokens.get(&digest, now)) {
+        return Ok(identity);
+    }
+    let kid = jwt::signing_key_id(token)?;
+    let keys = jwks::keys_for(&config.auth.jwks, &kid, now).await?;
+    let (identity, expires_at) = jwt::verify_until(token, &keys, &config.auth, now)?;
+    with_caches(config, |c| {
+        c.tokens.put(digest, identity.clone(), expires_at, now)
+    });
+    Ok(identity)
+}
+
+/// The caller of an invocation, resolved from the caches (D1 only on a miss).
+pub async fn invoke_caller(
+    credential: Credential,
+    config: &ServiceConfig,
+    store: &D1Store,
+) -> Result<Caller, ApiError> {
+    let now = JsClock.now_ms();
+    match credential {
+        Credential::Key { hash } => {
+            if let Some(holder) = with_caches(config, |c| c.keys.get(&hash, now)) {
+                return Ok(Caller::Key(holder));
+            }
+            let holder = store.key_holder(&hash).await?.ok_or_else(invalid_api_key)?;
+            with_caches(config, |c| c.keys.put(hash, holder.clone(), FOREVER, now));
+            Ok(Caller::Key(holder))
+        }
+        Credential::Token(identity) => {
+            let key = (identity.issuer.clone(), identity.subject.clone());
+            if let Some(user_id) = with_caches(config, |c| c.users.get(&key, now)) {
+                return Ok(Caller::Token { user_id });
+            }
+            // First sight of this identity creates its user, as every authenticated route does.
+            let user = users::resolve_user(store, &JsClock, &identity).await?;
+            with_caches(config, |c| c.users.put(key, user.id.clone(), FOREVER, now));
+            Ok(Caller::Token { user_id: user.id })
+        }
+    }
+}
+
+/// Authenticates a user's identity-provider token for the management routes. API keys are refused here: they
+/// authenticate the invoke routes only.
+pub async fn authenticate(
+    authorization: Option<&str>,
+    config: &ServiceConfig,
+    store: &impl Store,
+) -> Result<User, ApiError> {
+    let token = jwt::bearer_token(authorization)?;
+    if api_key::looks_like_key(token) {
+        return Err(ApiError::new(
+            ErrorCode::ApiKeyNotAllowed,
+            "API keys authenticate the invoke routes only; use a user session token here.",
+        ));
+    }
+    let identity = verify_identity(token, config, JsClock.now_ms()).await?;
+    users::resolve_user(store, &JsClock, &identity).await
+}
