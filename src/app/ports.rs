@@ -6,7 +6,7 @@ use crate::domain::agent::{Agent, AgentDescription, AgentName, AgentStatus};
 use crate::domain::ids::{AgentId, UserId};
 use crate::domain::pagination::Cursor;
 use crate::domain::user::User;
-use crate::domain::{ApiError, ErrorCode};
+use crate::domain::ApiError;
 
 /// A storage failure. Its text is for the operator's log; clients see a generic 500.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,13 +97,10 @@ pub trait GateNotifier {
 
 /// The answer when a change was saved but the gate could not be told about it.
 pub fn gate_not_told(cause: String) -> ApiError {
-    ApiError {
-        internal_cause: Some(format!("request gate: {cause}")),
-        ..ApiError::new(
-            ErrorCode::DependencyUnavailable,
-            "The change was saved, but the invocation gateway could not be told yet; repeat the request.",
-        )
-    }
+    ApiError::unavailable(
+        "The change was saved, but the invocation gateway could not be told yet; repeat the request.",
+        format!("request gate: {cause}"),
+    )
 }
 
 /// Saves nothing else: tells the gate, or turns its failure into `gate_not_told`.

@@ -312,6 +312,15 @@ impl ApiError {
         }
     }
 
+    /// 503 `dependency_unavailable`: something this request needs (the database, a Durable Object, the identity
+    /// provider) could not be reached. `message` tells the caller what it means for them; `cause` is logged only.
+    pub fn unavailable(message: impl Into<String>, cause: impl fmt::Display) -> Self {
+        ApiError {
+            internal_cause: Some(cause.to_string()),
+            ..ApiError::new(ErrorCode::DependencyUnavailable, message)
+        }
+    }
+
     /// A failed value rule on one named input field.
     pub fn validation(field: &str, message: impl Into<String>) -> Self {
         let message = message.into();

@@ -1,7 +1,7 @@
 //! Session mapping: the `sessionId` a client sees is opaque and is mapped, per user and agent, to the session id
-//! the runtime sees. The mapping lives in a `SessionMap` Durable Object addressed by (user, agent), so a session
-//! id presented by another user or for another agent is looked up in a different object and never reaches
-//! this one's runtime session.
+//! the runtime sees. The mapping lives in the user's gate (one Durable Object per user) under the agent's id, so
+//! a session id presented by another user or for another agent is another session and never reaches this one's
+//! runtime session.
 
 use super::ids::random_hex;
 use serde::{Deserialize, Serialize};
@@ -10,34 +10,11 @@ use serde::{Deserialize, Serialize};
 pub const SESSION_TTL_MS: i64 = 24 * 60 * 60 * 1000;
 pub const MAX_CLIENT_SESSION_ID_LEN: usize = 128;
 
-/// What the `SessionMap` stores per client session id.
+/// What the user's gate stores per (agent, client session id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionRecord {
     pub runtime_session_id: String,
-    pub expires_at_ms: i64,
-}
-
-/// The `SessionMap` route that resolves (or starts) a session.
-pub const RESOLVE_PATH: &str = "/resolve";
-
-/// `POST /resolve` body sent to a `SessionMap`. Without `sessionId` a new session is started.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ResolveSession {
-    #[serde(default)]
-    pub session_id: Option<String>,
-}
-
-/// The `SessionMap`'s answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ResolvedSession {
-    /// What the client passes to continue the conversation.
-    pub session_id: String,
-    /// What the runtime sees; never shown to the client.
-    pub runtime_session_id: String,
-    pub created: bool,
     pub expires_at_ms: i64,
 }
 

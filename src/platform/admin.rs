@@ -1,9 +1,11 @@
 //! The operator API (`/v1/admin/…`), authenticated by `ADMIN_TOKEN` (compared in constant time), never by a
 //! user's token. Every call that reaches it, allowed or not, leaves a row in `admin_audit`.
 
-use super::d1_store::D1Store;
+use super::d1::D1Store;
 use super::durable::user_gate::UserGateClient;
-use super::{header, read_json, telemetry, JsClock, Reply};
+use super::reply::Reply;
+use super::request::{header, read_json};
+use super::{telemetry, JsClock};
 use crate::app::gate::protocol::Forget;
 use crate::app::ports::tell;
 use crate::app::ports::Clock;

@@ -1,8 +1,9 @@
 //! `GET/POST /v1/api-keys`, `DELETE /v1/api-keys/{keyId}`: managed with a user session, never with a key.
 
-use super::d1_gateway::ApiKeyRow;
-use super::d1_store::D1Store;
-use super::{JsClock, Reply};
+use super::d1::api_keys::ApiKeyRow;
+use super::d1::D1Store;
+use super::reply::Reply;
+use super::JsClock;
 use crate::app::gate::protocol::Forget;
 use crate::app::ports::{tell, Clock, GateNotifier, Store};
 use crate::domain::api_key::{self, CreateKey, MAX_LIVE_KEYS};

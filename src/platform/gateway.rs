@@ -6,65 +6,41 @@
 //! D1 read: the gate answers from its memory and storage. Gateway-side metering is written after the response,
 //! with `waitUntil`. The counting policy is `app::invoke`'s.
 
-use super::bindings::{d1_database, DISPATCHER_BINDING};
-use super::d1_store::D1Store;
+use super::bindings::d1_database;
+use super::d1::D1Store;
 use super::durable::user_gate::UserGateClient;
 use super::identity::{credential, invoke_caller};
-use super::{header, read_json, JsClock, Reply};
-use crate::app::gate::protocol::DeploymentTarget;
+use super::reply::Reply;
+use super::request::{header, read_json};
+use super::upstream::{read_bounded, relay, send};
+use super::JsClock;
 use crate::app::invoke::{
     given_back, gives_back, prepare, rate_limit_headers, stream_outcome, Admitted, InvokeGate,
     Meter, Refused,
 };
 use crate::app::ports::Clock;
 use crate::config::ServiceConfig;
-use crate::domain::ids::{AgentId, RequestId};
+use crate::domain::ids::{AgentId, RequestId, UserId};
 use crate::domain::invoke::{
     client_response, new_trace_id, InvokeRequest, UpstreamFailure, UpstreamTarget,
-    MAX_INVOKE_BODY_BYTES, MAX_UPSTREAM_BODY_BYTES,
+    MAX_INVOKE_BODY_BYTES,
 };
 use crate::domain::period::PeriodKey;
 use crate::domain::sse::{meta_event, StreamRelay};
-use crate::domain::{ApiError, ErrorCode};
+use crate::domain::ApiError;
 use futures_channel::oneshot;
-use futures_util::future::{select, Either};
 use futures_util::StreamExt;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::rc::Rc;
-use std::time::Duration;
-use wasm_bindgen::prelude::*;
-use worker::{
-    AbortController, ByteStream, Context, Delay, Env, EnvBinding, Fetch, Fetcher, Headers, Method,
-    Request, RequestInit, Response,
-};
-
-#[wasm_bindgen]
-extern "C" {
-    /// The dispatch namespace binding (Workers for Platforms). workers-rs's own wrapper only has the
-    /// one-argument `get`; this one passes per-invocation `limits`.
-    #[wasm_bindgen(extends = js_sys::Object)]
-    #[derive(Debug, Clone)]
-    pub type DispatchNamespace;
-
-    #[wasm_bindgen(method, catch, js_name = get)]
-    fn get_with_options(
-        this: &DispatchNamespace,
-        name: &str,
-        args: &JsValue,
-        options: &JsValue,
-    ) -> Result<worker::worker_sys::Fetcher, JsValue>;
-}
-
-impl EnvBinding for DispatchNamespace {
-    // What the runtime calls the class of a dispatch namespace binding (and what the local emulation is named).
-    const TYPE_NAME: &'static str = "DynamicDispatcher";
-}
+use worker::{Context, Env, Headers, Request, Response};
 
 /// Where the gateway's time went, for `Server-Timing` (what `make bench` reports the overhead is made of).
 /// On Workers the clock advances only across I/O, which is exactly what these laps measure.
 struct Stopwatch {
     last: i64,
     laps: Vec<(&'static str, i64)>,
+    /// Events without a duration (a metric with no `dur`).
+    marks: Vec<&'static str>,
 }
 
 impl Stopwatch {
@@ -72,6 +48,7 @@ impl Stopwatch {
         Stopwatch {
             last: now,
             laps: Vec::new(),
+            marks: Vec::new(),
         }
     }
 
@@ -86,6 +63,7 @@ impl Stopwatch {
             .laps
             .iter()
             .map(|(name, ms)| format!("{name};dur={ms}"))
+            .chain(self.marks.iter().map(|name| name.to_string()))
             .collect();
         ("Server-Timing", parts.join(", "))
     }
@@ -174,14 +152,14 @@ pub(super) async fn invoke(
             meter.deployment_id = Some(admitted.deployment.deployment_id.clone());
             if admitted.gate_loaded {
                 // The gate read D1 for this call (new object or stale facts): named so `make bench` can see it.
-                watch.laps.push(("gate_d1", 1));
+                watch.marks.push("gate_d1");
             }
             call(
                 env,
                 ctx,
                 config,
                 &gate,
-                &caller_user(&caller),
+                caller.user_id(),
                 &admitted,
                 &request,
                 meter,
@@ -201,17 +179,13 @@ pub(super) async fn invoke(
     }
 }
 
-fn caller_user(caller: &crate::app::invoke::Caller) -> crate::domain::ids::UserId {
-    caller.user_id().clone()
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn call(
     env: &Env,
     ctx: &Context,
     config: &ServiceConfig,
     gate: &UserGateClient<'_>,
-    user: &crate::domain::ids::UserId,
+    user: &UserId,
     admitted: &Admitted,
     request: &InvokeRequest,
     meter: Meter,
@@ -356,199 +330,4 @@ async fn call(
             .map_err(ApiError::internal)?;
     }
     Ok(Reply::Stream(response.with_headers(response_headers)))
-}
-
-/// Forwards the agent's SSE as it arrives. Dropping this stream (the client went away) drops the upstream
-/// reader, which cancels the agent's response body.
-fn relay(
-    meta: Vec<u8>,
-    source: ByteStream,
-    target: UpstreamTarget,
-    timeout_ms: u64,
-    tx: oneshot::Sender<String>,
-) -> futures_util::stream::LocalBoxStream<'static, Result<Vec<u8>, worker::Error>> {
-    struct State {
-        meta: Option<Vec<u8>>,
-        source: Option<ByteStream>,
-        relay: StreamRelay,
-        target: UpstreamTarget,
-        timeout_ms: u64,
-        tx: Option<oneshot::Sender<String>>,
-    }
-    impl State {
-        fn report(&mut self) {
-            if let Some(tx) = self.tx.take() {
-                let _ = tx.send(stream_outcome(self.relay.outcome()));
-            }
-        }
-    }
-    let state = State {
-        meta: Some(meta),
-        source: Some(source),
-        relay: StreamRelay::default(),
-        target,
-        timeout_ms,
-        tx: Some(tx),
-    };
-    futures_util::stream::unfold(state, |mut st| async move {
-        if let Some(meta) = st.meta.take() {
-            return Some((Ok(meta), st));
-        }
-        loop {
-            if st.relay.is_finished() {
-                // Stop reading the agent at once (cancels its body) and record the outcome.
-                st.source = None;
-                st.report();
-                return None;
-            }
-            let source = st.source.as_mut()?;
-            let out = match within(st.timeout_ms, source.next()).await {
-                Some(Some(Ok(chunk))) => st.relay.feed(&chunk),
-                Some(Some(Err(e))) => {
-                    worker::console_log!("agent stream {} broke: {e}", st.target.deployment_id);
-                    st.relay.fail(&ApiError::new(
-                        ErrorCode::UpstreamInterrupted,
-                        "The agent's stream broke off.",
-                    ))
-                }
-                Some(None) => st.relay.end(),
-                None => st.relay.fail(&st.target.failure(
-                    UpstreamFailure::Timeout {
-                        after_ms: st.timeout_ms,
-                    },
-                    true,
-                )),
-            };
-            if !out.is_empty() {
-                return Some((Ok(out), st));
-            }
-        }
-    })
-    .boxed_local()
-}
-
-/// `future`'s output, or `None` when `timeout_ms` pass first (the future is then dropped).
-async fn within<F: std::future::Future>(timeout_ms: u64, future: F) -> Option<F::Output> {
-    match select(
-        Box::pin(future),
-        Delay::from(Duration::from_millis(timeout_ms)),
-    )
-    .await
-    {
-        Either::Left((output, _)) => Some(output),
-        Either::Right(_) => None,
-    }
-}
-
-/// Reads a whole upstream body, up to `MAX_UPSTREAM_BODY_BYTES` (more is an invalid response) and within the
-/// time limit.
-async fn read_bounded(res: &mut Response, timeout_ms: u64) -> Result<Vec<u8>, UpstreamFailure> {
-    let status = res.status_code();
-    let mut stream = match res.stream() {
-        Ok(s) => s,
-        Err(_) => return Ok(Vec::new()),
-    };
-    let read = async move {
-        let mut body = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| UpstreamFailure::Network(e.to_string()))?;
-            if body.len() + chunk.len() > MAX_UPSTREAM_BODY_BYTES {
-                body.truncate(MAX_UPSTREAM_BODY_BYTES.min(body.len()));
-                return Err(UpstreamFailure::InvalidResponse { status, body });
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
-    };
-    within(timeout_ms, read)
-        .await
-        .unwrap_or(Err(UpstreamFailure::Timeout {
-            after_ms: timeout_ms,
-        }))
-}
-
-/// Sends the invocation to the agent's active deployment and waits (bounded) for the response head.
-#[allow(clippy::too_many_arguments)]
-async fn send(
-    env: &Env,
-    deployment: &DeploymentTarget,
-    (cpu_ms, subrequests): (u64, u64),
-    body: Vec<u8>,
-    trace_id: &str,
-    request_id: &str,
-    streaming: bool,
-    timeout_ms: u64,
-) -> Result<Response, UpstreamFailure> {
-    let invoke_path = deployment.invoke_path.as_str();
-    // Only what the agent needs: never the caller's credentials or cookies.
-    let headers = Headers::new();
-    let set = |name: &str, value: &str| {
-        headers
-            .set(name, value)
-            .map_err(|e| UpstreamFailure::Network(e.to_string()))
-    };
-    set("Content-Type", "application/json")?;
-    set(
-        "Accept",
-        if streaming {
-            "text/event-stream"
-        } else {
-            "application/json"
-        },
-    )?;
-    set("X-Trace-Id", trace_id)?;
-    set("X-Request-Id", request_id)?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_headers(headers)
-        .with_body(Some(js_sys::Uint8Array::from(body.as_slice()).into()));
-
-    let network = |e: worker::Error| UpstreamFailure::Network(e.to_string());
-    let abort = AbortController::default();
-    let pending: std::pin::Pin<Box<dyn std::future::Future<Output = worker::Result<Response>>>> =
-        match deployment.deploy_target.as_str() {
-            "dispatch_namespace" => {
-                let script = deployment.script_name.clone();
-                let namespace: DispatchNamespace =
-                    env.get_binding(DISPATCHER_BINDING).map_err(|e| {
-                        UpstreamFailure::Network(format!(
-                            "no {DISPATCHER_BINDING} dispatch namespace binding: {e}"
-                        ))
-                    })?;
-                let limits = json!({ "limits": {
-                    "cpuMs": cpu_ms,
-                    "subRequests": subrequests,
-                }});
-                // Through JSON so the binding receives plain objects (serde-wasm-bindgen would make Maps).
-                let options = js_sys::JSON::parse(&limits.to_string())
-                    .map_err(|e| UpstreamFailure::Network(format!("{e:?}")))?;
-                let fetcher: Fetcher = namespace
-                    .get_with_options(&script, &JsValue::UNDEFINED, &options)
-                    .map_err(|e| UpstreamFailure::Network(format!("{e:?}")))?
-                    .into();
-                let request = Request::new_with_init(
-                    &format!("https://{script}.dispatch.internal{invoke_path}"),
-                    &init,
-                )
-                .map_err(network)?;
-                Box::pin(async move { fetcher.fetch_request(request).await })
-            }
-            _ => {
-                let base = deployment.provider_ref.clone();
-                let url = format!("{}{invoke_path}", base.trim_end_matches('/'));
-                let request = Request::new_with_init(&url, &init).map_err(network)?;
-                let signal = abort.signal();
-                Box::pin(async move { Fetch::Request(request).send_with_signal(&signal).await })
-            }
-        };
-    match within(timeout_ms, pending).await {
-        Some(Ok(res)) => Ok(res),
-        Some(Err(e)) => Err(network(e)),
-        None => {
-            abort.abort();
-            Err(UpstreamFailure::Timeout {
-                after_ms: timeout_ms,
-            })
-        }
-    }
 }

@@ -3,12 +3,13 @@
 //! state of an invocation spends neither an RSA verification nor a D1 read on the caller. Whether a key still
 //! works is the user gate's to say, on every call.
 
-use super::d1_store::D1Store;
+use super::d1::D1Store;
 use super::jwks;
 use super::JsClock;
 use crate::app::invoke::{invalid_api_key, Caller, KeyHolder};
 use crate::app::ports::{Clock, Store};
 use crate::app::users;
+use crate::auth::bearer::{bearer, Bearer};
 use crate::auth::verdict_cache::{VerdictCache, DEFAULT_CAPACITY};
 use crate::auth::{jwt, Identity};
 use crate::config::ServiceConfig;
@@ -64,18 +65,15 @@ pub async fn credential(
     config: &ServiceConfig,
     now: i64,
 ) -> Result<Credential, ApiError> {
-    let token = jwt::bearer_token(authorization)?;
-    if api_key::looks_like_key(token) {
-        if !api_key::is_well_formed(token) {
-            return Err(invalid_api_key());
-        }
-        return Ok(Credential::Key {
-            hash: api_key::hash(token),
-        });
+    match bearer(authorization)? {
+        Bearer::Key(key) if api_key::is_well_formed(key) => Ok(Credential::Key {
+            hash: api_key::hash(key),
+        }),
+        Bearer::Key(_) => Err(invalid_api_key()),
+        Bearer::Token(token) => Ok(Credential::Token(
+            verify_identity(token, config, now).await?,
+        )),
     }
-    Ok(Credential::Token(
-        verify_identity(token, config, now).await?,
-    ))
 }
 
 /// Verifies an identity-provider token, or recalls having verified it.
@@ -133,13 +131,12 @@ pub async fn authenticate(
     config: &ServiceConfig,
     store: &impl Store,
 ) -> Result<User, ApiError> {
-    let token = jwt::bearer_token(authorization)?;
-    if api_key::looks_like_key(token) {
+    let Bearer::Token(token) = bearer(authorization)? else {
         return Err(ApiError::new(
             ErrorCode::ApiKeyNotAllowed,
             "API keys authenticate the invoke routes only; use a user session token here.",
         ));
-    }
+    };
     let identity = verify_identity(token, config, JsClock.now_ms()).await?;
     users::resolve_user(store, &JsClock, &identity).await
 }

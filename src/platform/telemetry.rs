@@ -1,10 +1,12 @@
 //! Telemetry ingestion (`POST /v1/telemetry/report`), the usage reads (`/v1/usage/…`, `/v1/metrics/recent`)
 //! and the rollup job (recompute, finalize, prune) that the cron trigger and the operator API run.
 
-use super::d1_store::D1Store;
-use super::d1_telemetry::Recomputed;
+use super::d1::telemetry::Recomputed;
+use super::d1::D1Store;
 use super::durable::user_gate::UserGateClient;
-use super::{header, read_body, JsClock, Reply};
+use super::reply::Reply;
+use super::request::{header, read_body};
+use super::JsClock;
 use crate::app::deployments::deploys_not_configured;
 use crate::app::ports::Clock;
 use crate::config::ServiceConfig;
@@ -197,11 +199,10 @@ pub(super) async fn current(
     )
     .await;
     let totals = totals?;
-    let gate = gate.map_err(|cause| ApiError {
-        internal_cause: Some(format!("request gate: {cause}")),
-        ..ApiError::new(
-            ErrorCode::DependencyUnavailable,
+    let gate = gate.map_err(|cause| {
+        ApiError::unavailable(
             "The request counter is unavailable; retry shortly.",
+            format!("request gate: {cause}"),
         )
     })?;
     let left = remaining(&totals, gate.used, &entitlements);

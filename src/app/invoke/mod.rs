@@ -93,13 +93,10 @@ pub fn invalid_api_key() -> ApiError {
 
 /// The gate (or another store the call needs) could not be asked: fail closed, nothing was reserved.
 pub fn gate_unavailable(cause: String) -> ApiError {
-    ApiError {
-        internal_cause: Some(format!("request gate: {cause}")),
-        ..ApiError::new(
-            ErrorCode::DependencyUnavailable,
-            "The request gate is unavailable; the call was not made. Retry shortly.",
-        )
-    }
+    ApiError::unavailable(
+        "The request gate is unavailable; the call was not made. Retry shortly.",
+        format!("request gate: {cause}"),
+    )
 }
 
 pub async fn prepare(

@@ -1,7 +1,7 @@
 //! D1 for the invocation hot path's cold side: what a user's gate reads when it is new or told it is stale
 //! (one query), and what an API key's hash stands for (read once per isolate, then cached).
 
-use super::d1_store::{text, D1Store};
+use super::store::{text, D1Store};
 use crate::app::gate::protocol::{
     AdmitRequest, AgentRoute, DeploymentTarget, KeyFacts, LoadedFacts, UserFacts,
 };

@@ -1,7 +1,7 @@
 //! The `DeploymentStore` port over D1. Pointer moves are single D1 batches (one transaction), so the agent's
 //! `active_deployment_id` and the deployments' statuses never disagree, whatever runs concurrently.
 
-use super::d1_store::{fail, is_unique_violation, number, text, D1Store, IdRow};
+use super::store::{fail, is_unique_violation, number, text, D1Store, IdRow};
 use crate::app::ports::{
     DeploymentStore, Inserted, NewDeployment, SealedSecret, StoreError, StoreResult, UnneededScript,
 };

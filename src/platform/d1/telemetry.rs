@@ -1,7 +1,7 @@
 //! D1 for telemetry and usage: the deployment a report claims, the ingest batch (events and billing usage in
 //! one transaction), usage reads, the recompute and retention jobs, and the audit of rejected reports.
 
-use super::d1_store::{fail, number, opt_text, text, D1Store};
+use super::store::{fail, number, opt_text, text, D1Store};
 use crate::app::ports::{StoreError, StoreResult};
 use crate::domain::ids::{AgentId, DeploymentId, UserId};
 use crate::domain::period::PeriodKey;

@@ -1,0 +1,108 @@
+//! Work that is not a request: the cron jobs and what a request leaves running after its answer.
+
+use super::bindings::d1_database;
+use super::cloudflare::FetchProvider;
+use super::config_cache::load_config;
+use super::d1::D1Store;
+use super::durable::user_gate::UserGateClient;
+use super::{telemetry, JsClock};
+use crate::app::deployments;
+use crate::config::{DeployConfig, ServiceConfig};
+use crate::domain::ApiError;
+use std::rc::Rc;
+use worker::{console_error, console_log, Context, Env};
+
+/// The cron trigger (wrangler.toml `[triggers]`): the usage rollup (recompute, finalize, prune), then the
+/// deploy clean-up (fails stuck deploys and deletes unneeded scripts).
+pub(super) async fn run_scheduled(env: Env) {
+    let config = match load_config(&env) {
+        Ok(config) => config,
+        Err(e) => {
+            console_error!(
+                "scheduled jobs skipped: {}",
+                e.internal_cause.unwrap_or(e.message)
+            );
+            return;
+        }
+    };
+    match d1_database(&env).map(D1Store::new) {
+        Ok(store) => match telemetry::run_rollups(&store, &config).await {
+            Ok(run) => console_log!(
+                "usage rollup: {} periods recomputed ({} drifted users corrected), {} raw events pruned",
+                run.recomputed.len(),
+                run.recomputed.iter().map(|r| r.drifted).sum::<u64>(),
+                run.pruned_events
+            ),
+            Err(e) => console_error!(
+                "usage rollup failed: {}",
+                e.internal_cause.unwrap_or(e.message)
+            ),
+        },
+        Err(e) => console_error!("usage rollup skipped: no database: {}", e.message),
+    }
+    let Some(deploy) = &config.deploy else { return };
+    match clean_up(&env, deploy).await {
+        Ok((failed, deleted)) => {
+            console_log!("clean-up: {failed} stuck deployments failed, {deleted} scripts deleted")
+        }
+        Err(e) => console_error!("clean-up failed: {}", e.internal_cause.unwrap_or(e.message)),
+    }
+}
+
+async fn clean_up(env: &Env, deploy: &DeployConfig) -> Result<(u32, u32), ApiError> {
+    let store = D1Store::new(d1_database(env)?);
+    let provider = FetchProvider {
+        base_url: &deploy.api_base_url,
+        api_token: &deploy.api_token,
+    };
+    deployments::clean_up(&store, &provider, &JsClock, deploy).await
+}
+
+/// Runs `work` after the response is sent (the deploy itself, clean-up after a delete).
+pub(super) fn in_background(
+    ctx: &Context,
+    env: &Env,
+    config: &Rc<ServiceConfig>,
+    work: Background,
+) {
+    let env = env.clone();
+    let config = config.clone();
+    ctx.wait_until(async move {
+        let Some(deploy) = &config.deploy else { return };
+        let outcome = match work {
+            Background::Deploy(pending) => {
+                let id = pending.deployment.id.clone();
+                let store = match d1_database(&env) {
+                    Ok(db) => D1Store::new(db),
+                    Err(e) => return console_error!("deploy {id}: no database: {}", e.message),
+                };
+                let provider = FetchProvider {
+                    base_url: &deploy.api_base_url,
+                    api_token: &deploy.api_token,
+                };
+                deployments::run_deploy(
+                    &store,
+                    &UserGateClient::new(&env),
+                    &provider,
+                    &JsClock,
+                    deploy,
+                    *pending,
+                )
+                .await
+                .map(|status| console_log!("deploy {id} finished {}", status.as_str()))
+            }
+            Background::CleanUp => clean_up(&env, deploy).await.map(|_| ()),
+        };
+        if let Err(e) = outcome {
+            console_error!(
+                "background work failed: {}",
+                e.internal_cause.unwrap_or(e.message)
+            );
+        }
+    });
+}
+
+pub(super) enum Background {
+    Deploy(Box<deployments::PendingDeploy>),
+    CleanUp,
+}

@@ -1,0 +1,244 @@
+//! The route table applied: a matched route to its handler, with the caller authenticated where the route needs
+//! it. Handlers live in files named for their area; this file only dispatches.
+
+use super::bindings::d1_database;
+use super::d1::D1Store;
+use super::durable::user_gate::UserGateClient;
+use super::jobs::{in_background, Background};
+use super::reply::{json_reply, Reply};
+use super::request::{header, read_json};
+use super::{admin, api_keys, gateway, identity, telemetry, JsClock};
+use crate::app::deployments::{self, deploys_not_configured};
+use crate::app::ports::Store;
+use crate::app::{agents, secrets};
+use crate::config::ServiceConfig;
+use crate::domain::agent::AgentStatus;
+use crate::domain::ids::RequestId;
+use crate::domain::{ApiError, ErrorCode};
+use crate::http::body::{MAX_DEPLOY_BODY_BYTES, MAX_JSON_BODY_BYTES};
+use crate::http::routes::{match_route, Route, RouteMiss};
+use serde_json::json;
+use std::collections::HashMap;
+use std::rc::Rc;
+use worker::{Context, Env, Method, Request};
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+pub(super) async fn handle(
+    mut req: Request,
+    env: &Env,
+    ctx: &Context,
+    config: &Rc<ServiceConfig>,
+    request_id: &RequestId,
+) -> Result<Reply, ApiError> {
+    let method = req.method();
+    let url = req.url().map_err(ApiError::internal)?;
+    let path = url.path().to_owned();
+
+    if method == Method::Options && header(&req, "Access-Control-Request-Method").is_some() {
+        return preflight(config, header(&req, "Origin").as_deref());
+    }
+    if config.debug_routes && path == "/__debug/panic" {
+        panic!("deliberate panic from /__debug/panic");
+    }
+
+    let route = match_route(method.as_ref(), &path).map_err(|miss| match miss {
+        RouteMiss::NotFound => ApiError::new(
+            ErrorCode::RouteNotFound,
+            "No such route. See docs/openapi.yaml.",
+        ),
+        RouteMiss::MethodNotAllowed(allow) => ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            format!("This route does not accept {method}."),
+        )
+        .with_details(json!({ "allow": allow })),
+    })?;
+
+    let store = D1Store::new(d1_database(env)?);
+    let clock = JsClock;
+    let query: HashMap<String, String> = url.query_pairs().into_owned().collect();
+
+    match &route {
+        Route::Health => return health(&store).await,
+        Route::Invoke(agent, streaming) => {
+            return gateway::invoke(&mut req, env, ctx, config, request_id, agent, *streaming).await
+        }
+        // Authenticated by the deployment's signature, not a user's credentials.
+        Route::TelemetryReport => {
+            return telemetry::report(&mut req, env, &store, config, request_id).await
+        }
+        r if r.is_admin() => {
+            return admin::handle(
+                &mut req,
+                &store,
+                &UserGateClient::new(env),
+                config,
+                request_id,
+                &route,
+            )
+            .await
+        }
+        _ => {}
+    }
+    let user =
+        identity::authenticate(header(&req, "Authorization").as_deref(), config, &store).await?;
+    let gate = UserGateClient::new(env);
+    // Only the routes that need them resolve the caller's entitlements.
+    let entitlements = || config.tiers.resolve(user.tier, &user.overrides);
+
+    match route {
+        Route::Health
+        | Route::Invoke(..)
+        | Route::AdminSetTier(_)
+        | Route::AdminSetEntitlements(_)
+        | Route::AdminUsage(_)
+        | Route::AdminRefreshGate(_)
+        | Route::AdminRecompute
+        | Route::TelemetryReport => unreachable!("answered before user authentication"),
+        Route::UsageCurrent => telemetry::current(env, &store, config, &user).await,
+        Route::UsageHistory => telemetry::history(&store, &user, &query).await,
+        Route::MetricsRecent => telemetry::recent(&store, &user, &query).await,
+        Route::Me => {
+            let mut me = serde_json::to_value(&user).map_err(ApiError::internal)?;
+            me["entitlements"] =
+                serde_json::to_value(entitlements()).map_err(ApiError::internal)?;
+            Ok(Reply::Json(200, me))
+        }
+        Route::ListApiKeys => api_keys::list(&store, &user).await,
+        Route::CreateApiKey => {
+            let (_, body) = read_json(&mut req, MAX_JSON_BODY_BYTES).await?;
+            api_keys::create(&store, &clock, &user, body).await
+        }
+        Route::RevokeApiKey(id) => api_keys::revoke(&store, &gate, &clock, &user, &id).await,
+        Route::ListAgents => {
+            let page = agents::list_agents(
+                &store,
+                &user,
+                query.get("cursor").map(String::as_str),
+                query.get("limit").map(String::as_str),
+            )
+            .await?;
+            json_reply(200, &page)
+        }
+        Route::CreateAgent => {
+            let (_, body) = read_json(&mut req, MAX_JSON_BODY_BYTES).await?;
+            json_reply(
+                201,
+                &agents::create_agent(&store, &clock, &user, body, entitlements().max_agents)
+                    .await?,
+            )
+        }
+        Route::GetAgent(id) => json_reply(200, &agents::get_agent(&store, &user, &id).await?),
+        Route::UpdateAgent(id) => {
+            let (_, body) = read_json(&mut req, MAX_JSON_BODY_BYTES).await?;
+            json_reply(
+                200,
+                &agents::update_agent(&store, &clock, &user, &id, body).await?,
+            )
+        }
+        Route::DeleteAgent(id) => {
+            agents::delete_agent(&store, &gate, &clock, &user, &id).await?;
+            if config.deploy.is_some() {
+                in_background(ctx, env, config, Background::CleanUp);
+            }
+            Ok(Reply::NoContent)
+        }
+        Route::DisableAgent(id) => json_reply(
+            200,
+            &agents::set_agent_status(&store, &gate, &clock, &user, &id, AgentStatus::Disabled)
+                .await?,
+        ),
+        Route::EnableAgent(id) => json_reply(
+            200,
+            &agents::set_agent_status(&store, &gate, &clock, &user, &id, AgentStatus::Active)
+                .await?,
+        ),
+        Route::Deploy(id) => {
+            let deploy = config.deploy.as_ref().ok_or_else(deploys_not_configured)?;
+            entitlements().require_runtime(deployments::RUNTIME_PROVIDER)?;
+            let (raw, body) = read_json(&mut req, MAX_DEPLOY_BODY_BYTES).await?;
+            let key = header(&req, "Idempotency-Key");
+            let (deployment, pending) = deployments::request_deploy(
+                &store,
+                &clock,
+                deploy,
+                &user,
+                &id,
+                &raw,
+                body,
+                key.as_deref(),
+            )
+            .await?;
+            if let Some(pending) = pending {
+                in_background(ctx, env, config, Background::Deploy(Box::new(pending)));
+            }
+            json_reply(202, &deployment)
+        }
+        Route::ListDeployments(id) => {
+            let query = query.into_iter().collect();
+            json_reply(
+                200,
+                &json!({ "deployments": deployments::list_deployments(&store, &user, &id, &query).await? }),
+            )
+        }
+        Route::GetDeployment(agent, dep) => json_reply(
+            200,
+            &deployments::get_deployment(&store, &user, &agent, &dep).await?,
+        ),
+        Route::ActivateDeployment(agent, dep) => json_reply(
+            200,
+            &deployments::activate_deployment(&store, &gate, &clock, &user, &agent, &dep).await?,
+        ),
+        Route::ListSecrets(id) => json_reply(
+            200,
+            &json!({ "secrets": secrets::list_secrets(&store, &user, &id).await? }),
+        ),
+        Route::PutSecret(id, name) => {
+            let deploy = config.deploy.as_ref().ok_or_else(deploys_not_configured)?;
+            let (_, body) = read_json(&mut req, MAX_JSON_BODY_BYTES).await?;
+            json_reply(
+                200,
+                &secrets::put_secret(
+                    &store,
+                    &clock,
+                    &deploy.encryption_key,
+                    &user,
+                    &id,
+                    &name,
+                    body,
+                )
+                .await?,
+            )
+        }
+        Route::DeleteSecret(id, name) => {
+            secrets::delete_secret(&store, &user, &id, &name).await?;
+            Ok(Reply::NoContent)
+        }
+    }
+}
+
+fn preflight(config: &ServiceConfig, origin: Option<&str>) -> Result<Reply, ApiError> {
+    match origin {
+        Some(origin) if config.cors.allows(origin) => {
+            Ok(Reply::Preflight(config.cors.preflight_headers(origin)))
+        }
+        _ => Err(ApiError::new(
+            ErrorCode::CorsOriginNotAllowed,
+            "This origin is not allowed to call the API from a browser.",
+        )),
+    }
+}
+
+async fn health(store: &D1Store) -> Result<Reply, ApiError> {
+    match store.ping().await {
+        Ok(()) => Ok(Reply::Json(
+            200,
+            json!({ "status": "ok", "version": VERSION, "d1": "ok" }),
+        )),
+        Err(e) => Err(ApiError::unavailable(
+            "The database is not reachable.",
+            format!("health: {}", e.0),
+        )
+        .with_details(json!({ "version": VERSION, "d1": "unreachable" }))),
+    }
+}

@@ -1,0 +1,240 @@
+//! The upstream call: sending an invocation to the agent's active deployment (over HTTPS in `workers_dev` mode, through
+//! the dispatch namespace binding with per-invocation limits otherwise), reading its answer within the time limit
+//! and a size bound, and relaying its SSE as it arrives.
+
+use super::bindings::DISPATCHER_BINDING;
+use crate::app::gate::protocol::DeploymentTarget;
+use crate::app::invoke::stream_outcome;
+use crate::domain::invoke::{UpstreamFailure, UpstreamTarget, MAX_UPSTREAM_BODY_BYTES};
+use crate::domain::sse::StreamRelay;
+use crate::domain::{ApiError, ErrorCode};
+use futures_channel::oneshot;
+use futures_util::future::{select, Either};
+use futures_util::StreamExt;
+use serde_json::json;
+use std::time::Duration;
+use wasm_bindgen::prelude::*;
+use worker::{
+    AbortController, ByteStream, Delay, Env, EnvBinding, Fetch, Fetcher, Headers, Method, Request,
+    RequestInit, Response,
+};
+
+#[wasm_bindgen]
+extern "C" {
+    /// The dispatch namespace binding (Workers for Platforms). workers-rs's own wrapper only has the
+    /// one-argument `get`; this one passes per-invocation `limits`.
+    #[wasm_bindgen(extends = js_sys::Object)]
+    #[derive(Debug, Clone)]
+    pub type DispatchNamespace;
+
+    #[wasm_bindgen(method, catch, js_name = get)]
+    fn get_with_options(
+        this: &DispatchNamespace,
+        name: &str,
+        args: &JsValue,
+        options: &JsValue,
+    ) -> Result<worker::worker_sys::Fetcher, JsValue>;
+}
+
+impl EnvBinding for DispatchNamespace {
+    // What the runtime calls the class of a dispatch namespace binding (and what the local emulation is named).
+    const TYPE_NAME: &'static str = "DynamicDispatcher";
+}
+
+/// Forwards the agent's SSE as it arrives. Dropping this stream (the client went away) drops the upstream
+/// reader, which cancels the agent's response body.
+pub(super) fn relay(
+    meta: Vec<u8>,
+    source: ByteStream,
+    target: UpstreamTarget,
+    timeout_ms: u64,
+    tx: oneshot::Sender<String>,
+) -> futures_util::stream::LocalBoxStream<'static, Result<Vec<u8>, worker::Error>> {
+    struct State {
+        meta: Option<Vec<u8>>,
+        source: Option<ByteStream>,
+        relay: StreamRelay,
+        target: UpstreamTarget,
+        timeout_ms: u64,
+        tx: Option<oneshot::Sender<String>>,
+    }
+    impl State {
+        fn report(&mut self) {
+            if let Some(tx) = self.tx.take() {
+                let _ = tx.send(stream_outcome(self.relay.outcome()));
+            }
+        }
+    }
+    let state = State {
+        meta: Some(meta),
+        source: Some(source),
+        relay: StreamRelay::default(),
+        target,
+        timeout_ms,
+        tx: Some(tx),
+    };
+    futures_util::stream::unfold(state, |mut st| async move {
+        if let Some(meta) = st.meta.take() {
+            return Some((Ok(meta), st));
+        }
+        loop {
+            if st.relay.is_finished() {
+                // Stop reading the agent at once (cancels its body) and record the outcome.
+                st.source = None;
+                st.report();
+                return None;
+            }
+            let source = st.source.as_mut()?;
+            let out = match within(st.timeout_ms, source.next()).await {
+                Some(Some(Ok(chunk))) => st.relay.feed(&chunk),
+                Some(Some(Err(e))) => {
+                    worker::console_log!("agent stream {} broke: {e}", st.target.deployment_id);
+                    st.relay.fail(&ApiError::new(
+                        ErrorCode::UpstreamInterrupted,
+                        "The agent's stream broke off.",
+                    ))
+                }
+                Some(None) => st.relay.end(),
+                None => st.relay.fail(&st.target.failure(
+                    UpstreamFailure::Timeout {
+                        after_ms: st.timeout_ms,
+                    },
+                    true,
+                )),
+            };
+            if !out.is_empty() {
+                return Some((Ok(out), st));
+            }
+        }
+    })
+    .boxed_local()
+}
+
+/// `future`'s output, or `None` when `timeout_ms` pass first (the future is then dropped).
+async fn within<F: std::future::Future>(timeout_ms: u64, future: F) -> Option<F::Output> {
+    match select(
+        Box::pin(future),
+        Delay::from(Duration::from_millis(timeout_ms)),
+    )
+    .await
+    {
+        Either::Left((output, _)) => Some(output),
+        Either::Right(_) => None,
+    }
+}
+
+/// Reads a whole upstream body, up to `MAX_UPSTREAM_BODY_BYTES` (more is an invalid response) and within the
+/// time limit.
+pub(super) async fn read_bounded(
+    res: &mut Response,
+    timeout_ms: u64,
+) -> Result<Vec<u8>, UpstreamFailure> {
+    let status = res.status_code();
+    let mut stream = match res.stream() {
+        Ok(s) => s,
+        Err(_) => return Ok(Vec::new()),
+    };
+    let read = async move {
+        let mut body = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| UpstreamFailure::Network(e.to_string()))?;
+            if body.len() + chunk.len() > MAX_UPSTREAM_BODY_BYTES {
+                body.truncate(MAX_UPSTREAM_BODY_BYTES.min(body.len()));
+                return Err(UpstreamFailure::InvalidResponse { status, body });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    };
+    within(timeout_ms, read)
+        .await
+        .unwrap_or(Err(UpstreamFailure::Timeout {
+            after_ms: timeout_ms,
+        }))
+}
+
+/// Sends the invocation to the agent's active deployment and waits (bounded) for the response head.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn send(
+    env: &Env,
+    deployment: &DeploymentTarget,
+    (cpu_ms, subrequests): (u64, u64),
+    body: Vec<u8>,
+    trace_id: &str,
+    request_id: &str,
+    streaming: bool,
+    timeout_ms: u64,
+) -> Result<Response, UpstreamFailure> {
+    let invoke_path = deployment.invoke_path.as_str();
+    // Only what the agent needs: never the caller's credentials or cookies.
+    let headers = Headers::new();
+    let set = |name: &str, value: &str| {
+        headers
+            .set(name, value)
+            .map_err(|e| UpstreamFailure::Network(e.to_string()))
+    };
+    set("Content-Type", "application/json")?;
+    set(
+        "Accept",
+        if streaming {
+            "text/event-stream"
+        } else {
+            "application/json"
+        },
+    )?;
+    set("X-Trace-Id", trace_id)?;
+    set("X-Request-Id", request_id)?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_headers(headers)
+        .with_body(Some(js_sys::Uint8Array::from(body.as_slice()).into()));
+
+    let network = |e: worker::Error| UpstreamFailure::Network(e.to_string());
+    let abort = AbortController::default();
+    let pending: std::pin::Pin<Box<dyn std::future::Future<Output = worker::Result<Response>>>> =
+        match deployment.deploy_target.as_str() {
+            "dispatch_namespace" => {
+                let script = deployment.script_name.clone();
+                let namespace: DispatchNamespace =
+                    env.get_binding(DISPATCHER_BINDING).map_err(|e| {
+                        UpstreamFailure::Network(format!(
+                            "no {DISPATCHER_BINDING} dispatch namespace binding: {e}"
+                        ))
+                    })?;
+                let limits = json!({ "limits": {
+                    "cpuMs": cpu_ms,
+                    "subRequests": subrequests,
+                }});
+                // Through JSON so the binding receives plain objects (serde-wasm-bindgen would make Maps).
+                let options = js_sys::JSON::parse(&limits.to_string())
+                    .map_err(|e| UpstreamFailure::Network(format!("{e:?}")))?;
+                let fetcher: Fetcher = namespace
+                    .get_with_options(&script, &JsValue::UNDEFINED, &options)
+                    .map_err(|e| UpstreamFailure::Network(format!("{e:?}")))?
+                    .into();
+                let request = Request::new_with_init(
+                    &format!("https://{script}.dispatch.internal{invoke_path}"),
+                    &init,
+                )
+                .map_err(network)?;
+                Box::pin(async move { fetcher.fetch_request(request).await })
+            }
+            _ => {
+                let base = deployment.provider_ref.clone();
+                let url = format!("{}{invoke_path}", base.trim_end_matches('/'));
+                let request = Request::new_with_init(&url, &init).map_err(network)?;
+                let signal = abort.signal();
+                Box::pin(async move { Fetch::Request(request).send_with_signal(&signal).await })
+            }
+        };
+    match within(timeout_ms, pending).await {
+        Some(Ok(res)) => Ok(res),
+        Some(Err(e)) => Err(network(e)),
+        None => {
+            abort.abort();
+            Err(UpstreamFailure::Timeout {
+                after_ms: timeout_ms,
+            })
+        }
+    }
+}
