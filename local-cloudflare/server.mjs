@@ -1,5 +1,11 @@
 // The local Cloudflare: the part of the Cloudflare API v4 that the control plane (and wrangler) use, served on
-// this machine, with every uploaded script really running in workerd (one Miniflare, one worker per script).
+// this machine, with every uploaded script really running in workerd. One Miniflare runs root-worker.mjs, which
+// loads each script version into its own isolate with a Worker Loader: changing the script set never
+// reconfigures workerd, so a deploy never breaks calls to scripts that are already running (in flight or new).
+//
+// workerd never unloads a named loader isolate, so superseded versions pile up (about 1 MB each). After
+// `maxStaleVersions` of them a fresh Miniflare takes the new calls, and the old one is disposed once its last
+// call (and a grace period for its waitUntil work) is over.
 //
 //   /client/v4/...                        the API: same paths, multipart uploads, {success,errors,messages,result}
 //   /__workers/<script>/<path>            a script with its workers.dev route enabled (workers.dev style)
@@ -9,13 +15,23 @@
 // `node local-cloudflare/server.mjs` runs it standalone (make dev); tests import `startLocalCloudflare`.
 import http from "node:http";
 import { Miniflare } from "miniflare";
+// The undici Miniflare itself uses (and ships): calls reach workerd exactly as Miniflare's own fetch sends them.
+import { fetch, Pool } from "undici";
 import { transform } from "esbuild";
 import { existsSync, mkdirSync, readFileSync, writeFileSync, renameSync } from "node:fs";
 import path from "node:path";
 import { randomUUID } from "node:crypto";
 import { fileURLToPath } from "node:url";
 
-const ROOT_WORKER = "__local_cloudflare_root";
+const ROOT_WORKER_PATH = path.join(path.dirname(fileURLToPath(import.meta.url)), "root-worker.mjs");
+// Headers between this server and the root worker (see root-worker.mjs); never passed on to a script.
+const SCRIPT_HEADER = "x-local-cloudflare-script";
+const URL_HEADER = "x-local-cloudflare-url";
+const PROBE_HEADER = "x-local-cloudflare-probe";
+const FAILURE_HEADER = "x-local-cloudflare-failure";
+// workerd reads `request.cf` from this header on the root worker's socket (Miniflare's cfBlobHeader).
+const CF_HEADER = "mf-cf-blob";
+const INTERNAL_HEADERS = new Set([SCRIPT_HEADER, URL_HEADER, PROBE_HEADER, FAILURE_HEADER, CF_HEADER, "x-local-dispatch-limits"]);
 // Content types the Workers API accepts for module parts, and how workerd loads them.
 const MODULE_TYPES = {
   "application/javascript+module": "ESModule",
@@ -74,8 +90,15 @@ function readBody(req) {
   });
 }
 
-/** Worker names in Miniflare must be unique across scopes. */
-const workerName = (scope, name) => `${scope === "workers" ? "w" : `d-${scope.slice("dispatch:".length)}`}--${name}`;
+/**
+ * The id a script version runs under in the Worker Loader. It changes whenever the code, bindings or secrets do,
+ * so the next request gets a fresh isolate while calls already made to the previous one run to their end.
+ */
+const loaderId = (script) => `${script.scope}/${script.name}@${script.version}`;
+const newVersion = () => randomUUID().replaceAll("-", "");
+
+/** How long a replaced workerd outlives its last call, for work the scripts left to ctx.waitUntil. */
+const RETIRE_GRACE_MS = 5000;
 
 export async function startLocalCloudflare({
   port = 0,
@@ -85,81 +108,171 @@ export async function startLocalCloudflare({
   namespaces = ["webhost-agents"],
   subdomain = "local",
   stateDir = null,
+  maxStaleVersions = 64,
   log = () => {},
 } = {}) {
   const scripts = new Map(); // key `${scope}/${name}` → script
   const faults = [];
   const dispatchLimits = new Map();
   const requestsServed = new Map();
-  let mf = null;
   let queue = Promise.resolve();
+  // Script versions that calls (or upload probes) are using, by loader id, with how many use each: a replaced
+  // version's code stays available to the root worker until the last call made to it is over.
+  const pinned = new Map();
+  const codeToken = randomUUID();
+  let codeUrl = null;
+  let cf = null; // the `request.cf` scripts see, as Miniflare gives it to its workers
+  // A running workerd: {mf, url (the root worker's direct socket), pool, calls, loaded (loader ids sent to it),
+  // retired}.
+  let current = null;
+  const generations = new Set();
+  let recycling = null;
+  let closed = false;
 
   const stateFile = stateDir && path.join(stateDir, "scripts.json");
   if (stateFile && existsSync(stateFile)) {
     for (const s of JSON.parse(readFileSync(stateFile, "utf8"))) {
       s.modules = s.modules.map((m) => ({ ...m, data: Buffer.from(m.data, "base64") }));
+      s.version = newVersion();
       scripts.set(`${s.scope}/${s.name}`, s);
     }
   }
   function persist() {
     if (!stateFile) return;
     mkdirSync(stateDir, { recursive: true });
-    const data = [...scripts.values()].map((s) => ({ ...s, modules: s.modules.map((m) => ({ ...m, data: m.data.toString("base64") })) }));
+    const data = [...scripts.values()].map(({ version: _, ...s }) => ({ ...s, modules: s.modules.map((m) => ({ ...m, data: m.data.toString("base64") })) }));
     writeFileSync(`${stateFile}.tmp`, JSON.stringify(data));
     renameSync(`${stateFile}.tmp`, stateFile);
   }
 
-  function workerOptions(script) {
-    const bindings = { ...script.plainBindings, ...script.secrets };
+  /** What the root worker needs to load a script version (see root-worker.mjs). */
+  function code(script) {
     return {
-      name: workerName(script.scope, script.name),
-      modules: script.modules.map((m) => ({
-        type: MODULE_TYPES[m.contentType] || "ESModule",
-        path: m.name,
-        contents: MODULE_TYPES[m.contentType] === "CompiledWasm" || MODULE_TYPES[m.contentType] === "Data" ? m.data : m.data.toString("utf8"),
-      })),
       compatibilityDate: script.metadata.compatibility_date || "2026-07-30",
       compatibilityFlags: script.metadata.compatibility_flags || [],
-      bindings,
+      mainModule: script.metadata.main_module,
+      modules: script.modules.map((m) => {
+        const type = MODULE_TYPES[m.contentType] || "ESModule";
+        const binary = type === "CompiledWasm" || type === "Data";
+        return { name: m.name, type, ...(binary ? { base64: m.data.toString("base64") } : { text: m.data.toString("utf8") }) };
+      }),
+      env: { ...script.plainBindings, ...script.secrets },
     };
   }
 
-  function allWorkers(list) {
-    return [
-      { name: ROOT_WORKER, modules: true, script: "export default { fetch() { return new Response('local cloudflare', { status: 404 }); } }" },
-      ...list.map(workerOptions),
-    ];
+  function codeFor(id) {
+    return pinned.get(id)?.script ?? [...scripts.values()].find((s) => loaderId(s) === id) ?? null;
   }
 
-  /** Applies the current script set to workerd; on failure restores `previous` and rethrows. */
-  async function apply(previous) {
-    const workers = allWorkers([...scripts.values()]);
+  async function startGeneration() {
+    const mf = new Miniflare({
+      name: "local-cloudflare-root",
+      modules: true,
+      modulesRoot: path.dirname(ROOT_WORKER_PATH),
+      scriptPath: ROOT_WORKER_PATH,
+      compatibilityDate: "2026-07-30",
+      workerLoaders: { LOADER: {} },
+      bindings: { CODE_URL: codeUrl, CODE_TOKEN: codeToken },
+      unsafeDirectSockets: [{ host: "127.0.0.1", port: 0 }],
+    });
     try {
-      if (!mf) {
-        mf = new Miniflare({ workers });
-        await mf.ready;
-      } else {
-        await mf.setOptions({ workers });
-      }
+      const url = await mf.unsafeGetDirectURL();
+      cf ??= await mf.getCf();
+      // No timeouts, as in Miniflare: a stream may stay silent for as long as its script likes.
+      const pool = new Pool(url, { headersTimeout: 0, bodyTimeout: 0 });
+      const gen = { mf, url, pool, calls: 0, loaded: new Set(), retired: false, disposed: null, timer: null };
+      generations.add(gen);
+      return gen;
     } catch (error) {
-      scripts.clear();
-      for (const [k, v] of previous) scripts.set(k, v);
-      if (mf) await mf.setOptions({ workers: allWorkers([...scripts.values()]) }).catch(() => {});
+      await mf.dispose().catch(() => {});
       throw error;
     }
-    persist();
   }
 
-  /** Serialises changes: workerd is reconfigured one change at a time. */
+  function dispose(gen) {
+    clearTimeout(gen.timer);
+    gen.disposed ??= Promise.all([gen.pool.destroy(), gen.mf.dispose()])
+      .catch(() => {})
+      .finally(() => generations.delete(gen));
+    return gen.disposed;
+  }
+
+  /** Replaces the current workerd once it holds `maxStaleVersions` isolates of versions no longer current. */
+  function maybeRecycle() {
+    if (recycling || closed) return;
+    const live = new Set([...scripts.values()].map(loaderId));
+    if ([...current.loaded].filter((id) => !live.has(id)).length < maxStaleVersions) return;
+    recycling = startGeneration()
+      .then((gen) => {
+        const old = current;
+        current = gen;
+        old.retired = true;
+        if (old.calls === 0) old.timer = setTimeout(() => dispose(old), RETIRE_GRACE_MS).unref();
+        log(`replaced workerd (${old.loaded.size} script versions loaded)`);
+      })
+      .catch((error) => log(`could not replace workerd: ${error.message}`))
+      .finally(() => (recycling = null));
+  }
+
+  /**
+   * Takes `script`'s version for one call (or probe) on the current workerd. Until `done()`, the version's code
+   * stays available to the root worker and that workerd stays up, whatever changes meanwhile.
+   */
+  function use(script, { probe = false } = {}) {
+    const id = loaderId(script);
+    const pin = pinned.get(id) ?? { script, uses: 0 };
+    pin.uses++;
+    pinned.set(id, pin);
+    const gen = current;
+    gen.calls++;
+    gen.loaded.add(probe ? `probe:${id}` : id);
+    let over = false;
+    return {
+      id,
+      url: gen.url,
+      dispatcher: gen.pool,
+      done() {
+        if (over) return;
+        over = true;
+        if (--pin.uses === 0) pinned.delete(id);
+        if (--gen.calls === 0 && gen.retired && !closed) gen.timer = setTimeout(() => dispose(gen), RETIRE_GRACE_MS).unref();
+      },
+    };
+  }
+
+  /** Starts `script` once in its own isolate (no handler is called); rejects with workerd's startup error. */
+  async function probe(script) {
+    const call = use(script, { probe: true });
+    try {
+      const res = await fetch(call.url, { headers: { [SCRIPT_HEADER]: call.id, [PROBE_HEADER]: "1" }, dispatcher: call.dispatcher });
+      const text = await res.text();
+      if (res.headers.has(FAILURE_HEADER) || res.status !== 204) throw new Error(text || `probe answered ${res.status}`);
+    } finally {
+      call.done();
+    }
+  }
+
+  /**
+   * Serialises changes in arrival order. `mutate` may be async (an upload waits for its probe); nothing in
+   * workerd is reconfigured, so calls to running scripts are never disturbed.
+   */
   function change(mutate) {
     const run = queue.then(async () => {
-      const previous = new Map(scripts);
-      const result = mutate();
-      await apply(previous);
+      const result = await mutate();
+      persist();
+      maybeRecycle();
       return result;
     });
     queue = run.catch(() => {});
     return run;
+  }
+
+  /**
+   * Replaces script `key` with `update(latest)` as a new version. `latest` is the script as it is when the change
+   * runs (a change queued just before, e.g. an upload, is kept), or `seen` if it is gone by then.
+   */
+  function withLatest(key, seen, update) {
+    scripts.set(key, { ...update(scripts.get(key) ?? seen), version: newVersion() });
   }
 
   function takeFault(step, method, pathname) {
@@ -240,9 +353,16 @@ export async function startLocalCloudflare({
       createdOn: existing?.createdOn || now,
       modifiedOn: now,
       etag: randomUUID().replaceAll("-", ""),
+      version: newVersion(),
     };
+    // The probe starts now, concurrently with other uploads; the script set still changes in arrival order.
+    const probed = probe(script);
+    probed.catch(() => {});
     try {
-      await change(() => scripts.set(key, script));
+      await change(async () => {
+        await probed;
+        scripts.set(key, script);
+      });
     } catch (error) {
       return failure(400, 10021, `Script startup failed: ${String(error.message || error).slice(0, 500)}`);
     }
@@ -305,12 +425,14 @@ export async function startLocalCloudflare({
         if (method === "PUT") {
           const secret = jsonBody(body);
           if (!secret || typeof secret.name !== "string" || typeof secret.text !== "string") return failure(400, 10021, "expected a JSON body {name, text, type}");
-          await change(() => scripts.set(key, { ...script, secrets: { ...script.secrets, [secret.name]: secret.text }, modifiedOn: new Date().toISOString() }));
+          await change(() => withLatest(key, script, (s) => ({ ...s, secrets: { ...s.secrets, [secret.name]: secret.text }, modifiedOn: new Date().toISOString() })));
           return envelope({ name: secret.name, type: "secret_text" });
         }
         if (method === "DELETE" && rest[2]) {
-          const { [rest[2]]: _, ...remaining } = script.secrets;
-          await change(() => scripts.set(key, { ...script, secrets: remaining }));
+          await change(() => withLatest(key, script, (s) => {
+            const { [rest[2]]: _, ...remaining } = s.secrets;
+            return { ...s, secrets: remaining };
+          }));
           return envelope(null);
         }
       }
@@ -336,28 +458,40 @@ export async function startLocalCloudflare({
       res.writeHead(404, { "Content-Type": "text/plain" }).end(`no script ${name} here`);
       return;
     }
-    const worker = await mf.getWorker(workerName(scope, name));
+    // The call runs on the version current now, to its end, whatever deploys happen meanwhile.
+    const call = use(script);
     requestsServed.set(name, (requestsServed.get(name) ?? 0) + 1);
     const limits = req.headers["x-local-dispatch-limits"];
     if (limits && scope !== "workers") dispatchLimits.set(name, JSON.parse(limits));
-    const headers = Object.fromEntries(
-      Object.entries(req.headers).filter(([k]) => k !== "host" && k !== "connection" && k !== "x-local-dispatch-limits"),
-    );
+    const headers = Object.fromEntries(Object.entries(req.headers).filter(([k]) => k !== "host" && k !== "connection" && !INTERNAL_HEADERS.has(k)));
+    headers[SCRIPT_HEADER] = call.id;
+    headers[URL_HEADER] = `https://${name}.${subdomain}.workers.dev${rest}`;
+    headers[CF_HEADER] = JSON.stringify({ ...cf, clientAcceptEncoding: req.headers["accept-encoding"] ?? "" });
     const controller = new AbortController();
     res.on("close", () => controller.abort());
     try {
-      const upstream = await worker.fetch(`https://${name}.${subdomain}.workers.dev${rest}`, {
+      const upstream = await fetch(call.url, {
         method: req.method,
         headers,
         body: ["GET", "HEAD"].includes(req.method) ? undefined : body,
         signal: controller.signal,
+        dispatcher: call.dispatcher,
       });
-      res.writeHead(upstream.status, Object.fromEntries(upstream.headers));
+      if (upstream.headers.has(FAILURE_HEADER)) throw new Error(await upstream.text());
+      // The body arrives decoded; the encoding is reported under Miniflare's name for it, as its fetch does.
+      const answered = Object.fromEntries(upstream.headers);
+      if (answered["content-encoding"]) {
+        answered["mf-content-encoding"] = answered["content-encoding"];
+        delete answered["content-encoding"];
+      }
+      res.writeHead(upstream.status, answered);
       if (upstream.body) for await (const chunk of upstream.body) res.write(chunk);
       res.end();
     } catch (error) {
       if (!res.headersSent) res.writeHead(502, { "Content-Type": "text/plain" });
       res.end(`script ${name} failed: ${error.message}`);
+    } finally {
+      call.done();
     }
   }
 
@@ -377,6 +511,12 @@ export async function startLocalCloudflare({
       if (segments[1] === "__dispatch" && segments[2] && segments[3]) {
         return forward(req, res, `dispatch:${segments[2]}`, segments[3], "/" + segments.slice(4).join("/") + url.search, body);
       }
+      if (url.pathname === "/__local/code" && req.headers.authorization === `Bearer ${codeToken}`) {
+        const script = codeFor(url.searchParams.get("id"));
+        if (!script) return res.writeHead(404, { "Content-Type": "text/plain" }).end("no such script version");
+        res.writeHead(200, { "Content-Type": "application/json" }).end(JSON.stringify(code(script)));
+        return;
+      }
       if (url.pathname === "/__local/faults" && req.headers.authorization === `Bearer ${apiToken}`) {
         if (req.method === "POST") faults.push({ times: 1, ...JSON.parse(body.toString("utf8")) });
         if (req.method === "DELETE") faults.length = 0;
@@ -389,9 +529,19 @@ export async function startLocalCloudflare({
     }
   });
 
-  await apply(new Map(scripts));
   await new Promise((resolve) => server.listen(port, host, resolve));
   const origin = `http://${host}:${server.address().port}`;
+  // workerd is started after the server listens: the root worker fetches scripts' code from it, at the address
+  // the server is bound to (`host` may be a name, or a wildcard address).
+  const bound = server.address().address;
+  const reachable = bound === "0.0.0.0" || bound === "::" ? "127.0.0.1" : bound.includes(":") ? `[${bound}]` : bound;
+  codeUrl = `http://${reachable}:${server.address().port}/__local/code`;
+  try {
+    current = await startGeneration();
+  } catch (error) {
+    server.close();
+    throw error;
+  }
   return {
     origin,
     apiBase: `${origin}/client/v4`,
@@ -416,7 +566,9 @@ export async function startLocalCloudflare({
       await new Promise((resolve) => server.close(resolve));
       server.closeAllConnections?.();
       await queue;
-      await mf?.dispose();
+      closed = true;
+      await recycling;
+      await Promise.all([...generations].map(dispose));
     },
   };
 }
