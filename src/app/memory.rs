@@ -1,9 +1,11 @@
 //! In-memory implementations of the ports, for native tests of the use-cases. Semantics follow the D1 store:
 //! owner-scoped queries, unique live names per owner, soft delete, newest-first keyset pages.
 
+use super::api_keys::{ApiKeyStore, ApiKeyView, NewApiKey};
 use super::gate::protocol::Forget;
 use super::ports::{AgentChanges, Clock, GateNotifier, Store, StoreResult, Written};
 use crate::domain::agent::Agent;
+use crate::domain::ids::ApiKeyId;
 use crate::domain::ids::{AgentId, UserId};
 use crate::domain::pagination::Cursor;
 use crate::domain::user::User;
@@ -13,6 +15,7 @@ use std::cell::{Cell, RefCell};
 pub struct MemoryStore {
     users: RefCell<Vec<(String, String, User)>>,
     agents: RefCell<Vec<(Agent, Option<i64>)>>,
+    keys: RefCell<Vec<(NewApiKey, Option<i64>)>>,
 }
 
 impl MemoryStore {
@@ -187,5 +190,60 @@ impl GateNotifier for RecordingGate {
         }
         self.told.borrow_mut().push((user.clone(), what));
         Ok(())
+    }
+}
+
+impl MemoryStore {
+    pub fn stored_keys(&self) -> Vec<NewApiKey> {
+        self.keys.borrow().iter().map(|(k, _)| k.clone()).collect()
+    }
+}
+
+impl ApiKeyStore for MemoryStore {
+    async fn insert_api_key(&self, key: &NewApiKey, max_live: u32) -> StoreResult<bool> {
+        let mut keys = self.keys.borrow_mut();
+        let live = keys
+            .iter()
+            .filter(|(k, revoked)| k.owner == key.owner && revoked.is_none())
+            .count();
+        if live >= max_live as usize {
+            return Ok(false);
+        }
+        keys.push((key.clone(), None));
+        Ok(true)
+    }
+
+    async fn api_keys(&self, owner: &UserId) -> StoreResult<Vec<ApiKeyView>> {
+        let mut keys: Vec<ApiKeyView> = self
+            .keys
+            .borrow()
+            .iter()
+            .filter(|(k, _)| &k.owner == owner)
+            .map(|(k, revoked)| ApiKeyView {
+                id: k.id.as_str().to_owned(),
+                name: k.name.clone(),
+                prefix: k.prefix.clone(),
+                agent_id: k.agent.as_ref().map(|a| a.as_str().to_owned()),
+                created_at: k.created_at,
+                last_used_at: None,
+                revoked_at: *revoked,
+            })
+            .collect();
+        keys.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+        Ok(keys)
+    }
+
+    async fn revoke_api_key(&self, owner: &UserId, id: &ApiKeyId, now: i64) -> StoreResult<bool> {
+        let mut keys = self.keys.borrow_mut();
+        match keys
+            .iter_mut()
+            .find(|(k, _)| &k.owner == owner && &k.id == id)
+        {
+            Some((_, revoked)) => {
+                revoked.get_or_insert(now);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Use-cases over the ports. Pure: they see storage and time only through `ports`.
 
 pub mod agents;
+pub mod api_keys;
 pub mod deployments;
 pub mod gate;
 pub mod invoke;
@@ -8,4 +9,6 @@ pub mod invoke;
 pub(crate) mod memory;
 pub mod ports;
 pub mod secrets;
+pub mod telemetry;
+pub mod usage;
 pub mod users;

@@ -5,10 +5,11 @@ use super::d1::D1Store;
 use super::durable::user_gate::UserGateClient;
 use super::reply::Reply;
 use super::request::{header, read_json};
-use super::{telemetry, JsClock};
+use super::JsClock;
 use crate::app::gate::protocol::Forget;
 use crate::app::ports::tell;
 use crate::app::ports::Clock;
+use crate::app::usage::{self, UsageStore};
 use crate::auth::jwt;
 use crate::config::ServiceConfig;
 use crate::crypto::constant_time_eq;
@@ -130,7 +131,11 @@ async fn run(
         let period = only_field(&body, "period")
             .and_then(PeriodKey::parse)
             .ok_or_else(|| ApiError::validation("period", "must be {\"period\": \"YYYY-MM\"}"))?;
-        return Ok(Reply::Json(200, telemetry::recompute(store, period).await?));
+        let done = usage::recompute(store, period, JsClock.now_ms()).await?;
+        return Ok(Reply::Json(
+            200,
+            serde_json::to_value(done).map_err(ApiError::internal)?,
+        ));
     }
     let user_id = raw_user
         .and_then(UserId::parse)

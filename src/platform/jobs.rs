@@ -5,8 +5,10 @@ use super::cloudflare::FetchProvider;
 use super::config_cache::load_config;
 use super::d1::D1Store;
 use super::durable::user_gate::UserGateClient;
-use super::{telemetry, JsClock};
+use super::JsClock;
 use crate::app::deployments;
+use crate::app::ports::Clock;
+use crate::app::usage;
 use crate::config::{DeployConfig, ServiceConfig};
 use crate::domain::ApiError;
 use std::rc::Rc;
@@ -26,7 +28,7 @@ pub(super) async fn run_scheduled(env: Env) {
         }
     };
     match d1_database(&env).map(D1Store::new) {
-        Ok(store) => match telemetry::run_rollups(&store, &config).await {
+        Ok(store) => match usage::run_rollups(&store, config.metrics_retention_days, JsClock.now_ms()).await {
             Ok(run) => console_log!(
                 "usage rollup: {} periods recomputed ({} drifted users corrected), {} raw events pruned",
                 run.recomputed.len(),

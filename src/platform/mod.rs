@@ -2,7 +2,6 @@
 //! Requests go through `router`; every response leaves through `reply::respond`.
 
 mod admin;
-mod api_keys;
 mod bindings;
 mod cloudflare;
 mod config_cache;

@@ -7,10 +7,10 @@ use super::durable::user_gate::UserGateClient;
 use super::jobs::{in_background, Background};
 use super::reply::{json_reply, Reply};
 use super::request::{header, read_json};
-use super::{admin, api_keys, gateway, identity, telemetry, JsClock};
+use super::{admin, gateway, identity, telemetry, JsClock};
 use crate::app::deployments::{self, deploys_not_configured};
-use crate::app::ports::Store;
-use crate::app::{agents, secrets};
+use crate::app::ports::{Clock, Store};
+use crate::app::{agents, api_keys, secrets, usage};
 use crate::config::ServiceConfig;
 use crate::domain::agent::AgentStatus;
 use crate::domain::ids::RequestId;
@@ -95,21 +95,39 @@ pub(super) async fn handle(
         | Route::AdminRefreshGate(_)
         | Route::AdminRecompute
         | Route::TelemetryReport => unreachable!("answered before user authentication"),
-        Route::UsageCurrent => telemetry::current(env, &store, config, &user).await,
-        Route::UsageHistory => telemetry::history(&store, &user, &query).await,
-        Route::MetricsRecent => telemetry::recent(&store, &user, &query).await,
+        Route::UsageCurrent => json_reply(
+            200,
+            &usage::current(&store, &gate, &config.tiers, &user, clock.now_ms()).await?,
+        ),
+        Route::UsageHistory => json_reply(
+            200,
+            &json!({ "periods": usage::history(&store, &user, &query, clock.now_ms()).await? }),
+        ),
+        Route::MetricsRecent => json_reply(
+            200,
+            &json!({ "events": usage::recent(&store, &user, &query).await? }),
+        ),
         Route::Me => {
             let mut me = serde_json::to_value(&user).map_err(ApiError::internal)?;
             me["entitlements"] =
                 serde_json::to_value(entitlements()).map_err(ApiError::internal)?;
             Ok(Reply::Json(200, me))
         }
-        Route::ListApiKeys => api_keys::list(&store, &user).await,
+        Route::ListApiKeys => json_reply(
+            200,
+            &json!({ "apiKeys": api_keys::list_keys(&store, &user).await? }),
+        ),
         Route::CreateApiKey => {
             let (_, body) = read_json(&mut req, MAX_JSON_BODY_BYTES).await?;
-            api_keys::create(&store, &clock, &user, body).await
+            json_reply(
+                201,
+                &api_keys::create_key(&store, &clock, &user, body).await?,
+            )
         }
-        Route::RevokeApiKey(id) => api_keys::revoke(&store, &gate, &clock, &user, &id).await,
+        Route::RevokeApiKey(id) => {
+            api_keys::revoke_key(&store, &gate, &clock, &user, &id).await?;
+            Ok(Reply::NoContent)
+        }
         Route::ListAgents => {
             let page = agents::list_agents(
                 &store,

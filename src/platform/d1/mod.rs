@@ -1,12 +1,13 @@
 //! The D1 stores: `store` holds the connection, the shared helpers and the `Store` port (users and agents);
 //! every other file holds the statements of one table group, as methods on the same `D1Store`.
 
-pub mod api_keys;
+mod api_keys;
 mod deployments;
 mod gate;
 mod invocations;
 pub mod store;
 pub mod telemetry;
+mod usage;
 mod users;
 
 pub use store::D1Store;

@@ -5,6 +5,8 @@ use crate::app::gate::protocol::{
 };
 use crate::app::invoke::InvokeGate;
 use crate::app::ports::GateNotifier;
+use crate::app::telemetry::UsageCharger;
+use crate::app::usage::RequestCounter;
 use crate::domain::ids::UserId;
 use crate::domain::period::PeriodKey;
 use crate::domain::reservation::GateDecision;
@@ -51,28 +53,6 @@ impl<'a> UserGateClient<'a> {
         };
         run.await.map_err(|e: worker::Error| e.to_string())
     }
-
-    /// The period's reserved count, for usage reads.
-    pub async fn peek(
-        &self,
-        user: &UserId,
-        period_key: PeriodKey,
-        limit: u64,
-    ) -> Result<GateDecision, String> {
-        self.call(user, &GateCall::Peek { period_key, limit }).await
-    }
-
-    /// The user's totals after a telemetry charge.
-    pub async fn charge(
-        &self,
-        user: &UserId,
-        period_key: PeriodKey,
-        totals: UsageTotals,
-    ) -> Result<(), String> {
-        self.call::<serde_json::Value>(user, &GateCall::Charge { period_key, totals })
-            .await
-            .map(|_| ())
-    }
 }
 
 impl InvokeGate for UserGateClient<'_> {
@@ -82,6 +62,30 @@ impl InvokeGate for UserGateClient<'_> {
 
     async fn release(&self, user: &UserId, period_key: PeriodKey) -> Result<GateDecision, String> {
         self.call(user, &GateCall::Release { period_key }).await
+    }
+}
+
+impl RequestCounter for UserGateClient<'_> {
+    async fn peek(
+        &self,
+        user: &UserId,
+        period_key: PeriodKey,
+        limit: u64,
+    ) -> Result<GateDecision, String> {
+        self.call(user, &GateCall::Peek { period_key, limit }).await
+    }
+}
+
+impl UsageCharger for UserGateClient<'_> {
+    async fn charge(
+        &self,
+        user: &UserId,
+        period_key: PeriodKey,
+        totals: UsageTotals,
+    ) -> Result<(), String> {
+        self.call::<serde_json::Value>(user, &GateCall::Charge { period_key, totals })
+            .await
+            .map(|_| ())
     }
 }
 

@@ -1,0 +1,174 @@
+//! Telemetry ingestion (`POST /v1/telemetry/report`): a report is accepted only with a valid signature over
+//! its exact bytes, from a deployment whose owner matches every event, inside the time window; then its events
+//! and the billing usage are written in one transaction (duplicates counted once), and the user's gate is handed
+//! the charged totals. Refusals are audited within a throttle. The worker reads the body; everything else is
+//! decided here.
+
+use super::ports::StoreResult;
+use super::usage::UsageStore;
+use crate::crypto::hmac_sha256_verify;
+use crate::crypto::secret_box::EncryptionKey;
+use crate::domain::ids::{random_hex, DeploymentId, UserId};
+use crate::domain::period::PeriodKey;
+use crate::domain::telemetry::{
+    check_events, invalid_signature, parse_report, unknown_deployment, DeploymentOwner,
+    RejectThrottle, TelemetryEvent,
+};
+use crate::domain::usage::UsageTotals;
+use crate::domain::ApiError;
+use serde::Serialize;
+
+/// The deployment a report claims to come from, as the store holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedDeployment {
+    pub user_id: String,
+    pub agent_id: String,
+    pub runtime_provider: String,
+    pub telemetry_secret_sealed: String,
+}
+
+/// One audited refusal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectEntry<'a> {
+    pub id: String,
+    pub at: i64,
+    pub request_id: &'a str,
+    pub code: &'static str,
+    pub status: u16,
+    /// Only a well-formed id, never arbitrary caller text.
+    pub deployment_id: Option<&'a str>,
+    /// Refusals not written since the last row (over the throttle).
+    pub suppressed: u64,
+}
+
+#[allow(async_fn_in_trait)]
+pub trait TelemetryStore: UsageStore {
+    async fn telemetry_deployment(
+        &self,
+        id: &DeploymentId,
+    ) -> StoreResult<Option<ClaimedDeployment>>;
+    /// Inserts the events (a retried event keeps its first row) and adds exactly the new ones to the owner's
+    /// billing usage, in one transaction; returns how many were new.
+    async fn ingest(
+        &self,
+        report_id: &str,
+        events: &[TelemetryEvent],
+        period: PeriodKey,
+        received_at: i64,
+    ) -> StoreResult<u64>;
+    async fn record_reject(&self, entry: &RejectEntry<'_>) -> StoreResult<()>;
+}
+
+/// The user's gate, told of a charge so that quotas are checked against it without a D1 read.
+#[allow(async_fn_in_trait)]
+pub trait UsageCharger {
+    async fn charge(
+        &self,
+        user: &UserId,
+        period: PeriodKey,
+        totals: UsageTotals,
+    ) -> Result<(), String>;
+}
+
+/// The answer to an accepted report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Accepted {
+    pub report_id: String,
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub period_key: String,
+    /// Set when the gate could not be told of the charge (the report is stored either way; the gate catches up
+    /// when its copy goes stale). For the operator's log, never sent.
+    #[serde(skip)]
+    pub charge_not_told: Option<String>,
+}
+
+/// Verifies and stores one report whose body was read within the size limit.
+pub async fn ingest(
+    store: &impl TelemetryStore,
+    charger: &impl UsageCharger,
+    key: &EncryptionKey,
+    deployment_id: &DeploymentId,
+    tag: &[u8; 32],
+    body: &[u8],
+    now: i64,
+) -> Result<Accepted, ApiError> {
+    let deployment = store
+        .telemetry_deployment(deployment_id)
+        .await?
+        .ok_or_else(unknown_deployment)?;
+    let secret = key
+        .open(
+            &deployment.telemetry_secret_sealed,
+            deployment_id.as_str().as_bytes(),
+        )
+        .map_err(|e| ApiError::internal(format!("telemetry secret of {deployment_id}: {e}")))?;
+    // Over the exact bytes received; the JSON is parsed only once they are known to come from the deployment.
+    if !hmac_sha256_verify(&secret, body, tag) {
+        return Err(invalid_signature());
+    }
+    let events = parse_report(body)?;
+    check_events(
+        &events,
+        &DeploymentOwner {
+            deployment_id: deployment_id.as_str(),
+            user_id: &deployment.user_id,
+            agent_id: &deployment.agent_id,
+            runtime_provider: &deployment.runtime_provider,
+        },
+        now,
+    )?;
+    // Charged to the period in which the control plane accepted them, never the agent's clock.
+    let period = PeriodKey::containing(now);
+    let report_id = format!("rpt_{}", random_hex(12));
+    let accepted = store.ingest(&report_id, &events, period, now).await?;
+    let mut charge_not_told = None;
+    if accepted > 0 {
+        let user = UserId::from_trusted(deployment.user_id.clone());
+        let charged = store.usage_totals(&user, period).await?;
+        if let Err(e) = charger.charge(&user, period, charged).await {
+            charge_not_told = Some(format!(
+                "the gate of {user} was not told of the charge: {e}"
+            ));
+        }
+    }
+    Ok(Accepted {
+        report_id,
+        accepted,
+        duplicates: events.len() as u64 - accepted,
+        period_key: period.to_string(),
+        charge_not_told,
+    })
+}
+
+/// Audits a refusal unless the throttle says enough have been written this minute (then it is counted into the
+/// next row's `suppressed`). A failed write gives its count back. Returns the store's failure for the log.
+pub async fn audit_reject(
+    store: &impl TelemetryStore,
+    throttle: &std::cell::RefCell<RejectThrottle>,
+    request_id: &str,
+    now: i64,
+    err: &ApiError,
+    deployment_id: Option<&str>,
+) -> Result<(), String> {
+    let Some(suppressed) = throttle.borrow_mut().admit(now) else {
+        return Ok(());
+    };
+    let entry = RejectEntry {
+        id: format!("tlr_{}", random_hex(12)),
+        at: now,
+        request_id,
+        code: err.code.as_str(),
+        status: err.status(),
+        deployment_id,
+        suppressed,
+    };
+    store.record_reject(&entry).await.map_err(|e| {
+        throttle.borrow_mut().restore(suppressed);
+        e.0
+    })
+}
+
+#[cfg(test)]
+mod tests;

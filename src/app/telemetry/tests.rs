@@ -1,0 +1,297 @@
+//! Ingestion over an in-memory store that keeps the D1 semantics that matter: events deduplicated per
+//! deployment, billing usage grown by exactly the new ones.
+
+use super::*;
+use crate::app::usage::{PeriodTotals, RecentEvent, Recomputed};
+use crate::crypto::hmac_sha256;
+use crate::domain::ids::AgentId;
+use crate::domain::{ApiError, ErrorCode};
+use pollster::block_on;
+use serde_json::json;
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+const NOW: i64 = 1_795_000_000_000;
+const DEP: &str = "dep_0123456789abcdef01234567";
+
+#[derive(Default)]
+struct Fake {
+    deployments: HashMap<String, ClaimedDeployment>,
+    events: RefCell<HashMap<(String, String), TelemetryEvent>>,
+    totals: RefCell<UsageTotals>,
+    rejects: RefCell<Vec<(String, Option<String>, u64)>>,
+    fail_rejects: bool,
+}
+
+impl UsageStore for Fake {
+    async fn usage_totals(&self, _: &UserId, _: PeriodKey) -> StoreResult<UsageTotals> {
+        Ok(*self.totals.borrow())
+    }
+    async fn usage_history(
+        &self,
+        _: &UserId,
+        _: PeriodKey,
+        _: PeriodKey,
+    ) -> StoreResult<Vec<PeriodTotals>> {
+        unreachable!()
+    }
+    async fn owns_agent(&self, _: &UserId, _: &AgentId) -> StoreResult<bool> {
+        unreachable!()
+    }
+    async fn recent_events(
+        &self,
+        _: &UserId,
+        _: &AgentId,
+        _: i64,
+        _: u32,
+    ) -> StoreResult<Vec<RecentEvent>> {
+        unreachable!()
+    }
+    async fn rollup_pruned(&self, _: PeriodKey) -> StoreResult<Option<bool>> {
+        unreachable!()
+    }
+    async fn recompute(&self, _: PeriodKey, _: i64, _: bool) -> StoreResult<Recomputed> {
+        unreachable!()
+    }
+    async fn open_periods(&self, _: PeriodKey) -> StoreResult<Vec<PeriodKey>> {
+        unreachable!()
+    }
+    async fn prunable_periods(&self, _: PeriodKey) -> StoreResult<Vec<PeriodKey>> {
+        unreachable!()
+    }
+    async fn prune_period(&self, _: PeriodKey, _: i64, _: u32) -> StoreResult<u64> {
+        unreachable!()
+    }
+}
+
+impl TelemetryStore for Fake {
+    async fn telemetry_deployment(
+        &self,
+        id: &DeploymentId,
+    ) -> StoreResult<Option<ClaimedDeployment>> {
+        Ok(self.deployments.get(id.as_str()).cloned())
+    }
+    async fn ingest(
+        &self,
+        _: &str,
+        events: &[TelemetryEvent],
+        _: PeriodKey,
+        _: i64,
+    ) -> StoreResult<u64> {
+        let mut new = 0;
+        for e in events {
+            let key = (e.deployment_id.clone(), e.dedupe_key());
+            if self.events.borrow().contains_key(&key) {
+                continue;
+            }
+            self.events.borrow_mut().insert(key, e.clone());
+            let t = *self.totals.borrow();
+            let c = &e.counters;
+            *self.totals.borrow_mut() = UsageTotals::new(
+                t.events + 1,
+                t.requests + c.requests,
+                t.input_tokens + c.input_tokens,
+                t.output_tokens + c.output_tokens,
+                t.compute_ms + c.compute_ms,
+                t.errors + c.errors,
+            );
+            new += 1;
+        }
+        Ok(new)
+    }
+    async fn record_reject(&self, entry: &RejectEntry<'_>) -> StoreResult<()> {
+        if self.fail_rejects {
+            return Err(crate::app::ports::StoreError("down".into()));
+        }
+        self.rejects.borrow_mut().push((
+            entry.code.to_string(),
+            entry.deployment_id.map(str::to_owned),
+            entry.suppressed,
+        ));
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Charger {
+    told: RefCell<Vec<UsageTotals>>,
+    fail: bool,
+}
+
+impl UsageCharger for Charger {
+    async fn charge(&self, _: &UserId, _: PeriodKey, totals: UsageTotals) -> Result<(), String> {
+        if self.fail {
+            return Err("gate down".into());
+        }
+        self.told.borrow_mut().push(totals);
+        Ok(())
+    }
+}
+
+struct Rig {
+    store: Fake,
+    key: EncryptionKey,
+    secret: Vec<u8>,
+}
+
+fn rig() -> Rig {
+    let key = EncryptionKey::parse(&format!("hex:{}", "11".repeat(32))).unwrap();
+    let secret = b"the deployment's telemetry secret".to_vec();
+    let mut store = Fake::default();
+    store.deployments.insert(
+        DEP.into(),
+        ClaimedDeployment {
+            user_id: "usr_1".into(),
+            agent_id: "agt_1".into(),
+            runtime_provider: "cloudflare".into(),
+            telemetry_secret_sealed: key.seal(&secret, DEP.as_bytes()),
+        },
+    );
+    Rig { store, key, secret }
+}
+
+fn event(id: &str, tokens: u64) -> serde_json::Value {
+    json!({"eventId": id, "traceId": format!("trc_{id}"), "userId": "usr_1", "agentId": "agt_1",
+           "deploymentId": DEP, "runtimeProvider": "cloudflare", "ts": NOW, "requests": 1,
+           "inputTokens": tokens, "outputTokens": 0, "computeMs": 5, "errors": 0})
+}
+
+impl Rig {
+    fn send(&self, charger: &Charger, body: &[u8], tag: [u8; 32]) -> Result<Accepted, ApiError> {
+        let dep = DeploymentId::parse(DEP).unwrap();
+        block_on(ingest(
+            &self.store,
+            charger,
+            &self.key,
+            &dep,
+            &tag,
+            body,
+            NOW,
+        ))
+    }
+
+    fn signed(&self, charger: &Charger, body: &serde_json::Value) -> Result<Accepted, ApiError> {
+        let bytes = body.to_string().into_bytes();
+        self.send(charger, &bytes, hmac_sha256(&self.secret, &bytes))
+    }
+}
+
+#[test]
+fn a_signed_report_is_stored_once_and_the_gate_is_handed_the_charged_totals() {
+    let (rig, charger) = (rig(), Charger::default());
+    let batch = json!({"events": [event("a", 3), event("b", 4)]});
+    let first = rig.signed(&charger, &batch).unwrap();
+    assert_eq!((first.accepted, first.duplicates), (2, 0));
+    assert_eq!(charger.told.borrow().last().unwrap().tokens, 7);
+    // A retry counts nothing twice and tells the gate nothing new.
+    let again = rig.signed(&charger, &batch).unwrap();
+    assert_eq!((again.accepted, again.duplicates), (0, 2));
+    assert_eq!(charger.told.borrow().len(), 1);
+    assert_eq!(rig.store.totals.borrow().tokens, 7);
+}
+
+#[test]
+fn a_gate_that_cannot_be_told_does_not_lose_the_report() {
+    let rig = rig();
+    let charger = Charger {
+        fail: true,
+        ..Charger::default()
+    };
+    let accepted = rig.signed(&charger, &event("a", 3)).unwrap();
+    assert_eq!(accepted.accepted, 1);
+    assert!(accepted.charge_not_told.unwrap().contains("gate down"));
+    assert_eq!(rig.store.totals.borrow().tokens, 3);
+}
+
+#[test]
+fn forged_altered_and_foreign_reports_change_nothing() {
+    let (rig, charger) = (rig(), Charger::default());
+    let body = event("a", 3).to_string().into_bytes();
+    let good = hmac_sha256(&rig.secret, &body);
+    let mut altered = body.clone();
+    *altered.last_mut().unwrap() = b' ';
+    let cases: Vec<(Vec<u8>, [u8; 32], ErrorCode)> = vec![
+        (
+            body.clone(),
+            hmac_sha256(b"another secret", &body),
+            ErrorCode::InvalidTelemetrySignature,
+        ),
+        (altered, good, ErrorCode::InvalidTelemetrySignature),
+        (
+            {
+                let mut e = event("a", 3);
+                e["userId"] = json!("usr_someone_else");
+                e.to_string().into_bytes()
+            },
+            [0; 32],
+            ErrorCode::InvalidTelemetrySignature,
+        ),
+    ];
+    for (bytes, tag, code) in cases {
+        assert_eq!(rig.send(&charger, &bytes, tag).unwrap_err().code, code);
+    }
+    // Signed by the deployment but about another user: refused after the signature, still nothing stored.
+    let mut foreign = event("b", 3);
+    foreign["userId"] = json!("usr_someone_else");
+    assert_eq!(
+        rig.signed(&charger, &foreign).unwrap_err().code,
+        ErrorCode::TelemetryMismatch
+    );
+    let unknown = DeploymentId::parse("dep_ffffffffffffffffffffffff").unwrap();
+    let err = block_on(ingest(
+        &rig.store, &charger, &rig.key, &unknown, &good, &body, NOW,
+    ))
+    .unwrap_err();
+    assert_eq!(err.code, ErrorCode::UnknownDeployment);
+    assert!(rig.store.events.borrow().is_empty());
+    assert!(charger.told.borrow().is_empty());
+}
+
+#[test]
+fn refusals_are_audited_within_the_throttle_and_a_failed_write_gives_its_count_back() {
+    let rig = rig();
+    let throttle = RefCell::new(RejectThrottle::default());
+    let err = invalid_signature();
+    for _ in 0..RejectThrottle::MAX_ROWS + 5 {
+        block_on(audit_reject(
+            &rig.store,
+            &throttle,
+            "req_1",
+            NOW,
+            &err,
+            Some(DEP),
+        ))
+        .unwrap();
+    }
+    assert_eq!(
+        rig.store.rejects.borrow().len(),
+        RejectThrottle::MAX_ROWS as usize
+    );
+    // The next window's first row carries the five that were only counted.
+    block_on(audit_reject(
+        &rig.store,
+        &throttle,
+        "req_2",
+        NOW + RejectThrottle::WINDOW_MS,
+        &err,
+        None,
+    ))
+    .unwrap();
+    assert_eq!(
+        rig.store.rejects.borrow().last().unwrap(),
+        &("invalid_telemetry_signature".into(), None, 5)
+    );
+
+    let failing = Fake {
+        fail_rejects: true,
+        ..Fake::default()
+    };
+    let throttle = RefCell::new(RejectThrottle::default());
+    throttle.borrow_mut().restore(3);
+    assert!(block_on(audit_reject(&failing, &throttle, "req_3", NOW, &err, None)).is_err());
+    assert_eq!(
+        throttle.borrow_mut().admit(NOW + 1),
+        Some(3),
+        "the count rides on the next row"
+    );
+}
