@@ -1,5 +1,6 @@
 //! Use-cases over the ports. Pure: they see storage and time only through `ports`.
 
+pub mod admin;
 pub mod agents;
 pub mod api_keys;
 pub mod deployments;

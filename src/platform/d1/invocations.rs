@@ -1,11 +1,8 @@
-//! D1 for gateway-side metering: one `invocations` row per call (and the key's last use), and the operator's
-//! per-outcome read of them.
+//! D1 for gateway-side metering: one `invocations` row per call (and the key's last use).
 
 use super::store::{fail, number, opt_text, text, D1Store};
 use crate::app::invoke::Invocation;
 use crate::app::ports::StoreResult;
-use crate::domain::ids::UserId;
-use serde::Deserialize;
 use wasm_bindgen::JsValue;
 
 const INSERT_INVOCATION: &str = "INSERT INTO invocations (id, request_id, user_id, agent_id, deployment_id, \
@@ -14,14 +11,6 @@ const INSERT_INVOCATION: &str = "INSERT INTO invocations (id, request_id, user_i
      ON CONFLICT (id) DO UPDATE SET outcome = excluded.outcome, upstream_status = excluded.upstream_status, \
      counted = excluded.counted, wall_ms = excluded.wall_ms";
 const TOUCH_KEY: &str = "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1";
-
-#[derive(Debug, Deserialize)]
-pub struct UsageRow {
-    pub outcome: String,
-    pub calls: f64,
-    pub counted: f64,
-    pub wall_ms: f64,
-}
 
 impl D1Store {
     /// Writes (or, for a stream recorded when it started, completes) the metering row, and the key's last use,
@@ -59,14 +48,5 @@ impl D1Store {
         }
         self.db().batch(statements).await.map_err(fail)?;
         Ok(())
-    }
-
-    pub async fn usage_by_outcome(&self, id: &UserId, period: &str) -> StoreResult<Vec<UsageRow>> {
-        self.rows(
-            "SELECT outcome, COUNT(*) AS calls, SUM(counted) AS counted, SUM(wall_ms) AS wall_ms \
-             FROM invocations WHERE user_id = ?1 AND period_key = ?2 GROUP BY outcome ORDER BY outcome",
-            &[text(id.as_str()), text(period)],
-        )
-        .await
     }
 }

@@ -1,12 +1,23 @@
-//! D1 for the operator API: a user by id, their tier and overrides (compare-and-set), and the audit trail.
+//! D1 for the operator API: a user by id, their tier and overrides (compare-and-set), their metered calls by
+//! outcome, and the audit trail.
 
 use super::store::{number, opt_text, stored_user, text, D1Store};
+use crate::app::admin::{AdminStore, AuditEntry, OutcomeCount};
 use crate::app::ports::{StoreError, StoreResult};
 use crate::domain::entitlements::{Overrides, Tier};
 use crate::domain::ids::UserId;
+use crate::domain::period::PeriodKey;
 use crate::domain::user::User;
 use serde::Deserialize;
 use wasm_bindgen::JsValue;
+
+#[derive(Deserialize)]
+struct OutcomeRow {
+    outcome: String,
+    calls: f64,
+    counted: f64,
+    wall_ms: f64,
+}
 
 #[derive(Deserialize)]
 struct AdminUserRow {
@@ -16,8 +27,8 @@ struct AdminUserRow {
     entitlements_json: Option<String>,
 }
 
-impl D1Store {
-    pub async fn user_by_id(&self, id: &UserId) -> StoreResult<Option<User>> {
+impl AdminStore for D1Store {
+    async fn user_by_id(&self, id: &UserId) -> StoreResult<Option<User>> {
         let rows: Vec<AdminUserRow> = self
             .rows(
                 "SELECT id, tier, created_at, entitlements_json FROM users WHERE id = ?1",
@@ -30,7 +41,7 @@ impl D1Store {
             .transpose()
     }
 
-    pub async fn set_tier(&self, id: &UserId, tier: Tier) -> StoreResult<bool> {
+    async fn set_tier(&self, id: &UserId, tier: Tier) -> StoreResult<bool> {
         let rows: Vec<serde_json::Value> = self
             .rows(
                 "UPDATE users SET tier = ?2 WHERE id = ?1 RETURNING id",
@@ -42,7 +53,7 @@ impl D1Store {
 
     /// Replaces the user's overrides if they still equal `expected` (compare-and-set, so two operators editing
     /// different fields at once cannot silently undo each other); `false` when they changed meanwhile.
-    pub async fn replace_overrides(
+    async fn replace_overrides(
         &self,
         id: &UserId,
         expected: &Overrides,
@@ -68,30 +79,42 @@ impl D1Store {
         Ok(!rows.is_empty())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub async fn audit(
+    async fn usage_by_outcome(
         &self,
-        id: &str,
-        request_id: &str,
-        at: i64,
-        action: &str,
-        target: Option<&str>,
-        status: u16,
-        outcome: &str,
-        change: Option<&str>,
-    ) -> StoreResult<()> {
+        id: &UserId,
+        period: PeriodKey,
+    ) -> StoreResult<Vec<OutcomeCount>> {
+        let rows: Vec<OutcomeRow> = self
+            .rows(
+                "SELECT outcome, COUNT(*) AS calls, SUM(counted) AS counted, SUM(wall_ms) AS wall_ms \
+                 FROM invocations WHERE user_id = ?1 AND period_key = ?2 GROUP BY outcome ORDER BY outcome",
+                &[text(id.as_str()), text(&period.to_string())],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| OutcomeCount {
+                outcome: r.outcome,
+                calls: r.calls as u64,
+                counted: r.counted as u64,
+                wall_ms: r.wall_ms as u64,
+            })
+            .collect())
+    }
+
+    async fn audit(&self, e: &AuditEntry<'_>) -> StoreResult<()> {
         self.rows::<serde_json::Value>(
             "INSERT INTO admin_audit (id, request_id, at, action, target_user_id, status, outcome, change_json) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             &[
-                text(id),
-                text(request_id),
-                number(at),
-                text(action),
-                opt_text(target),
-                number(status as i64),
-                text(outcome),
-                opt_text(change),
+                text(&e.id),
+                text(e.request_id),
+                number(e.at),
+                text(e.action),
+                opt_text(e.target_user_id.as_deref()),
+                number(e.status as i64),
+                text(e.outcome),
+                opt_text(e.change_json.as_deref()),
             ],
         )
         .await?;
