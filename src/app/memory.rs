@@ -4,12 +4,16 @@
 use super::api_keys::{ApiKeyStore, ApiKeyView, NewApiKey};
 use super::gate::protocol::Forget;
 use super::ports::{AgentChanges, Clock, GateNotifier, Store, StoreResult, Written};
+use super::usage::{PeriodTotals, RecentEvent, Recomputed, UsageStore};
 use crate::domain::agent::Agent;
 use crate::domain::ids::ApiKeyId;
 use crate::domain::ids::{AgentId, UserId};
 use crate::domain::pagination::Cursor;
+use crate::domain::period::PeriodKey;
+use crate::domain::usage::UsageTotals;
 use crate::domain::user::User;
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 
 #[derive(Default)]
 pub struct MemoryStore {
@@ -245,5 +249,106 @@ impl ApiKeyStore for MemoryStore {
             }
             None => Ok(false),
         }
+    }
+}
+
+/// Usage as the stores keep it, for native tests: totals per period, owned agents, rollup state, and the raw
+/// events left in each prunable period.
+#[derive(Default)]
+pub struct MemoryUsage {
+    pub totals: RefCell<HashMap<PeriodKey, UsageTotals>>,
+    pub finalized: Vec<PeriodKey>,
+    pub agents: Vec<AgentId>,
+    pub pruned: HashMap<PeriodKey, bool>,
+    pub open: Vec<PeriodKey>,
+    pub prunable: Vec<PeriodKey>,
+    /// Raw events left per prunable period.
+    pub raw_left: RefCell<HashMap<PeriodKey, u64>>,
+    pub recomputed: RefCell<Vec<(PeriodKey, bool)>>,
+}
+
+impl UsageStore for MemoryUsage {
+    async fn usage_totals(&self, _: &UserId, period: PeriodKey) -> StoreResult<UsageTotals> {
+        Ok(self
+            .totals
+            .borrow()
+            .get(&period)
+            .copied()
+            .unwrap_or_default())
+    }
+    async fn usage_history(
+        &self,
+        _: &UserId,
+        oldest: PeriodKey,
+        newest: PeriodKey,
+    ) -> StoreResult<Vec<PeriodTotals>> {
+        Ok(self
+            .totals
+            .borrow()
+            .iter()
+            .filter(|(p, _)| **p >= oldest && **p <= newest)
+            .map(|(p, t)| PeriodTotals {
+                period_key: *p,
+                totals: *t,
+                finalized: self.finalized.contains(p),
+            })
+            .collect())
+    }
+    async fn owns_agent(&self, _: &UserId, agent: &AgentId) -> StoreResult<bool> {
+        Ok(self.agents.contains(agent))
+    }
+    async fn recent_events(
+        &self,
+        _: &UserId,
+        agent: &AgentId,
+        since: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<RecentEvent>> {
+        Ok((0..limit.min(3))
+            .map(|i| RecentEvent {
+                event_id: Some(format!("e{i}")),
+                trace_id: format!("t{i}"),
+                deployment_id: "dep".into(),
+                agent_id: agent.as_str().into(),
+                runtime_provider: "cloudflare".into(),
+                ts: since + i as i64,
+                received_at: since,
+                period_key: "2026-11".into(),
+                requests: 1,
+                input_tokens: 1,
+                output_tokens: 1,
+                compute_ms: 1,
+                errors: 0,
+            })
+            .collect())
+    }
+    async fn rollup_pruned(&self, period: PeriodKey) -> StoreResult<Option<bool>> {
+        Ok(self.pruned.get(&period).copied())
+    }
+    async fn recompute(
+        &self,
+        period: PeriodKey,
+        _: i64,
+        finalize: bool,
+    ) -> StoreResult<Recomputed> {
+        self.recomputed.borrow_mut().push((period, finalize));
+        Ok(Recomputed {
+            period_key: period.to_string(),
+            finalized: finalize,
+            ..Recomputed::default()
+        })
+    }
+    async fn open_periods(&self, _: PeriodKey) -> StoreResult<Vec<PeriodKey>> {
+        Ok(self.open.clone())
+    }
+    async fn prunable_periods(&self, _: PeriodKey) -> StoreResult<Vec<PeriodKey>> {
+        Ok(self.prunable.clone())
+    }
+    async fn prune_period(&self, period: PeriodKey, _: i64, limit: u32) -> StoreResult<u64> {
+        let mut left = self.raw_left.borrow_mut();
+        let n = left.entry(period).or_default();
+        let deleted = (*n).min(u64::from(limit));
+        *n -= deleted;
+        Ok(deleted)
     }
 }

@@ -87,5 +87,5 @@ async fn run(
         _ => return Err(ApiError::internal("not an admin route")),
     };
     let made = call.insert(made);
-    admin::run(store, gate, &config.tiers, made, JsClock.now_ms()).await
+    admin::run(store, store, gate, &config.tiers, made, JsClock.now_ms()).await
 }

@@ -95,6 +95,26 @@ fn finish(
     });
 }
 
+/// Records a call that ended in `err` (in the background) and hands the error back.
+fn failed(
+    ctx: &Context,
+    env: &Env,
+    meter: Meter,
+    err: ApiError,
+    status: Option<u16>,
+    counted: bool,
+) -> ApiError {
+    finish(
+        ctx,
+        env,
+        meter,
+        err.code.as_str().to_owned(),
+        status,
+        counted,
+    );
+    err
+}
+
 /// Records when the stream ends or the client goes away (the sender is dropped).
 fn finish_after(
     ctx: &Context,
@@ -173,8 +193,7 @@ pub(super) async fn invoke(
             deployment_id,
         }) => {
             meter.deployment_id = deployment_id;
-            finish(ctx, env, meter, error.code.as_str().to_owned(), None, false);
-            Err(error)
+            Err(failed(ctx, env, meter, error, None, false))
         }
     }
 }
@@ -239,8 +258,7 @@ async fn call(
                 limit_headers
             };
             let err = target.failure(failure, streaming).with_headers(headers);
-            finish(ctx, env, meter, err.code.as_str().into(), None, !give_back);
-            return Err(err);
+            return Err(failed(ctx, env, meter, err, None, !give_back));
         }
     };
 
@@ -259,15 +277,7 @@ async fn call(
         let err = target
             .failure(UpstreamFailure::Status { status, body }, streaming)
             .with_headers(headers);
-        finish(
-            ctx,
-            env,
-            meter,
-            err.code.as_str().into(),
-            Some(status),
-            true,
-        );
-        return Err(err);
+        return Err(failed(ctx, env, meter, err, Some(status), true));
     }
 
     let content_type = upstream
@@ -288,17 +298,14 @@ async fn call(
                 finish(ctx, env, meter, "ok".into(), Some(status), true);
                 Ok(Reply::JsonWith(200, answer, headers))
             }
-            Err(err) => {
-                finish(
-                    ctx,
-                    env,
-                    meter,
-                    err.code.as_str().into(),
-                    Some(status),
-                    true,
-                );
-                Err(err.with_headers(headers))
-            }
+            Err(err) => Err(failed(
+                ctx,
+                env,
+                meter,
+                err.with_headers(headers),
+                Some(status),
+                true,
+            )),
         };
     }
 

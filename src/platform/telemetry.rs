@@ -8,7 +8,7 @@ use super::request::{header, read_body};
 use super::JsClock;
 use crate::app::deployments::deploys_not_configured;
 use crate::app::ports::Clock;
-use crate::app::telemetry::{audit_reject, ingest};
+use crate::app::telemetry::{audit_reject, ingest, SignedReport};
 use crate::config::ServiceConfig;
 use crate::domain::ids::{DeploymentId, RequestId};
 use crate::domain::telemetry::{
@@ -73,7 +73,12 @@ async fn receive(
         .ok_or_else(deploys_not_configured)?
         .encryption_key;
     let gate = UserGateClient::new(env);
-    let accepted = ingest(store, &gate, key, deployment_id, &tag, &body, now).await?;
+    let report = SignedReport {
+        deployment_id,
+        tag: &tag,
+        body: &body,
+    };
+    let accepted = ingest(store, store, &gate, key, report, now).await?;
     if let Some(problem) = &accepted.charge_not_told {
         console_error!("telemetry {}: {problem}", accepted.report_id);
     }

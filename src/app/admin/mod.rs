@@ -62,7 +62,7 @@ pub struct AuditEntry<'a> {
 }
 
 #[allow(async_fn_in_trait)]
-pub trait AdminStore: UsageStore {
+pub trait AdminStore {
     async fn user_by_id(&self, id: &UserId) -> StoreResult<Option<User>>;
     async fn set_tier(&self, id: &UserId, tier: Tier) -> StoreResult<bool>;
     /// Replaces the overrides if they still equal `expected` (compare-and-set); `false` when they changed.
@@ -160,6 +160,7 @@ impl AdminCall {
 /// Runs one call (the token already checked).
 pub async fn run(
     store: &impl AdminStore,
+    usage: &impl UsageStore,
     gate: &impl GateNotifier,
     tiers: &TierOverrides,
     call: &AdminCall,
@@ -173,7 +174,7 @@ pub async fn run(
                 .ok_or_else(|| {
                     ApiError::validation("period", "must be {\"period\": \"YYYY-MM\"}")
                 })?;
-            let done = usage::recompute(store, period, now).await?;
+            let done = usage::recompute(usage, period, now).await?;
             serde_json::to_value(done).map_err(ApiError::internal)
         }
         AdminCall::SetTier { user, body } => {
@@ -246,7 +247,7 @@ pub async fn run(
                 .await?
                 .ok_or_else(user_not_found)?;
             let rows = store.usage_by_outcome(&user_id, period).await?;
-            let totals = store.usage_totals(&user_id, period).await?;
+            let totals = usage.usage_totals(&user_id, period).await?;
             let mut by_outcome = Map::new();
             let (mut calls, mut counted, mut wall_ms) = (0u64, 0u64, 0u64);
             for r in rows {

@@ -1,7 +1,5 @@
 use super::*;
-use crate::app::memory::RecordingGate;
-use crate::app::usage::{PeriodTotals, RecentEvent, Recomputed};
-use crate::domain::ids::AgentId;
+use crate::app::memory::{MemoryUsage, RecordingGate};
 use crate::domain::usage::UsageTotals;
 use pollster::block_on;
 use std::cell::{Cell, RefCell};
@@ -17,58 +15,6 @@ struct Fake {
     audits: RefCell<Vec<Audited>>,
     /// Overrides changed by someone else this many times before each compare-and-set.
     interfering: Cell<u32>,
-    recomputed: Cell<u32>,
-}
-
-impl UsageStore for Fake {
-    async fn usage_totals(&self, _: &UserId, _: PeriodKey) -> StoreResult<UsageTotals> {
-        Ok(UsageTotals::new(2, 2, 100, 50, 10, 0))
-    }
-    async fn usage_history(
-        &self,
-        _: &UserId,
-        _: PeriodKey,
-        _: PeriodKey,
-    ) -> StoreResult<Vec<PeriodTotals>> {
-        unreachable!()
-    }
-    async fn owns_agent(&self, _: &UserId, _: &AgentId) -> StoreResult<bool> {
-        unreachable!()
-    }
-    async fn recent_events(
-        &self,
-        _: &UserId,
-        _: &AgentId,
-        _: i64,
-        _: u32,
-    ) -> StoreResult<Vec<RecentEvent>> {
-        unreachable!()
-    }
-    async fn rollup_pruned(&self, _: PeriodKey) -> StoreResult<Option<bool>> {
-        Ok(None)
-    }
-    async fn recompute(
-        &self,
-        period: PeriodKey,
-        _: i64,
-        finalize: bool,
-    ) -> StoreResult<Recomputed> {
-        self.recomputed.set(self.recomputed.get() + 1);
-        Ok(Recomputed {
-            period_key: period.to_string(),
-            finalized: finalize,
-            ..Recomputed::default()
-        })
-    }
-    async fn open_periods(&self, _: PeriodKey) -> StoreResult<Vec<PeriodKey>> {
-        unreachable!()
-    }
-    async fn prunable_periods(&self, _: PeriodKey) -> StoreResult<Vec<PeriodKey>> {
-        unreachable!()
-    }
-    async fn prune_period(&self, _: PeriodKey, _: i64, _: u32) -> StoreResult<u64> {
-        unreachable!()
-    }
 }
 
 impl AdminStore for Fake {
@@ -131,6 +77,28 @@ impl AdminStore for Fake {
     }
 }
 
+/// The user's stored totals for every period: 100 input and 50 output tokens, 10 compute ms.
+fn usage() -> MemoryUsage {
+    let usage = MemoryUsage::default();
+    usage.totals.borrow_mut().insert(
+        PeriodKey::containing(NOW),
+        UsageTotals::new(2, 2, 100, 50, 10, 0),
+    );
+    usage
+}
+
+/// Runs `c` with the default tiers and the usage above.
+fn run_call(store: &Fake, gate: &RecordingGate, c: &AdminCall) -> Result<Value, ApiError> {
+    block_on(run(
+        store,
+        &usage(),
+        gate,
+        &TierOverrides::default(),
+        c,
+        NOW,
+    ))
+}
+
 fn store_with_user() -> (Fake, UserId) {
     let id = UserId::generate();
     let store = Fake::default();
@@ -169,7 +137,7 @@ fn a_tier_change_tells_the_gate_and_answers_the_new_entitlements() {
         user: id.as_str().into(),
         body: json!({"tier": "pro"}),
     };
-    let view = block_on(run(&store, &gate, &TierOverrides::default(), &call, NOW)).unwrap();
+    let view = run_call(&store, &gate, &call).unwrap();
     assert_eq!(view["tier"], "pro");
     assert_eq!(view["entitlements"]["requestsPerPeriod"], 100_000);
     assert_eq!(gate.told.borrow().as_slice(), &[(id.clone(), Forget::User)]);
@@ -183,7 +151,7 @@ fn a_tier_change_tells_the_gate_and_answers_the_new_entitlements() {
             user: id.as_str().into(),
             body,
         };
-        let err = block_on(run(&store, &gate, &TierOverrides::default(), &call, NOW)).unwrap_err();
+        let err = run_call(&store, &gate, &call).unwrap_err();
         assert_eq!(err.code, ErrorCode::ValidationFailed);
     }
     assert_eq!(gate.told.borrow().len(), 1);
@@ -192,9 +160,7 @@ fn a_tier_change_tells_the_gate_and_answers_the_new_entitlements() {
         body: json!({"tier": "pro"}),
     };
     assert_eq!(
-        block_on(run(&store, &gate, &TierOverrides::default(), &unknown, NOW))
-            .unwrap_err()
-            .code,
+        run_call(&store, &gate, &unknown).unwrap_err().code,
         ErrorCode::UserNotFound
     );
 }
@@ -207,10 +173,10 @@ fn overrides_are_compare_and_set_and_give_up_after_three_lost_races() {
         body: json!({"requestsPerPeriod": 5}),
     };
     store.interfering.set(2);
-    let view = block_on(run(&store, &gate, &TierOverrides::default(), &call, NOW)).unwrap();
+    let view = run_call(&store, &gate, &call).unwrap();
     assert_eq!(view["entitlements"]["requestsPerPeriod"], 5);
     store.interfering.set(3);
-    let err = block_on(run(&store, &gate, &TierOverrides::default(), &call, NOW)).unwrap_err();
+    let err = run_call(&store, &gate, &call).unwrap_err();
     assert_eq!(err.code, ErrorCode::DependencyUnavailable);
     assert_eq!(
         gate.told.borrow().len(),
@@ -226,7 +192,7 @@ fn usage_adds_up_the_metered_outcomes_and_what_remains() {
         user: id.as_str().into(),
         period: None,
     };
-    let body = block_on(run(&store, &gate, &TierOverrides::default(), &call, NOW)).unwrap();
+    let body = run_call(&store, &gate, &call).unwrap();
     assert_eq!(body["periodKey"], "2026-11");
     assert_eq!(body["invocations"]["total"], 5);
     assert_eq!(body["invocations"]["counted"], 3);
@@ -241,9 +207,7 @@ fn usage_adds_up_the_metered_outcomes_and_what_remains() {
         period: Some("2026-13".into()),
     };
     assert_eq!(
-        block_on(run(&store, &gate, &TierOverrides::default(), &bad, NOW))
-            .unwrap_err()
-            .code,
+        run_call(&store, &gate, &bad).unwrap_err().code,
         ErrorCode::InvalidQuery
     );
 }
@@ -305,27 +269,27 @@ fn refresh_tells_the_gate_to_forget_everything_for_a_known_user() {
     let call = AdminCall::RefreshGate {
         user: id.as_str().into(),
     };
-    block_on(run(&store, &gate, &TierOverrides::default(), &call, NOW)).unwrap();
+    run_call(&store, &gate, &call).unwrap();
     assert_eq!(gate.told.borrow().as_slice(), &[(id, Forget::All)]);
     let unknown = AdminCall::RefreshGate {
         user: "usr_nobody".into(),
     };
     assert_eq!(
-        block_on(run(&store, &gate, &TierOverrides::default(), &unknown, NOW))
-            .unwrap_err()
-            .code,
+        run_call(&store, &gate, &unknown).unwrap_err().code,
         ErrorCode::UserNotFound
     );
     let recompute = AdminCall::Recompute {
         body: json!({"period": "2026-10"}),
     };
+    let usage = usage();
     block_on(run(
         &store,
+        &usage,
         &gate,
         &TierOverrides::default(),
         &recompute,
         NOW,
     ))
     .unwrap();
-    assert_eq!(store.recomputed.get(), 1);
+    assert_eq!(usage.recomputed.borrow().len(), 1);
 }

@@ -42,7 +42,7 @@ pub struct RejectEntry<'a> {
 }
 
 #[allow(async_fn_in_trait)]
-pub trait TelemetryStore: UsageStore {
+pub trait TelemetryStore {
     async fn telemetry_deployment(
         &self,
         id: &DeploymentId,
@@ -84,16 +84,28 @@ pub struct Accepted {
     pub charge_not_told: Option<String>,
 }
 
-/// Verifies and stores one report whose body was read within the size limit.
+/// A report as received: the deployment it claims, its signature, and its body (read within the size limit).
+#[derive(Debug, Clone, Copy)]
+pub struct SignedReport<'a> {
+    pub deployment_id: &'a DeploymentId,
+    pub tag: &'a [u8; 32],
+    pub body: &'a [u8],
+}
+
+/// Verifies and stores one report.
 pub async fn ingest(
     store: &impl TelemetryStore,
+    usage: &impl UsageStore,
     charger: &impl UsageCharger,
     key: &EncryptionKey,
-    deployment_id: &DeploymentId,
-    tag: &[u8; 32],
-    body: &[u8],
+    report: SignedReport<'_>,
     now: i64,
 ) -> Result<Accepted, ApiError> {
+    let SignedReport {
+        deployment_id,
+        tag,
+        body,
+    } = report;
     let deployment = store
         .telemetry_deployment(deployment_id)
         .await?
@@ -126,7 +138,7 @@ pub async fn ingest(
     let mut charge_not_told = None;
     if accepted > 0 {
         let user = UserId::from_trusted(deployment.user_id.clone());
-        let charged = store.usage_totals(&user, period).await?;
+        let charged = usage.usage_totals(&user, period).await?;
         if let Err(e) = charger.charge(&user, period, charged).await {
             charge_not_told = Some(format!(
                 "the gate of {user} was not told of the charge: {e}"

@@ -2,9 +2,8 @@
 //! deployment, billing usage grown by exactly the new ones.
 
 use super::*;
-use crate::app::usage::{PeriodTotals, RecentEvent, Recomputed};
+use crate::app::memory::MemoryUsage;
 use crate::crypto::hmac_sha256;
-use crate::domain::ids::AgentId;
 use crate::domain::{ApiError, ErrorCode};
 use pollster::block_on;
 use serde_json::json;
@@ -18,50 +17,10 @@ const DEP: &str = "dep_0123456789abcdef01234567";
 struct Fake {
     deployments: HashMap<String, ClaimedDeployment>,
     events: RefCell<HashMap<(String, String), TelemetryEvent>>,
-    totals: RefCell<UsageTotals>,
+    /// Billing usage, grown by `ingest` as the D1 batch grows it.
+    usage: MemoryUsage,
     rejects: RefCell<Vec<(String, Option<String>, u64)>>,
     fail_rejects: bool,
-}
-
-impl UsageStore for Fake {
-    async fn usage_totals(&self, _: &UserId, _: PeriodKey) -> StoreResult<UsageTotals> {
-        Ok(*self.totals.borrow())
-    }
-    async fn usage_history(
-        &self,
-        _: &UserId,
-        _: PeriodKey,
-        _: PeriodKey,
-    ) -> StoreResult<Vec<PeriodTotals>> {
-        unreachable!()
-    }
-    async fn owns_agent(&self, _: &UserId, _: &AgentId) -> StoreResult<bool> {
-        unreachable!()
-    }
-    async fn recent_events(
-        &self,
-        _: &UserId,
-        _: &AgentId,
-        _: i64,
-        _: u32,
-    ) -> StoreResult<Vec<RecentEvent>> {
-        unreachable!()
-    }
-    async fn rollup_pruned(&self, _: PeriodKey) -> StoreResult<Option<bool>> {
-        unreachable!()
-    }
-    async fn recompute(&self, _: PeriodKey, _: i64, _: bool) -> StoreResult<Recomputed> {
-        unreachable!()
-    }
-    async fn open_periods(&self, _: PeriodKey) -> StoreResult<Vec<PeriodKey>> {
-        unreachable!()
-    }
-    async fn prunable_periods(&self, _: PeriodKey) -> StoreResult<Vec<PeriodKey>> {
-        unreachable!()
-    }
-    async fn prune_period(&self, _: PeriodKey, _: i64, _: u32) -> StoreResult<u64> {
-        unreachable!()
-    }
 }
 
 impl TelemetryStore for Fake {
@@ -75,7 +34,7 @@ impl TelemetryStore for Fake {
         &self,
         _: &str,
         events: &[TelemetryEvent],
-        _: PeriodKey,
+        period: PeriodKey,
         _: i64,
     ) -> StoreResult<u64> {
         let mut new = 0;
@@ -85,9 +44,10 @@ impl TelemetryStore for Fake {
                 continue;
             }
             self.events.borrow_mut().insert(key, e.clone());
-            let t = *self.totals.borrow();
+            let mut totals = self.usage.totals.borrow_mut();
+            let t = totals.entry(period).or_default();
             let c = &e.counters;
-            *self.totals.borrow_mut() = UsageTotals::new(
+            *t = UsageTotals::new(
                 t.events + 1,
                 t.requests + c.requests,
                 t.input_tokens + c.input_tokens,
@@ -161,11 +121,14 @@ impl Rig {
         let dep = DeploymentId::parse(DEP).unwrap();
         block_on(ingest(
             &self.store,
+            &self.store.usage,
             charger,
             &self.key,
-            &dep,
-            &tag,
-            body,
+            SignedReport {
+                deployment_id: &dep,
+                tag: &tag,
+                body,
+            },
             NOW,
         ))
     }
@@ -174,6 +137,15 @@ impl Rig {
         let bytes = body.to_string().into_bytes();
         self.send(charger, &bytes, hmac_sha256(&self.secret, &bytes))
     }
+}
+
+fn tokens(store: &Fake) -> u64 {
+    block_on(store.usage.usage_totals(
+        &UserId::from_trusted("usr_1".into()),
+        PeriodKey::containing(NOW),
+    ))
+    .unwrap()
+    .tokens
 }
 
 #[test]
@@ -187,7 +159,7 @@ fn a_signed_report_is_stored_once_and_the_gate_is_handed_the_charged_totals() {
     let again = rig.signed(&charger, &batch).unwrap();
     assert_eq!((again.accepted, again.duplicates), (0, 2));
     assert_eq!(charger.told.borrow().len(), 1);
-    assert_eq!(rig.store.totals.borrow().tokens, 7);
+    assert_eq!(tokens(&rig.store), 7);
 }
 
 #[test]
@@ -200,7 +172,7 @@ fn a_gate_that_cannot_be_told_does_not_lose_the_report() {
     let accepted = rig.signed(&charger, &event("a", 3)).unwrap();
     assert_eq!(accepted.accepted, 1);
     assert!(accepted.charge_not_told.unwrap().contains("gate down"));
-    assert_eq!(rig.store.totals.borrow().tokens, 3);
+    assert_eq!(tokens(&rig.store), 3);
 }
 
 #[test]
@@ -239,11 +211,21 @@ fn forged_altered_and_foreign_reports_change_nothing() {
     );
     let unknown = DeploymentId::parse("dep_ffffffffffffffffffffffff").unwrap();
     let err = block_on(ingest(
-        &rig.store, &charger, &rig.key, &unknown, &good, &body, NOW,
+        &rig.store,
+        &rig.store.usage,
+        &charger,
+        &rig.key,
+        SignedReport {
+            deployment_id: &unknown,
+            tag: &good,
+            body: &body,
+        },
+        NOW,
     ))
     .unwrap_err();
     assert_eq!(err.code, ErrorCode::UnknownDeployment);
     assert!(rig.store.events.borrow().is_empty());
+    assert_eq!(tokens(&rig.store), 0);
     assert!(charger.told.borrow().is_empty());
 }
 

@@ -1,105 +1,12 @@
 use super::*;
+use crate::app::memory::MemoryUsage;
 use crate::domain::entitlements::{Overrides, Tier};
 use pollster::block_on;
-use std::cell::RefCell;
 
 const NOW: i64 = 1_795_000_000_000; // within 2026-11
 
 fn period(s: &str) -> PeriodKey {
     PeriodKey::parse(s).unwrap()
-}
-
-#[derive(Default)]
-struct Fake {
-    totals: HashMap<PeriodKey, UsageTotals>,
-    finalized: Vec<PeriodKey>,
-    agents: Vec<AgentId>,
-    pruned: HashMap<PeriodKey, bool>,
-    open: Vec<PeriodKey>,
-    prunable: Vec<PeriodKey>,
-    /// Raw events left per prunable period.
-    raw_left: RefCell<HashMap<PeriodKey, u64>>,
-    recomputed: RefCell<Vec<(PeriodKey, bool)>>,
-}
-
-impl UsageStore for Fake {
-    async fn usage_totals(&self, _: &UserId, period: PeriodKey) -> StoreResult<UsageTotals> {
-        Ok(self.totals.get(&period).copied().unwrap_or_default())
-    }
-    async fn usage_history(
-        &self,
-        _: &UserId,
-        oldest: PeriodKey,
-        newest: PeriodKey,
-    ) -> StoreResult<Vec<PeriodTotals>> {
-        Ok(self
-            .totals
-            .iter()
-            .filter(|(p, _)| **p >= oldest && **p <= newest)
-            .map(|(p, t)| PeriodTotals {
-                period_key: *p,
-                totals: *t,
-                finalized: self.finalized.contains(p),
-            })
-            .collect())
-    }
-    async fn owns_agent(&self, _: &UserId, agent: &AgentId) -> StoreResult<bool> {
-        Ok(self.agents.contains(agent))
-    }
-    async fn recent_events(
-        &self,
-        _: &UserId,
-        agent: &AgentId,
-        since: i64,
-        limit: u32,
-    ) -> StoreResult<Vec<RecentEvent>> {
-        Ok((0..limit.min(3))
-            .map(|i| RecentEvent {
-                event_id: Some(format!("e{i}")),
-                trace_id: format!("t{i}"),
-                deployment_id: "dep".into(),
-                agent_id: agent.as_str().into(),
-                runtime_provider: "cloudflare".into(),
-                ts: since + i as i64,
-                received_at: since,
-                period_key: "2026-11".into(),
-                requests: 1,
-                input_tokens: 1,
-                output_tokens: 1,
-                compute_ms: 1,
-                errors: 0,
-            })
-            .collect())
-    }
-    async fn rollup_pruned(&self, period: PeriodKey) -> StoreResult<Option<bool>> {
-        Ok(self.pruned.get(&period).copied())
-    }
-    async fn recompute(
-        &self,
-        period: PeriodKey,
-        _: i64,
-        finalize: bool,
-    ) -> StoreResult<Recomputed> {
-        self.recomputed.borrow_mut().push((period, finalize));
-        Ok(Recomputed {
-            period_key: period.to_string(),
-            finalized: finalize,
-            ..Recomputed::default()
-        })
-    }
-    async fn open_periods(&self, _: PeriodKey) -> StoreResult<Vec<PeriodKey>> {
-        Ok(self.open.clone())
-    }
-    async fn prunable_periods(&self, _: PeriodKey) -> StoreResult<Vec<PeriodKey>> {
-        Ok(self.prunable.clone())
-    }
-    async fn prune_period(&self, period: PeriodKey, _: i64, limit: u32) -> StoreResult<u64> {
-        let mut left = self.raw_left.borrow_mut();
-        let n = left.entry(period).or_default();
-        let deleted = (*n).min(u64::from(limit));
-        *n -= deleted;
-        Ok(deleted)
-    }
 }
 
 struct Counter(Result<u64, String>);
@@ -140,8 +47,8 @@ fn query(pairs: &[(&str, &str)]) -> HashMap<String, String> {
 
 #[test]
 fn current_usage_says_what_remains_and_what_is_exhausted() {
-    let mut store = Fake::default();
-    store.totals.insert(
+    let store = MemoryUsage::default();
+    store.totals.borrow_mut().insert(
         period("2026-11"),
         UsageTotals::new(3, 3, 150_000, 50_000, 10, 0),
     );
@@ -166,12 +73,14 @@ fn current_usage_says_what_remains_and_what_is_exhausted() {
 
 #[test]
 fn history_fills_the_gaps_newest_first_and_knows_what_is_final() {
-    let mut store = Fake::default();
+    let mut store = MemoryUsage::default();
     store
         .totals
+        .borrow_mut()
         .insert(period("2026-09"), UsageTotals::new(1, 1, 1, 1, 1, 0));
     store
         .totals
+        .borrow_mut()
         .insert(period("2026-10"), UsageTotals::new(2, 2, 2, 2, 2, 0));
     store.finalized.push(period("2026-09"));
     let list = block_on(history(&store, &user(), &query(&[("periods", "4")]), NOW)).unwrap();
@@ -191,7 +100,7 @@ fn history_fills_the_gaps_newest_first_and_knows_what_is_final() {
 
 #[test]
 fn recent_events_only_for_the_callers_own_agent() {
-    let mut store = Fake::default();
+    let mut store = MemoryUsage::default();
     let mine = AgentId::generate();
     store.agents.push(mine.clone());
     let events = block_on(recent(
@@ -222,10 +131,10 @@ fn recent_events_only_for_the_callers_own_agent() {
 
 #[test]
 fn the_rollup_recomputes_open_periods_and_prunes_within_its_budget() {
-    let store = Fake {
+    let store = MemoryUsage {
         open: vec![period("2026-10")],
         prunable: vec![period("2026-01"), period("2026-02")],
-        ..Fake::default()
+        ..MemoryUsage::default()
     };
     store
         .raw_left
@@ -249,7 +158,7 @@ fn the_rollup_recomputes_open_periods_and_prunes_within_its_budget() {
 
 #[test]
 fn an_operator_recompute_is_refused_for_the_future_and_for_pruned_periods() {
-    let mut store = Fake::default();
+    let mut store = MemoryUsage::default();
     store.pruned.insert(period("2026-01"), true);
     let err = block_on(recompute(&store, period("2026-12"), NOW)).unwrap_err();
     assert_eq!(err.code, ErrorCode::ValidationFailed);
