@@ -80,54 +80,76 @@ async fn write_meter(env: &Env, meter: &Meter, outcome: &str, status: Option<u16
     }
 }
 
-/// Records now (in the background).
-fn finish(
-    ctx: &Context,
-    env: &Env,
-    meter: Meter,
-    outcome: String,
-    status: Option<u16>,
-    counted: bool,
-) {
-    let env = env.clone();
-    ctx.wait_until(async move {
-        write_meter(&env, &meter, &outcome, status, counted).await;
-    });
+/// A call's outcome as metering records it: outcome name, the agent's status, whether it counted.
+type Outcome = (String, Option<u16>, bool);
+
+/// Where a call's metering row goes once its outcome is known. Every write happens in `waitUntil`, after (or
+/// beside) the answer: metering never adds latency.
+enum Metering {
+    /// Written when the outcome is known.
+    Direct(Meter),
+    /// A stream, recorded as it starts (`client_closed`) while the agent is called, then completed with its
+    /// real outcome through the sender; a dropped sender (the client went away) leaves `client_closed`. The
+    /// completion is written after the first row, never before it.
+    Started(oneshot::Sender<Outcome>),
 }
 
-/// Records a call that ended in `err` (in the background) and hands the error back.
-fn failed(
-    ctx: &Context,
-    env: &Env,
-    meter: Meter,
-    err: ApiError,
-    status: Option<u16>,
-    counted: bool,
-) -> ApiError {
-    finish(
-        ctx,
-        env,
-        meter,
-        err.code.as_str().to_owned(),
-        status,
-        counted,
-    );
-    err
-}
+impl Metering {
+    fn start_stream(ctx: &Context, env: &Env, meter: Meter) -> Self {
+        let (tx, rx) = oneshot::channel::<Outcome>();
+        let env = env.clone();
+        ctx.wait_until(async move {
+            write_meter(&env, &meter, "client_closed", None, true).await;
+            if let Ok((outcome, status, counted)) = rx.await {
+                write_meter(&env, &meter, &outcome, status, counted).await;
+            }
+        });
+        Metering::Started(tx)
+    }
 
-/// Records when the stream ends or the client goes away (the sender is dropped).
-fn finish_after(
-    ctx: &Context,
-    env: &Env,
-    meter: Meter,
-    rx: oneshot::Receiver<String>,
-    status: u16,
-) {
-    let env = env.clone();
-    ctx.wait_until(async move {
-        let outcome = rx.await.unwrap_or_else(|_| "client_closed".into());
-        write_meter(&env, &meter, &outcome, Some(status), true).await;
-    });
+    /// Records the outcome (in the background).
+    fn finish(self, ctx: &Context, env: &Env, outcome: String, status: Option<u16>, counted: bool) {
+        match self {
+            Metering::Direct(meter) => {
+                let env = env.clone();
+                ctx.wait_until(async move {
+                    write_meter(&env, &meter, &outcome, status, counted).await;
+                });
+            }
+            Metering::Started(tx) => {
+                let _ = tx.send((outcome, status, counted));
+            }
+        }
+    }
+
+    /// Records a call that ended in `err` and hands the error back.
+    fn failed(
+        self,
+        ctx: &Context,
+        env: &Env,
+        err: ApiError,
+        status: Option<u16>,
+        counted: bool,
+    ) -> ApiError {
+        self.finish(ctx, env, err.code.as_str().to_owned(), status, counted);
+        err
+    }
+
+    /// Records the stream's outcome when the relay reports it (or `client_closed` if the client went away).
+    fn finish_after(self, ctx: &Context, env: &Env, rx: oneshot::Receiver<String>, status: u16) {
+        let env = env.clone();
+        ctx.wait_until(async move {
+            let outcome = rx.await.unwrap_or_else(|_| "client_closed".into());
+            match self {
+                Metering::Started(tx) => {
+                    let _ = tx.send((outcome, Some(status), true));
+                }
+                Metering::Direct(meter) => {
+                    write_meter(&env, &meter, &outcome, Some(status), true).await;
+                }
+            }
+        });
+    }
 }
 
 pub(super) async fn invoke(
@@ -193,7 +215,7 @@ pub(super) async fn invoke(
             deployment_id,
         }) => {
             meter.deployment_id = deployment_id;
-            Err(failed(ctx, env, meter, error, None, false))
+            Err(Metering::Direct(meter).failed(ctx, env, error, None, false))
         }
     }
 }
@@ -218,47 +240,40 @@ async fn call(
     let target = UpstreamTarget {
         deployment_id: deployment.deployment_id.clone(),
     };
-    let sending = send(
+    let (trace_id, request_id) = (meter.trace_id.clone(), meter.request_id.clone());
+    let (period, user_label) = (meter.period, meter.user_id.clone());
+    // A stream's row exists from its start, so a client that goes away still leaves one.
+    let metering = if streaming {
+        Metering::start_stream(ctx, env, meter)
+    } else {
+        Metering::Direct(meter)
+    };
+    let upstream = send(
         env,
         deployment,
         (granted.cpu_ms, granted.subrequests),
         request.upstream_body(&granted.runtime_session_id),
-        &meter.trace_id,
-        &meter.request_id,
+        &trace_id,
+        &request_id,
         streaming,
         config.invoke_timeout_ms,
-    );
-    let upstream = if streaming {
-        // A stream is recorded as it starts (while the agent is being called, so it adds no latency) as
-        // `client_closed`, and completed with its real outcome when it ends. If the client goes away, the
-        // runtime cancels the request and with it any later write; the row then still says what happened.
-        let (upstream, ()) = futures_util::future::join(
-            sending,
-            write_meter(env, &meter, "client_closed", None, true),
-        )
-        .await;
-        upstream
-    } else {
-        sending.await
-    };
+    )
+    .await;
     let mut upstream = match upstream {
         Ok(res) => res,
         Err(failure) => {
             let give_back = gives_back(&failure);
             let headers = if give_back {
                 // Nothing reached the agent: the request is given back (app::invoke's counting policy).
-                if let Err(e) = gate.release(user, meter.period).await {
-                    worker::console_error!(
-                        "releasing a reservation for {} failed: {e}",
-                        meter.user_id
-                    );
+                if let Err(e) = gate.release(user, period).await {
+                    worker::console_error!("releasing a reservation for {user_label} failed: {e}");
                 }
                 rate_limit_headers(&given_back(&decision), JsClock.now_ms())
             } else {
                 limit_headers
             };
             let err = target.failure(failure, streaming).with_headers(headers);
-            return Err(failed(ctx, env, meter, err, None, !give_back));
+            return Err(metering.failed(ctx, env, err, None, !give_back));
         }
     };
 
@@ -267,7 +282,7 @@ async fn call(
     let mut headers = limit_headers;
     headers.push(watch.header());
     headers.push(("X-Deployment-Id", deployment.deployment_id.clone()));
-    headers.push(("X-Trace-Id", meter.trace_id.clone()));
+    headers.push(("X-Trace-Id", trace_id.clone()));
     let timeout_ms = config.invoke_timeout_ms;
 
     if !(200..300).contains(&status) {
@@ -277,7 +292,7 @@ async fn call(
         let err = target
             .failure(UpstreamFailure::Status { status, body }, streaming)
             .with_headers(headers);
-        return Err(failed(ctx, env, meter, err, Some(status), true));
+        return Err(metering.failed(ctx, env, err, Some(status), true));
     }
 
     let content_type = upstream
@@ -290,28 +305,23 @@ async fn call(
 
     if !streaming {
         let outcome = match read_bounded(&mut upstream, timeout_ms).await {
-            Ok(body) => client_response(&body, &client_session, &meter.trace_id, &target),
+            Ok(body) => client_response(&body, &client_session, &trace_id, &target),
             Err(failure) => Err(target.failure(failure, false)),
         };
         return match outcome {
             Ok(answer) => {
-                finish(ctx, env, meter, "ok".into(), Some(status), true);
+                metering.finish(ctx, env, "ok".into(), Some(status), true);
                 Ok(Reply::JsonWith(200, answer, headers))
             }
-            Err(err) => Err(failed(
-                ctx,
-                env,
-                meter,
-                err.with_headers(headers),
-                Some(status),
-                true,
-            )),
+            Err(err) => {
+                Err(metering.failed(ctx, env, err.with_headers(headers), Some(status), true))
+            }
         };
     }
 
-    let meta = meta_event(&meter.trace_id, &client_session, &deployment.deployment_id);
+    let meta = meta_event(&trace_id, &client_session, &deployment.deployment_id);
     let (tx, rx) = oneshot::channel();
-    finish_after(ctx, env, meter, rx, status);
+    metering.finish_after(ctx, env, rx, status);
     let body = if content_type.contains("text/event-stream") {
         let source = upstream.stream().map_err(ApiError::internal)?;
         relay(meta, source, target, timeout_ms, tx)

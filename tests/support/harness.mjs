@@ -118,9 +118,11 @@ export async function freePort() {
 
 /**
  * `telemetryToSelf`: the control plane listens on a port chosen up front, and deployed agents report their
- * telemetry to it (TELEMETRY_REPORT_URL), closing the whole loop.
+ * telemetry to it (TELEMETRY_REPORT_URL), closing the whole loop. `directSocket`: `app.url` reaches the control
+ * plane on its own socket, as a deployed worker is reached, instead of through Miniflare's entry worker (which
+ * adds a hop of its own; the benchmark uses this).
  */
-export async function startControlPlane({ vars = {}, migrate = true, miniflare = {}, dispatcher = null, telemetryToSelf = false } = {}) {
+export async function startControlPlane({ vars = {}, migrate = true, miniflare = {}, dispatcher = null, telemetryToSelf = false, directSocket = false } = {}) {
   const key = await makeSigningKey();
   if (telemetryToSelf) {
     const port = await freePort();
@@ -135,8 +137,11 @@ export async function startControlPlane({ vars = {}, migrate = true, miniflare =
     ...vars,
   };
   for (const [name, value] of Object.entries(bindings)) if (value === undefined) delete bindings[name];
-  const mf = new Miniflare(miniflareOptions(bindings, miniflare, dispatcher));
-  const url = await mf.ready;
+  const options = miniflareOptions(bindings, miniflare, dispatcher);
+  if (directSocket) options.workers[0].unsafeDirectSockets = [{ host: "127.0.0.1", port: 0 }];
+  const mf = new Miniflare(options);
+  const ready = await mf.ready;
+  const url = directSocket ? await mf.unsafeGetDirectURL("control-plane") : ready;
   const db = await mf.getD1Database("DB");
   if (migrate) await db.batch(migrationStatements().map((sql) => db.prepare(sql)));
   return new TestApp(mf, db, key, url);
