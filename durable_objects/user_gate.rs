@@ -20,6 +20,8 @@ use worker::{
 };
 
 const COUNT_KEY: &str = "count";
+/// Sessions looked at per alarm.
+const SESSIONS_PER_SWEEP: usize = 500;
 
 #[durable_object]
 pub struct UserGate {
@@ -30,6 +32,8 @@ pub struct UserGate {
     alarm_set: Cell<bool>,
     /// The parsed `TIER_ENTITLEMENTS`, keyed by its raw text.
     tiers: RefCell<Option<(String, TierOverrides)>>,
+    /// Where the session sweep goes on (a page at a time); from the start after a restart.
+    sweep_from: RefCell<Option<String>>,
 }
 
 struct Storage<'a>(&'a UserGate);
@@ -128,6 +132,7 @@ impl DurableObject for UserGate {
             memory: GateMemory::default(),
             alarm_set: Cell::new(false),
             tiers: RefCell::new(None),
+            sweep_from: RefCell::new(None),
         }
     }
 
@@ -146,7 +151,10 @@ impl DurableObject for UserGate {
             Ok(tiers) => tiers,
             Err(e) => return error_response(e),
         };
-        let user_id = self.state.id().name().unwrap_or_default();
+        // Addressed by name (the user id) by its only client; anything else is a bug to report, not to serve.
+        let Some(user_id) = self.state.id().name() else {
+            return error_response(ApiError::internal("a user gate addressed without a name"));
+        };
         let now = js_sys::Date::now() as i64;
         let answer = self
             .memory
@@ -168,17 +176,28 @@ impl DurableObject for UserGate {
     }
 
     /// Deletes expired sessions and schedules itself for the next expiry, so storage holds live sessions only.
+    /// Sessions are read a page at a time: this object also serves every call of the user, which must not wait
+    /// behind one long sweep. A full page means more may follow: the next page comes in a second.
     async fn alarm(&self) -> Result<Response> {
         let storage = self.state.storage();
         let now = js_sys::Date::now() as i64;
-        let entries = storage
-            .list_with_options(ListOptions::new().prefix(SESSION_KEY_PREFIX))
-            .await?;
+        let from = self.sweep_from.borrow_mut().take();
+        let mut options = ListOptions::new()
+            .prefix(SESSION_KEY_PREFIX)
+            .limit(SESSIONS_PER_SWEEP);
+        if let Some(from) = &from {
+            options = options.start(from);
+        }
+        let entries = storage.list_with_options(options).await?;
+        let mut last_key = None;
         let mut expired = Vec::new();
         let mut next: Option<i64> = None;
+        let mut seen = 0;
         for entry in entries.entries() {
+            seen += 1;
             let pair: js_sys::Array = entry?.into();
             let key = pair.get(0).as_string().unwrap_or_default();
+            last_key = Some(key.clone());
             let record: std::result::Result<SessionRecord, _> =
                 serde_wasm_bindgen::from_value(pair.get(1));
             match record {
@@ -190,6 +209,11 @@ impl DurableObject for UserGate {
         }
         if !expired.is_empty() {
             storage.delete_multiple(expired).await?;
+        }
+        if seen >= SESSIONS_PER_SWEEP {
+            // The next page starts just after this one's last key (a NUL sorts before every other character).
+            *self.sweep_from.borrow_mut() = last_key.map(|k| format!("{k}\u{0}"));
+            next = Some(now + 1_000);
         }
         match next {
             Some(when) => storage.set_alarm(at(when)).await?,

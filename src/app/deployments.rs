@@ -4,8 +4,8 @@
 use super::agents::get_agent;
 use super::gate::protocol::Forget;
 use super::ports::{
-    tell, Clock, DeploymentStore, GateNotifier, Inserted, NewDeployment, ProviderApi, Store,
-    UnneededScript,
+    gate_not_told, tell, Clock, DeploymentStore, GateNotifier, Inserted, NewDeployment,
+    ProviderApi, Store, UnneededScript,
 };
 use super::secrets::{open_secret, secret_aad};
 use crate::cloudflare::api::{Binding, Module, ScriptMetadata, JS_MODULE};
@@ -181,6 +181,21 @@ pub fn tags_for(deployment: &Deployment) -> Vec<String> {
     ]
 }
 
+/// A notification of the gate, tried up to three times: a deploy runs in the background, with nobody to repeat
+/// it. What still fails is reported (and the gate catches up within its hold or its copies' lifetime).
+async fn retried<F: std::future::Future<Output = Result<(), String>>>(
+    mut attempt: impl FnMut() -> F,
+) -> Result<(), String> {
+    let mut last = Ok(());
+    for _ in 0..3 {
+        last = attempt().await;
+        if last.is_ok() {
+            break;
+        }
+    }
+    last
+}
+
 /// Runs a pending deploy to completion. Every provider failure ends in the deployment's row (`failed`, with the
 /// step and the provider's message); only a storage failure is returned as an error.
 pub async fn run_deploy<S: DeploymentStore, P: ProviderApi, C: Clock>(
@@ -196,16 +211,17 @@ pub async fn run_deploy<S: DeploymentStore, P: ProviderApi, C: Clock>(
     let now = clock.now_ms();
     match outcome {
         Ok(()) => {
+            // Whoever polls this deployment may invoke the moment D1 says `active`, before any notification
+            // after the write could arrive: the gate reads the route from D1 from before the write until after.
+            let agent = d.agent_id.as_str();
+            let held = retried(|| gate.hold(&d.user_id, agent)).await;
             store
                 .finish_success(d, &config.provider_ref(&d.script_name), now)
                 .await?;
-            // The pointer may have moved: the next invocation must route through it.
-            tell(
-                gate,
-                &d.user_id,
-                Forget::Agent(d.agent_id.as_str().to_owned()),
-            )
-            .await?;
+            retried(|| gate.forget(&d.user_id, Forget::Agent(agent.to_owned())))
+                .await
+                .and(held)
+                .map_err(gate_not_told)?;
             Ok(DeploymentStatus::Active)
         }
         Err(error) => {

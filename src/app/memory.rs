@@ -184,6 +184,7 @@ impl Clock for TestClock {
 #[derive(Default)]
 pub struct RecordingGate {
     pub told: RefCell<Vec<(UserId, Forget)>>,
+    pub held: RefCell<Vec<(UserId, String)>>,
     pub fail: Cell<bool>,
 }
 
@@ -193,6 +194,16 @@ impl GateNotifier for RecordingGate {
             return Err("gate unreachable".into());
         }
         self.told.borrow_mut().push((user.clone(), what));
+        Ok(())
+    }
+
+    async fn hold(&self, user: &UserId, agent: &str) -> Result<(), String> {
+        if self.fail.get() {
+            return Err("gate unreachable".into());
+        }
+        self.held
+            .borrow_mut()
+            .push((user.clone(), agent.to_owned()));
         Ok(())
     }
 }

@@ -93,6 +93,8 @@ pub trait Store {
 #[allow(async_fn_in_trait)]
 pub trait GateNotifier {
     async fn forget(&self, user: &UserId, what: Forget) -> Result<(), String>;
+    /// Announces that `agent`'s route is about to change (see `GateCall::Hold`).
+    async fn hold(&self, user: &UserId, agent: &str) -> Result<(), String>;
 }
 
 /// The answer when a change was saved but the gate could not be told about it.

@@ -35,9 +35,10 @@ pub struct GateDecision {
 
 fn current(stored: Option<PeriodCount>, period: PeriodKey) -> PeriodCount {
     match stored {
-        Some(count) if count.period_key == period => count,
-        // No count yet, or one from an earlier period: this period starts at zero. A count from a *later*
-        // period (a caller with a clock behind) is also replaced, never merged.
+        // A caller whose clock is behind (an isolate still in the last period at the turn of the month) counts
+        // against the newer period: the count never goes back, so it can never be reset by going back.
+        Some(count) if count.period_key >= period => count,
+        // No count yet, or one from an earlier period: this period starts at zero.
         _ => PeriodCount {
             period_key: period,
             used: 0,
@@ -66,10 +67,13 @@ pub fn reserve(stored: Option<PeriodCount>, request: GateRequest) -> (PeriodCoun
     (count, decision(count, request.limit, granted))
 }
 
-/// Gives back one reservation of the period (for a call refused before it reached the runtime).
+/// Gives back one reservation of the period (for a call refused before it reached the runtime). A reservation
+/// of a period that has since ended is not given back to the new one: nothing was taken from it.
 pub fn release(stored: Option<PeriodCount>, request: GateRequest) -> (PeriodCount, GateDecision) {
     let mut count = current(stored, request.period_key);
-    count.used = count.used.saturating_sub(1);
+    if count.period_key == request.period_key {
+        count.used = count.used.saturating_sub(1);
+    }
     (count, decision(count, request.limit, true))
 }
 
@@ -148,5 +152,28 @@ mod tests {
         // A count from an earlier period reads as a fresh one.
         let (_, d) = peek(Some(count), req("2026-12", 5));
         assert_eq!((d.used, d.remaining), (0, 5));
+    }
+
+    #[test]
+    fn the_count_never_goes_back_to_an_earlier_period() {
+        let (nov, _) = reserve(None, req("2026-11", 5));
+        let (dec, _) = reserve(Some(nov), req("2026-12", 5));
+        assert_eq!(
+            (dec.period_key.to_string(), dec.used),
+            ("2026-12".into(), 1)
+        );
+        // A call stamped with the old month (a clock behind) counts against the new one, not a reset.
+        let (late, d) = reserve(Some(dec), req("2026-11", 5));
+        assert_eq!(
+            (late.period_key.to_string(), late.used),
+            ("2026-12".into(), 2)
+        );
+        assert_eq!(d.period_key.to_string(), "2026-12");
+        // Giving back a November reservation in December takes nothing off December.
+        let (after, _) = release(Some(late), req("2026-11", 5));
+        assert_eq!(
+            (after.period_key.to_string(), after.used),
+            ("2026-12".into(), 2)
+        );
     }
 }

@@ -212,8 +212,12 @@ pub(super) async fn invoke(
         }
         Err(Refused {
             error,
+            agent_found,
             deployment_id,
         }) => {
+            if !agent_found {
+                return Err(error);
+            }
             meter.deployment_id = deployment_id;
             Err(Metering::Direct(meter).failed(ctx, env, error, None, false))
         }

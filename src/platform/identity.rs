@@ -18,13 +18,14 @@ use crate::domain::ids::UserId;
 use crate::domain::user::User;
 use crate::domain::{api_key, ApiError, ErrorCode};
 use std::cell::RefCell;
+use std::rc::Rc;
 
 /// Held for the isolate's life: these facts never change once true.
 const FOREVER: i64 = i64::MAX;
 
 struct Caches {
-    /// The configuration the verdicts were reached under (its address): a new one starts them afresh.
-    config: usize,
+    /// The configuration the verdicts were reached under: a new one starts them afresh.
+    config: Option<Rc<ServiceConfig>>,
     tokens: VerdictCache<String, Identity>,
     users: VerdictCache<(String, String), UserId>,
     keys: VerdictCache<String, KeyHolder>,
@@ -32,19 +33,23 @@ struct Caches {
 
 thread_local! {
     static CACHES: RefCell<Caches> = RefCell::new(Caches {
-        config: 0,
+        config: None,
         tokens: VerdictCache::new(DEFAULT_CAPACITY),
         users: VerdictCache::new(DEFAULT_CAPACITY),
         keys: VerdictCache::new(DEFAULT_CAPACITY),
     });
 }
 
-fn with_caches<T>(config: &ServiceConfig, f: impl FnOnce(&mut Caches) -> T) -> T {
+fn with_caches<T>(config: &Rc<ServiceConfig>, f: impl FnOnce(&mut Caches) -> T) -> T {
     CACHES.with(|c| {
         let mut c = c.borrow_mut();
-        let id = config as *const ServiceConfig as usize;
-        if c.config != id {
-            c.config = id;
+        // Held (not just its address), so a later configuration can never be mistaken for this one.
+        if !c
+            .config
+            .as_ref()
+            .is_some_and(|held| Rc::ptr_eq(held, config))
+        {
+            c.config = Some(config.clone());
             c.tokens.clear();
             c.users.clear();
             c.keys.clear();
@@ -62,7 +67,7 @@ pub enum Credential {
 /// Reads `Authorization` and verifies a token (or checks a key's form). No D1.
 pub async fn credential(
     authorization: Option<&str>,
-    config: &ServiceConfig,
+    config: &Rc<ServiceConfig>,
     now: i64,
 ) -> Result<Credential, ApiError> {
     match bearer(authorization)? {
@@ -79,7 +84,7 @@ pub async fn credential(
 /// Verifies an identity-provider token, or recalls having verified it.
 pub async fn verify_identity(
     token: &str,
-    config: &ServiceConfig,
+    config: &Rc<ServiceConfig>,
     now: i64,
 ) -> Result<Identity, ApiError> {
     let digest = sha256_hex(token.as_bytes());
@@ -98,7 +103,7 @@ pub async fn verify_identity(
 /// The caller of an invocation, resolved from the caches (D1 only on a miss).
 pub async fn invoke_caller(
     credential: Credential,
-    config: &ServiceConfig,
+    config: &Rc<ServiceConfig>,
     store: &D1Store,
 ) -> Result<Caller, ApiError> {
     let now = JsClock.now_ms();
@@ -128,7 +133,7 @@ pub async fn invoke_caller(
 /// authenticate the invoke routes only.
 pub async fn authenticate(
     authorization: Option<&str>,
-    config: &ServiceConfig,
+    config: &Rc<ServiceConfig>,
     store: &impl Store,
 ) -> Result<User, ApiError> {
     let Bearer::Token(token) = bearer(authorization)? else {

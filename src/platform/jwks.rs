@@ -3,7 +3,7 @@
 
 use crate::auth::jwks::{CachePlan, Jwks, JwksCache};
 use crate::auth::JwksSource;
-use crate::domain::{ApiError, ErrorCode};
+use crate::domain::ApiError;
 use std::cell::RefCell;
 use worker::{console_error, Fetch, Url};
 
@@ -38,9 +38,9 @@ pub async fn keys_for(source: &JwksSource, kid: &str, now_ms: i64) -> Result<Jwk
     CACHE
         .with(|c| c.borrow().1.usable(now_ms).cloned())
         .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::DependencyUnavailable,
+            ApiError::unavailable(
                 "The identity provider's signing keys could not be loaded. Retry shortly.",
+                format!("no usable JWKS from {url}"),
             )
         })
 }

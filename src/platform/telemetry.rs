@@ -79,9 +79,6 @@ async fn receive(
         body: &body,
     };
     let accepted = ingest(store, store, &gate, key, report, now).await?;
-    if let Some(problem) = &accepted.charge_not_told {
-        console_error!("telemetry {}: {problem}", accepted.report_id);
-    }
     Ok(Reply::Json(
         200,
         serde_json::to_value(&accepted).map_err(ApiError::internal)?,

@@ -195,8 +195,12 @@ pub async fn delete_agent<S: Store, C: Clock>(
     raw_id: &str,
 ) -> Result<(), ApiError> {
     let id = parse_agent_id(raw_id)?;
-    if store.delete_agent(&owner.id, &id, clock.now_ms()).await? {
-        tell(gate, &owner.id, Forget::Agent(id.as_str().to_owned())).await
+    let deleted = store.delete_agent(&owner.id, &id, clock.now_ms()).await?;
+    // Told even when there was nothing to delete: a repeat after "the gate could not be told" finds the agent
+    // already gone, and must still reach the gate. Harmless otherwise (the caller's own gate forgets an id).
+    tell(gate, &owner.id, Forget::Agent(id.as_str().to_owned())).await?;
+    if deleted {
+        Ok(())
     } else {
         Err(ApiError::agent_not_found())
     }

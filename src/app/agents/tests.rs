@@ -278,10 +278,14 @@ fn status_changes_and_deletes_tell_the_gate_and_say_so_when_it_cannot_be_told() 
         block_on(get_agent(&store, &alice, id)).unwrap().status,
         AgentStatus::Active
     );
+    // A delete the gate could not hear of: the repeat finds the agent gone (404) and still tells the gate.
+    let err = block_on(delete_agent(&store, &gate, &clock, &alice, id)).unwrap_err();
+    assert_eq!(err.code, ErrorCode::DependencyUnavailable);
     gate.fail.set(false);
-    block_on(delete_agent(&store, &gate, &clock, &alice, id)).unwrap();
-    assert_eq!(gate.told.borrow().len(), 2);
-    // Nothing changed, nothing told.
-    block_on(delete_agent(&store, &gate, &clock, &alice, id)).unwrap_err();
-    assert_eq!(gate.told.borrow().len(), 2);
+    let err = block_on(delete_agent(&store, &gate, &clock, &alice, id)).unwrap_err();
+    assert_eq!(err.code, ErrorCode::AgentNotFound);
+    assert_eq!(
+        gate.told.borrow().last(),
+        Some(&(alice.id.clone(), Forget::Agent(id.into())))
+    );
 }

@@ -1,6 +1,6 @@
 //! What a user's gate remembers of D1 between calls: the user's tier and overrides, each agent's route, each
 //! key's standing and the period's charged totals. D1 stays the system of record; these are copies kept
-//! coherent by the writes that change them (`Forget`, `Charge`) and re-read when missing or older than
+//! coherent by the writes that change them (`Forget`, `Hold`, `Charge`) and re-read when missing or older than
 //! `FACTS_TTL_MS` (a safety net for a notification that was lost, not the way changes normally arrive).
 
 use super::protocol::{AdmitRequest, AgentRoute, Forget, KeyFacts, LoadedFacts, UserFacts};
@@ -12,6 +12,8 @@ use std::collections::HashMap;
 pub const FACTS_TTL_MS: i64 = 5 * 60 * 1000;
 /// Agents and keys remembered per user; beyond this the least recently loaded are dropped (and re-read).
 pub const MAX_REMEMBERED: usize = 256;
+/// The longest a hold lasts if the write that asked for it never says it is done.
+pub const MAX_HOLD_MS: i64 = 60 * 1000;
 
 #[derive(Debug, Clone)]
 struct Stamped<T> {
@@ -20,6 +22,13 @@ struct Stamped<T> {
 }
 
 impl<T> Stamped<T> {
+    fn new(value: T, now: i64) -> Self {
+        Stamped {
+            value,
+            loaded_at: now,
+        }
+    }
+
     fn fresh(&self, now: i64) -> Option<&T> {
         (now - self.loaded_at < FACTS_TTL_MS && now >= self.loaded_at).then_some(&self.value)
     }
@@ -36,12 +45,28 @@ pub struct FactsView<'a> {
 
 #[derive(Debug, Default)]
 pub struct GateFacts {
-    /// Bumped by every notification, so a D1 read that started before one is not installed after it.
+    /// Bumped by every `Forget`, so a D1 read that started before one is not installed after it.
     generation: u64,
     user: Option<Stamped<UserFacts>>,
     agents: HashMap<String, Stamped<AgentRoute>>,
     keys: HashMap<String, Stamped<KeyFacts>>,
     usage: Option<Stamped<(PeriodKey, UsageTotals)>>,
+    /// The highest totals telemetry charged per field, for the period: merged into every D1 read, so a read
+    /// that raced a charge cannot lower them.
+    charged: Option<(PeriodKey, UsageTotals)>,
+    /// Agents whose route is being changed (a deploy going live): until the hold ends, every call reads D1.
+    holds: HashMap<String, i64>,
+}
+
+fn max_totals(a: &UsageTotals, b: &UsageTotals) -> UsageTotals {
+    UsageTotals::new(
+        a.events.max(b.events),
+        a.requests.max(b.requests),
+        a.input_tokens.max(b.input_tokens),
+        a.output_tokens.max(b.output_tokens),
+        a.compute_ms.max(b.compute_ms),
+        a.errors.max(b.errors),
+    )
 }
 
 impl GateFacts {
@@ -49,8 +74,15 @@ impl GateFacts {
         self.generation
     }
 
-    /// Everything `request` needs, if it is all remembered and fresh.
+    fn held(&self, agent_id: &str, now: i64) -> bool {
+        self.holds.get(agent_id).is_some_and(|until| now < *until)
+    }
+
+    /// Everything `request` needs, if it is all remembered and fresh (and its agent is not on hold).
     pub fn view(&self, request: &AdmitRequest, now: i64) -> Option<FactsView<'_>> {
+        if self.held(&request.agent_id, now) {
+            return None;
+        }
         let user = self.user.as_ref()?.fresh(now)?;
         let agent = self.agents.get(&request.agent_id)?.fresh(now)?;
         let key = match &request.key_id {
@@ -69,39 +101,47 @@ impl GateFacts {
         })
     }
 
-    /// Installs what D1 returned for `request`, unless a notification arrived since `generation` was read
-    /// (then `false`: the caller reads again). Absent things are not remembered: they are asked for again.
+    /// Installs what D1 returned for `request`, unless a `Forget` arrived since `generation` was read (then
+    /// `false`: the caller reads again). What D1 says is absent is dropped from memory, so a fresh read can
+    /// never be overruled by an older copy; an agent on hold is not remembered at all.
     pub fn install(
         &mut self,
         request: &AdmitRequest,
-        loaded: &LoadedFacts,
+        loaded: &mut LoadedFacts,
         generation: u64,
         now: i64,
     ) -> bool {
         if generation != self.generation {
             return false;
         }
-        let stamp = |value| Stamped {
-            value,
-            loaded_at: now,
-        };
-        self.user = loaded.user.clone().map(stamp);
-        if let Some(agent) = &loaded.agent {
-            make_room(&mut self.agents);
-            self.agents
-                .insert(request.agent_id.clone(), stamp_with(agent.clone(), now));
+        if let Some((period, charged)) = &self.charged {
+            if *period == request.period_key {
+                loaded.usage = max_totals(&loaded.usage, charged);
+            }
         }
-        if let Some(key) = &loaded.key {
-            make_room(&mut self.keys);
-            self.keys
-                .insert(key.key_id.clone(), stamp_with(key.clone(), now));
+        self.user = loaded.user.clone().map(|u| Stamped::new(u, now));
+        match &loaded.agent {
+            Some(agent) if !self.held(&request.agent_id, now) => {
+                remember(&mut self.agents, &request.agent_id, agent.clone(), now)
+            }
+            _ => {
+                self.agents.remove(&request.agent_id);
+            }
         }
-        self.usage = Some(stamp_with((request.period_key, loaded.usage), now));
+        if let Some(key_id) = &request.key_id {
+            match &loaded.key {
+                Some(key) => remember(&mut self.keys, key_id, key.clone(), now),
+                None => {
+                    self.keys.remove(key_id);
+                }
+            }
+        }
+        self.usage = Some(Stamped::new((request.period_key, loaded.usage), now));
         true
     }
 
-    /// The facts of a call whose D1 read found no user or no agent (nothing to remember).
-    pub fn view_of_loaded<'a>(loaded: &'a LoadedFacts) -> Option<FactsView<'a>> {
+    /// The facts of a call decided on a D1 read that was not (or could not be) installed.
+    pub fn view_of_loaded(loaded: &LoadedFacts) -> Option<FactsView<'_>> {
         Some(FactsView {
             user: loaded.user.as_ref()?,
             agent: loaded.agent.as_ref(),
@@ -116,6 +156,8 @@ impl GateFacts {
             Forget::User => self.user = None,
             Forget::Agent(id) => {
                 self.agents.remove(id);
+                // The change the hold announced is done: calls may be answered from memory again.
+                self.holds.remove(id);
             }
             Forget::Key(id) => {
                 self.keys.remove(id);
@@ -130,47 +172,44 @@ impl GateFacts {
         }
     }
 
+    /// A write is about to change this agent's route: until it says it is done (`Forget::Agent`), or
+    /// `MAX_HOLD_MS` at the most, every call reads the route from D1 and nothing is remembered, so the change is
+    /// seen by the first call after D1 has it, whatever happens to the notification that follows.
+    pub fn hold(&mut self, agent_id: &str, now: i64) {
+        self.forget(&Forget::Agent(agent_id.to_owned()));
+        self.holds.retain(|_, until| *until > now);
+        self.holds.insert(agent_id.to_owned(), now + MAX_HOLD_MS);
+    }
+
     /// Telemetry charged the user: totals only grow within a period (a recompute that corrects them down is
-    /// picked up by the TTL or a `Forget::All`), so reports answered out of order cannot move them back.
+    /// picked up by the TTL or a `Forget::All`), so reports answered out of order cannot move them back. A
+    /// charge does not invalidate a D1 read in progress: the read is merged with it when installed.
     pub fn charge(&mut self, period: PeriodKey, totals: UsageTotals) {
-        self.generation += 1;
-        let Some(stamped) = &mut self.usage else {
-            return;
+        let charged = match &self.charged {
+            Some((p, held)) if *p == period => max_totals(held, &totals),
+            Some((p, _)) if *p > period => return,
+            _ => totals,
         };
-        let (held_period, held) = &mut stamped.value;
-        if *held_period == period {
-            *held = UsageTotals::new(
-                held.events.max(totals.events),
-                held.requests.max(totals.requests),
-                held.input_tokens.max(totals.input_tokens),
-                held.output_tokens.max(totals.output_tokens),
-                held.compute_ms.max(totals.compute_ms),
-                held.errors.max(totals.errors),
-            );
-        } else if *held_period < period {
-            // Without the D1 stamp of a full read, keep the period's totals only as fresh as the old ones.
-            *held_period = period;
-            *held = totals;
+        self.charged = Some((period, charged));
+        if let Some(stamped) = &mut self.usage {
+            let (held_period, held) = &mut stamped.value;
+            if *held_period == period {
+                *held = max_totals(held, &charged);
+            }
         }
     }
 }
 
-fn stamp_with<T>(value: T, now: i64) -> Stamped<T> {
-    Stamped {
-        value,
-        loaded_at: now,
+/// Remembers `value` under `id`, dropping the least recently loaded entry first if the map is full.
+fn remember<T>(map: &mut HashMap<String, Stamped<T>>, id: &str, value: T, now: i64) {
+    if map.len() >= MAX_REMEMBERED && !map.contains_key(id) {
+        if let Some(oldest) = map
+            .iter()
+            .min_by_key(|(_, s)| s.loaded_at)
+            .map(|(k, _)| k.clone())
+        {
+            map.remove(&oldest);
+        }
     }
-}
-
-fn make_room<T>(map: &mut HashMap<String, Stamped<T>>) {
-    if map.len() < MAX_REMEMBERED {
-        return;
-    }
-    if let Some(oldest) = map
-        .iter()
-        .min_by_key(|(_, s)| s.loaded_at)
-        .map(|(k, _)| k.clone())
-    {
-        map.remove(&oldest);
-    }
+    map.insert(id.to_owned(), Stamped::new(value, now));
 }

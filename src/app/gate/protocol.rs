@@ -29,6 +29,9 @@ pub enum GateCall {
     Peek { period_key: PeriodKey, limit: u64 },
     /// D1 changed underneath: drop the cached facts so the next call reads them again.
     Forget(Forget),
+    /// An agent's route is about to change (a deploy going live): read it from D1 on every call until the
+    /// write sends `Forget::Agent`, or for `MAX_HOLD_MS` at the most.
+    Hold { agent_id: String },
     /// Telemetry was charged: the user's period totals as D1 holds them after the charge.
     Charge {
         period_key: PeriodKey,

@@ -109,6 +109,10 @@ impl GateMemory {
                 self.facts.borrow_mut().forget(&what);
                 Ok(GateAnswer::Done)
             }
+            GateCall::Hold { agent_id } => {
+                self.facts.borrow_mut().hold(&agent_id, now);
+                Ok(GateAnswer::Done)
+            }
             GateCall::Charge { period_key, totals } => {
                 self.facts.borrow_mut().charge(period_key, totals);
                 Ok(GateAnswer::Done)
@@ -125,8 +129,25 @@ impl GateMemory {
         tiers: &TierOverrides,
         now: i64,
     ) -> StoreResult<Admission> {
-        // Storage reads first: from the facts check to the reservation nothing may wait.
         self.load_count(storage).await?;
+        let mut loaded: Option<LoadedFacts> = None;
+        let mut tries = 0;
+        while self.facts.borrow().view(request, now).is_none() && tries < MAX_LOADS {
+            tries += 1;
+            let generation = self.facts.borrow().generation();
+            // A D1 read lets other calls (and notifications) in: hence the generation check on install.
+            let mut facts = source.load(user_id, request).await?;
+            let installed = self
+                .facts
+                .borrow_mut()
+                .install(request, &mut facts, generation, now);
+            loaded = Some(facts);
+            if installed {
+                break;
+            }
+        }
+        // Storage reads hold the object's input gate (no other call runs meanwhile), so from here to the
+        // reservation nothing can change underneath: two calls with one new session id cannot fork it.
         let key = request
             .session_id
             .as_deref()
@@ -135,21 +156,6 @@ impl GateMemory {
             Some(key) => storage.session(key).await?,
             None => None,
         };
-        let mut loaded: Option<LoadedFacts> = None;
-        let mut tries = 0;
-        while self.facts.borrow().view(request, now).is_none() && tries < MAX_LOADS {
-            tries += 1;
-            let generation = self.facts.borrow().generation();
-            let facts = source.load(user_id, request).await?;
-            let installed = self
-                .facts
-                .borrow_mut()
-                .install(request, &facts, generation, now);
-            loaded = Some(facts);
-            if installed {
-                break;
-            }
-        }
         let decided = {
             let facts = self.facts.borrow();
             let view = facts

@@ -373,10 +373,10 @@ fn a_read_that_raced_a_notification_is_not_installed() {
     let mut facts = GateFacts::default();
     let generation = facts.generation();
     facts.forget(&Forget::Agent("agt_1".into()));
-    let loaded = pollster::block_on(records().load("usr_1", &request(None))).unwrap();
-    assert!(!facts.install(&request(None), &loaded, generation, NOW));
+    let mut loaded = pollster::block_on(records().load("usr_1", &request(None))).unwrap();
+    assert!(!facts.install(&request(None), &mut loaded, generation, NOW));
     assert!(facts.view(&request(None), NOW).is_none());
-    assert!(facts.install(&request(None), &loaded, facts.generation(), NOW));
+    assert!(facts.install(&request(None), &mut loaded, facts.generation(), NOW));
     assert!(facts.view(&request(None), NOW).is_some());
 }
 
@@ -439,4 +439,173 @@ fn the_wire_form_is_camel_case_throughout() {
         refusal,
         serde_json::json!({"reason": "runtimeNotEntitled", "provider": "x"})
     );
+}
+
+#[test]
+fn a_fresh_read_that_finds_the_agent_gone_is_never_overruled_by_the_old_copy() {
+    let rig = Rig::new();
+    granted(&rig.admit());
+    // Deleted, and the notification lost; then something else makes the gate read D1 (a key not yet known).
+    rig.d1.agents.borrow_mut().clear();
+    assert_eq!(
+        refusal(&rig.admit_with(request(Some("key_1")), NOW)),
+        &Refusal::AgentNotFound
+    );
+    assert_eq!(refusal(&rig.admit()), &Refusal::AgentNotFound);
+    // Likewise a key D1 no longer has.
+    rig.d1.agents.borrow_mut().insert(
+        "agt_1".into(),
+        AgentRoute {
+            agent_id: "agt_1".into(),
+            enabled: true,
+            deployment: Some(target("dep_a")),
+        },
+    );
+    rig.forget(Forget::Agent("agt_1".into()));
+    granted(&rig.admit_with(request(Some("key_1")), NOW));
+    rig.d1.keys.borrow_mut().clear();
+    rig.forget(Forget::User);
+    assert_eq!(
+        refusal(&rig.admit_with(request(Some("key_1")), NOW)),
+        &Refusal::InvalidApiKey
+    );
+}
+
+#[test]
+fn a_hold_makes_every_call_read_the_route_until_the_change_is_done() {
+    let rig = Rig::new();
+    granted(&rig.admit());
+    let reads = rig.d1.reads.get();
+    rig.call(
+        GateCall::Hold {
+            agent_id: "agt_1".into(),
+        },
+        NOW,
+    );
+    // The deploy commits in D1 while the hold stands: the very next call sees it, with no notification yet.
+    rig.d1
+        .agents
+        .borrow_mut()
+        .get_mut("agt_1")
+        .unwrap()
+        .deployment = Some(target("dep_b"));
+    assert_eq!(rig.admit().deployment_id.as_deref(), Some("dep_b"));
+    assert_eq!(rig.admit().deployment_id.as_deref(), Some("dep_b"));
+    assert_eq!(
+        rig.d1.reads.get(),
+        reads + 2,
+        "nothing remembered while held"
+    );
+    // Done: answered from memory again.
+    rig.forget(Forget::Agent("agt_1".into()));
+    rig.admit();
+    assert!(!rig.admit().loaded);
+    // A hold whose end was never announced lapses.
+    rig.call(
+        GateCall::Hold {
+            agent_id: "agt_1".into(),
+        },
+        NOW,
+    );
+    let later = NOW + super::facts::MAX_HOLD_MS;
+    assert!(rig.admit_with(request(None), later).loaded);
+    assert!(!rig.admit_with(request(None), later + 1).loaded);
+}
+
+#[test]
+fn charges_never_invalidate_a_read_and_a_read_never_lowers_a_charge() {
+    let mut facts = GateFacts::default();
+    let generation = facts.generation();
+    facts.charge(period(), UsageTotals::new(1, 1, 50, 0, 0, 0));
+    // A D1 read that started before the charge (it says 10 tokens) still installs, merged with the charge.
+    let mut loaded = pollster::block_on(records().load("usr_1", &request(None))).unwrap();
+    loaded.usage = UsageTotals::new(1, 1, 10, 0, 0, 0);
+    assert!(facts.install(&request(None), &mut loaded, generation, NOW));
+    assert_eq!(facts.view(&request(None), NOW).unwrap().usage.tokens, 50);
+    // An older period's charge changes nothing.
+    facts.charge(period().previous(), UsageTotals::new(9, 9, 999, 0, 0, 0));
+    assert_eq!(facts.view(&request(None), NOW).unwrap().usage.tokens, 50);
+}
+
+/// A D1 that, while the gate reads it, has a write land and the gate told of it: what a deploy going live does
+/// to a call already in flight.
+struct RacingD1<'a> {
+    d1: &'a Records,
+    memory: &'a GateMemory,
+    storage: &'a Storage,
+    races_left: Cell<u32>,
+}
+
+impl FactsSource for RacingD1<'_> {
+    async fn load(&self, user: &str, request: &AdmitRequest) -> StoreResult<LoadedFacts> {
+        let before = self.d1.load(user, request).await?;
+        if self.races_left.get() > 0 {
+            self.races_left.set(self.races_left.get() - 1);
+            self.d1
+                .agents
+                .borrow_mut()
+                .get_mut("agt_1")
+                .unwrap()
+                .deployment = Some(target(&format!("dep_race{}", self.races_left.get())));
+            let forget = GateCall::Forget(Forget::Agent("agt_1".into()));
+            let tiers = TierOverrides::default();
+            self.memory
+                .serve(user, forget, self.storage, self.d1, &tiers, NOW)
+                .await?;
+        }
+        Ok(before)
+    }
+}
+
+#[test]
+fn a_read_overtaken_by_a_change_is_read_again_and_never_remembered() {
+    let (memory, storage, d1) = (GateMemory::default(), Storage::default(), records());
+    let admit = |races: u32| {
+        let racing = RacingD1 {
+            d1: &d1,
+            memory: &memory,
+            storage: &storage,
+            races_left: Cell::new(races),
+        };
+        let call = GateCall::Admit(request(None));
+        match pollster::block_on(memory.serve(
+            "usr_1",
+            call,
+            &storage,
+            &racing,
+            &TierOverrides::default(),
+            NOW,
+        )) {
+            Ok(GateAnswer::Admission(a)) => a,
+            other => panic!("{other:?}"),
+        }
+    };
+    // One change lands during the first read: the second read sees it, and that is what is remembered.
+    let first = admit(1);
+    assert_eq!(first.deployment_id.as_deref(), Some("dep_race0"));
+    assert_eq!(d1.reads.get(), 2);
+    assert_eq!(admit(0).deployment_id.as_deref(), Some("dep_race0"));
+    assert_eq!(d1.reads.get(), 2, "remembered");
+    // Changes keep landing: after three reads the last one decides the call, and nothing stale is kept.
+    let forget_all = GateCall::Forget(Forget::All);
+    pollster::block_on(memory.serve(
+        "usr_1",
+        forget_all,
+        &storage,
+        &d1,
+        &TierOverrides::default(),
+        NOW,
+    ))
+    .unwrap();
+    let reads = d1.reads.get();
+    let storm = admit(5);
+    assert_eq!(d1.reads.get(), reads + 3);
+    assert_eq!(
+        storm.deployment_id.as_deref(),
+        Some("dep_race3"),
+        "decided on the newest read it made"
+    );
+    let after = admit(0);
+    assert!(after.loaded, "a read that lost its race is not remembered");
+    assert_eq!(after.deployment_id.as_deref(), Some("dep_race2"));
 }

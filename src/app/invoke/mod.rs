@@ -9,7 +9,7 @@
 //! agent may have started work — any answer, a timeout, a broken stream, a client that went away — it counts.
 
 use super::gate::protocol::{Admission, AdmitRequest, DeploymentTarget, Granted, Refusal, Verdict};
-use crate::domain::entitlements::not_entitled;
+use crate::domain::entitlements::{not_entitled, runtime_not_entitled};
 use crate::domain::ids::{AgentId, UserId};
 use crate::domain::invoke::{InvokeRequest, UpstreamFailure};
 use crate::domain::period::PeriodKey;
@@ -68,10 +68,13 @@ pub struct Admitted {
     pub gate_loaded: bool,
 }
 
-/// A call refused before the agent: the error, and the deployment it would have gone to (for metering).
+/// A call refused before the agent: the error, and, when the gate found the caller's agent, the deployment it
+/// would have gone to. Only refusals of a found agent are metered (a metering row names an agent of the
+/// caller's, never an id someone sent).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Refused {
     pub error: ApiError,
+    pub agent_found: bool,
     pub deployment_id: Option<String>,
 }
 
@@ -79,6 +82,7 @@ impl From<ApiError> for Refused {
     fn from(error: ApiError) -> Self {
         Refused {
             error,
+            agent_found: false,
             deployment_id: None,
         }
     }
@@ -138,6 +142,7 @@ pub async fn prepare(
     let deployment_id = admission.deployment_id;
     match admission.verdict {
         Verdict::Refused(refusal) => Err(Refused {
+            agent_found: !matches!(refusal, Refusal::InvalidApiKey | Refusal::AgentNotFound),
             error: refusal_error(refusal, period, now),
             deployment_id,
         }),
@@ -168,10 +173,7 @@ pub fn refusal_error(refusal: Refusal, period: PeriodKey, now: i64) -> ApiError 
             ErrorCode::NoActiveDeployment,
             "This agent has no active deployment. Deploy it (or activate a deployment) first.",
         ),
-        Refusal::RuntimeNotEntitled { provider } => not_entitled(
-            "runtimeProviders",
-            format!("Your plan does not include the {provider:?} runtime."),
-        ),
+        Refusal::RuntimeNotEntitled { provider } => runtime_not_entitled(&provider),
         Refusal::StreamingNotEntitled => not_entitled(
             "streaming",
             "Your plan does not include streaming; use POST /v1/invoke/{agentId}.".into(),

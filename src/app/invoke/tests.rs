@@ -207,6 +207,8 @@ fn every_refusal_has_its_stable_code_and_keeps_the_deployment_for_metering() {
             "{refusal:?}"
         );
         assert_eq!(out.deployment_id.as_deref(), Some("dep_1"));
+        let unknown = matches!(code, ErrorCode::InvalidApiKey | ErrorCode::AgentNotFound);
+        assert_eq!(out.agent_found, !unknown, "{refusal:?}");
         if status == 429 {
             assert!(
                 out.error.headers.iter().any(|(n, _)| *n == "Retry-After"),

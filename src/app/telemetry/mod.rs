@@ -78,10 +78,6 @@ pub struct Accepted {
     pub accepted: u64,
     pub duplicates: u64,
     pub period_key: String,
-    /// Set when the gate could not be told of the charge (the report is stored either way; the gate catches up
-    /// when its copy goes stale). For the operator's log, never sent.
-    #[serde(skip)]
-    pub charge_not_told: Option<String>,
 }
 
 /// A report as received: the deployment it claims, its signature, and its body (read within the size limit).
@@ -135,22 +131,22 @@ pub async fn ingest(
     let period = PeriodKey::containing(now);
     let report_id = format!("rpt_{}", random_hex(12));
     let accepted = store.ingest(&report_id, &events, period, now).await?;
-    let mut charge_not_told = None;
-    if accepted > 0 {
-        let user = UserId::from_trusted(deployment.user_id.clone());
-        let charged = usage.usage_totals(&user, period).await?;
-        if let Err(e) = charger.charge(&user, period, charged).await {
-            charge_not_told = Some(format!(
-                "the gate of {user} was not told of the charge: {e}"
-            ));
-        }
-    }
+    // The gate checks quotas against its copy of the totals, so it is handed them even when every event was a
+    // duplicate: that is the retry of a report whose charge did not reach it. If it cannot be told, the agent is
+    // asked to retry (the retry stores nothing twice).
+    let user = UserId::from_trusted(deployment.user_id.clone());
+    let charged = usage.usage_totals(&user, period).await?;
+    charger.charge(&user, period, charged).await.map_err(|e| {
+        ApiError::unavailable(
+            "The report was stored, but the usage could not be passed on yet; send it again.",
+            format!("charging the gate of {user}: {e}"),
+        )
+    })?;
     Ok(Accepted {
         report_id,
         accepted,
         duplicates: events.len() as u64 - accepted,
         period_key: period.to_string(),
-        charge_not_told,
     })
 }
 

@@ -155,23 +155,29 @@ fn a_signed_report_is_stored_once_and_the_gate_is_handed_the_charged_totals() {
     let first = rig.signed(&charger, &batch).unwrap();
     assert_eq!((first.accepted, first.duplicates), (2, 0));
     assert_eq!(charger.told.borrow().last().unwrap().tokens, 7);
-    // A retry counts nothing twice and tells the gate nothing new.
+    // A retry counts nothing twice, and hands the gate the same totals again.
     let again = rig.signed(&charger, &batch).unwrap();
     assert_eq!((again.accepted, again.duplicates), (0, 2));
-    assert_eq!(charger.told.borrow().len(), 1);
+    assert_eq!(charger.told.borrow().len(), 2);
+    assert_eq!(charger.told.borrow()[1].tokens, 7);
     assert_eq!(tokens(&rig.store), 7);
 }
 
 #[test]
-fn a_gate_that_cannot_be_told_does_not_lose_the_report() {
+fn a_charge_the_gate_did_not_get_is_retried_by_the_agent_and_nothing_is_counted_twice() {
     let rig = rig();
-    let charger = Charger {
+    let down = Charger {
         fail: true,
         ..Charger::default()
     };
-    let accepted = rig.signed(&charger, &event("a", 3)).unwrap();
-    assert_eq!(accepted.accepted, 1);
-    assert!(accepted.charge_not_told.unwrap().contains("gate down"));
+    let err = rig.signed(&down, &event("a", 3)).unwrap_err();
+    assert_eq!(err.code, ErrorCode::DependencyUnavailable);
+    assert!(err.code.retryable(), "the template retries a 5xx");
+    assert_eq!(tokens(&rig.store), 3, "the report itself is stored");
+    let up = Charger::default();
+    let retried = rig.signed(&up, &event("a", 3)).unwrap();
+    assert_eq!((retried.accepted, retried.duplicates), (0, 1));
+    assert_eq!(up.told.borrow().last().unwrap().tokens, 3);
     assert_eq!(tokens(&rig.store), 3);
 }
 

@@ -95,4 +95,11 @@ impl GateNotifier for UserGateClient<'_> {
             .await
             .map(|_| ())
     }
+
+    async fn hold(&self, user: &UserId, agent: &str) -> Result<(), String> {
+        let agent_id = agent.to_owned();
+        self.call::<serde_json::Value>(user, &GateCall::Hold { agent_id })
+            .await
+            .map(|_| ())
+    }
 }
