@@ -8,7 +8,7 @@
 //               user gate read D1 (`gate_d1`)
 //   telemetry   ingestion throughput (events/s) for single-event reports and batches, beside GET /health (one D1
 //               read) as the floor; and what signature verification costs per KB of body
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { startLocalCloudflare } from "../local-cloudflare/server.mjs";
@@ -29,6 +29,23 @@ const quantile = (xs, q) => {
 };
 const ms = (x) => x.toFixed(2);
 
+/** Uploads the echo template as `dep` runs it, but without the guard in front, and enables its URL. */
+async function deployUnguarded(lcf, dep) {
+  const name = `bench-direct-${dep.id}`;
+  const account = `${lcf.apiBase}/accounts/${lcf.accountId}/workers/scripts/${name}`;
+  const bindings = Object.entries({ USER_ID: "bench", AGENT_ID: dep.agentId, DEPLOYMENT_ID: dep.id, RUNTIME_PROVIDER: "cloudflare", INVOKE_PATH: "/invoke", TELEMETRY_REPORT_URL: "http://127.0.0.1:9/v1/telemetry/report" })
+    .map(([name, text]) => ({ type: "plain_text", name, text }))
+    .concat([{ type: "secret_text", name: "TELEMETRY_SECRET", text: lcf.secretValue(dep.scriptName, "TELEMETRY_SECRET") }]);
+  const form = new FormData();
+  form.set("metadata", new Blob([JSON.stringify({ main_module: "index.js", compatibility_date: dep.compatibilityDate, bindings })], { type: "application/json" }));
+  form.set("index.js", new Blob([readFileSync(path.join(ROOT, "worker-template/index.js"))], { type: "application/javascript+module" }), "index.js");
+  const auth = { Authorization: `Bearer ${lcf.apiToken}` };
+  const uploaded = await fetch(account, { method: "PUT", headers: auth, body: form });
+  if (!uploaded.ok) throw new Error(`direct baseline upload: ${await uploaded.text()}`);
+  await fetch(`${account}/subdomain`, { method: "POST", headers: { ...auth, "Content-Type": "application/json" }, body: JSON.stringify({ enabled: true }) });
+  return lcf.workerUrl(name);
+}
+
 const lcf = await startLocalCloudflare();
 // The control plane on its own socket, as the agent is on the local Cloudflare's: both sides of the comparison
 // are reached the way a deployed worker is, without Miniflare's entry worker in front (about 1 ms of its own here).
@@ -42,9 +59,12 @@ try {
   const dep = await app.settled(token, agent.id, (await app.deploy(token, agent.id)).body.id);
   if (dep.status !== "active") throw new Error(`deploy failed: ${JSON.stringify(dep.error)}`);
   const apiKey = (await app.createApiKey(token, { name: "bench" })).body.key;
+  // The baseline: the same template with the same bindings, uploaded straight to the local Cloudflare without the
+  // gateway guard (deployed agents refuse calls that do not come through the gateway, DESIGN.md §4.7).
+  const directUrl = await deployUnguarded(lcf, dep);
 
   const targets = {
-    direct: { url: `${dep.providerRef}/invoke`, headers: { "Content-Type": "application/json" } },
+    direct: { url: `${directUrl}/invoke`, headers: { "Content-Type": "application/json" } },
     "gateway (JWT)": { url: new URL(`/v1/invoke/${agent.id}`, app.url).href, headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}` } },
     "gateway (API key)": { url: new URL(`/v1/invoke/${agent.id}`, app.url).href, headers: { "Content-Type": "application/json", Authorization: `Bearer ${apiKey}` } },
   };
@@ -210,7 +230,8 @@ try {
 Produced by \`make bench\` (scripts/bench.mjs) on ${new Date().toISOString().slice(0, 10)}: ${os.cpus().length} × ${os.cpus()[0]?.model?.trim() || "CPU"},
 Node ${process.version}, the control plane in workerd (Miniflare) and the deployed echo template in the local
 Cloudflare. Every figure below comes from one run that measures the gateway and its baseline — the same deployed
-agent called directly at its workers.dev-style URL — side by side; calls are interleaved one by one so both see
+agent's template called directly at a workers.dev-style URL (uploaded straight to the local Cloudflare without the
+gateway guard, since deployed agents refuse calls that do not come through the gateway) — side by side; calls are interleaved one by one so both see
 the same machine state. Both are reached on a worker's own socket (the control plane through Miniflare's direct
 socket, the agent through the local Cloudflare), as deployed workers are; Miniflare's entry worker, which
 \`make dev\` and the tests go through, adds about 1 ms that production does not have. Numbers on another machine

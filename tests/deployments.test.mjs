@@ -3,7 +3,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startLocalCloudflare } from "../local-cloudflare/server.mjs";
-import { startControlPlane, deployVars, expectError } from "./support/harness.mjs";
+import { asGateway, startControlPlane, deployVars, expectError } from "./support/harness.mjs";
 
 let lcf, app, alice, mallory;
 before(async () => {
@@ -34,7 +34,8 @@ async function deployAndSettle(token, agentId, json = {}, headers = {}) {
 const ENV_MODULE = `export default { async fetch(req, env) {
   return Response.json({ apiKey: env.API_KEY ?? null, greeting: env.GREETING ?? null, agentId: env.AGENT_ID,
     deploymentId: env.DEPLOYMENT_ID, userId: env.USER_ID, provider: env.RUNTIME_PROVIDER,
-    telemetrySecretLength: (env.TELEMETRY_SECRET || "").length, reportUrl: env.TELEMETRY_REPORT_URL });
+    telemetrySecretLength: (env.TELEMETRY_SECRET || "").length, reportUrl: env.TELEMETRY_REPORT_URL,
+    gatewaySecretVisible: "GATEWAY_SECRET" in env, sawCredential: req.headers.has("X-Webhost-Gateway") });
 } };`;
 
 test("deploying the template: 202 deploying, then active, pointer moved, and the script answers invoke/v1", async () => {
@@ -53,15 +54,16 @@ test("deploying the template: 202 deploying, then active, pointer moved, and the
   assert.equal((await app.getAgent(alice, agent.id)).body.activeDeploymentId, done.id);
   assert.equal(done.providerRef, `${lcf.origin}/__workers/${done.scriptName}`);
 
-  const res = await fetch(`${done.providerRef}/invoke`, { method: "POST", body: JSON.stringify(invokeBody("hello deployed agent")) });
+  // Called as the gateway calls it (with its credential); tests/gateway_only.test.mjs shows what anyone else gets.
+  const res = await asGateway(lcf, done.scriptName, `${done.providerRef}/invoke`, { method: "POST", body: JSON.stringify(invokeBody("hello deployed agent")) });
   assert.equal(res.status, 200);
   assert.equal((await res.json()).output.text, "hello deployed agent");
-  const info = await (await fetch(done.providerRef)).json();
+  const info = await (await asGateway(lcf, done.scriptName, done.providerRef)).json();
   assert.deepEqual(info, { agentId: agent.id, deploymentId: done.id, runtimeProvider: "cloudflare", template: "echo" });
 
   const script = lcf.scripts().find((s) => s.name === done.scriptName);
   assert.deepEqual(script.tags.sort(), [`agent-${agent.id}`, `deployment-${done.id}`, `user-${(await app.me(alice)).body.id}`].sort());
-  assert.deepEqual(script.secrets, ["TELEMETRY_SECRET"]);
+  assert.deepEqual(script.secrets.sort(), ["GATEWAY_SECRET", "TELEMETRY_SECRET"]);
 });
 
 test("a custom module sees its env vars, the agent's secrets and every injected binding", async () => {
@@ -71,7 +73,7 @@ test("a custom module sees its env vars, the agent's secrets and every injected 
   assert.equal(done.status, "active", JSON.stringify(done.error));
   assert.equal(done.source, "custom");
   assert.deepEqual(done.env, { GREETING: "hi" });
-  const env = await (await fetch(done.providerRef)).json();
+  const env = await (await asGateway(lcf, done.scriptName, done.providerRef)).json();
   assert.deepEqual(env, {
     apiKey: "sk-live-123",
     greeting: "hi",
@@ -81,6 +83,9 @@ test("a custom module sees its env vars, the agent's secrets and every injected 
     provider: "cloudflare",
     telemetrySecretLength: 64,
     reportUrl: "http://127.0.0.1:9/v1/telemetry/report",
+    // The guard keeps its key and the credential to itself.
+    gatewaySecretVisible: false,
+    sawCredential: false,
   });
   const second = await deployAndSettle(alice, agent.id, { moduleCode: ENV_MODULE });
   assert.equal(second.version, 2);
@@ -293,7 +298,7 @@ test("dispatch namespace mode: the same deploy lands in the namespace, reachable
     const script = lcf.scripts().find((s) => s.name === done.scriptName);
     assert.equal(script.scope, `dispatch:${lcf.namespace}`);
     assert.equal(script.subdomainEnabled, false);
-    const res = await fetch(`${lcf.origin}/__dispatch/${lcf.namespace}/${done.scriptName}/invoke`, {
+    const res = await asGateway(lcf, done.scriptName, `${lcf.origin}/__dispatch/${lcf.namespace}/${done.scriptName}/invoke`, {
       method: "POST",
       body: JSON.stringify(invokeBody("through the namespace")),
     });

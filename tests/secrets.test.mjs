@@ -6,7 +6,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:f
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { startLocalCloudflare } from "../local-cloudflare/server.mjs";
-import { startControlPlane, deployVars, expectError } from "./support/harness.mjs";
+import { asGateway, startControlPlane, deployVars, expectError } from "./support/harness.mjs";
 
 const SECRET_VALUE = "sk-live-7f3a9c1e5b2d4f6a8c0e-never-log-me";
 let lcf, app, token, d1Dir, output;
@@ -80,7 +80,7 @@ test("the value reaches the deployed script, and nowhere else: no response, no l
   const accepted = await app.deploy(token, agent.id, { moduleCode: code });
   const done = await app.settled(token, agent.id, accepted.body.id);
   assert.equal(done.status, "active", JSON.stringify(done.error));
-  assert.equal(await (await fetch(done.providerRef)).text(), "match");
+  assert.equal(await (await asGateway(lcf, done.scriptName, done.providerRef)).text(), "match");
 
   const responses = [
     await app.listSecrets(token, agent.id),

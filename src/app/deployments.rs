@@ -17,6 +17,7 @@ use crate::domain::deployment::{
     parse_idempotency_key, script_name_for, DeployRequest, DeploySpec, Deployment, DeploymentError,
     DeploymentStatus,
 };
+use crate::domain::gateway_credential;
 use crate::domain::ids::{random_hex, DeploymentId};
 use crate::domain::user::User;
 use crate::domain::{ApiError, ErrorCode};
@@ -35,6 +36,24 @@ pub struct PendingDeploy {
     pub deployment: Deployment,
     pub spec: DeploySpec,
     pub telemetry_secret: String,
+    pub gateway_secret: String,
+}
+
+/// The guard deployed as every agent's main module, in front of its own code (`domain::gateway_credential`).
+pub const GUARD_MODULE: &str = include_str!("../../worker-template/gateway_guard.js");
+pub const GUARD_MODULE_NAME: &str = "__webhost_gateway_guard.js";
+const GUARD_AGENT_PLACEHOLDER: &str = "__AGENT_MAIN__";
+
+/// The guard, importing the agent's main module.
+pub fn guard_module(agent_main: &str) -> Module {
+    let target = serde_json::to_string(&format!("./{agent_main}")).unwrap_or_default();
+    Module {
+        name: GUARD_MODULE_NAME.into(),
+        content_type: JS_MODULE,
+        bytes: GUARD_MODULE
+            .replace(&format!("\"{GUARD_AGENT_PLACEHOLDER}\""), &target)
+            .into_bytes(),
+    }
 }
 
 fn deployment_not_found() -> ApiError {
@@ -93,6 +112,7 @@ pub async fn request_deploy<S: Store + DeploymentStore, C: Clock>(
     let id = DeploymentId::generate();
     let now = clock.now_ms();
     let telemetry_secret = random_hex(32);
+    let gateway_secret = random_hex(32);
     let deployment = Deployment {
         script_name: script_name_for(&id),
         id: id.clone(),
@@ -118,6 +138,10 @@ pub async fn request_deploy<S: Store + DeploymentStore, C: Clock>(
         telemetry_secret_sealed: config
             .encryption_key
             .seal(telemetry_secret.as_bytes(), id.as_str().as_bytes()),
+        gateway_secret_sealed: config.encryption_key.seal(
+            gateway_secret.as_bytes(),
+            gateway_credential::sealing_aad(id.as_str()).as_bytes(),
+        ),
         idempotency_key,
         request_sha256: sha256_hex(raw_body),
         deployment,
@@ -129,6 +153,7 @@ pub async fn request_deploy<S: Store + DeploymentStore, C: Clock>(
                 deployment,
                 spec,
                 telemetry_secret,
+                gateway_secret,
             }),
         )),
         Inserted::Existing {
@@ -247,10 +272,16 @@ async fn deploy_steps<S: DeploymentStore, P: ProviderApi>(
             format!("could not read the agent's secrets: {}", e.0),
         )
     })?;
-    let mut secrets = vec![(
-        "TELEMETRY_SECRET".to_string(),
-        pending.telemetry_secret.clone(),
-    )];
+    let mut secrets = vec![
+        (
+            "TELEMETRY_SECRET".to_string(),
+            pending.telemetry_secret.clone(),
+        ),
+        (
+            gateway_credential::SECRET_BINDING.to_string(),
+            pending.gateway_secret.clone(),
+        ),
+    ];
     for s in sealed {
         let value = open_secret(
             &config.encryption_key,
@@ -266,8 +297,9 @@ async fn deploy_steps<S: DeploymentStore, P: ProviderApi>(
         })?;
         secrets.push((s.name, value));
     }
+    // The guard is the entry point: nothing of the agent runs for a call without the gateway's credential.
     let metadata = ScriptMetadata {
-        main_module: pending.spec.main_module_name.clone(),
+        main_module: GUARD_MODULE_NAME.into(),
         compatibility_date: pending.spec.compatibility_date.clone(),
         compatibility_flags: Vec::new(),
         bindings: plain_bindings(config, d)
@@ -285,7 +317,12 @@ async fn deploy_steps<S: DeploymentStore, P: ProviderApi>(
     let target = &config.target;
     let step = |e: ProviderError| error_from_provider(&e);
     provider
-        .call(&target.upload(&d.script_name, &metadata, &[module], &boundary))
+        .call(&target.upload(
+            &d.script_name,
+            &metadata,
+            &[guard_module(&pending.spec.main_module_name), module],
+            &boundary,
+        ))
         .await
         .map_err(step)?;
     for (name, value) in &secrets {

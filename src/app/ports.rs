@@ -125,6 +125,8 @@ use crate::domain::ids::DeploymentId;
 pub struct NewDeployment {
     pub deployment: Deployment,
     pub telemetry_secret_sealed: String,
+    /// The gateway credential's key (`domain::gateway_credential`), sealed.
+    pub gateway_secret_sealed: String,
     pub idempotency_key: Option<String>,
     pub request_sha256: String,
 }

@@ -5,6 +5,7 @@ pub mod api_key;
 pub mod deployment;
 pub mod entitlements;
 pub mod error;
+pub mod gateway_credential;
 pub mod ids;
 pub mod invoke;
 pub mod pagination;

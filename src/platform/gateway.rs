@@ -14,12 +14,16 @@ use super::reply::Reply;
 use super::request::{header, read_json};
 use super::upstream::{read_bounded, relay, send};
 use super::JsClock;
+use crate::app::deployments::deploys_not_configured;
+use crate::app::gate::protocol::DeploymentTarget;
 use crate::app::invoke::{
     given_back, gives_back, prepare, rate_limit_headers, stream_outcome, Admitted, InvokeGate,
     Meter, Refused,
 };
 use crate::app::ports::Clock;
+use crate::auth::verdict_cache::{VerdictCache, DEFAULT_CAPACITY};
 use crate::config::ServiceConfig;
+use crate::domain::gateway_credential;
 use crate::domain::ids::{AgentId, RequestId, UserId};
 use crate::domain::invoke::{
     client_response, new_trace_id, InvokeRequest, UpstreamFailure, UpstreamTarget,
@@ -31,6 +35,7 @@ use crate::domain::ApiError;
 use futures_channel::oneshot;
 use futures_util::StreamExt;
 use serde_json::Value;
+use std::cell::RefCell;
 use std::rc::Rc;
 use worker::{Context, Env, Headers, Request, Response};
 
@@ -152,6 +157,54 @@ impl Metering {
     }
 }
 
+thread_local! {
+    // Opened gateway secrets, by their sealed form: opening (AES-GCM) once per deployment and isolate.
+    static OPENED: RefCell<VerdictCache<String, Vec<u8>>> = RefCell::new(VerdictCache::new(DEFAULT_CAPACITY));
+}
+
+/// The gateway credential for one call to `deployment` (`None` for a deployment made before the guard).
+fn credential_for(
+    config: &ServiceConfig,
+    deployment: &DeploymentTarget,
+    trace_id: &str,
+    body: &[u8],
+) -> Result<Option<String>, ApiError> {
+    let Some(sealed) = &deployment.gateway_secret_sealed else {
+        return Ok(None);
+    };
+    let now = JsClock.now_ms();
+    let secret = match OPENED.with(|c| c.borrow_mut().get(sealed, now)) {
+        Some(secret) => secret,
+        None => {
+            let key = &config
+                .deploy
+                .as_ref()
+                .ok_or_else(deploys_not_configured)?
+                .encryption_key;
+            let aad = gateway_credential::sealing_aad(&deployment.deployment_id);
+            let secret = key.open(sealed, aad.as_bytes()).map_err(|e| {
+                ApiError::internal(format!(
+                    "gateway secret of {}: {e}",
+                    deployment.deployment_id
+                ))
+            })?;
+            OPENED.with(|c| {
+                c.borrow_mut()
+                    .put(sealed.clone(), secret.clone(), i64::MAX, now)
+            });
+            secret
+        }
+    };
+    Ok(Some(gateway_credential::sign(
+        &secret,
+        "POST",
+        &deployment.invoke_path,
+        now,
+        trace_id,
+        body,
+    )))
+}
+
 pub(super) async fn invoke(
     req: &mut Request,
     env: &Env,
@@ -252,13 +305,25 @@ async fn call(
     } else {
         Metering::Direct(meter)
     };
+    let body = request.upstream_body(&granted.runtime_session_id);
+    let credential = match credential_for(config, deployment, &trace_id, &body) {
+        Ok(credential) => credential,
+        Err(err) => {
+            // Nothing was sent: the request is given back.
+            if let Err(e) = gate.release(user, period).await {
+                worker::console_error!("releasing a reservation for {user_label} failed: {e}");
+            }
+            return Err(metering.failed(ctx, env, err, None, false));
+        }
+    };
     let upstream = send(
         env,
         deployment,
         (granted.cpu_ms, granted.subrequests),
-        request.upstream_body(&granted.runtime_session_id),
+        body,
         &trace_id,
         &request_id,
+        credential.as_deref(),
         streaming,
         config.invoke_timeout_ms,
     )

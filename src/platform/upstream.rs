@@ -5,6 +5,7 @@
 use super::bindings::DISPATCHER_BINDING;
 use crate::app::gate::protocol::DeploymentTarget;
 use crate::app::invoke::stream_outcome;
+use crate::domain::gateway_credential;
 use crate::domain::invoke::{UpstreamFailure, UpstreamTarget, MAX_UPSTREAM_BODY_BYTES};
 use crate::domain::sse::StreamRelay;
 use crate::domain::{ApiError, ErrorCode};
@@ -162,6 +163,7 @@ pub(super) async fn send(
     body: Vec<u8>,
     trace_id: &str,
     request_id: &str,
+    credential: Option<&str>,
     streaming: bool,
     timeout_ms: u64,
 ) -> Result<Response, UpstreamFailure> {
@@ -184,6 +186,9 @@ pub(super) async fn send(
     )?;
     set("X-Trace-Id", trace_id)?;
     set("X-Request-Id", request_id)?;
+    if let Some(credential) = credential {
+        set(gateway_credential::HEADER, credential)?;
+    }
     let mut init = RequestInit::new();
     init.with_method(Method::Post)
         .with_headers(headers)

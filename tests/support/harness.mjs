@@ -3,7 +3,7 @@
 import { Miniflare } from "miniflare";
 import { createParser } from "eventsource-parser";
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
-import { createHmac } from "node:crypto";
+import { createHash, createHmac } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
 import net from "node:net";
 import { fileURLToPath } from "node:url";
@@ -381,4 +381,20 @@ export function expectError(assert, res, status, code) {
   assert.equal(typeof error.retryable, "boolean");
   assert.equal(error.requestId, res.headers.get("X-Request-Id"));
   return error;
+}
+
+/**
+ * Calls a deployed agent's own URL the way the gateway does: with the gateway credential for its deployment
+ * (domain::gateway_credential), signed with the GATEWAY_SECRET the local Cloudflare holds for `scriptName`.
+ * `secret`, `at` and `traceId` override what is signed, for tests that forge, replay or age a credential.
+ */
+export async function asGateway(lcf, scriptName, url, { method = "GET", body, traceId = `trc_${crypto.randomUUID().replaceAll("-", "")}`, at = Date.now(), secret, signBody } = {}) {
+  const key = secret ?? lcf.secretValue(scriptName, "GATEWAY_SECRET");
+  const bytes = Buffer.from(body ?? "");
+  const signed = Buffer.from(signBody ?? body ?? "");
+  const path = new URL(url).pathname.replace(/^\/__(workers\/[^/]+|dispatch\/[^/]+\/[^/]+)/, "") || "/";
+  const input = `webhost-gateway/v1\n${method}\n${path}\n${at}\n${traceId}\n${createHash("sha256").update(signed).digest("hex")}`;
+  const credential = `t=${at},v1=${createHmac("sha256", key).update(input).digest("hex")}`;
+  const headers = { "X-Webhost-Gateway": credential, "X-Trace-Id": traceId, "Content-Type": "application/json" };
+  return fetch(url, { method, headers, body: method === "GET" ? undefined : bytes });
 }

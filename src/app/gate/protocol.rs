@@ -150,6 +150,10 @@ pub struct DeploymentTarget {
     pub invoke_path: String,
     pub provider_ref: String,
     pub runtime_provider: String,
+    /// The key the gateway signs calls to this deployment with, still sealed (`domain::gateway_credential`);
+    /// `None` for a deployment made before the guard existed.
+    #[serde(default)]
+    pub gateway_secret_sealed: Option<String>,
 }
 
 /// An API key as the gate needs it: whether it still works.

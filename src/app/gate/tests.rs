@@ -76,6 +76,7 @@ fn target(deployment: &str) -> DeploymentTarget {
         invoke_path: "/invoke".into(),
         provider_ref: format!("http://x/{deployment}"),
         runtime_provider: "cloudflare".into(),
+        gateway_secret_sealed: None,
     }
 }
 

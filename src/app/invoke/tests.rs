@@ -52,6 +52,7 @@ fn granted_admission() -> Admission {
         invoke_path: "/invoke".into(),
         provider_ref: "http://agent".into(),
         runtime_provider: "cloudflare".into(),
+        gateway_secret_sealed: None,
     };
     Admission {
         deployment_id: Some("dep_1".into()),

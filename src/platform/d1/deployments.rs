@@ -14,12 +14,12 @@ const DEPLOYMENT_COLUMNS: &str = "id, agent_id, user_id, version, status, runtim
      main_module_name, compatibility_date, invoke_path, source, code_sha256, env_json, provider_ref, error_json, \
      created_at, updated_at, finished_at, request_sha256";
 
-// ?1 id … ?18 request_sha256; the version is the agent's next one, computed in the same statement.
+// ?1 id … ?17 gateway_secret_sealed; the version is the agent's next one, computed in the same statement.
 const INSERT_DEPLOYMENT: &str = "INSERT INTO deployments (id, agent_id, user_id, version, status, runtime_provider, \
      deploy_target, script_name, main_module_name, compatibility_date, invoke_path, source, code_sha256, env_json, \
-     telemetry_secret_sealed, idempotency_key, request_sha256, created_at, updated_at) \
+     telemetry_secret_sealed, idempotency_key, request_sha256, created_at, updated_at, gateway_secret_sealed) \
      SELECT ?1, ?2, ?3, COALESCE(MAX(version), 0) + 1, 'deploying', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
-     ?15, ?16, ?16 FROM deployments WHERE agent_id = ?2";
+     ?15, ?16, ?16, ?17 FROM deployments WHERE agent_id = ?2";
 
 /// After any pointer move: every successfully deployed deployment of agent ?1 is `active` iff the pointer names
 /// it. ?2 is the time of the change.
@@ -215,6 +215,7 @@ impl DeploymentStore for D1Store {
             optional(new.idempotency_key.as_deref()),
             text(&new.request_sha256),
             number(d.created_at),
+            text(&new.gateway_secret_sealed),
         ];
         // Two inserts racing collide on a unique index: on the idempotency key (answer with the winner) or on
         // the version (try again: the next attempt computes a higher one).

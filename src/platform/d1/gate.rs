@@ -20,6 +20,7 @@ use wasm_bindgen::JsValue;
 const GATE_FACTS: &str = "SELECT u.tier, u.entitlements_json, \
      a.id AS agent_id, a.status AS agent_status, \
      d.id AS deployment_id, d.deploy_target, d.script_name, d.invoke_path, d.provider_ref, d.runtime_provider, \
+     d.gateway_secret_sealed, \
      k.id AS key_id, k.revoked_at AS key_revoked_at, \
      b.events, b.requests, b.input_tokens, b.output_tokens, b.compute_ms, b.errors \
      FROM users u \
@@ -41,6 +42,7 @@ struct FactsRow {
     invoke_path: Option<String>,
     provider_ref: Option<String>,
     runtime_provider: Option<String>,
+    gateway_secret_sealed: Option<String>,
     key_id: Option<String>,
     key_revoked_at: Option<f64>,
     events: Option<f64>,
@@ -65,6 +67,7 @@ impl FactsRow {
                     .unwrap_or_else(|| DEFAULT_INVOKE_PATH.into()),
                 provider_ref: self.provider_ref.unwrap_or_default(),
                 runtime_provider: self.runtime_provider.unwrap_or_default(),
+                gateway_secret_sealed: self.gateway_secret_sealed,
             }),
             _ => None,
         };

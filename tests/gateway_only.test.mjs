@@ -1,0 +1,84 @@
+// DESIGN.md §4.7: the gateway is the only way in. A deployed agent's own URL refuses every call that does not
+// carry its deployment's gateway credential — none, an altered body, a replay, another deployment's, an expired
+// one — with 401, before any of the agent's code runs: no work, no telemetry, nothing charged to its owner.
+// In both deploy modes. Invocations through the gateway keep working, and are the only ones that bill.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { startLocalCloudflare } from "../local-cloudflare/server.mjs";
+import { asGateway, deployVars, startControlPlane } from "./support/harness.mjs";
+import { invokeBody } from "./support/agents.mjs";
+
+let lcf, app, alice, bob;
+before(async () => {
+  lcf = await startLocalCloudflare();
+  app = await startControlPlane({ vars: deployVars(lcf, "workers_dev"), telemetryToSelf: true });
+  alice = await app.token("only-gateway-alice");
+  bob = await app.token("only-gateway-bob");
+});
+after(async () => {
+  await app?.close();
+  await lcf?.close();
+});
+
+async function refused(res, reason) {
+  assert.equal(res.status, 401, `expected 401 (${reason}), got ${res.status}`);
+  const body = await res.json();
+  assert.equal(body.error.code, "gateway_credential_required");
+  assert.match(body.error.message, new RegExp(reason));
+}
+
+const events = async (token, agentId) => (await app.metricsRecent(token, `?agentId=${agentId}`)).body.events;
+
+test("an agent's own URL refuses every call without its deployment's credential, and nobody is billed", async () => {
+  const { agent, deployment } = await app.deployedAgent(alice, "guarded");
+  const other = await app.deployedAgent(bob, "someone-else");
+  const url = `${deployment.providerRef}/invoke`;
+  const body = JSON.stringify(invokeBody("free lunch? one two three four five six seven eight"));
+  const post = (headers = {}) => fetch(url, { method: "POST", headers: { "Content-Type": "application/json", ...headers }, body });
+
+  await refused(await post(), "no credential");
+  await refused(await fetch(deployment.providerRef), "no credential");
+  await refused(await post({ "X-Webhost-Gateway": "t=1,v1=00" }), "no credential");
+  // Signed for one body, sent with another.
+  await refused(await asGateway(lcf, deployment.scriptName, url, { method: "POST", body, signBody: JSON.stringify(invokeBody("hi")) }), "invalid credential");
+  // Signed with another deployment's key.
+  await refused(await asGateway(lcf, deployment.scriptName, url, { method: "POST", body, secret: lcf.secretValue(other.deployment.scriptName, "GATEWAY_SECRET") }), "invalid credential");
+  // Too old, and from too far in the future.
+  await refused(await asGateway(lcf, deployment.scriptName, url, { method: "POST", body, at: Date.now() - 60_000 }), "expired credential");
+  await refused(await asGateway(lcf, deployment.scriptName, url, { method: "POST", body, at: Date.now() + 60_000 }), "expired credential");
+  // A genuine credential works once; the same call replayed does not.
+  const traceId = `trc_${"ab".repeat(16)}`;
+  const at = Date.now();
+  const first = await asGateway(lcf, deployment.scriptName, url, { method: "POST", body, traceId, at });
+  assert.equal(first.status, 200);
+  await refused(await asGateway(lcf, deployment.scriptName, url, { method: "POST", body, traceId, at }), "replayed credential");
+  // Another deployment's URL with this one's credential.
+  await refused(await asGateway(lcf, deployment.scriptName, `${other.deployment.providerRef}/invoke`, { method: "POST", body }), "invalid credential");
+
+  // A call through the gateway still works; once its telemetry has arrived, it is the only one besides the
+  // genuine direct call above: none of the refused calls reported anything.
+  const through = await app.invoke(alice, agent.id, invokeBody("through the front door"));
+  assert.equal(through.status, 200, through.text);
+  const seen = await app.until("the gateway call's telemetry", async () => {
+    const list = await events(alice, agent.id);
+    return list.some((e) => e.traceId === through.body.traceId) && list;
+  });
+  assert.deepEqual(seen.map((e) => e.traceId).sort(), [through.body.traceId, traceId].sort());
+  assert.equal((await events(bob, other.agent.id)).length, 0, "bob's agent did no work and billed nothing");
+});
+
+test("dispatch namespace mode: the namespace's scripts refuse calls without the credential too", async () => {
+  const wfp = await startControlPlane({ vars: deployVars(lcf, "dispatch_namespace"), dispatcher: { origin: lcf.origin, namespace: lcf.namespace } });
+  try {
+    const token = await wfp.token("only-gateway-wfp");
+    const { agent, deployment } = await wfp.deployedAgent(token, "guarded-wfp");
+    const url = `${lcf.origin}/__dispatch/${lcf.namespace}/${deployment.scriptName}/invoke`;
+    const body = JSON.stringify(invokeBody("through the namespace, uninvited"));
+    await refused(await fetch(url, { method: "POST", body }), "no credential");
+    const through = await wfp.invoke(token, agent.id, invokeBody("invited"));
+    assert.equal(through.status, 200, through.text);
+    assert.equal(through.body.output.text, "invited");
+  } finally {
+    await wfp.close();
+  }
+});

@@ -1,0 +1,71 @@
+// The gateway guard: the main module of every agent the platform deploys, in front of the agent's own code
+// (template or custom). It lets a request through only if it carries the gateway credential for this deployment
+// (DESIGN.md §4.7): `X-Webhost-Gateway: t=<unix ms>,v1=<hex HMAC-SHA256>` over
+//   "webhost-gateway/v1\n<method>\n<path>\n<t>\n<X-Trace-Id>\n<hex SHA-256 of the body>"
+// keyed with the GATEWAY_SECRET binding, at most 30 s from this clock, and not seen before in this isolate.
+// Anything else gets 401 before a line of the agent runs: no work, no telemetry, nothing billed. The agent sees
+// its env without GATEWAY_SECRET. `__AGENT_MAIN__` is replaced with the agent's main module when it is deployed.
+import * as agent from "__AGENT_MAIN__";
+
+export * from "__AGENT_MAIN__";
+
+const HEADER = "X-Webhost-Gateway";
+const WINDOW_MS = 30_000;
+const MAX_REMEMBERED = 10_000;
+// Trace ids already let through, with when they may be forgotten (after their window has passed).
+const seen = new Map();
+
+const refuse = (reason) =>
+  new Response(JSON.stringify({ error: { code: "gateway_credential_required", message: `Only the webhost.systems gateway may call this agent (${reason}).` } }), {
+    status: 401,
+    headers: { "Content-Type": "application/json; charset=utf-8" },
+  });
+
+const hex = (buffer) => Array.from(new Uint8Array(buffer), (b) => b.toString(16).padStart(2, "0")).join("");
+
+function fromHex(text) {
+  if (!/^[0-9a-f]{64}$/.test(text)) return null;
+  const bytes = new Uint8Array(32);
+  for (let i = 0; i < 32; i++) bytes[i] = parseInt(text.slice(i * 2, i * 2 + 2), 16);
+  return bytes;
+}
+
+/** The request's body if it carries this deployment's credential, else the reason it does not. */
+async function admitted(request, env) {
+  if (typeof env.GATEWAY_SECRET !== "string" || env.GATEWAY_SECRET.length === 0) return { reason: "no credential configured" };
+  const match = /^t=(\d{13}),v1=([0-9a-f]{64})$/.exec(request.headers.get(HEADER) || "");
+  if (!match) return { reason: "no credential" };
+  const at = Number(match[1]);
+  const now = Date.now();
+  if (Math.abs(now - at) > WINDOW_MS) return { reason: "expired credential" };
+  const traceId = request.headers.get("X-Trace-Id") || "";
+  if (seen.has(traceId)) return { reason: "replayed credential" };
+  const body = await request.arrayBuffer();
+  const path = new URL(request.url).pathname;
+  const input = `webhost-gateway/v1\n${request.method}\n${path}\n${at}\n${traceId}\n${hex(await crypto.subtle.digest("SHA-256", body))}`;
+  const key = await crypto.subtle.importKey("raw", new TextEncoder().encode(env.GATEWAY_SECRET), { name: "HMAC", hash: "SHA-256" }, false, ["verify"]);
+  // crypto.subtle.verify compares in constant time.
+  if (!(await crypto.subtle.verify("HMAC", key, fromHex(match[2]), new TextEncoder().encode(input)))) return { reason: "invalid credential" };
+  for (const [id, until] of seen) {
+    if (until > now && seen.size < MAX_REMEMBERED) break;
+    seen.delete(id);
+  }
+  seen.set(traceId, now + 2 * WINDOW_MS);
+  return { body };
+}
+
+const handler = agent.default;
+
+export default {
+  ...(handler && typeof handler === "object" ? handler : {}),
+  async fetch(request, env, ctx) {
+    const verdict = await admitted(request, env);
+    if (!verdict.body) return refuse(verdict.reason);
+    if (!handler || typeof handler.fetch !== "function") return new Response("this agent has no fetch handler", { status: 500 });
+    const { GATEWAY_SECRET: _, ...agentEnv } = env;
+    const headers = new Headers(request.headers);
+    headers.delete(HEADER);
+    const forwarded = new Request(request.url, { method: request.method, headers, body: ["GET", "HEAD"].includes(request.method) ? undefined : verdict.body });
+    return handler.fetch(forwarded, agentEnv, ctx);
+  },
+};
