@@ -3,6 +3,7 @@
 // NAMESPACE; `get(name)` then returns a fetcher that reaches the script `name` in that namespace on the local
 // Cloudflare. workers-rs recognises the binding by its class name, so it must stay `DynamicDispatcher`.
 const LIMITS_HEADER = "X-Local-Dispatch-Limits";
+const OUTCOME_HEADER = "X-Local-Cloudflare-Outcome";
 
 class DynamicDispatcher {
   constructor(env) {
@@ -17,12 +18,18 @@ class DynamicDispatcher {
     const base = `${this.origin}/__dispatch/${encodeURIComponent(this.namespace)}/${encodeURIComponent(name)}`;
     const limits = options && options.limits ? JSON.stringify(options.limits) : null;
     return {
-      fetch: (input, init) => {
+      // Like a real namespace's fetcher: a name it does not hold, or a script that throws, rejects the call
+      // (with Cloudflare's "Worker not found." for the first) instead of answering it.
+      fetch: async (input, init) => {
         const request = new Request(input, init);
         const url = new URL(request.url);
         const forwarded = new Request(base + url.pathname + url.search, request);
         if (limits) forwarded.headers.set(LIMITS_HEADER, limits);
-        return fetch(forwarded);
+        const res = await fetch(forwarded);
+        const outcome = res.headers.get(OUTCOME_HEADER);
+        if (outcome === "missing") throw new Error("Worker not found.");
+        if (outcome === "threw") throw new Error(await res.text());
+        return res;
       },
     };
   }

@@ -32,6 +32,8 @@ const SCRIPT_HEADER = "x-local-cloudflare-script";
 const URL_HEADER = "x-local-cloudflare-url";
 const PROBE_HEADER = "x-local-cloudflare-probe";
 const FAILURE_HEADER = "x-local-cloudflare-failure";
+// Set on a script route's answer when there was no script to run, or the script threw (for the dispatcher).
+const OUTCOME_HEADER = "x-local-cloudflare-outcome";
 // workerd reads `request.cf` from this header on the root worker's socket (Miniflare's cfBlobHeader).
 const CF_HEADER = "mf-cf-blob";
 const INTERNAL_HEADERS = new Set([SCRIPT_HEADER, URL_HEADER, PROBE_HEADER, FAILURE_HEADER, CF_HEADER, "x-local-dispatch-limits"]);
@@ -400,7 +402,8 @@ export async function startLocalCloudflare({
   async function forward(req, res, scope, name, rest, body) {
     const script = scripts.get(`${scope}/${name}`);
     if (!script || (scope === "workers" && !script.subdomainEnabled)) {
-      res.writeHead(404, { "Content-Type": "text/plain" }).end(`no script ${name} here`);
+      // The emulated dispatch binding turns this into the rejection a real namespace gives ("Worker not found").
+      res.writeHead(404, { "Content-Type": "text/plain", [OUTCOME_HEADER]: "missing" }).end(`no script ${name} here`);
       return;
     }
     // The call runs on the version current now, to its end, whatever deploys happen meanwhile.
@@ -421,6 +424,8 @@ export async function startLocalCloudflare({
         body: ["GET", "HEAD"].includes(req.method) ? undefined : body,
         signal: controller.signal,
         dispatcher: call.dispatcher,
+        // A script's redirect is its answer, passed on as Cloudflare passes it on.
+        redirect: "manual",
       });
       if (upstream.headers.has(FAILURE_HEADER)) throw new Error(await upstream.text());
       // The body arrives decoded; the encoding is reported under Miniflare's name for it, as its fetch does.
@@ -433,7 +438,8 @@ export async function startLocalCloudflare({
       if (upstream.body) for await (const chunk of upstream.body) res.write(chunk);
       res.end();
     } catch (error) {
-      if (!res.headersSent) res.writeHead(502, { "Content-Type": "text/plain" });
+      // Over workers.dev a script that throws is a 5xx answer; through a namespace the call rejects instead.
+      if (!res.headersSent) res.writeHead(502, { "Content-Type": "text/plain", [OUTCOME_HEADER]: "threw" });
       res.end(`script ${name} failed: ${error.message}`);
     } finally {
       call.done();

@@ -182,8 +182,14 @@ pub fn client_response(
 /// What went wrong talking to the agent.
 #[derive(Debug, Clone, PartialEq)]
 pub enum UpstreamFailure {
-    /// No answer at all (connection refused, reset, DNS, script missing from the dispatch namespace).
+    /// Certainly never reached the agent: nothing to dispatch to (no namespace binding, no such script in it),
+    /// or the request could not even be built. The only failure whose reservation is given back.
+    NotDispatched(String),
+    /// No answer: the connection failed or broke. Whether the agent had started cannot be known.
     Network(String),
+    /// Dispatched, then rejected by the runtime instead of answered: the agent threw, hit its CPU or
+    /// subrequest limit.
+    Rejected(String),
     /// No answer (or, streaming, no next event) within the time limit.
     Timeout { after_ms: u64 },
     /// An answer with a non-2xx status.
@@ -214,7 +220,15 @@ impl UpstreamTarget {
     pub fn failure(&self, failure: UpstreamFailure, streaming: bool) -> ApiError {
         let deployment_id = &self.deployment_id;
         match failure {
-            UpstreamFailure::Network(cause) => ApiError {
+            UpstreamFailure::Rejected(cause) => ApiError {
+                internal_cause: Some(format!("upstream {deployment_id}: {cause}")),
+                ..ApiError::new(
+                    ErrorCode::UpstreamError,
+                    "The agent failed while handling the call (it threw, or hit a runtime limit).",
+                )
+                .with_details(json!({ "deploymentId": deployment_id }))
+            },
+            UpstreamFailure::NotDispatched(cause) | UpstreamFailure::Network(cause) => ApiError {
                 internal_cause: Some(format!("upstream {deployment_id}: {cause}")),
                 ..ApiError::new(
                     ErrorCode::UpstreamUnreachable,

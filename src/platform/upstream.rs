@@ -17,7 +17,7 @@ use std::time::Duration;
 use wasm_bindgen::prelude::*;
 use worker::{
     AbortController, ByteStream, Delay, Env, EnvBinding, Fetch, Fetcher, Headers, Method, Request,
-    RequestInit, Response,
+    RequestInit, RequestRedirect, Response,
 };
 
 #[wasm_bindgen]
@@ -154,6 +154,19 @@ pub(super) async fn read_bounded(
         }))
 }
 
+/// What a rejected fetch means. Through a dispatch namespace, "Worker not found" (Cloudflare's message for a name
+/// the namespace does not hold) is the one certain "never ran"; any other rejection came from the agent's run.
+/// Over HTTP (workers.dev) a rejection is a connection that failed or broke, at a point nobody can tell.
+fn rejection(message: String, dispatching: bool) -> UpstreamFailure {
+    if !dispatching {
+        UpstreamFailure::Network(message)
+    } else if message.contains("Worker not found") {
+        UpstreamFailure::NotDispatched(message)
+    } else {
+        UpstreamFailure::Rejected(message)
+    }
+}
+
 /// Sends the invocation to the agent's active deployment and waits (bounded) for the response head.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn send(
@@ -173,7 +186,7 @@ pub(super) async fn send(
     let set = |name: &str, value: &str| {
         headers
             .set(name, value)
-            .map_err(|e| UpstreamFailure::Network(e.to_string()))
+            .map_err(|e| UpstreamFailure::NotDispatched(e.to_string()))
     };
     set("Content-Type", "application/json")?;
     set(
@@ -190,11 +203,14 @@ pub(super) async fn send(
         set(gateway_credential::HEADER, credential)?;
     }
     let mut init = RequestInit::new();
+    // A redirect from an agent is its answer (an upstream error), never a second request on its behalf.
     init.with_method(Method::Post)
         .with_headers(headers)
+        .with_redirect(RequestRedirect::Manual)
         .with_body(Some(js_sys::Uint8Array::from(body.as_slice()).into()));
 
-    let network = |e: worker::Error| UpstreamFailure::Network(e.to_string());
+    let unbuilt = |e: worker::Error| UpstreamFailure::NotDispatched(e.to_string());
+    let dispatching = deployment.deploy_target == "dispatch_namespace";
     let abort = AbortController::default();
     let pending: std::pin::Pin<Box<dyn std::future::Future<Output = worker::Result<Response>>>> =
         match deployment.deploy_target.as_str() {
@@ -202,7 +218,7 @@ pub(super) async fn send(
                 let script = deployment.script_name.clone();
                 let namespace: DispatchNamespace =
                     env.get_binding(DISPATCHER_BINDING).map_err(|e| {
-                        UpstreamFailure::Network(format!(
+                        UpstreamFailure::NotDispatched(format!(
                             "no {DISPATCHER_BINDING} dispatch namespace binding: {e}"
                         ))
                     })?;
@@ -212,29 +228,29 @@ pub(super) async fn send(
                 }});
                 // Through JSON so the binding receives plain objects (serde-wasm-bindgen would make Maps).
                 let options = js_sys::JSON::parse(&limits.to_string())
-                    .map_err(|e| UpstreamFailure::Network(format!("{e:?}")))?;
+                    .map_err(|e| UpstreamFailure::NotDispatched(format!("{e:?}")))?;
                 let fetcher: Fetcher = namespace
                     .get_with_options(&script, &JsValue::UNDEFINED, &options)
-                    .map_err(|e| UpstreamFailure::Network(format!("{e:?}")))?
+                    .map_err(|e| UpstreamFailure::NotDispatched(format!("{e:?}")))?
                     .into();
                 let request = Request::new_with_init(
                     &format!("https://{script}.dispatch.internal{invoke_path}"),
                     &init,
                 )
-                .map_err(network)?;
+                .map_err(unbuilt)?;
                 Box::pin(async move { fetcher.fetch_request(request).await })
             }
             _ => {
                 let base = deployment.provider_ref.clone();
                 let url = format!("{}{invoke_path}", base.trim_end_matches('/'));
-                let request = Request::new_with_init(&url, &init).map_err(network)?;
+                let request = Request::new_with_init(&url, &init).map_err(unbuilt)?;
                 let signal = abort.signal();
                 Box::pin(async move { Fetch::Request(request).send_with_signal(&signal).await })
             }
         };
     match within(timeout_ms, pending).await {
         Some(Ok(res)) => Ok(res),
-        Some(Err(e)) => Err(network(e)),
+        Some(Err(e)) => Err(rejection(e.to_string(), dispatching)),
         None => {
             abort.abort();
             Err(UpstreamFailure::Timeout {

@@ -31,6 +31,11 @@ export default { async fetch(req, env, ctx) {
     case "status-400": return new Response("the agent did not like that", { status: 400 });
     case "not-invoke": return Response.json({ hello: "world" });
     case "slow": await sleep(metadata.ms || 3000); return Response.json({ protocol: "invoke/v1", output: { text: "late" } });
+    case "throw-after-work":
+      // Does something observable first (the test's gate counts it), then fails.
+      await fetch(metadata.gate + "/tick?run=" + metadata.run);
+      throw new Error("the agent crashed after doing work");
+    case "redirect": return Response.redirect(metadata.gate + "/tick?run=" + metadata.run + "&redirected=1", 302);
     case "json-always": return Response.json({ protocol: "invoke/v1", output: { text: "whole answer" }, usage: { inputTokens: 1, outputTokens: 2 } });
     case "text-always": return new Response("plain words", { headers: { "Content-Type": "text/plain" } });
     case "lockstep": return stream(ctx, async (w) => {

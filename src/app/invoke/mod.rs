@@ -5,8 +5,9 @@
 //! Counting policy: a call takes one request of the period when the gate grants it, before the agent is
 //! called. Calls refused earlier (bad input, unknown agent, disabled agent, no active deployment, not entitled,
 //! token or compute quota spent, over the limit) never take one. A granted reservation is given back when the
-//! call then fails before any request reached the agent (the agent could not be reached at all). Once the
-//! agent may have started work — any answer, a timeout, a broken stream, a client that went away — it counts.
+//! call then certainly failed before the agent ran (nothing to dispatch to). Once the agent may have started
+//! work — any answer, a rejection, a broken connection, a timeout, a broken stream, a client that went away —
+//! it counts.
 
 use super::gate::protocol::{Admission, AdmitRequest, DeploymentTarget, Granted, Refusal, Verdict};
 use crate::domain::entitlements::{not_entitled, runtime_not_entitled};
@@ -216,9 +217,10 @@ pub fn rate_limit_headers(d: &GateDecision, now_ms: i64) -> Vec<(&'static str, S
     headers
 }
 
-/// Whether a failed call gives its request back: only when nothing can have reached the agent.
+/// Whether a failed call gives its request back: only when it certainly never reached the agent. A broken
+/// connection may have broken after the agent started, and a rejection came from the agent: both count.
 pub fn gives_back(failure: &UpstreamFailure) -> bool {
-    matches!(failure, UpstreamFailure::Network(_))
+    matches!(failure, UpstreamFailure::NotDispatched(_))
 }
 
 /// The client's view of what is left once a request was given back.

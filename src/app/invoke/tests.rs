@@ -221,7 +221,15 @@ fn every_refusal_has_its_stable_code_and_keeps_the_deployment_for_metering() {
 
 #[test]
 fn only_a_call_that_never_reached_the_agent_gives_its_request_back() {
-    assert!(gives_back(&UpstreamFailure::Network("refused".into())));
+    assert!(gives_back(&UpstreamFailure::NotDispatched(
+        "Worker not found.".into()
+    )));
+    assert!(!gives_back(&UpstreamFailure::Network(
+        "Network connection lost.".into()
+    )));
+    assert!(!gives_back(&UpstreamFailure::Rejected(
+        "Error: the agent threw".into()
+    )));
     assert!(!gives_back(&UpstreamFailure::Timeout { after_ms: 10 }));
     assert!(!gives_back(&UpstreamFailure::Status {
         status: 500,
