@@ -7,7 +7,7 @@ import { exportJWK, generateKeyPair } from "jose";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { randomUUID } from "node:crypto";
 import { randomBytes } from "node:crypto";
-import { ADMIN_TOKEN_FILE, DEV_ISSUER, ENCRYPTION_KEY_FILE, KEY_FILE } from "./dev-identity.mjs";
+import { ADMIN_TOKEN_FILE, DEV_AUDIENCE, DEV_ISSUER, ENCRYPTION_KEY_FILE, KEY_FILE } from "./dev-identity.mjs";
 
 async function loadOrCreateKey() {
   if (existsSync(KEY_FILE)) return JSON.parse(readFileSync(KEY_FILE, "utf8"));
@@ -36,6 +36,7 @@ const lcf = `http://127.0.0.1:${lcfPort}`;
 const managed = {
   AUTH_ISSUER: DEV_ISSUER,
   AUTH_JWKS: jwks,
+  AUTH_AUDIENCES: DEV_AUDIENCE,
   DEPLOY_TARGET: "workers_dev",
   CLOUDFLARE_API_BASE_URL: `${lcf}/client/v4`,
   CLOUDFLARE_API_TOKEN: "local-cloudflare-token",

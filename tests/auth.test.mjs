@@ -114,6 +114,29 @@ test("authorized parties are enforced when configured", async () => {
   }
 });
 
+test("DESIGN.md §4.8: a token for another audience, or issued for too long, is refused however well signed", async () => {
+  const bound = await startControlPlane({ vars: { AUTH_AUDIENCES: "webhost-test, webhost-test-api", AUTH_MAX_TOKEN_LIFETIME_S: "7200" } });
+  try {
+    const ours = await bound.token("u-aud", { claims: { aud: "webhost-test" } });
+    assert.equal((await bound.me(ours)).status, 200);
+    const listed = await bound.token("u-aud", { claims: { aud: ["another-app", "webhost-test-api"] } });
+    assert.equal((await bound.me(listed)).status, 200);
+    // Signed by the very same identity provider, for one of its other applications.
+    for (const claims of [{ aud: "another-app" }, { aud: ["another-app", "a-third"] }, {}]) {
+      const foreign = await bound.token("u-aud", { claims });
+      expectError(assert, await bound.me(foreign), 401, "invalid_token_audience");
+      expectError(assert, await bound.invoke(foreign, "agt_000000000000000000000000", { protocol: "invoke/v1", input: { messages: [] } }), 401, "invalid_token_audience");
+    }
+    const longLived = await bound.token("u-aud", { claims: { aud: "webhost-test" }, expiresIn: "3h" });
+    expectError(assert, await bound.me(longLived), 401, "token_lifetime_too_long");
+    // The default maximum (a day) applies without the setting.
+    const yearLong = await app.token("u-year", { expiresIn: "365d" });
+    expectError(assert, await app.me(yearLong), 401, "token_lifetime_too_long");
+  } finally {
+    await bound.close();
+  }
+});
+
 test("misconfiguration is a clear 500 on every route, never an open door", async () => {
   for (const vars of [
     { AUTH_JWKS: undefined },

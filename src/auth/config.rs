@@ -18,6 +18,34 @@ pub struct AuthConfig {
     pub jwks: JwksSource,
     /// When set, a token's `azp` must be one of these.
     pub authorized_parties: Option<Vec<String>>,
+    /// When set, a token's `aud` (one value or a list) must name one of these.
+    pub audiences: Option<Vec<String>>,
+    /// Tokens issued for longer than this (`exp` − `iat`) are refused, however well signed.
+    pub max_lifetime_s: i64,
+}
+
+/// The longest token lifetime accepted unless `AUTH_MAX_TOKEN_LIFETIME_S` says otherwise (identity-provider
+/// session tokens live minutes; a day leaves room for API clients' own).
+pub const DEFAULT_MAX_TOKEN_LIFETIME_S: i64 = 24 * 60 * 60;
+const MAX_CONFIGURABLE_LIFETIME_S: i64 = 30 * 24 * 60 * 60;
+
+/// A comma-separated list variable: `None` when unset, an error when set to nothing.
+fn list(get: &impl Fn(&str) -> Option<String>, name: &str) -> Result<Option<Vec<String>>, String> {
+    let Some(raw) = get(name)
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+    else {
+        return Ok(None);
+    };
+    let items: Vec<String> = raw
+        .split(',')
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect();
+    if items.is_empty() {
+        return Err(format!("{name} is set but names nothing"));
+    }
+    Ok(Some(items))
 }
 
 impl AuthConfig {
@@ -44,19 +72,39 @@ impl AuthConfig {
                 JwksSource::Inline(Jwks::parse(&json).map_err(|e| format!("AUTH_JWKS: {e}"))?)
             }
         };
-        let authorized_parties = nonempty("AUTH_AUTHORIZED_PARTIES").map(|list| {
-            list.split(',')
-                .map(|p| p.trim().to_owned())
-                .filter(|p| !p.is_empty())
-                .collect::<Vec<_>>()
-        });
-        if authorized_parties.as_ref().is_some_and(Vec::is_empty) {
-            return Err("AUTH_AUTHORIZED_PARTIES is set but names no party".into());
+        let authorized_parties = list(&get, "AUTH_AUTHORIZED_PARTIES")?;
+        let audiences = list(&get, "AUTH_AUDIENCES")?;
+        // With a real identity provider, a token must be bound to this platform: by audience, or by the
+        // applications it was issued to. Otherwise any token the provider issues for any of its applications
+        // would do (DESIGN.md §4.8). Keys given inline or served from this machine (tests, the local stack) are
+        // this platform's own.
+        if matches!(&jwks, JwksSource::Url(url) if url.starts_with("https://"))
+            && audiences.is_none()
+            && authorized_parties.is_none()
+        {
+            return Err(
+                "set AUTH_AUDIENCES or AUTH_AUTHORIZED_PARTIES (or both) with AUTH_JWKS_URL: tokens must be bound to this platform"
+                    .into(),
+            );
         }
+        let max_lifetime_s = match nonempty("AUTH_MAX_TOKEN_LIFETIME_S") {
+            None => DEFAULT_MAX_TOKEN_LIFETIME_S,
+            Some(raw) => raw
+                .parse::<i64>()
+                .ok()
+                .filter(|s| (1..=MAX_CONFIGURABLE_LIFETIME_S).contains(s))
+                .ok_or_else(|| {
+                    format!(
+                        "AUTH_MAX_TOKEN_LIFETIME_S must be whole seconds from 1 to {MAX_CONFIGURABLE_LIFETIME_S}"
+                    )
+                })?,
+        };
         Ok(AuthConfig {
             issuer,
             jwks,
             authorized_parties,
+            audiences,
+            max_lifetime_s,
         })
     }
 }
@@ -169,6 +217,50 @@ mod tests {
             "http://[::1]:1/x",
         ] {
             assert!(is_acceptable_jwks_url(url), "{url}");
+        }
+    }
+
+    #[test]
+    fn a_remote_identity_provider_needs_tokens_bound_to_this_platform() {
+        let remote = [
+            ("AUTH_ISSUER", "https://iss"),
+            (
+                "AUTH_JWKS_URL",
+                "https://clerk.example.test/.well-known/jwks.json",
+            ),
+        ];
+        assert!(from(&remote).unwrap_err().contains("AUTH_AUDIENCES"));
+        let with = |extra: (&'static str, &'static str)| {
+            let mut pairs = remote.to_vec();
+            pairs.push(extra);
+            from(&pairs)
+        };
+        assert_eq!(
+            with(("AUTH_AUDIENCES", "webhost, webhost-api"))
+                .unwrap()
+                .audiences
+                .unwrap(),
+            vec!["webhost", "webhost-api"]
+        );
+        assert!(with(("AUTH_AUTHORIZED_PARTIES", "https://app.test")).is_ok());
+        assert!(with(("AUTH_AUDIENCES", " , "))
+            .unwrap_err()
+            .contains("names nothing"));
+        let jwks = jwks_json(&[TestKey::get(0)]);
+        let inline = [("AUTH_ISSUER", "i"), ("AUTH_JWKS", jwks.as_str())];
+        assert_eq!(
+            from(&inline).unwrap().max_lifetime_s,
+            DEFAULT_MAX_TOKEN_LIFETIME_S
+        );
+        for bad in ["0", "-5", "x", "2592001"] {
+            let mut pairs = inline.to_vec();
+            pairs.push(("AUTH_MAX_TOKEN_LIFETIME_S", bad));
+            assert!(
+                from(&pairs)
+                    .unwrap_err()
+                    .contains("AUTH_MAX_TOKEN_LIFETIME_S"),
+                "{bad}"
+            );
         }
     }
 }

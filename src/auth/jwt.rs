@@ -29,6 +29,25 @@ struct RegisteredClaims {
     iss: Option<String>,
     sub: Option<String>,
     azp: Option<String>,
+    #[serde(default)]
+    aud: Option<Audience>,
+}
+
+/// `aud` is one string or a list of them (RFC 7519 §4.1.3).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    fn names_any(&self, accepted: &[String]) -> bool {
+        match self {
+            Audience::One(a) => accepted.contains(a),
+            Audience::Many(list) => list.iter().any(|a| accepted.contains(a)),
+        }
+    }
 }
 
 fn reject(code: ErrorCode, message: &str) -> ApiError {
@@ -152,6 +171,30 @@ pub fn verify_until(
             "The token was issued by an issuer this service does not trust.",
         ));
     }
+    if let Some(accepted) = &config.audiences {
+        if !claims
+            .custom
+            .aud
+            .as_ref()
+            .is_some_and(|aud| aud.names_any(accepted))
+        {
+            return Err(reject(
+                ErrorCode::InvalidTokenAudience,
+                "The token was issued for another audience than this service.",
+            ));
+        }
+    }
+    // How long the token was issued for: from `iat` (or `nbf`), else from now.
+    let issued_s = claims
+        .issued_at
+        .or(claims.not_before)
+        .map_or(now_s, |t| t.timestamp());
+    if exp.timestamp() - issued_s > config.max_lifetime_s {
+        return Err(reject(
+            ErrorCode::TokenLifetimeTooLong,
+            "The token was issued for longer than this service accepts.",
+        ));
+    }
     if let Some(allowed) = &config.authorized_parties {
         let azp_ok = claims
             .custom
@@ -205,6 +248,8 @@ mod tests {
             issuer: ISSUER.into(),
             jwks: JwksSource::Inline(Jwks::parse(&jwks_json(&[TestKey::get(0)])).unwrap()),
             authorized_parties: parties.map(|p| p.into_iter().map(String::from).collect()),
+            audiences: None,
+            max_lifetime_s: crate::auth::config::DEFAULT_MAX_TOKEN_LIFETIME_S,
         }
     }
 
@@ -431,5 +476,64 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_token_for_another_audience_is_refused_when_audiences_are_configured() {
+        let mut cfg = config(None);
+        cfg.audiences = Some(vec!["webhost".into(), "webhost-api".into()]);
+        let with_aud = |aud: serde_json::Value| {
+            let mut c = claims();
+            c["aud"] = aud;
+            verify(&sign(TestKey::get(0), c), &keys(), &cfg, NOW_MS).map_err(|e| e.code)
+        };
+        assert!(with_aud(json!("webhost")).is_ok());
+        assert!(with_aud(json!(["other", "webhost-api"])).is_ok());
+        for aud in [
+            json!("other-app"),
+            json!(["a", "b"]),
+            json!([]),
+            json!(null),
+        ] {
+            assert_eq!(
+                with_aud(aud.clone()),
+                Err(ErrorCode::InvalidTokenAudience),
+                "{aud}"
+            );
+        }
+        // Without `aud` at all.
+        assert_eq!(
+            verify(&sign(TestKey::get(0), claims()), &keys(), &cfg, NOW_MS).map_err(|e| e.code),
+            Err(ErrorCode::InvalidTokenAudience)
+        );
+    }
+
+    #[test]
+    fn a_token_issued_for_longer_than_the_maximum_is_refused() {
+        let mut cfg = config(None);
+        cfg.max_lifetime_s = 3_600;
+        let lifetime = |iat: Option<i64>, exp: i64| {
+            let mut c = claims();
+            c["exp"] = json!(exp);
+            c.as_object_mut().unwrap().remove("nbf");
+            match iat {
+                Some(t) => c["iat"] = json!(t),
+                None => {
+                    c.as_object_mut().unwrap().remove("iat");
+                }
+            }
+            verify(&sign(TestKey::get(0), c), &keys(), &cfg, NOW_MS).map_err(|e| e.code)
+        };
+        assert!(lifetime(Some(NOW_S - 10), NOW_S - 10 + 3_600).is_ok());
+        assert_eq!(
+            lifetime(Some(NOW_S - 10), NOW_S - 10 + 3_601),
+            Err(ErrorCode::TokenLifetimeTooLong)
+        );
+        // Without `iat`, the lifetime counts from now.
+        assert!(lifetime(None, NOW_S + 3_600).is_ok());
+        assert_eq!(
+            lifetime(None, NOW_S + 30 * 86_400),
+            Err(ErrorCode::TokenLifetimeTooLong)
+        );
     }
 }

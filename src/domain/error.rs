@@ -22,6 +22,8 @@ pub enum ErrorCode {
     TokenNotYetValid,
     InvalidTokenIssuer,
     UnauthorizedParty,
+    InvalidTokenAudience,
+    TokenLifetimeTooLong,
     CorsOriginNotAllowed,
     RouteNotFound,
     AgentNotFound,
@@ -84,6 +86,8 @@ impl ErrorCode {
         ErrorCode::TokenNotYetValid,
         ErrorCode::InvalidTokenIssuer,
         ErrorCode::UnauthorizedParty,
+        ErrorCode::InvalidTokenAudience,
+        ErrorCode::TokenLifetimeTooLong,
         ErrorCode::CorsOriginNotAllowed,
         ErrorCode::RouteNotFound,
         ErrorCode::AgentNotFound,
@@ -145,6 +149,8 @@ impl ErrorCode {
             ErrorCode::TokenNotYetValid => "token_not_yet_valid",
             ErrorCode::InvalidTokenIssuer => "invalid_token_issuer",
             ErrorCode::UnauthorizedParty => "unauthorized_party",
+            ErrorCode::InvalidTokenAudience => "invalid_token_audience",
+            ErrorCode::TokenLifetimeTooLong => "token_lifetime_too_long",
             ErrorCode::CorsOriginNotAllowed => "cors_origin_not_allowed",
             ErrorCode::RouteNotFound => "route_not_found",
             ErrorCode::AgentNotFound => "agent_not_found",
@@ -206,7 +212,9 @@ impl ErrorCode {
             | ErrorCode::TokenExpired
             | ErrorCode::TokenNotYetValid
             | ErrorCode::InvalidTokenIssuer
-            | ErrorCode::UnauthorizedParty => 401,
+            | ErrorCode::UnauthorizedParty
+            | ErrorCode::InvalidTokenAudience
+            | ErrorCode::TokenLifetimeTooLong => 401,
             ErrorCode::CorsOriginNotAllowed => 403,
             ErrorCode::RouteNotFound | ErrorCode::AgentNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
