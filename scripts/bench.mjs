@@ -132,7 +132,7 @@ try {
   const reportUrl = new URL("/v1/telemetry/report", app.url).href;
   let seq = 0;
   const event = () => ({
-    eventId: `bench-${++seq}`, traceId: `trc-bench-${seq}`, userId, agentId: agent.id, deploymentId: dep.id,
+    eventId: `bench-${++seq}`, traceId: app.admittedTraceId(dep.id), userId, agentId: agent.id, deploymentId: dep.id,
     runtimeProvider: "cloudflare", ts: Date.now(), requests: 1, inputTokens: 12, outputTokens: 34, computeMs: 5, errors: 0,
   });
   async function post(bytes, { deploymentId = dep.id, signature = signTelemetry(secret, bytes), expect = 200 } = {}) {

@@ -55,15 +55,22 @@ test("an agent's own URL refuses every call without its deployment's credential,
   // Another deployment's URL with this one's credential.
   await refused(await asGateway(lcf, deployment.scriptName, `${other.deployment.providerRef}/invoke`, { method: "POST", body }), "invalid credential");
 
-  // A call through the gateway still works; once its telemetry has arrived, it is the only one besides the
-  // genuine direct call above: none of the refused calls reported anything.
+  // A call through the gateway still works; once its telemetry has arrived, it is the only one billed: the
+  // refused calls reported nothing, and the one with a genuine credential (a stolen key, say) carried a trace id
+  // the gateway never issued, so its report was refused (trace_not_admitted, DESIGN.md §4.8).
   const through = await app.invoke(alice, agent.id, invokeBody("through the front door"));
   assert.equal(through.status, 200, through.text);
   const seen = await app.until("the gateway call's telemetry", async () => {
     const list = await events(alice, agent.id);
     return list.some((e) => e.traceId === through.body.traceId) && list;
   });
-  assert.deepEqual(seen.map((e) => e.traceId).sort(), [through.body.traceId, traceId].sort());
+  assert.deepEqual(seen.map((e) => e.traceId), [through.body.traceId]);
+  const rejected = await app.until("the stolen-key call's report refused", async () => {
+    const { results } = await app.db.prepare("SELECT code FROM telemetry_rejects WHERE deployment_id = ?").bind(deployment.id).all();
+    return results.length > 0 && results;
+  });
+  assert.deepEqual(rejected.map((r) => r.code), ["trace_not_admitted"]);
+  assert.deepEqual((await events(alice, agent.id)).map((e) => e.traceId), [through.body.traceId]);
   assert.equal((await events(bob, other.agent.id)).length, 0, "bob's agent did no work and billed nothing");
 });
 

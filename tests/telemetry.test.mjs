@@ -41,7 +41,7 @@ function event(of, over = {}) {
   seq += 1;
   return {
     eventId: `ev-${process.pid}-${seq}`,
-    traceId: `trc-${seq}`,
+    traceId: app.admittedTraceId(of.deployment.id),
     userId: of.userId,
     agentId: of.agent.id,
     deploymentId: of.deployment.id,
@@ -84,7 +84,7 @@ test("a signed event is stored once however often it is retried or replayed", as
 });
 
 test("an event without an eventId is deduplicated by its traceId", async () => {
-  const e = event(a, { eventId: undefined, traceId: "trc-no-event-id" });
+  const e = event(a, { eventId: undefined });
   delete e.eventId;
   assert.equal((await send(a, e)).body.accepted, 1);
   // A re-serialised copy (different bytes, same trace) is signed afresh by the agent: still a duplicate.
@@ -123,6 +123,9 @@ test("every rejection: a stable code, nothing stored, one audit row each", async
     ["another user's id", () => send(a, event(a, { userId: b.userId })), 403, "telemetry_mismatch"],
     ["another agent's id", () => send(a, event(a, { agentId: b.agent.id })), 403, "telemetry_mismatch"],
     ["another deployment's id", () => send(a, event(a, { deploymentId: b.deployment.id })), 403, "telemetry_mismatch"],
+    // DESIGN.md §4.8: signed by the deployment, but about a call the gateway never admitted to it.
+    ["a trace id the gateway never issued", () => send(a, event(a, { traceId: "trc_0123456789abcdef0123456789abcdef" })), 403, "trace_not_admitted"],
+    ["a trace id issued for another deployment", () => send(a, event(a, { traceId: app.admittedTraceId(b.deployment.id) })), 403, "trace_not_admitted"],
     ["too old", () => send(a, event(a, { ts: Date.now() - 2 * 3600_000 })), 400, "timestamp_out_of_window"],
     ["from the future", () => send(a, event(a, { ts: Date.now() + 3600_000 })), 400, "timestamp_out_of_window"],
     ["101 events", () => send(a, { events: Array.from({ length: 101 }, () => event(a)) }), 400, "too_many_events"],

@@ -169,7 +169,7 @@ test("compute quota: the free tier's compute spent, a raised tier lifts it", asy
   const report = await app.report(
     deployment.id,
     {
-      eventId: "heavy-call", traceId: "trc-heavy", userId: daveId, agentId: agent.id, deploymentId: deployment.id,
+      eventId: "heavy-call", traceId: app.admittedTraceId(deployment.id), userId: daveId, agentId: agent.id, deploymentId: deployment.id,
       runtimeProvider: "cloudflare", ts: Date.now(), requests: 1, inputTokens: 0, outputTokens: 0, computeMs: 600000, errors: 0,
     },
     { secret: lcf.secretValue(deployment.scriptName, "TELEMETRY_SECRET") },

@@ -42,6 +42,11 @@ impl EncryptionKey {
         Ok(EncryptionKey(Box::new(bytes)))
     }
 
+    /// A separate key for another purpose (`label` names it), derived so that neither reveals the other.
+    pub fn derive(&self, label: &[u8]) -> [u8; 32] {
+        crate::crypto::hmac_sha256(&self.0[..], label)
+    }
+
     pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> String {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::getrandom(&mut nonce).expect("the platform's random source is unavailable");

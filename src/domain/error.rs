@@ -65,6 +65,7 @@ pub enum ErrorCode {
     TooManyEvents,
     TelemetryMismatch,
     TimestampOutOfWindow,
+    TraceNotAdmitted,
     QuotaExhausted,
     UsagePeriodPruned,
 }
@@ -129,6 +130,7 @@ impl ErrorCode {
         ErrorCode::TooManyEvents,
         ErrorCode::TelemetryMismatch,
         ErrorCode::TimestampOutOfWindow,
+        ErrorCode::TraceNotAdmitted,
         ErrorCode::QuotaExhausted,
         ErrorCode::UsagePeriodPruned,
     ];
@@ -192,6 +194,7 @@ impl ErrorCode {
             ErrorCode::TooManyEvents => "too_many_events",
             ErrorCode::TelemetryMismatch => "telemetry_mismatch",
             ErrorCode::TimestampOutOfWindow => "timestamp_out_of_window",
+            ErrorCode::TraceNotAdmitted => "trace_not_admitted",
             ErrorCode::QuotaExhausted => "quota_exhausted",
             ErrorCode::UsagePeriodPruned => "usage_period_pruned",
         }
@@ -251,6 +254,7 @@ impl ErrorCode {
             ErrorCode::TooManyEvents => 400,
             ErrorCode::TelemetryMismatch => 403,
             ErrorCode::TimestampOutOfWindow => 400,
+            ErrorCode::TraceNotAdmitted => 403,
             ErrorCode::QuotaExhausted => 429,
             ErrorCode::UsagePeriodPruned => 409,
         }

@@ -1,5 +1,6 @@
 //! Pure rules of the control plane: values, validation and state, with no I/O and no `worker` import.
 
+pub mod admission;
 pub mod agent;
 pub mod api_key;
 pub mod deployment;

@@ -23,6 +23,7 @@ use crate::app::invoke::{
 use crate::app::ports::Clock;
 use crate::auth::verdict_cache::{VerdictCache, DEFAULT_CAPACITY};
 use crate::config::ServiceConfig;
+use crate::domain::admission::{admitted_trace_id, TRACE_KEY_LABEL};
 use crate::domain::gateway_credential;
 use crate::domain::ids::{AgentId, RequestId, UserId};
 use crate::domain::invoke::{
@@ -231,8 +232,16 @@ pub(super) async fn invoke(
     )
     .await;
     watch.lap("gate");
+    // An admitted call's trace id is its admission ticket: the only kind its telemetry can be charged under.
+    let trace_id = match (&prepared, &config.deploy) {
+        (Ok(admitted), Some(deploy)) => admitted_trace_id(
+            &deploy.encryption_key.derive(TRACE_KEY_LABEL),
+            &admitted.deployment.deployment_id,
+        ),
+        _ => new_trace_id(),
+    };
     let mut meter = Meter {
-        trace_id: new_trace_id(),
+        trace_id,
         request_id: request_id.as_str().to_owned(),
         user_id: caller.user_id().as_str().to_owned(),
         agent_id: agent_id.as_str().to_owned(),

@@ -144,7 +144,9 @@ export async function startControlPlane({ vars = {}, migrate = true, miniflare =
   const url = directSocket ? await mf.unsafeGetDirectURL("control-plane") : ready;
   const db = await mf.getD1Database("DB");
   if (migrate) await db.batch(migrationStatements().map((sql) => db.prepare(sql)));
-  return new TestApp(mf, db, key, url);
+  const app = new TestApp(mf, db, key, url);
+  app.vars = bindings;
+  return app;
 }
 
 export class TestApp {
@@ -158,6 +160,19 @@ export class TestApp {
 
   async close() {
     await this.mf.dispose();
+  }
+
+  /**
+   * A trace id as the gateway issues it for a call admitted to `deploymentId` (domain::admission): the only kind
+   * telemetry is charged under. Made with this control plane's encryption key, as only the platform can.
+   */
+  admittedTraceId(deploymentId) {
+    const raw = this.vars.TELEMETRY_SECRETS_ENCRYPTION_KEY;
+    const keyBytes = raw.startsWith("hex:") ? Buffer.from(raw.slice(4), "hex") : Buffer.from(raw, raw.includes("-") || raw.includes("_") ? "base64url" : "base64");
+    const traceKey = createHmac("sha256", keyBytes).update("webhost/trace-ids/v1").digest();
+    const nonce = crypto.getRandomValues(Buffer.alloc(8)).toString("hex");
+    const tag = createHmac("sha256", traceKey).update(`${deploymentId}\n${nonce}`).digest().subarray(0, 8).toString("hex");
+    return `trc_${nonce}${tag}`;
   }
 
   token(subject, options) {

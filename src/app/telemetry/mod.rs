@@ -8,6 +8,7 @@ use super::ports::StoreResult;
 use super::usage::UsageStore;
 use crate::crypto::hmac_sha256_verify;
 use crate::crypto::secret_box::EncryptionKey;
+use crate::domain::admission::{is_admitted, TRACE_KEY_LABEL};
 use crate::domain::ids::{random_hex, DeploymentId, UserId};
 use crate::domain::period::PeriodKey;
 use crate::domain::telemetry::{
@@ -15,8 +16,9 @@ use crate::domain::telemetry::{
     RejectThrottle, TelemetryEvent,
 };
 use crate::domain::usage::UsageTotals;
-use crate::domain::ApiError;
+use crate::domain::{ApiError, ErrorCode};
 use serde::Serialize;
+use serde_json::json;
 
 /// The deployment a report claims to come from, as the store holds it.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,6 +129,20 @@ pub async fn ingest(
         },
         now,
     )?;
+    // Only calls the gateway admitted to this deployment can be charged (DESIGN.md §4.8).
+    let trace_key = key.derive(TRACE_KEY_LABEL);
+    if let Some(index) = events
+        .iter()
+        .position(|e| !is_admitted(&trace_key, deployment_id.as_str(), &e.trace_id))
+    {
+        return Err(ApiError::new(
+            ErrorCode::TraceNotAdmitted,
+            format!(
+                "Event {index}'s traceId was not issued by the gateway for a call to this deployment; only admitted calls are charged."
+            ),
+        )
+        .with_details(json!({ "index": index, "field": "traceId" })));
+    }
     // Charged to the period in which the control plane accepted them, never the agent's clock.
     let period = PeriodKey::containing(now);
     let report_id = format!("rpt_{}", random_hex(12));

@@ -4,6 +4,7 @@
 use super::*;
 use crate::app::memory::MemoryUsage;
 use crate::crypto::hmac_sha256;
+use crate::domain::admission::admitted_trace_id;
 use crate::domain::{ApiError, ErrorCode};
 use pollster::block_on;
 use serde_json::json;
@@ -95,7 +96,7 @@ struct Rig {
 }
 
 fn rig() -> Rig {
-    let key = EncryptionKey::parse(&format!("hex:{}", "11".repeat(32))).unwrap();
+    let key = key();
     let secret = b"the deployment's telemetry secret".to_vec();
     let mut store = Fake::default();
     store.deployments.insert(
@@ -110,8 +111,17 @@ fn rig() -> Rig {
     Rig { store, key, secret }
 }
 
+fn key() -> EncryptionKey {
+    EncryptionKey::parse(&format!("hex:{}", "11".repeat(32))).unwrap()
+}
+
+/// A trace id the gateway would have issued for a call to `deployment`.
+fn admitted(deployment: &str) -> String {
+    admitted_trace_id(&key().derive(TRACE_KEY_LABEL), deployment)
+}
+
 fn event(id: &str, tokens: u64) -> serde_json::Value {
-    json!({"eventId": id, "traceId": format!("trc_{id}"), "userId": "usr_1", "agentId": "agt_1",
+    json!({"eventId": id, "traceId": admitted(DEP), "userId": "usr_1", "agentId": "agt_1",
            "deploymentId": DEP, "runtimeProvider": "cloudflare", "ts": NOW, "requests": 1,
            "inputTokens": tokens, "outputTokens": 0, "computeMs": 5, "errors": 0})
 }
@@ -282,4 +292,26 @@ fn refusals_are_audited_within_the_throttle_and_a_failed_write_gives_its_count_b
         Some(3),
         "the count rides on the next row"
     );
+}
+
+#[test]
+fn only_calls_the_gateway_admitted_to_this_deployment_are_charged() {
+    let (rig, charger) = (rig(), Charger::default());
+    let other_deployment = "dep_ffffffffffffffffffffffff";
+    for trace_id in [
+        "trc_0123456789abcdef0123456789abcdef".to_string(),
+        "made-up".to_string(),
+        admitted(other_deployment),
+    ] {
+        let mut e = event("x", 500);
+        e["traceId"] = json!(trace_id);
+        let batch = json!({"events": [event("ok", 1), e]});
+        let err = rig.signed(&charger, &batch).unwrap_err();
+        assert_eq!(err.code, ErrorCode::TraceNotAdmitted, "{trace_id}");
+        assert_eq!(err.status(), 403);
+        assert_eq!(err.details.unwrap()["index"], 1);
+    }
+    assert!(rig.store.events.borrow().is_empty(), "all or nothing");
+    assert_eq!(tokens(&rig.store), 0);
+    assert!(charger.told.borrow().is_empty());
 }
