@@ -81,7 +81,7 @@ test("a custom module sees its env vars, the agent's secrets and every injected 
     deploymentId: done.id,
     userId: (await app.me(alice)).body.id,
     provider: "cloudflare",
-    telemetrySecretLength: 64,
+    telemetrySecretLength: 43,
     reportUrl: "http://127.0.0.1:9/v1/telemetry/report",
     // The guard keeps its key and the credential to itself.
     gatewaySecretVisible: false,
@@ -199,7 +199,10 @@ test("deployment lists: newest first, filters, bounded limit", async () => {
   await deployAndSettle(alice, agent.id, { moduleCode: "broken(" });
   const all = await app.listDeployments(alice, agent.id, "?includeInactive=true");
   assert.deepEqual(all.body.deployments.map((d) => d.version), [4, 3, 2, 1]);
-  const visible = await app.listDeployments(alice, agent.id);
+  // Seed 001: inactive deployments are listed by default; includeInactive=false leaves them out.
+  const byDefault = await app.listDeployments(alice, agent.id);
+  assert.deepEqual(byDefault.body.deployments.map((d) => d.version), [4, 3, 2, 1]);
+  const visible = await app.listDeployments(alice, agent.id, "?includeInactive=false");
   assert.deepEqual(visible.body.deployments.map((d) => d.status), ["failed", "active"]);
   const failedOnly = await app.listDeployments(alice, agent.id, "?status=failed");
   assert.deepEqual(failedOnly.body.deployments.map((d) => d.version), [4]);
@@ -335,4 +338,27 @@ test("deploy routes answer 503 when no deploy target is configured", async () =>
   } finally {
     await plain.close();
   }
+});
+
+test("seed 001's deploy and list contract, as written", async () => {
+  const agent = await newAgent(alice, "seed-contract");
+  // runtimeProvider "cloudflare" is accepted; the main module defaults to index.mjs.
+  const first = await deployAndSettle(alice, agent.id, { runtimeProvider: "cloudflare" });
+  assert.equal(first.status, "active", JSON.stringify(first.error));
+  assert.equal(first.mainModuleName, "index.mjs");
+  assert.equal(first.runtimeProvider, "cloudflare");
+  // A provider the tier lacks is the entitlement's refusal, not a malformed body; an unknown one is invalid.
+  const lacking = expectError(assert, await app.deploy(alice, agent.id, { runtimeProvider: "agentcore" }), 403, "not_entitled");
+  assert.equal(lacking.details.entitlement, "runtimeProviders");
+  const unknown = expectError(assert, await app.deploy(alice, agent.id, { runtimeProvider: "lambda" }), 400, "validation_failed");
+  assert.equal(unknown.details.field, "runtimeProvider");
+  // index.js is still accepted.
+  const second = await deployAndSettle(alice, agent.id, { moduleCode: ENV_MODULE, mainModuleName: "index.js" });
+  assert.equal(second.mainModuleName, "index.js");
+  assert.equal(second.status, "active", JSON.stringify(second.error));
+  // includeInactive defaults to true: the superseded first deployment is listed without asking.
+  const listed = (await app.listDeployments(alice, agent.id)).body.deployments.map((d) => [d.id, d.status]);
+  assert.deepEqual(listed, [[second.id, "active"], [first.id, "inactive"]]);
+  const activeOnly = (await app.listDeployments(alice, agent.id, "?includeInactive=false")).body.deployments;
+  assert.deepEqual(activeOnly.map((d) => d.id), [second.id]);
 });

@@ -241,7 +241,7 @@ test("the agent template reports signed telemetry to 127.0.0.1 with ctx.waitUnti
     const template = readFileSync(path.join(ROOT, "worker-template/index.js"), "utf8");
     const up = await upload(`${ns()}/template`, template, [
       { type: "plain_text", name: "TELEMETRY_REPORT_URL", text: `http://127.0.0.1:${collector.address().port}/v1/telemetry/report` },
-      { type: "secret_text", name: "TELEMETRY_SECRET", text: "template-secret" },
+      { type: "secret_text", name: "TELEMETRY_SECRET", text: Buffer.from("template-secret-raw-key-bytes!!!").toString("base64url") },
       { type: "plain_text", name: "DEPLOYMENT_ID", text: "dep_000000000000000000000001" },
     ]);
     assert.equal(up.status, 200, JSON.stringify(up.body));
@@ -255,7 +255,7 @@ test("the agent template reports signed telemetry to 127.0.0.1 with ctx.waitUnti
     for (let i = 0; i < 250 && reports.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
     assert.equal(reports.length, 1, "one report, sent after the answer");
     const [{ headers, body }] = reports;
-    assert.equal(headers["x-telemetry-signature"], `v1=${createHmac("sha256", "template-secret").update(body).digest("hex")}`);
+    assert.equal(headers["x-telemetry-signature"], `v1=${createHmac("sha256", "template-secret-raw-key-bytes!!!").update(body).digest("hex")}`);
     assert.equal(JSON.parse(body).traceId, "trace-lcf");
   } finally {
     collector.close();

@@ -4,6 +4,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startLocalCloudflare } from "../local-cloudflare/server.mjs";
+import { createHmac } from "node:crypto";
 import { startControlPlane, deployVars, expectError, signTelemetry } from "./support/harness.mjs";
 
 const ADMIN = "telemetry-test-admin-token-0123456789abcdef";
@@ -29,7 +30,9 @@ before(async () => {
   bob = await app.token("user_bob");
   a = await agentOf(alice, "alice-agent");
   b = await agentOf(bob, "bob-agent");
-  assert.match(a.secret, /^[0-9a-f]{64}$/);
+  // Seed 001: base64url of 32 raw key bytes.
+  assert.match(a.secret, /^[A-Za-z0-9_-]{43}$/);
+  assert.equal(Buffer.from(a.secret, "base64url").length, 32);
 });
 after(async () => {
   await app?.close();
@@ -67,6 +70,18 @@ async function stored() {
 async function usageRow(userId) {
   return (await app.db.prepare("SELECT * FROM billing_usage WHERE user_id = ?").bind(userId).all()).results;
 }
+
+test("an agent written to seed 001's contract reports: HMAC-SHA256 keyed with the bytes TELEMETRY_SECRET encodes", async () => {
+  // Node's crypto, as a third party's agent would sign: the secret is base64url of the raw key bytes.
+  const body = JSON.stringify(event(a, { inputTokens: 1 }));
+  const signature = `v1=${createHmac("sha256", Buffer.from(a.secret, "base64url")).update(body).digest("hex")}`;
+  const res = await send(a, body, { signature });
+  assert.equal(res.status, 200, res.text);
+  assert.equal(res.body.accepted, 1);
+  // Keyed with the text of the secret instead of its bytes: refused.
+  const wrong = `v1=${createHmac("sha256", a.secret).update(body).digest("hex")}`;
+  expectError(assert, await send(a, JSON.stringify(event(a)), { signature: wrong }), 401, "invalid_telemetry_signature");
+});
 
 test("a signed event is stored once however often it is retried or replayed", async () => {
   const body = JSON.stringify(event(a, { inputTokens: 7 }));

@@ -8,7 +8,8 @@ import { Miniflare } from "miniflare";
 import path from "node:path";
 import { ROOT } from "./support/harness.mjs";
 
-const SECRET = "template-test-secret";
+// As the platform makes it: base64url of 32 random bytes (seed 001).
+const SECRET = Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64url");
 let reports = [];
 let collector, mf, deadMf;
 /** Statuses the collector answers with, in order, before it falls back to 202. */
@@ -79,7 +80,7 @@ test("JSON invoke echoes the last user message with usage and ids", async () => 
 
   await waitFor(() => reports.length === 1);
   const [{ headers, body: raw }] = reports;
-  const expected = createHmac("sha256", SECRET).update(raw).digest("hex");
+  const expected = createHmac("sha256", Buffer.from(SECRET, "base64url")).update(raw).digest("hex");
   assert.equal(headers["x-telemetry-signature"], `v1=${expected}`, "signed over the exact bytes sent");
   assert.equal(headers["x-telemetry-deployment-id"], "dep_000000000000000000000001");
   const event = JSON.parse(raw);

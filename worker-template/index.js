@@ -45,8 +45,15 @@ function lastUserMessage(messages) {
   return "";
 }
 
+/** TELEMETRY_SECRET is base64url of the raw key bytes (seed 001): those bytes are the HMAC key. */
+function keyBytes(secret) {
+  const base64 = secret.replaceAll("-", "+").replaceAll("_", "/");
+  const binary = atob(base64 + "=".repeat((4 - (base64.length % 4)) % 4));
+  return Uint8Array.from(binary, (c) => c.charCodeAt(0));
+}
+
 async function hmacHex(secret, bytes) {
-  const key = await crypto.subtle.importKey("raw", new TextEncoder().encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  const key = await crypto.subtle.importKey("raw", keyBytes(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
   const mac = new Uint8Array(await crypto.subtle.sign("HMAC", key, bytes));
   return Array.from(mac, (b) => b.toString(16).padStart(2, "0")).join("");
 }

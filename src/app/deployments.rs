@@ -17,10 +17,13 @@ use crate::domain::deployment::{
     parse_idempotency_key, script_name_for, DeployRequest, DeploySpec, Deployment, DeploymentError,
     DeploymentStatus,
 };
+use crate::domain::entitlements::Entitlements;
 use crate::domain::gateway_credential;
-use crate::domain::ids::{random_hex, DeploymentId};
+use crate::domain::ids::{random_bytes, random_hex, DeploymentId};
 use crate::domain::user::User;
 use crate::domain::{ApiError, ErrorCode};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use std::collections::BTreeMap;
 
 /// Deployed when a deploy request has no `moduleCode`.
@@ -82,11 +85,21 @@ pub async fn request_deploy<S: Store + DeploymentStore, C: Clock>(
     clock: &C,
     config: &DeployConfig,
     owner: &User,
+    entitlements: &Entitlements,
     raw_agent_id: &str,
     raw_body: &[u8],
     request: DeployRequest,
     idempotency_key: Option<&str>,
 ) -> Result<(Deployment, Option<PendingDeploy>), ApiError> {
+    // A runtime the plan lacks is the entitlement's refusal, whatever this control plane can deploy.
+    let provider = request.runtime_provider()?;
+    entitlements.require_runtime(provider)?;
+    if provider != RUNTIME_PROVIDER {
+        return Err(ApiError::validation(
+            "runtimeProvider",
+            "only cloudflare deploys are available on this control plane",
+        ));
+    }
     let idempotency_key = parse_idempotency_key(idempotency_key)?;
     let agent = get_agent(store, owner, raw_agent_id).await?;
     let spec = request.validate(TEMPLATE_MODULE, &config.default_compatibility_date)?;
@@ -111,7 +124,10 @@ pub async fn request_deploy<S: Store + DeploymentStore, C: Clock>(
 
     let id = DeploymentId::generate();
     let now = clock.now_ms();
-    let telemetry_secret = random_hex(32);
+    // Seed 001's contract: the agent gets base64url of 32 random bytes and signs with those bytes; the platform
+    // keeps the bytes (sealed) and verifies with them.
+    let telemetry_key = random_bytes::<32>();
+    let telemetry_secret = URL_SAFE_NO_PAD.encode(telemetry_key);
     let gateway_secret = random_hex(32);
     let deployment = Deployment {
         script_name: script_name_for(&id),
@@ -137,7 +153,7 @@ pub async fn request_deploy<S: Store + DeploymentStore, C: Clock>(
     let new = NewDeployment {
         telemetry_secret_sealed: config
             .encryption_key
-            .seal(telemetry_secret.as_bytes(), id.as_str().as_bytes()),
+            .seal(&telemetry_key, id.as_str().as_bytes()),
         gateway_secret_sealed: config.encryption_key.seal(
             gateway_secret.as_bytes(),
             gateway_credential::sealing_aad(id.as_str()).as_bytes(),
@@ -403,9 +419,10 @@ pub async fn list_deployments<S: Store + DeploymentStore>(
             })
         })
         .transpose()?;
+    // Seed 001: inactive deployments are listed unless asked not to be.
     let include_inactive = match query.get("includeInactive").map(String::as_str) {
-        None | Some("false") => false,
-        Some("true") => true,
+        Some("false") => false,
+        None | Some("true") => true,
         Some(_) => {
             return Err(invalid(
                 "includeInactive",

@@ -1,6 +1,7 @@
 //! Deployments: immutable records of one upload of an agent's code, with the status state machine
 //! (DESIGN.md §4.2) and the validation of a deploy request.
 
+use super::entitlements::KNOWN_RUNTIME_PROVIDERS;
 use super::error::{ApiError, ErrorCode};
 use super::ids::{AgentId, DeploymentId, UserId};
 use serde::{Deserialize, Serialize};
@@ -128,6 +129,9 @@ pub fn script_name_for(id: &DeploymentId) -> String {
 pub struct DeployRequest {
     #[serde(default)]
     pub module_code: Option<String>,
+    /// Seed 001's `runtimeProvider`; `cloudflare` when absent.
+    #[serde(default)]
+    pub runtime_provider: Option<String>,
     #[serde(default)]
     pub main_module_name: Option<String>,
     #[serde(default)]
@@ -153,7 +157,8 @@ pub const MAX_MODULE_BYTES: usize = 1024 * 1024;
 pub const MAX_ENV_VARS: usize = 32;
 pub const MAX_ENV_VALUE_BYTES: usize = 4096;
 pub const DEFAULT_INVOKE_PATH: &str = "/invoke";
-pub const DEFAULT_MAIN_MODULE: &str = "index.js";
+/// Seed 001's default; `index.js` (and any other `.js`/`.mjs` name) is accepted when given.
+pub const DEFAULT_MAIN_MODULE: &str = "index.mjs";
 
 /// Bindings the platform injects into every deployment: an agent's env vars and secrets may not shadow them.
 pub const RESERVED_BINDINGS: &[&str] = &[
@@ -189,6 +194,19 @@ fn is_date(value: &str) -> bool {
 }
 
 impl DeployRequest {
+    /// The runtime the deploy asks for: a known provider (`validation_failed` otherwise), `cloudflare` by default.
+    /// Whether the caller may use it is the entitlements' to say.
+    pub fn runtime_provider(&self) -> Result<&str, ApiError> {
+        match self.runtime_provider.as_deref() {
+            None => Ok("cloudflare"),
+            Some(p) if KNOWN_RUNTIME_PROVIDERS.contains(&p) => Ok(p),
+            Some(_) => Err(ApiError::validation(
+                "runtimeProvider",
+                format!("must be one of {}", KNOWN_RUNTIME_PROVIDERS.join(", ")),
+            )),
+        }
+    }
+
     /// Validates and fills defaults; `template` is deployed when no `moduleCode` is given.
     pub fn validate(
         self,
@@ -357,9 +375,31 @@ mod tests {
         let spec = request(serde_json::json!({})).unwrap();
         assert_eq!(spec.source, "template");
         assert_eq!(spec.module_code, "export default {}");
-        assert_eq!(spec.main_module_name, "index.js");
+        assert_eq!(spec.main_module_name, "index.mjs", "seed 001's default");
         assert_eq!(spec.compatibility_date, "2026-07-30");
         assert_eq!(spec.invoke_path, "/invoke");
+        let js = request(serde_json::json!({"mainModuleName": "index.js"})).unwrap();
+        assert_eq!(js.main_module_name, "index.js", "still accepted");
+    }
+
+    #[test]
+    fn the_runtime_provider_is_a_known_one_cloudflare_by_default() {
+        let parse =
+            |body: serde_json::Value| serde_json::from_value::<DeployRequest>(body).unwrap();
+        assert_eq!(
+            parse(serde_json::json!({})).runtime_provider().unwrap(),
+            "cloudflare"
+        );
+        assert_eq!(
+            parse(serde_json::json!({"runtimeProvider": "agentcore"}))
+                .runtime_provider()
+                .unwrap(),
+            "agentcore"
+        );
+        let err = parse(serde_json::json!({"runtimeProvider": "lambda"}))
+            .runtime_provider()
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::ValidationFailed);
     }
 
     #[test]

@@ -13,6 +13,13 @@ pub fn random_hex(bytes: usize) -> String {
     hex_encode(&buf)
 }
 
+/// `N` random bytes from the platform's source.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut buf = [0u8; N];
+    getrandom::getrandom(&mut buf).expect("the platform's random source is unavailable");
+    buf
+}
+
 pub fn hex_encode(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);

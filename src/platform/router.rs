@@ -173,7 +173,6 @@ pub(super) async fn handle(
         ),
         Route::Deploy(id) => {
             let deploy = config.deploy.as_ref().ok_or_else(deploys_not_configured)?;
-            entitlements().require_runtime(deployments::RUNTIME_PROVIDER)?;
             let (raw, body) = read_json(&mut req, MAX_DEPLOY_BODY_BYTES).await?;
             let key = header(&req, "Idempotency-Key");
             let (deployment, pending) = deployments::request_deploy(
@@ -181,6 +180,7 @@ pub(super) async fn handle(
                 &clock,
                 deploy,
                 &user,
+                &entitlements(),
                 &id,
                 &raw,
                 body,

@@ -382,8 +382,9 @@ export class TestApp {
 }
 
 /** `v1=<hex HMAC-SHA256 of bytes>` under `secret`, as the agent template signs (key = the secret's UTF-8 bytes). */
+/** Signs as an agent does: the key is the raw bytes the TELEMETRY_SECRET (base64url, seed 001) stands for. */
 export function signTelemetry(secret, bytes) {
-  return `v1=${createHmac("sha256", secret).update(bytes).digest("hex")}`;
+  return `v1=${createHmac("sha256", Buffer.from(secret, "base64url")).update(bytes).digest("hex")}`;
 }
 
 /** Asserts the error envelope (DESIGN.md §3) and returns its `error` object. */
