@@ -104,16 +104,30 @@ test("a module with a syntax error ends failed with the provider's message; the 
   assert.equal(bad.error.status, 400);
   assert.deepEqual(bad.error.providerCodes, [10021]);
   assert.match(bad.error.message, /SyntaxError/);
-  assert.match(bad.error.endpoint, /^PUT \/accounts\/local-account\/workers\/scripts\/wh-dep-/);
+  // The platform's account id is never shown to users.
+  assert.match(bad.error.endpoint, /^PUT \/accounts\/\{account\}\/workers\/scripts\/wh-dep-/);
+  assert.ok(!JSON.stringify(bad).includes(lcf.accountId));
   assert.equal((await app.getAgent(alice, agent.id)).body.activeDeploymentId, good.id);
   assert.equal((await app.getDeployment(alice, agent.id, good.id)).body.status, "active");
+});
+
+test("a busy provider is waited out: 429 and 5xx are retried (the waits, Retry-After included, are tested natively), and the deployment shows its attempts", async () => {
+  const agent = await newAgent(alice, "busy-provider");
+  lcf.injectFault({ step: "upload", status: 429, code: 10013, retryAfter: 1, message: "rate limited" });
+  lcf.injectFault({ step: "secret", status: 503, times: 2, message: "try later" });
+  const d = await deployAndSettle(alice, agent.id);
+  assert.equal(d.status, "active", JSON.stringify(d.error));
+  assert.equal(d.retries, 3);
+  assert.equal(d.error, null);
+  lcf.clearFaults();
 });
 
 test("a provider failure at each step ends failed, moves nothing, and leaves no orphan after clean-up", async () => {
   const agent = await newAgent(alice, "fault-agent");
   const good = await deployAndSettle(alice, agent.id);
   const failed = [];
-  for (const [step, status] of [["upload", 500], ["secret", 503], ["subdomain", 403]]) {
+  // Failures retrying cannot fix (a busy provider is retried: see above).
+  for (const [step, status] of [["upload", 400], ["secret", 409], ["subdomain", 403]]) {
     lcf.injectFault({ step, status, message: `injected ${step} failure` });
     // The best-effort delete right after the failure fails too, so only the clean-up job can remove the script.
     lcf.injectFault({ step: "delete", status: 500 });

@@ -5,10 +5,10 @@ use super::agents::get_agent;
 use super::gate::protocol::Forget;
 use super::ports::{
     gate_not_told, tell, Clock, DeploymentStore, GateNotifier, Inserted, NewDeployment,
-    ProviderApi, Store, UnneededScript,
+    ProviderApi, Sleeper, Store, UnneededScript,
 };
 use super::secrets::{open_secret, secret_aad};
-use crate::cloudflare::api::{Binding, Module, ScriptMetadata, JS_MODULE};
+use crate::cloudflare::api::{ApiRequest, Binding, Module, ScriptMetadata, JS_MODULE};
 use crate::cloudflare::envelope::{FailureKind, ProviderError};
 use crate::config::DeployConfig;
 use crate::crypto::sha256_hex;
@@ -149,6 +149,7 @@ pub async fn request_deploy<S: Store + DeploymentStore, C: Clock>(
         created_at: now,
         updated_at: now,
         finished_at: None,
+        retries: 0,
     };
     let new = NewDeployment {
         telemetry_secret_sealed: config
@@ -183,17 +184,68 @@ pub async fn request_deploy<S: Store + DeploymentStore, C: Clock>(
     }
 }
 
-fn error_from_provider(e: &ProviderError) -> DeploymentError {
+/// What a deploy's failure shows its owner: the step, the class, the provider's codes and message, and the
+/// endpoint with the platform's account id taken out (it is the platform's, not the user's).
+fn error_from_provider(e: &ProviderError, config: &DeployConfig) -> DeploymentError {
+    let account = config.target.account_id();
+    let redact = |text: &str| {
+        if account.is_empty() {
+            text.to_owned()
+        } else {
+            text.replace(account, "{account}")
+        }
+    };
     DeploymentError {
         step: e.step.as_str().into(),
-        endpoint: Some(e.endpoint.clone()),
+        endpoint: Some(redact(&e.endpoint)),
         kind: serde_json::to_value(e.kind)
             .ok()
             .and_then(|v| v.as_str().map(String::from))
             .unwrap_or_default(),
         status: e.status,
         provider_codes: e.codes.clone(),
-        message: e.message.clone(),
+        message: redact(&e.message),
+    }
+}
+
+/// How a deploy waits out a busy provider (seed 000 §5.2): a transient failure (429, 5xx, no answer) is tried
+/// again after a backoff — or what `Retry-After` asks, if longer — while the total wait stays within
+/// `MAX_RETRY_WAIT_MS`. A deploy runs after its answer (`waitUntil`), so the bound keeps it inside the runtime's
+/// allowance for background work.
+pub const MAX_RETRY_WAIT_MS: u64 = 20_000;
+const FIRST_BACKOFF_MS: u64 = 500;
+const MAX_ATTEMPTS: u32 = 6;
+
+/// The wait before retry `n` (1-based): doubling from `FIRST_BACKOFF_MS`, at least what the provider asked for.
+pub fn retry_wait_ms(n: u32, retry_after_s: Option<u64>) -> u64 {
+    let backoff = FIRST_BACKOFF_MS.saturating_mul(1 << (n.saturating_sub(1)).min(10));
+    backoff.max(retry_after_s.unwrap_or(0).saturating_mul(1000))
+}
+
+/// One provider call, retried while the failure is transient and the wait budget allows. `on_retry` runs before
+/// each wait (the deployment shows its attempts).
+async fn call_retrying<F: std::future::Future<Output = ()>>(
+    provider: &impl ProviderApi,
+    sleeper: &impl Sleeper,
+    request: &ApiRequest,
+    waited_ms: &mut u64,
+    mut on_retry: impl FnMut() -> F,
+) -> Result<serde_json::Value, ProviderError> {
+    let mut attempt = 1;
+    loop {
+        match provider.call(request).await {
+            Err(e) if e.kind.retryable() && attempt < MAX_ATTEMPTS => {
+                let wait = retry_wait_ms(attempt, e.retry_after_s);
+                if *waited_ms + wait > MAX_RETRY_WAIT_MS {
+                    return Err(e);
+                }
+                on_retry().await;
+                sleeper.sleep(wait).await;
+                *waited_ms += wait;
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
     }
 }
 
@@ -243,12 +295,13 @@ pub async fn run_deploy<S: DeploymentStore, P: ProviderApi, C: Clock>(
     store: &S,
     gate: &impl GateNotifier,
     provider: &P,
+    sleeper: &impl Sleeper,
     clock: &C,
     config: &DeployConfig,
     pending: PendingDeploy,
 ) -> Result<DeploymentStatus, ApiError> {
     let d = &pending.deployment;
-    let outcome = deploy_steps(store, provider, config, &pending).await;
+    let outcome = deploy_steps(store, provider, sleeper, config, &pending).await;
     let now = clock.now_ms();
     match outcome {
         Ok(()) => {
@@ -277,6 +330,7 @@ pub async fn run_deploy<S: DeploymentStore, P: ProviderApi, C: Clock>(
 async fn deploy_steps<S: DeploymentStore, P: ProviderApi>(
     store: &S,
     provider: &P,
+    sleeper: &impl Sleeper,
     config: &DeployConfig,
     pending: &PendingDeploy,
 ) -> Result<(), DeploymentError> {
@@ -331,24 +385,31 @@ async fn deploy_steps<S: DeploymentStore, P: ProviderApi>(
     };
     let boundary = format!("webhost-{}", random_hex(12));
     let target = &config.target;
-    let step = |e: ProviderError| error_from_provider(&e);
-    provider
-        .call(&target.upload(
-            &d.script_name,
-            &metadata,
-            &[guard_module(&pending.spec.main_module_name), module],
-            &boundary,
-        ))
+    let step = |e: ProviderError| error_from_provider(&e, config);
+    let mut waited_ms = 0;
+    // Shown on the deployment while it waits; a failed count is no reason to give up the deploy.
+    let count = || async {
+        let _ = store.record_retry(&d.id).await;
+    };
+    let upload = target.upload(
+        &d.script_name,
+        &metadata,
+        &[guard_module(&pending.spec.main_module_name), module],
+        &boundary,
+    );
+    call_retrying(provider, sleeper, &upload, &mut waited_ms, count)
         .await
         .map_err(step)?;
     for (name, value) in &secrets {
-        provider
-            .call(&target.put_secret(&d.script_name, name, value))
+        let put = target.put_secret(&d.script_name, name, value);
+        call_retrying(provider, sleeper, &put, &mut waited_ms, count)
             .await
             .map_err(step)?;
     }
     if let Some(subdomain) = target.enable_subdomain(&d.script_name) {
-        provider.call(&subdomain).await.map_err(step)?;
+        call_retrying(provider, sleeper, &subdomain, &mut waited_ms, count)
+            .await
+            .map_err(step)?;
     }
     Ok(())
 }
@@ -513,4 +574,143 @@ pub async fn clean_up<S: DeploymentStore, P: ProviderApi, C: Clock>(
         }
     }
     Ok((failed, deleted))
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+    use crate::cloudflare::api::{DeployTarget, Step};
+    use pollster::block_on;
+    use std::cell::{Cell, RefCell};
+
+    /// Answers with the scripted failures first, then succeeds.
+    struct Busy {
+        failures: RefCell<Vec<ProviderError>>,
+        calls: Cell<u32>,
+    }
+
+    impl ProviderApi for Busy {
+        async fn call(&self, _: &ApiRequest) -> Result<serde_json::Value, ProviderError> {
+            self.calls.set(self.calls.get() + 1);
+            let mut failures = self.failures.borrow_mut();
+            if failures.is_empty() {
+                Ok(serde_json::json!({}))
+            } else {
+                Err(failures.remove(0))
+            }
+        }
+    }
+
+    #[derive(Default)]
+    struct Waits(RefCell<Vec<u64>>);
+
+    impl Sleeper for Waits {
+        async fn sleep(&self, ms: u64) {
+            self.0.borrow_mut().push(ms);
+        }
+    }
+
+    fn failure(kind: FailureKind, status: u16, retry_after_s: Option<u64>) -> ProviderError {
+        ProviderError {
+            kind,
+            step: Step::Upload,
+            endpoint: "PUT /accounts/acc-123/workers/scripts/x".into(),
+            status: Some(status),
+            codes: vec![],
+            message: "busy".into(),
+            retry_after_s,
+        }
+    }
+
+    fn run(
+        failures: Vec<ProviderError>,
+    ) -> (Result<serde_json::Value, ProviderError>, u32, Vec<u64>, u32) {
+        let provider = Busy {
+            failures: RefCell::new(failures),
+            calls: Cell::new(0),
+        };
+        let (waits, retries) = (Waits::default(), Cell::new(0));
+        let request = DeployTarget::WorkersDev {
+            account_id: "acc-123".into(),
+        }
+        .put_secret("x", "N", "v");
+        let mut waited = 0;
+        let outcome = block_on(call_retrying(
+            &provider,
+            &waits,
+            &request,
+            &mut waited,
+            || {
+                retries.set(retries.get() + 1);
+                async {}
+            },
+        ));
+        (
+            outcome,
+            provider.calls.get(),
+            waits.0.into_inner(),
+            retries.get(),
+        )
+    }
+
+    #[test]
+    fn transient_failures_are_retried_with_backoff_honouring_retry_after() {
+        let (outcome, calls, waits, retries) = run(vec![
+            failure(FailureKind::RateLimited, 429, Some(3)),
+            failure(FailureKind::Upstream, 503, None),
+            failure(FailureKind::Network, 0, None),
+        ]);
+        assert!(outcome.is_ok());
+        assert_eq!(calls, 4);
+        assert_eq!(
+            waits,
+            vec![3_000, 1_000, 2_000],
+            "Retry-After when longer, else doubling from 500 ms"
+        );
+        assert_eq!(retries, 3, "each retry is shown on the deployment");
+    }
+
+    #[test]
+    fn what_retrying_cannot_fix_fails_at_once_and_waiting_is_bounded() {
+        let (outcome, calls, waits, _) = run(vec![failure(FailureKind::Validation, 400, None)]);
+        assert_eq!(outcome.unwrap_err().kind, FailureKind::Validation);
+        assert_eq!((calls, waits.len()), (1, 0));
+        // A provider that keeps asking for 15 s: the second wait would pass the budget, so the deploy gives up.
+        let (outcome, calls, waits, _) =
+            run(vec![failure(FailureKind::RateLimited, 429, Some(15)); 5]);
+        assert_eq!(outcome.unwrap_err().kind, FailureKind::RateLimited);
+        assert_eq!((calls, waits), (2, vec![15_000]));
+        // Never more than MAX_ATTEMPTS calls.
+        let (_, calls, _, _) = run(vec![failure(FailureKind::Upstream, 502, None); 10]);
+        assert_eq!(calls, MAX_ATTEMPTS);
+    }
+
+    #[test]
+    fn errors_shown_to_users_never_carry_the_platform_account() {
+        let config = DeployConfig::from_vars(|name| {
+            match name {
+                "DEPLOY_TARGET" => Some("workers_dev"),
+                "CLOUDFLARE_ACCOUNT_ID" => Some("acc-123"),
+                "CLOUDFLARE_API_TOKEN" => Some("t"),
+                "WORKERS_DEV_URL_TEMPLATE" => Some("https://{script}.x.workers.dev"),
+                "TELEMETRY_REPORT_URL" => Some("https://cp/v1/telemetry/report"),
+                "TELEMETRY_SECRETS_ENCRYPTION_KEY" => {
+                    Some("hex:1111111111111111111111111111111111111111111111111111111111111111")
+                }
+                _ => None,
+            }
+            .map(String::from)
+        })
+        .unwrap()
+        .unwrap();
+        let mut e = failure(FailureKind::Auth, 403, None);
+        e.message = "Authentication error: token has no access to account acc-123".into();
+        let shown = error_from_provider(&e, &config);
+        let text = serde_json::to_string(&shown).unwrap();
+        assert!(!text.contains("acc-123"), "{text}");
+        assert_eq!(
+            shown.endpoint.as_deref(),
+            Some("PUT /accounts/{account}/workers/scripts/x")
+        );
+    }
 }

@@ -185,6 +185,8 @@ pub trait DeploymentStore {
         provider_ref: &str,
         now: i64,
     ) -> StoreResult<()>;
+    /// Counts one more retried provider call of a deployment still `deploying`.
+    async fn record_retry(&self, id: &DeploymentId) -> StoreResult<()>;
     /// `deploying → failed`. No-op unless the deployment is still `deploying`.
     async fn finish_failure(
         &self,
@@ -221,6 +223,12 @@ pub trait DeploymentStore {
     ) -> StoreResult<u32>;
     /// Clean-up: scripts of failed deployments, of deleted agents, and inactive ones beyond the newest `keep`.
     async fn unneeded_scripts(&self, keep: u32, limit: u32) -> StoreResult<Vec<UnneededScript>>;
+}
+
+/// Waiting, for retries with backoff (the Workers timer on the platform, a recorder in tests).
+#[allow(async_fn_in_trait)]
+pub trait Sleeper {
+    async fn sleep(&self, ms: u64);
 }
 
 /// The Cloudflare API: sends one request built by `cloudflare::api`, interprets the answer.

@@ -181,6 +181,16 @@ pub enum DeployTarget {
 }
 
 impl DeployTarget {
+    /// The platform's Cloudflare account (never shown to users).
+    pub fn account_id(&self) -> &str {
+        match self {
+            DeployTarget::WorkersDev { account_id }
+            | DeployTarget::DispatchNamespace { account_id, .. } => account_id,
+        }
+    }
+}
+
+impl DeployTarget {
     fn scripts_path(&self) -> String {
         match self {
             DeployTarget::WorkersDev { account_id } => {

@@ -112,6 +112,8 @@ pub struct Deployment {
     /// Where the runtime reaches it: a URL (workers.dev) or `namespace/script`.
     pub provider_ref: Option<String>,
     pub error: Option<DeploymentError>,
+    /// Provider calls that failed transiently and were retried (a busy provider), so far.
+    pub retries: u32,
     pub created_at: i64,
     pub updated_at: i64,
     pub finished_at: Option<i64>,

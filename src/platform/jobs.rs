@@ -7,7 +7,7 @@ use super::d1::D1Store;
 use super::durable::user_gate::UserGateClient;
 use super::JsClock;
 use crate::app::deployments;
-use crate::app::ports::Clock;
+use crate::app::ports::{Clock, Sleeper};
 use crate::app::usage;
 use crate::config::{DeployConfig, ServiceConfig};
 use crate::domain::ApiError;
@@ -86,6 +86,7 @@ pub(super) fn in_background(
                     &store,
                     &UserGateClient::new(&env),
                     &provider,
+                    &WorkersTimer,
                     &JsClock,
                     deploy,
                     *pending,
@@ -102,6 +103,15 @@ pub(super) fn in_background(
             );
         }
     });
+}
+
+/// Waits on the Workers timer (a deploy's backoff between provider retries).
+struct WorkersTimer;
+
+impl Sleeper for WorkersTimer {
+    async fn sleep(&self, ms: u64) {
+        worker::Delay::from(std::time::Duration::from_millis(ms)).await;
+    }
 }
 
 pub(super) enum Background {

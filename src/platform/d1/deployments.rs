@@ -12,7 +12,7 @@ use wasm_bindgen::JsValue;
 
 const DEPLOYMENT_COLUMNS: &str = "id, agent_id, user_id, version, status, runtime_provider, deploy_target, script_name, \
      main_module_name, compatibility_date, invoke_path, source, code_sha256, env_json, provider_ref, error_json, \
-     created_at, updated_at, finished_at, request_sha256";
+     created_at, updated_at, finished_at, request_sha256, retries";
 
 // ?1 id … ?17 gateway_secret_sealed; the version is the agent's next one, computed in the same statement.
 const INSERT_DEPLOYMENT: &str = "INSERT INTO deployments (id, agent_id, user_id, version, status, runtime_provider, \
@@ -50,6 +50,9 @@ const MARK_FAILED: &str =
     "UPDATE deployments SET status = 'failed', error_json = ?2, finished_at = ?3, updated_at = ?3 \
      WHERE id = ?1 AND status = 'deploying'";
 // ?1 cutoff, ?2 error_json, ?3 now
+// ?1 id
+const RECORD_RETRY: &str =
+    "UPDATE deployments SET retries = retries + 1 WHERE id = ?1 AND status = 'deploying'";
 const FAIL_STUCK: &str =
     "UPDATE deployments SET status = 'failed', error_json = ?2, finished_at = ?3, updated_at = ?3 \
      WHERE status = 'deploying' AND created_at < ?1 RETURNING id";
@@ -83,6 +86,7 @@ struct DeploymentRow {
     updated_at: f64,
     finished_at: Option<f64>,
     request_sha256: String,
+    retries: f64,
 }
 
 impl DeploymentRow {
@@ -113,6 +117,7 @@ impl DeploymentRow {
             created_at: self.created_at as i64,
             updated_at: self.updated_at as i64,
             finished_at: self.finished_at.map(|t| t as i64),
+            retries: self.retries as u32,
         };
         Ok((deployment, self.request_sha256))
     }
@@ -321,6 +326,14 @@ impl DeploymentStore for D1Store {
             )?,
         ];
         self.db().batch(batch).await.map_err(fail)?;
+        Ok(())
+    }
+
+    async fn record_retry(&self, id: &DeploymentId) -> StoreResult<()> {
+        self.statement(RECORD_RETRY, &[text(id.as_str())])?
+            .run()
+            .await
+            .map_err(fail)?;
         Ok(())
     }
 
