@@ -25,6 +25,10 @@ pub struct ServiceConfig {
     pub invoke_timeout_ms: u64,
     /// Days a period's raw telemetry events are kept after the period ends (then pruned, once rolled up).
     pub metrics_retention_days: u32,
+    /// Days gateway metering rows (`invocations`) are kept.
+    pub invocations_retention_days: u32,
+    /// Days audited telemetry rejects are kept.
+    pub rejects_retention_days: u32,
 }
 
 pub const DEFAULT_INVOKE_TIMEOUT_MS: u64 = 30_000;
@@ -160,6 +164,8 @@ impl ServiceConfig {
                     }
                 },
             },
+            invocations_retention_days: days(&get, "INVOCATIONS_RETENTION_DAYS", 90)?,
+            rejects_retention_days: days(&get, "TELEMETRY_REJECTS_RETENTION_DAYS", 30)?,
             metrics_retention_days: match get("METRICS_RETENTION_DAYS").filter(|v| !v.trim().is_empty())
             {
                 None => DEFAULT_RETENTION_DAYS,
@@ -173,6 +179,21 @@ impl ServiceConfig {
                 },
             },
         })
+    }
+}
+
+/// A retention in whole days (1 to `MAX_RETENTION_DAYS`), or `default` when unset.
+fn days(get: &impl Fn(&str) -> Option<String>, name: &str, default: u32) -> Result<u32, String> {
+    match get(name).filter(|v| !v.trim().is_empty()) {
+        None => Ok(default),
+        Some(raw) => raw
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|d| (1..=MAX_RETENTION_DAYS).contains(d))
+            .ok_or_else(|| {
+                format!("{name} must be whole days from 1 to {MAX_RETENTION_DAYS}, not {raw:?}")
+            }),
     }
 }
 
@@ -199,6 +220,8 @@ pub const CONFIG_VARS: &[&str] = &[
     "ADMIN_TOKEN",
     "INVOKE_TIMEOUT_MS",
     "METRICS_RETENTION_DAYS",
+    "INVOCATIONS_RETENTION_DAYS",
+    "TELEMETRY_REJECTS_RETENTION_DAYS",
 ];
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ pub mod agents;
 pub mod api_keys;
 pub mod deployments;
 pub mod gate;
+pub mod invocations;
 pub mod invoke;
 #[cfg(test)]
 pub(crate) mod memory;

@@ -19,6 +19,7 @@ pub const ROUTES: &[(&str, &str)] = &[
         "POST",
         "/v1/agents/{agentId}/deployments/{deploymentId}/activate",
     ),
+    ("GET", "/v1/agents/{agentId}/invocations"),
     ("GET", "/v1/agents/{agentId}/secrets"),
     ("PUT", "/v1/agents/{agentId}/secrets/{name}"),
     ("DELETE", "/v1/agents/{agentId}/secrets/{name}"),
@@ -54,6 +55,7 @@ pub enum Route {
     ListDeployments(String),
     GetDeployment(String, String),
     ActivateDeployment(String, String),
+    ListInvocations(String),
     ListSecrets(String),
     PutSecret(String, String),
     DeleteSecret(String, String),
@@ -119,6 +121,7 @@ fn build(method: &str, template: &str, params: Vec<String>) -> Option<Route> {
         ("POST", "/v1/agents/{agentId}/deployments/{deploymentId}/activate") => {
             Route::ActivateDeployment(param(), param())
         }
+        ("GET", "/v1/agents/{agentId}/invocations") => Route::ListInvocations(param()),
         ("GET", "/v1/agents/{agentId}/secrets") => Route::ListSecrets(param()),
         ("PUT", "/v1/agents/{agentId}/secrets/{name}") => Route::PutSecret(param(), param()),
         ("DELETE", "/v1/agents/{agentId}/secrets/{name}") => Route::DeleteSecret(param(), param()),

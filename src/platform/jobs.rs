@@ -8,14 +8,14 @@ use super::durable::user_gate::UserGateClient;
 use super::JsClock;
 use crate::app::deployments;
 use crate::app::ports::{Clock, Sleeper};
-use crate::app::usage;
+use crate::app::{invocations, usage};
 use crate::config::{DeployConfig, ServiceConfig};
 use crate::domain::ApiError;
 use std::rc::Rc;
 use worker::{console_error, console_log, Context, Env};
 
-/// The cron trigger (wrangler.toml `[triggers]`): the usage rollup (recompute, finalize, prune), then the
-/// deploy clean-up (fails stuck deploys and deletes unneeded scripts).
+/// The cron trigger (wrangler.toml `[triggers]`): the usage rollup (recompute, finalize, prune), the retention
+/// of metering rows and telemetry rejects, then the deploy clean-up (fails stuck deploys and deletes unneeded scripts).
 pub(super) async fn run_scheduled(env: Env) {
     let config = match load_config(&env) {
         Ok(config) => config,
@@ -28,19 +28,37 @@ pub(super) async fn run_scheduled(env: Env) {
         }
     };
     match d1_database(&env).map(D1Store::new) {
-        Ok(store) => match usage::run_rollups(&store, config.metrics_retention_days, JsClock.now_ms()).await {
-            Ok(run) => console_log!(
-                "usage rollup: {} periods recomputed ({} drifted users corrected), {} raw events pruned",
-                run.recomputed.len(),
-                run.recomputed.iter().map(|r| r.drifted).sum::<u64>(),
-                run.pruned_events
-            ),
-            Err(e) => console_error!(
-                "usage rollup failed: {}",
-                e.internal_cause.unwrap_or(e.message)
-            ),
-        },
-        Err(e) => console_error!("usage rollup skipped: no database: {}", e.message),
+        Ok(store) => {
+            let now = JsClock.now_ms();
+            match usage::run_rollups(&store, config.metrics_retention_days, now).await {
+                Ok(run) => console_log!(
+                    "usage rollup: {} periods recomputed ({} drifted users corrected), {} raw events pruned",
+                    run.recomputed.len(),
+                    run.recomputed.iter().map(|r| r.drifted).sum::<u64>(),
+                    run.pruned_events
+                ),
+                Err(e) => console_error!(
+                    "usage rollup failed: {}",
+                    e.internal_cause.unwrap_or(e.message)
+                ),
+            }
+            let (kept_calls, kept_rejects) = (
+                config.invocations_retention_days,
+                config.rejects_retention_days,
+            );
+            match invocations::prune(&store, kept_calls, kept_rejects, now).await {
+                Ok(run) => console_log!(
+                    "retention: {} metering rows and {} telemetry rejects pruned",
+                    run.invocations,
+                    run.rejects
+                ),
+                Err(e) => console_error!(
+                    "retention failed: {}",
+                    e.internal_cause.unwrap_or(e.message)
+                ),
+            }
+        }
+        Err(e) => console_error!("scheduled jobs skipped: no database: {}", e.message),
     }
     let Some(deploy) = &config.deploy else { return };
     match clean_up(&env, deploy).await {

@@ -10,7 +10,7 @@ use super::request::{header, read_json};
 use super::{admin, gateway, identity, telemetry, JsClock};
 use crate::app::deployments::{self, deploys_not_configured};
 use crate::app::ports::{Clock, Store};
-use crate::app::{agents, api_keys, secrets, usage};
+use crate::app::{agents, api_keys, invocations, secrets, usage};
 use crate::config::ServiceConfig;
 use crate::domain::agent::AgentStatus;
 use crate::domain::ids::RequestId;
@@ -206,6 +206,17 @@ pub(super) async fn handle(
         Route::ActivateDeployment(agent, dep) => json_reply(
             200,
             &deployments::activate_deployment(&store, &gate, &clock, &user, &agent, &dep).await?,
+        ),
+        Route::ListInvocations(id) => json_reply(
+            200,
+            &invocations::list_invocations(
+                &store,
+                &user,
+                &id,
+                query.get("cursor").map(String::as_str),
+                query.get("limit").map(String::as_str),
+            )
+            .await?,
         ),
         Route::ListSecrets(id) => json_reply(
             200,

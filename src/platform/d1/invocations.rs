@@ -1,8 +1,12 @@
-//! D1 for gateway-side metering: one `invocations` row per call (and the key's last use).
+//! D1 for gateway-side metering: one `invocations` row per call (and the key's last use), the owner's list of
+//! them, and their retention (with the telemetry rejects').
 
 use super::store::{fail, number, opt_text, text, D1Store};
+use crate::app::invocations::{error_class, InvocationStore, InvocationView};
 use crate::app::invoke::Invocation;
 use crate::app::ports::StoreResult;
+use crate::domain::ids::{AgentId, UserId};
+use crate::domain::pagination::Cursor;
 use wasm_bindgen::JsValue;
 
 const INSERT_INVOCATION: &str = "INSERT INTO invocations (id, request_id, user_id, agent_id, deployment_id, \
@@ -48,5 +52,90 @@ impl D1Store {
         }
         self.db().batch(statements).await.map_err(fail)?;
         Ok(())
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct InvocationRow {
+    id: String,
+    deployment_id: Option<String>,
+    mode: String,
+    outcome: String,
+    upstream_status: Option<f64>,
+    counted: f64,
+    started_at: f64,
+    wall_ms: f64,
+    api_key_id: Option<String>,
+}
+
+// ?1 user_id, ?2 agent_id, ?3 limit
+const LIST_FIRST_PAGE: &str =
+    "SELECT id, deployment_id, mode, outcome, upstream_status, counted, started_at, \
+     wall_ms, api_key_id FROM invocations WHERE user_id = ?1 AND agent_id = ?2 \
+     ORDER BY started_at DESC, id DESC LIMIT ?3";
+// ?4 cursor started_at, ?5 cursor id
+const LIST_AFTER: &str = "SELECT id, deployment_id, mode, outcome, upstream_status, counted, started_at, \
+     wall_ms, api_key_id FROM invocations WHERE user_id = ?1 AND agent_id = ?2 \
+     AND (started_at < ?4 OR (started_at = ?4 AND id < ?5)) ORDER BY started_at DESC, id DESC LIMIT ?3";
+// ?1 before, ?2 limit
+const PRUNE_INVOCATIONS: &str = "DELETE FROM invocations WHERE rowid IN \
+     (SELECT rowid FROM invocations WHERE started_at < ?1 LIMIT ?2) RETURNING 1 AS n";
+const PRUNE_REJECTS: &str = "DELETE FROM telemetry_rejects WHERE rowid IN \
+     (SELECT rowid FROM telemetry_rejects WHERE at < ?1 LIMIT ?2) RETURNING 1 AS n";
+
+impl InvocationStore for D1Store {
+    async fn list_invocations(
+        &self,
+        owner: &UserId,
+        agent: &AgentId,
+        after: Option<&Cursor>,
+        limit: u32,
+    ) -> StoreResult<Vec<InvocationView>> {
+        let mut params = vec![
+            text(owner.as_str()),
+            text(agent.as_str()),
+            number(limit as i64),
+        ];
+        let sql = match after {
+            None => LIST_FIRST_PAGE,
+            Some(c) => {
+                params.push(number(c.created_at));
+                params.push(text(&c.id));
+                LIST_AFTER
+            }
+        };
+        let rows: Vec<InvocationRow> = self.rows(sql, &params).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| InvocationView {
+                error_class: error_class(&r.outcome),
+                id: r.id,
+                deployment_id: r.deployment_id,
+                mode: r.mode,
+                outcome: r.outcome,
+                upstream_status: r.upstream_status.map(|s| s as u16),
+                counted: r.counted > 0.0,
+                started_at: r.started_at as i64,
+                wall_ms: r.wall_ms as i64,
+                api_key_id: r.api_key_id,
+            })
+            .collect())
+    }
+
+    async fn prune_invocations(&self, before_ms: i64, limit: u32) -> StoreResult<u64> {
+        let rows: Vec<serde_json::Value> = self
+            .rows(
+                PRUNE_INVOCATIONS,
+                &[number(before_ms), number(limit as i64)],
+            )
+            .await?;
+        Ok(rows.len() as u64)
+    }
+
+    async fn prune_rejects(&self, before_ms: i64, limit: u32) -> StoreResult<u64> {
+        let rows: Vec<serde_json::Value> = self
+            .rows(PRUNE_REJECTS, &[number(before_ms), number(limit as i64)])
+            .await?;
+        Ok(rows.len() as u64)
     }
 }
