@@ -34,15 +34,18 @@ impl Clock for JsClock {
 }
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     let request_id =
         RequestId::accept_or_generate(request::header(&req, "X-Request-Id").as_deref());
     let origin = request::header(&req, "Origin");
     let config = config_cache::load_config(&env);
     let outcome = match &config {
-        Ok(config) => router::handle(req, &env, &ctx, config, &request_id).await,
+        Ok(config) => router::handle(&mut req, &env, &ctx, config, &request_id).await,
         Err(e) => Err(e.clone()),
     };
+    // A body nobody read (a request refused before its body mattered) is read to its end before the answer:
+    // answering mid-upload is what makes `wrangler dev` fail the next request and exit.
+    request::drain(&mut req).await;
     let cors = match &config {
         Ok(config) => config.cors.response_headers(origin.as_deref()),
         Err(_) => Vec::new(),

@@ -24,16 +24,47 @@ pub(super) async fn read_json<T: serde::de::DeserializeOwned>(
     Ok((body, value))
 }
 
-/// The raw body, refused with 413 as soon as it passes `limit` bytes (never buffering more).
+/// How much of an oversized body is read (and thrown away) before the 413 is sent. Answering while the client is
+/// still sending makes `wrangler dev`'s proxy fail the next request and exit, taking the local stack down; on
+/// Cloudflare the platform's own request-size limit (100 MB on most plans) bounds the same work.
+const MAX_DRAIN_BYTES: usize = 128 * 1024 * 1024;
+
+/// Reads and drops what is left of a body nobody read, up to `MAX_DRAIN_BYTES`. A body already read (or taken)
+/// leaves nothing to do.
+pub(super) async fn drain(req: &mut Request) {
+    if req.inner().body_used() {
+        return;
+    }
+    let Ok(mut stream) = req.stream() else { return };
+    let mut seen = 0usize;
+    while let Some(Ok(chunk)) = stream.next().await {
+        seen += chunk.len();
+        if seen > MAX_DRAIN_BYTES {
+            break;
+        }
+    }
+}
+
+/// The raw body, refused with 413 once it passes `limit` bytes. Never buffers more than `limit`: the rest of an
+/// oversized body is read and dropped (up to `MAX_DRAIN_BYTES`) so the connection ends cleanly.
 pub(super) async fn read_body(req: &mut Request, limit: usize) -> Result<Vec<u8>, ApiError> {
     let mut body = Vec::new();
     let mut stream = req.stream().map_err(ApiError::internal)?;
+    let mut seen = 0usize;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(ApiError::internal)?;
-        if body.len() + chunk.len() > limit {
-            return Err(too_large(limit));
+        seen += chunk.len();
+        if seen > limit {
+            if seen > MAX_DRAIN_BYTES {
+                break;
+            }
+            body.clear();
+            continue;
         }
         body.extend_from_slice(&chunk);
+    }
+    if seen > limit {
+        return Err(too_large(limit));
     }
     Ok(body)
 }

@@ -25,7 +25,7 @@ use worker::{Context, Env, Method, Request};
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub(super) async fn handle(
-    mut req: Request,
+    req: &mut Request,
     env: &Env,
     ctx: &Context,
     config: &Rc<ServiceConfig>,
@@ -35,8 +35,8 @@ pub(super) async fn handle(
     let url = req.url().map_err(ApiError::internal)?;
     let path = url.path().to_owned();
 
-    if method == Method::Options && header(&req, "Access-Control-Request-Method").is_some() {
-        return preflight(config, header(&req, "Origin").as_deref());
+    if method == Method::Options && header(req, "Access-Control-Request-Method").is_some() {
+        return preflight(config, header(req, "Origin").as_deref());
     }
     if config.debug_routes && path == "/__debug/panic" {
         panic!("deliberate panic from /__debug/panic");
@@ -61,15 +61,15 @@ pub(super) async fn handle(
     match &route {
         Route::Health => return health(&store).await,
         Route::Invoke(agent, streaming) => {
-            return gateway::invoke(&mut req, env, ctx, config, request_id, agent, *streaming).await
+            return gateway::invoke(req, env, ctx, config, request_id, agent, *streaming).await
         }
         // Authenticated by the deployment's signature, not a user's credentials.
         Route::TelemetryReport => {
-            return telemetry::report(&mut req, env, &store, config, request_id).await
+            return telemetry::report(req, env, &store, config, request_id).await
         }
         r if r.is_admin() => {
             return admin::handle(
-                &mut req,
+                req,
                 &store,
                 &UserGateClient::new(env),
                 config,
@@ -81,7 +81,7 @@ pub(super) async fn handle(
         _ => {}
     }
     let user =
-        identity::authenticate(header(&req, "Authorization").as_deref(), config, &store).await?;
+        identity::authenticate(header(req, "Authorization").as_deref(), config, &store).await?;
     let gate = UserGateClient::new(env);
     // Only the routes that need them resolve the caller's entitlements.
     let entitlements = || config.tiers.resolve(user.tier, &user.overrides);
@@ -118,7 +118,7 @@ pub(super) async fn handle(
             &json!({ "apiKeys": api_keys::list_keys(&store, &user).await? }),
         ),
         Route::CreateApiKey => {
-            let (_, body) = read_json(&mut req, MAX_JSON_BODY_BYTES).await?;
+            let (_, body) = read_json(req, MAX_JSON_BODY_BYTES).await?;
             json_reply(
                 201,
                 &api_keys::create_key(&store, &clock, &user, body).await?,
@@ -139,7 +139,7 @@ pub(super) async fn handle(
             json_reply(200, &page)
         }
         Route::CreateAgent => {
-            let (_, body) = read_json(&mut req, MAX_JSON_BODY_BYTES).await?;
+            let (_, body) = read_json(req, MAX_JSON_BODY_BYTES).await?;
             json_reply(
                 201,
                 &agents::create_agent(&store, &clock, &user, body, entitlements().max_agents)
@@ -148,7 +148,7 @@ pub(super) async fn handle(
         }
         Route::GetAgent(id) => json_reply(200, &agents::get_agent(&store, &user, &id).await?),
         Route::UpdateAgent(id) => {
-            let (_, body) = read_json(&mut req, MAX_JSON_BODY_BYTES).await?;
+            let (_, body) = read_json(req, MAX_JSON_BODY_BYTES).await?;
             json_reply(
                 200,
                 &agents::update_agent(&store, &clock, &user, &id, body).await?,
@@ -173,8 +173,8 @@ pub(super) async fn handle(
         ),
         Route::Deploy(id) => {
             let deploy = config.deploy.as_ref().ok_or_else(deploys_not_configured)?;
-            let (raw, body) = read_json(&mut req, MAX_DEPLOY_BODY_BYTES).await?;
-            let key = header(&req, "Idempotency-Key");
+            let (raw, body) = read_json(req, MAX_DEPLOY_BODY_BYTES).await?;
+            let key = header(req, "Idempotency-Key");
             let (deployment, pending) = deployments::request_deploy(
                 &store,
                 &clock,
@@ -224,7 +224,7 @@ pub(super) async fn handle(
         ),
         Route::PutSecret(id, name) => {
             let deploy = config.deploy.as_ref().ok_or_else(deploys_not_configured)?;
-            let (_, body) = read_json(&mut req, MAX_JSON_BODY_BYTES).await?;
+            let (_, body) = read_json(req, MAX_JSON_BODY_BYTES).await?;
             json_reply(
                 200,
                 &secrets::put_secret(
