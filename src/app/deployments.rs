@@ -4,8 +4,8 @@
 use super::agents::get_agent;
 use super::gate::protocol::Forget;
 use super::ports::{
-    gate_not_told, tell, Clock, DeploymentStore, GateNotifier, Inserted, NewDeployment,
-    ProviderApi, Sleeper, Store, UnneededScript,
+    gate_not_told, tell, Clock, DeployCounts, DeployLimits, DeploymentStore, GateNotifier,
+    Inserted, NewDeployment, ProviderApi, Sleeper, Store, UnneededScript,
 };
 use super::secrets::{open_secret, secret_aad};
 use crate::cloudflare::api::{ApiRequest, Binding, Module, ScriptMetadata, JS_MODULE};
@@ -161,6 +161,11 @@ pub async fn request_deploy<S: Store + DeploymentStore, C: Clock>(
         ),
         idempotency_key,
         request_sha256: sha256_hex(raw_body),
+        limits: DeployLimits {
+            in_flight: entitlements.deploys_in_flight,
+            per_hour: entitlements.deploys_per_hour,
+            live_scripts: entitlements.live_scripts,
+        },
         deployment,
     };
     match store.insert_deployment(&new).await? {
@@ -181,6 +186,58 @@ pub async fn request_deploy<S: Store + DeploymentStore, C: Clock>(
             ErrorCode::IdempotencyKeyReused,
             "This Idempotency-Key was already used with a different request body.",
         )),
+        Inserted::LimitReached => {
+            let counts = store.deploy_counts(&owner.id, now).await?;
+            Err(deploy_limit_error(&new.limits, &counts, now))
+        }
+    }
+}
+
+/// Which deploy limit a refused deploy hit, and when trying again can help. Checked before any Cloudflare API
+/// call: one tenant's deploys cannot spend the platform's API rate limit or script quota for everyone.
+pub fn deploy_limit_error(limits: &DeployLimits, counts: &DeployCounts, now: i64) -> ApiError {
+    let refuse = |entitlement: &str, limit: u64, current: u64, message: String| {
+        ApiError::new(ErrorCode::DeployLimitReached, message).with_details(
+            serde_json::json!({ "entitlement": entitlement, "limit": limit, "current": current }),
+        )
+    };
+    let retry_after = |s: i64| vec![("Retry-After", s.max(1).to_string())];
+    if counts.in_flight >= limits.in_flight {
+        refuse(
+            "deploysInFlight",
+            limits.in_flight,
+            counts.in_flight,
+            format!(
+                "{} of your deploys are still running; start another when one has finished.",
+                counts.in_flight
+            ),
+        )
+        .with_headers(retry_after(5))
+    } else if counts.last_hour >= limits.per_hour {
+        let wait_s = (counts.oldest_in_hour.map_or(now, |t| t + 3_600_000) - now).max(0) / 1000 + 1;
+        refuse(
+            "deploysPerHour",
+            limits.per_hour,
+            counts.last_hour,
+            format!(
+                "Your plan allows {} deploys an hour; the next one can start in {wait_s} s.",
+                limits.per_hour
+            ),
+        )
+        .with_headers(retry_after(wait_s))
+    } else {
+        let mut err = refuse(
+            "liveScripts",
+            limits.live_scripts,
+            counts.live_scripts,
+            format!(
+                "You have {} deployed scripts, your plan's limit; delete agents you no longer need (their scripts go with them).",
+                counts.live_scripts
+            ),
+        );
+        // Waiting does not help: something has to be deleted.
+        err.retryable_override = Some(false);
+        err
     }
 }
 
@@ -711,6 +768,60 @@ mod retry_tests {
         assert_eq!(
             shown.endpoint.as_deref(),
             Some("PUT /accounts/{account}/workers/scripts/x")
+        );
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    const NOW: i64 = 1_795_000_000_000;
+    const LIMITS: DeployLimits = DeployLimits {
+        in_flight: 2,
+        per_hour: 30,
+        live_scripts: 20,
+    };
+
+    fn counts(in_flight: u64, last_hour: u64, live_scripts: u64) -> DeployCounts {
+        DeployCounts {
+            in_flight,
+            last_hour,
+            oldest_in_hour: Some(NOW - 3_590_000),
+            live_scripts,
+        }
+    }
+
+    fn said(err: &ApiError) -> (&str, Option<&str>) {
+        let entitlement = err.details.as_ref().unwrap()["entitlement"]
+            .as_str()
+            .unwrap();
+        let retry = err
+            .headers
+            .iter()
+            .find(|(n, _)| *n == "Retry-After")
+            .map(|(_, v)| v.as_str());
+        (entitlement, retry)
+    }
+
+    #[test]
+    fn a_refused_deploy_says_which_limit_and_when_to_try_again() {
+        let busy = deploy_limit_error(&LIMITS, &counts(2, 5, 3), NOW);
+        assert_eq!(
+            (busy.code, busy.status()),
+            (ErrorCode::DeployLimitReached, 429)
+        );
+        assert_eq!(said(&busy), ("deploysInFlight", Some("5")));
+        // The hour's oldest deploy leaves the window in 10 s.
+        let hourly = deploy_limit_error(&LIMITS, &counts(0, 30, 3), NOW);
+        assert_eq!(said(&hourly), ("deploysPerHour", Some("11")));
+        assert!(hourly.code.retryable());
+        let full = deploy_limit_error(&LIMITS, &counts(0, 3, 20), NOW);
+        assert_eq!(said(&full), ("liveScripts", None));
+        assert_eq!(
+            full.retryable_override,
+            Some(false),
+            "waiting does not free a script"
         );
     }
 }

@@ -127,6 +127,9 @@ pub struct NewDeployment {
     pub telemetry_secret_sealed: String,
     /// The gateway credential's key (`domain::gateway_credential`), sealed.
     pub gateway_secret_sealed: String,
+    /// The owner's deploy limits, checked in the same statement as the insert (so concurrent deploys cannot
+    /// overshoot them).
+    pub limits: DeployLimits,
     pub idempotency_key: Option<String>,
     pub request_sha256: String,
 }
@@ -135,11 +138,31 @@ pub struct NewDeployment {
 #[derive(Debug, Clone)]
 pub enum Inserted {
     New(Deployment),
+    /// Not inserted: the owner is at one of the limits in `NewDeployment::limits`.
+    LimitReached,
     /// A deployment with this key exists; its request hash tells whether the retry was the same request.
     Existing {
         deployment: Deployment,
         request_sha256: String,
     },
+}
+
+/// Per-user limits on deploys, from the entitlements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeployLimits {
+    pub in_flight: u64,
+    pub per_hour: u64,
+    pub live_scripts: u64,
+}
+
+/// What the deploy limits count, right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeployCounts {
+    pub in_flight: u64,
+    pub last_hour: u64,
+    /// When the oldest deploy of the last hour started (the hour's count drops by one an hour after it).
+    pub oldest_in_hour: Option<i64>,
+    pub live_scripts: u64,
 }
 
 /// A stored agent secret, still sealed.
@@ -161,8 +184,9 @@ pub struct UnneededScript {
 /// Persistence of deployments and secrets. Reads and writes a client can trigger take the owner's id.
 #[allow(async_fn_in_trait)]
 pub trait DeploymentStore {
-    /// Inserts with the agent's next version number.
+    /// Inserts with the agent's next version number, unless the owner is at a deploy limit.
     async fn insert_deployment(&self, new: &NewDeployment) -> StoreResult<Inserted>;
+    async fn deploy_counts(&self, owner: &UserId, now: i64) -> StoreResult<DeployCounts>;
     async fn deployment(
         &self,
         owner: &UserId,

@@ -68,6 +68,7 @@ pub enum ErrorCode {
     TraceNotAdmitted,
     QuotaExhausted,
     UsagePeriodPruned,
+    DeployLimitReached,
 }
 
 impl ErrorCode {
@@ -133,6 +134,7 @@ impl ErrorCode {
         ErrorCode::TraceNotAdmitted,
         ErrorCode::QuotaExhausted,
         ErrorCode::UsagePeriodPruned,
+        ErrorCode::DeployLimitReached,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -197,6 +199,7 @@ impl ErrorCode {
             ErrorCode::TraceNotAdmitted => "trace_not_admitted",
             ErrorCode::QuotaExhausted => "quota_exhausted",
             ErrorCode::UsagePeriodPruned => "usage_period_pruned",
+            ErrorCode::DeployLimitReached => "deploy_limit_reached",
         }
     }
 
@@ -257,6 +260,7 @@ impl ErrorCode {
             ErrorCode::TraceNotAdmitted => 403,
             ErrorCode::QuotaExhausted => 429,
             ErrorCode::UsagePeriodPruned => 409,
+            ErrorCode::DeployLimitReached => 429,
         }
     }
 
@@ -267,6 +271,7 @@ impl ErrorCode {
             ErrorCode::InternalError
                 | ErrorCode::DependencyUnavailable
                 | ErrorCode::RequestLimitExceeded
+                | ErrorCode::DeployLimitReached
                 | ErrorCode::UpstreamUnreachable
                 | ErrorCode::UpstreamTimeout
                 | ErrorCode::UpstreamInterrupted

@@ -133,7 +133,8 @@ export async function startControlPlane({ vars = {}, migrate = true, miniflare =
   const bindings = {
     AUTH_ISSUER: ISSUER,
     AUTH_JWKS: jwksOf(key),
-    TIER_ENTITLEMENTS: JSON.stringify({ free: { maxAgents: 1000 } }),
+    // Likewise deploys: the deploy limits are tested with their own settings (tests/deploy_limits.test.mjs).
+    TIER_ENTITLEMENTS: JSON.stringify({ free: { maxAgents: 1000, deploysPerHour: 100000, deploysInFlight: 100, liveScripts: 100000 } }),
     ...vars,
   };
   for (const [name, value] of Object.entries(bindings)) if (value === undefined) delete bindings[name];

@@ -63,7 +63,10 @@ macro_rules! each_entitlement {
             runtime_providers,
             cpu_ms_per_invocation,
             subrequests_per_invocation,
-            streaming
+            streaming,
+            deploys_per_hour,
+            deploys_in_flight,
+            live_scripts
         )
     };
 }
@@ -87,6 +90,12 @@ pub struct Entitlements {
     pub subrequests_per_invocation: u64,
     /// Whether the SSE endpoint may be used.
     pub streaming: bool,
+    /// Deploys started in any hour (each costs several Cloudflare API calls, shared by every tenant).
+    pub deploys_per_hour: u64,
+    /// Deploys running at once.
+    pub deploys_in_flight: u64,
+    /// Scripts kept on the provider at once (active ones and those kept for rollback).
+    pub live_scripts: u64,
 }
 
 impl Entitlements {
@@ -103,6 +112,9 @@ impl Entitlements {
                 cpu_ms_per_invocation: 50,
                 subrequests_per_invocation: 50,
                 streaming: true,
+                deploys_per_hour: 30,
+                deploys_in_flight: 2,
+                live_scripts: 20,
             },
             Tier::Pro => Entitlements {
                 requests_per_period: 100_000,
@@ -113,6 +125,9 @@ impl Entitlements {
                 cpu_ms_per_invocation: 1_000,
                 subrequests_per_invocation: 200,
                 streaming: true,
+                deploys_per_hour: 300,
+                deploys_in_flight: 5,
+                live_scripts: 300,
             },
             Tier::Enterprise => Entitlements {
                 requests_per_period: 10_000_000,
@@ -123,6 +138,9 @@ impl Entitlements {
                 cpu_ms_per_invocation: 30_000,
                 subrequests_per_invocation: 1_000,
                 streaming: true,
+                deploys_per_hour: 3_000,
+                deploys_in_flight: 20,
+                live_scripts: 5_000,
             },
         }
     }
@@ -182,6 +200,12 @@ pub struct Overrides {
     pub subrequests_per_invocation: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub streaming: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploys_per_hour: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploys_in_flight: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_scripts: Option<u64>,
 }
 
 impl Overrides {
@@ -212,6 +236,9 @@ impl Overrides {
             0,
         )?;
         bounded("maxAgents", self.max_agents, 1_000_000, 0)?;
+        bounded("deploysPerHour", self.deploys_per_hour, 1_000_000, 0)?;
+        bounded("deploysInFlight", self.deploys_in_flight, 10_000, 0)?;
+        bounded("liveScripts", self.live_scripts, 1_000_000, 0)?;
         bounded(
             "cpuMsPerInvocation",
             self.cpu_ms_per_invocation,
@@ -316,6 +343,12 @@ pub struct OverridesChange {
     pub subrequests_per_invocation: Option<Option<u64>>,
     #[serde(default, deserialize_with = "double_option")]
     pub streaming: Option<Option<bool>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub deploys_per_hour: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub deploys_in_flight: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub live_scripts: Option<Option<u64>>,
 }
 
 impl OverridesChange {

@@ -3,7 +3,8 @@
 
 use super::store::{fail, is_unique_violation, number, text, D1Store, IdRow};
 use crate::app::ports::{
-    DeploymentStore, Inserted, NewDeployment, SealedSecret, StoreError, StoreResult, UnneededScript,
+    DeployCounts, DeploymentStore, Inserted, NewDeployment, SealedSecret, StoreError, StoreResult,
+    UnneededScript,
 };
 use crate::domain::deployment::{Deployment, DeploymentError, DeploymentStatus};
 use crate::domain::ids::{AgentId, DeploymentId, UserId};
@@ -19,7 +20,18 @@ const INSERT_DEPLOYMENT: &str = "INSERT INTO deployments (id, agent_id, user_id,
      deploy_target, script_name, main_module_name, compatibility_date, invoke_path, source, code_sha256, env_json, \
      telemetry_secret_sealed, idempotency_key, request_sha256, created_at, updated_at, gateway_secret_sealed) \
      SELECT ?1, ?2, ?3, COALESCE(MAX(version), 0) + 1, 'deploying', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
-     ?15, ?16, ?16, ?17 FROM deployments WHERE agent_id = ?2";
+     ?15, ?16, ?16, ?17 FROM deployments WHERE agent_id = ?2 \
+     HAVING (SELECT COUNT(*) FROM deployments WHERE user_id = ?3 AND status = 'deploying') < ?18 \
+     AND (SELECT COUNT(*) FROM deployments WHERE user_id = ?3 AND created_at > ?16 - 3600000) < ?19 \
+     AND (SELECT COUNT(*) FROM deployments WHERE user_id = ?3 AND status != 'failed' \
+          AND script_deleted_at IS NULL) < ?20";
+// ?1 user_id, ?2 now. What the deploy limits count, for saying which one a refused deploy hit.
+const DEPLOY_COUNTS: &str = "SELECT \
+     (SELECT COUNT(*) FROM deployments WHERE user_id = ?1 AND status = 'deploying') AS in_flight, \
+     (SELECT COUNT(*) FROM deployments WHERE user_id = ?1 AND created_at > ?2 - 3600000) AS last_hour, \
+     (SELECT MIN(created_at) FROM deployments WHERE user_id = ?1 AND created_at > ?2 - 3600000) AS oldest_in_hour, \
+     (SELECT COUNT(*) FROM deployments WHERE user_id = ?1 AND status != 'failed' \
+      AND script_deleted_at IS NULL) AS live_scripts";
 
 /// After any pointer move: every successfully deployed deployment of agent ?1 is `active` iff the pointer names
 /// it. ?2 is the time of the change.
@@ -221,6 +233,9 @@ impl DeploymentStore for D1Store {
             text(&new.request_sha256),
             number(d.created_at),
             text(&new.gateway_secret_sealed),
+            number(new.limits.in_flight as i64),
+            number(new.limits.per_hour as i64),
+            number(new.limits.live_scripts as i64),
         ];
         // Two inserts racing collide on a unique index: on the idempotency key (answer with the winner) or on
         // the version (try again: the next attempt computes a higher one).
@@ -240,13 +255,39 @@ impl DeploymentStore for D1Store {
             }
         }
         let sql = format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = ?1");
-        let (deployment, _) = self
+        let Some((deployment, _)) = self
             .deployment_rows(&sql, &[text(d.id.as_str())])
             .await?
             .into_iter()
             .next()
-            .ok_or_else(|| StoreError("deployment insert did not take".into()))?;
+        else {
+            // The limits in the statement held it back.
+            return Ok(Inserted::LimitReached);
+        };
         Ok(Inserted::New(deployment))
+    }
+
+    async fn deploy_counts(&self, owner: &UserId, now: i64) -> StoreResult<DeployCounts> {
+        #[derive(serde::Deserialize)]
+        struct Row {
+            in_flight: f64,
+            last_hour: f64,
+            oldest_in_hour: Option<f64>,
+            live_scripts: f64,
+        }
+        let rows: Vec<Row> = self
+            .rows(DEPLOY_COUNTS, &[text(owner.as_str()), number(now)])
+            .await?;
+        let r = rows
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError("deploy counts returned no row".into()))?;
+        Ok(DeployCounts {
+            in_flight: r.in_flight as u64,
+            last_hour: r.last_hour as u64,
+            oldest_in_hour: r.oldest_in_hour.map(|t| t as i64),
+            live_scripts: r.live_scripts as u64,
+        })
     }
 
     async fn deployment(
