@@ -5,6 +5,7 @@ use crate::auth::AuthConfig;
 use crate::cloudflare::api::DeployTarget;
 use crate::crypto::secret_box::EncryptionKey;
 use crate::domain::entitlements::TierOverrides;
+use crate::domain::rate_limit::Rate;
 use crate::domain::usage::{DEFAULT_RETENTION_DAYS, MAX_RETENTION_DAYS};
 use crate::http::cors::CorsPolicy;
 
@@ -29,6 +30,10 @@ pub struct ServiceConfig {
     pub invocations_retention_days: u32,
     /// Days audited telemetry rejects are kept.
     pub rejects_retention_days: u32,
+    /// Requests without a user's token, per client address (`UNAUTHENTICATED_RATE_LIMIT`, burst/per second).
+    pub unauthenticated_rate: Rate,
+    /// Telemetry reports per claimed deployment (`TELEMETRY_RATE_LIMIT`).
+    pub telemetry_rate: Rate,
 }
 
 pub const DEFAULT_INVOKE_TIMEOUT_MS: u64 = 30_000;
@@ -165,6 +170,8 @@ impl ServiceConfig {
                 },
             },
             invocations_retention_days: days(&get, "INVOCATIONS_RETENTION_DAYS", 90)?,
+            unauthenticated_rate: rate(&get, "UNAUTHENTICATED_RATE_LIMIT", DEFAULT_UNAUTHENTICATED_RATE)?,
+            telemetry_rate: rate(&get, "TELEMETRY_RATE_LIMIT", DEFAULT_TELEMETRY_RATE)?,
             rejects_retention_days: days(&get, "TELEMETRY_REJECTS_RETENTION_DAYS", 30)?,
             metrics_retention_days: match get("METRICS_RETENTION_DAYS").filter(|v| !v.trim().is_empty())
             {
@@ -179,6 +186,25 @@ impl ServiceConfig {
                 },
             },
         })
+    }
+}
+
+pub const DEFAULT_UNAUTHENTICATED_RATE: Rate = Rate {
+    burst: 120,
+    per_second: 30,
+};
+pub const DEFAULT_TELEMETRY_RATE: Rate = Rate {
+    burst: 600,
+    per_second: 100,
+};
+
+/// A rate (`<burst>/<per second>`), or `default` when unset.
+fn rate(get: &impl Fn(&str) -> Option<String>, name: &str, default: Rate) -> Result<Rate, String> {
+    match get(name).filter(|v| !v.trim().is_empty()) {
+        None => Ok(default),
+        Some(raw) => Rate::parse(&raw).ok_or_else(|| {
+            format!("{name} must be <burst>/<per second>, both at least 1, not {raw:?}")
+        }),
     }
 }
 
@@ -222,6 +248,8 @@ pub const CONFIG_VARS: &[&str] = &[
     "METRICS_RETENTION_DAYS",
     "INVOCATIONS_RETENTION_DAYS",
     "TELEMETRY_REJECTS_RETENTION_DAYS",
+    "UNAUTHENTICATED_RATE_LIMIT",
+    "TELEMETRY_RATE_LIMIT",
 ];
 
 #[cfg(test)]

@@ -69,6 +69,7 @@ pub enum ErrorCode {
     QuotaExhausted,
     UsagePeriodPruned,
     DeployLimitReached,
+    RateLimited,
 }
 
 impl ErrorCode {
@@ -135,6 +136,7 @@ impl ErrorCode {
         ErrorCode::QuotaExhausted,
         ErrorCode::UsagePeriodPruned,
         ErrorCode::DeployLimitReached,
+        ErrorCode::RateLimited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -200,6 +202,7 @@ impl ErrorCode {
             ErrorCode::QuotaExhausted => "quota_exhausted",
             ErrorCode::UsagePeriodPruned => "usage_period_pruned",
             ErrorCode::DeployLimitReached => "deploy_limit_reached",
+            ErrorCode::RateLimited => "rate_limited",
         }
     }
 
@@ -261,6 +264,7 @@ impl ErrorCode {
             ErrorCode::QuotaExhausted => 429,
             ErrorCode::UsagePeriodPruned => 409,
             ErrorCode::DeployLimitReached => 429,
+            ErrorCode::RateLimited => 429,
         }
     }
 
@@ -272,6 +276,7 @@ impl ErrorCode {
                 | ErrorCode::DependencyUnavailable
                 | ErrorCode::RequestLimitExceeded
                 | ErrorCode::DeployLimitReached
+                | ErrorCode::RateLimited
                 | ErrorCode::UpstreamUnreachable
                 | ErrorCode::UpstreamTimeout
                 | ErrorCode::UpstreamInterrupted

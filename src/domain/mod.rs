@@ -12,6 +12,7 @@ pub mod invoke;
 pub mod pagination;
 pub mod patch;
 pub mod period;
+pub mod rate_limit;
 pub mod reservation;
 pub mod session;
 pub mod sse;

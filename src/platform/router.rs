@@ -14,10 +14,13 @@ use crate::app::{agents, api_keys, invocations, secrets, usage};
 use crate::config::ServiceConfig;
 use crate::domain::agent::AgentStatus;
 use crate::domain::ids::RequestId;
+use crate::domain::rate_limit::Buckets;
+use crate::domain::telemetry::DEPLOYMENT_HEADER;
 use crate::domain::{ApiError, ErrorCode};
 use crate::http::body::{MAX_DEPLOY_BODY_BYTES, MAX_JSON_BODY_BYTES};
 use crate::http::routes::{match_route, Route, RouteMiss};
 use serde_json::json;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use worker::{Context, Env, Method, Request};
@@ -54,6 +57,7 @@ pub(super) async fn handle(
         .with_details(json!({ "allow": allow })),
     })?;
 
+    admit_unauthenticated(req, config, &route)?;
     let store = D1Store::new(d1_database(env)?);
     let clock = JsClock;
     let query: HashMap<String, String> = url.query_pairs().into_owned().collect();
@@ -244,6 +248,56 @@ pub(super) async fn handle(
             Ok(Reply::NoContent)
         }
     }
+}
+
+thread_local! {
+    static BY_ADDRESS: RefCell<Buckets> = RefCell::new(Buckets::default());
+    static BY_DEPLOYMENT: RefCell<Buckets> = RefCell::new(Buckets::default());
+}
+
+/// Requests that carry no user's token — the routes reachable without one (health, telemetry, the operator
+/// API) and any request without `Authorization` — are limited per client address, and telemetry reports also per
+/// claimed deployment, before anything reads D1: 429 `rate_limited` with `Retry-After`.
+fn admit_unauthenticated(
+    req: &Request,
+    config: &ServiceConfig,
+    route: &Route,
+) -> Result<(), ApiError> {
+    let anonymous = matches!(route, Route::Health | Route::TelemetryReport)
+        || route.is_admin()
+        || header(req, "Authorization").is_none();
+    if !anonymous {
+        return Ok(());
+    }
+    let now = JsClock.now_ms();
+    // Cloudflare sets the client's address; locally it may be absent (one shared bucket then).
+    let address = header(req, "CF-Connecting-IP").unwrap_or_else(|| "unknown".into());
+    let limited = |wait_s: u64, per: &str| {
+        ApiError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "Too many requests without a user's token from this {per}; retry in {wait_s} s."
+            ),
+        )
+        .with_headers(vec![("Retry-After", wait_s.to_string())])
+    };
+    BY_ADDRESS
+        .with(|b| {
+            b.borrow_mut()
+                .take(&address, config.unauthenticated_rate, now)
+        })
+        .map_err(|wait| limited(wait, "address"))?;
+    if let Route::TelemetryReport = route {
+        let claimed: String = header(req, DEPLOYMENT_HEADER)
+            .unwrap_or_default()
+            .chars()
+            .take(64)
+            .collect();
+        BY_DEPLOYMENT
+            .with(|b| b.borrow_mut().take(&claimed, config.telemetry_rate, now))
+            .map_err(|wait| limited(wait, "deployment"))?;
+    }
+    Ok(())
 }
 
 fn preflight(config: &ServiceConfig, origin: Option<&str>) -> Result<Reply, ApiError> {

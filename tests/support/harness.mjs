@@ -135,6 +135,9 @@ export async function startControlPlane({ vars = {}, migrate = true, miniflare =
     AUTH_JWKS: jwksOf(key),
     // Likewise deploys: the deploy limits are tested with their own settings (tests/deploy_limits.test.mjs).
     TIER_ENTITLEMENTS: JSON.stringify({ free: { maxAgents: 1000, deploysPerHour: 100000, deploysInFlight: 100, liveScripts: 100000 } }),
+    // Requests without a user's token are rate-limited per address; tests/rate_limits.test.mjs sets real limits.
+    UNAUTHENTICATED_RATE_LIMIT: "1000000/1000000",
+    TELEMETRY_RATE_LIMIT: "1000000/1000000",
     ...vars,
   };
   for (const [name, value] of Object.entries(bindings)) if (value === undefined) delete bindings[name];
