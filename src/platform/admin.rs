@@ -10,11 +10,18 @@ use crate::app::admin::{self, AdminCall};
 use crate::app::ports::Clock;
 use crate::config::ServiceConfig;
 use crate::domain::ids::RequestId;
+use crate::domain::telemetry::RejectThrottle;
 use crate::domain::ApiError;
 use crate::http::body::MAX_JSON_BODY_BYTES;
 use crate::http::routes::Route;
 use serde_json::Value;
 use worker::{console_error, Request};
+
+thread_local! {
+    // One per isolate for its whole life (leaked once), so a reference can be held across the audit's await.
+    static REFUSALS: &'static std::cell::RefCell<RejectThrottle> =
+        Box::leak(Box::new(std::cell::RefCell::new(RejectThrottle::default())));
+}
 
 pub(super) async fn handle(
     req: &mut Request,
@@ -34,8 +41,10 @@ pub(super) async fn handle(
     };
     let mut call = None;
     let outcome = run(req, store, gate, config, route, &mut call).await;
+    let throttle = REFUSALS.with(|t| *t);
     if let Err(e) = admin::audit(
         store,
+        throttle,
         request_id.as_str(),
         JsClock.now_ms(),
         action,

@@ -10,6 +10,7 @@ use crate::crypto::constant_time_eq;
 use crate::domain::entitlements::{Entitlements, Overrides, OverridesChange, Tier, TierOverrides};
 use crate::domain::ids::{random_hex, UserId};
 use crate::domain::period::PeriodKey;
+use crate::domain::telemetry::RejectThrottle;
 use crate::domain::usage::remaining;
 use crate::domain::user::User;
 use crate::domain::{ApiError, ErrorCode};
@@ -59,6 +60,8 @@ pub struct AuditEntry<'a> {
     pub status: u16,
     pub outcome: &'a str,
     pub change_json: Option<String>,
+    /// Refused calls left out of the trail (over the throttle) since the last row.
+    pub suppressed: u64,
 }
 
 #[allow(async_fn_in_trait)]
@@ -275,8 +278,10 @@ pub async fn run(
 /// Writes the audit row of a call that reached the operator API, allowed or not. `call` is `None` when the
 /// request was refused before its body was read. Returns the store's failure for the log: an operator change
 /// that cannot be audited is still reported, loudly, rather than hidden.
+#[allow(clippy::too_many_arguments)]
 pub async fn audit(
     store: &impl AdminStore,
+    throttle: &std::cell::RefCell<RejectThrottle>,
     request_id: &str,
     now: i64,
     action: &'static str,
@@ -287,6 +292,24 @@ pub async fn audit(
     let (status, code) = match outcome {
         Ok(_) => (200, "ok"),
         Err(e) => (e.status(), e.code.as_str()),
+    };
+    // A call refused for its credentials is anyone's: those are audited within a throttle (a flood costs a
+    // bounded number of rows, the next row counting the rest). Everything an operator's token got through to is
+    // audited, always.
+    let anonymous = matches!(
+        outcome,
+        Err(e) if matches!(
+            e.code,
+            ErrorCode::MissingCredentials | ErrorCode::InvalidAdminToken | ErrorCode::AdminNotConfigured
+        )
+    );
+    let suppressed = if anonymous {
+        match throttle.borrow_mut().admit(now) {
+            Some(suppressed) => suppressed,
+            None => return Ok(()),
+        }
+    } else {
+        0
     };
     let entry = AuditEntry {
         id: format!("aud_{}", random_hex(12)),
@@ -301,8 +324,12 @@ pub async fn audit(
         status,
         outcome: code,
         change_json: call.and_then(AdminCall::change).map(Value::to_string),
+        suppressed,
     };
-    store.audit(&entry).await.map_err(|e| e.0)
+    store.audit(&entry).await.map_err(|e| {
+        throttle.borrow_mut().restore(suppressed);
+        e.0
+    })
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 use super::*;
 use crate::app::memory::{MemoryUsage, RecordingGate};
+use crate::domain::telemetry::RejectThrottle;
 use crate::domain::usage::UsageTotals;
 use pollster::block_on;
 use std::cell::{Cell, RefCell};
@@ -13,6 +14,7 @@ type Audited = (String, Option<String>, u16, String, Option<String>);
 struct Fake {
     user: RefCell<Option<User>>,
     audits: RefCell<Vec<Audited>>,
+    suppressed: RefCell<Vec<u64>>,
     /// Overrides changed by someone else this many times before each compare-and-set.
     interfering: Cell<u32>,
 }
@@ -73,6 +75,7 @@ impl AdminStore for Fake {
             e.outcome.to_string(),
             e.change_json.clone(),
         ));
+        self.suppressed.borrow_mut().push(e.suppressed);
         Ok(())
     }
 }
@@ -219,8 +222,10 @@ fn every_call_is_audited_with_a_well_formed_target_only() {
         user: id.as_str().into(),
         body: json!({"tier": "pro"}),
     };
+    let throttle = std::cell::RefCell::new(RejectThrottle::default());
     block_on(audit(
         &store,
+        &throttle,
         "req_1",
         NOW,
         call.action(),
@@ -232,6 +237,7 @@ fn every_call_is_audited_with_a_well_formed_target_only() {
     let refused: Result<Value, ApiError> = Err(ApiError::new(ErrorCode::InvalidAdminToken, "no"));
     block_on(audit(
         &store,
+        &throttle,
         "req_2",
         NOW,
         "set_tier",
@@ -292,4 +298,62 @@ fn refresh_tells_the_gate_to_forget_everything_for_a_known_user() {
     ))
     .unwrap();
     assert_eq!(usage.recomputed.borrow().len(), 1);
+}
+
+#[test]
+fn refused_credentials_are_audited_within_a_throttle_but_every_authorized_call_always() {
+    let (store, id) = store_with_user();
+    let throttle = std::cell::RefCell::new(RejectThrottle::default());
+    let refused: Result<Value, ApiError> = Err(ApiError::new(ErrorCode::InvalidAdminToken, "no"));
+    let rows = RejectThrottle::MAX_ROWS as usize;
+    for i in 0..rows + 7 {
+        block_on(audit(
+            &store,
+            &throttle,
+            &format!("req_{i}"),
+            NOW,
+            "get_usage",
+            None,
+            None,
+            &refused,
+        ))
+        .unwrap();
+    }
+    assert_eq!(
+        store.audits.borrow().len(),
+        rows,
+        "a flood costs a bounded number of rows"
+    );
+    // An operator's own calls are never held back, in the same minute.
+    let call = AdminCall::RefreshGate {
+        user: id.as_str().into(),
+    };
+    let denied: Result<Value, ApiError> = Err(ApiError::new(ErrorCode::UserNotFound, "x"));
+    for outcome in [Ok(json!({})), denied] {
+        block_on(audit(
+            &store,
+            &throttle,
+            "req_op",
+            NOW,
+            call.action(),
+            Some(id.as_str()),
+            Some(&call),
+            &outcome,
+        ))
+        .unwrap();
+    }
+    assert_eq!(store.audits.borrow().len(), rows + 2);
+    // The next minute's first refused row carries the seven left out.
+    block_on(audit(
+        &store,
+        &throttle,
+        "req_late",
+        NOW + 60_000,
+        "get_usage",
+        None,
+        None,
+        &refused,
+    ))
+    .unwrap();
+    assert_eq!(*store.suppressed.borrow().last().unwrap(), 7);
 }

@@ -104,8 +104,8 @@ impl AdminStore for D1Store {
 
     async fn audit(&self, e: &AuditEntry<'_>) -> StoreResult<()> {
         self.rows::<serde_json::Value>(
-            "INSERT INTO admin_audit (id, request_id, at, action, target_user_id, status, outcome, change_json) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO admin_audit (id, request_id, at, action, target_user_id, status, outcome, change_json, \
+             suppressed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             &[
                 text(&e.id),
                 text(e.request_id),
@@ -115,6 +115,7 @@ impl AdminStore for D1Store {
                 number(e.status as i64),
                 text(e.outcome),
                 opt_text(e.change_json.as_deref()),
+                number(e.suppressed as i64),
             ],
         )
         .await?;
