@@ -1,14 +1,25 @@
 //! Deploy orchestration: accept a deploy (an immutable `deploying` row, answered at once), run it against the
 //! provider (upload, secrets, workers.dev route), and finish it `active` or `failed`. Also rollback and reads.
 
+mod cleanup;
+mod limits;
+mod retries;
+
+pub use cleanup::clean_up;
+use cleanup::delete_script;
+
+pub use limits::deploy_limit_error;
+use retries::{call_retrying, retried};
+pub use retries::{retry_wait_ms, MAX_RETRY_WAIT_MS};
+
 use super::agents::get_agent;
 use super::gate::protocol::Forget;
 use super::ports::{
-    gate_not_told, tell, Clock, DeployCounts, DeployLimits, DeploymentStore, GateNotifier,
-    Inserted, NewDeployment, ProviderApi, Sleeper, Store, UnneededScript,
+    gate_not_told, tell, Clock, DeployLimits, DeploymentStore, GateNotifier, Inserted,
+    NewDeployment, ProviderApi, Sleeper, Store, UnneededScript,
 };
 use super::secrets::{open_secret, secret_aad};
-use crate::cloudflare::api::{ApiRequest, Binding, Module, ScriptMetadata, JS_MODULE};
+use crate::cloudflare::api::{Binding, Module, ScriptMetadata, JS_MODULE};
 use crate::cloudflare::envelope::{FailureKind, ProviderError};
 use crate::config::DeployConfig;
 use crate::crypto::sha256_hex;
@@ -27,7 +38,7 @@ use base64::Engine;
 use std::collections::BTreeMap;
 
 /// Deployed when a deploy request has no `moduleCode`.
-pub const TEMPLATE_MODULE: &str = include_str!("../../worker-template/index.js");
+pub const TEMPLATE_MODULE: &str = include_str!("../../../worker-template/index.js");
 /// A deployment still `deploying` after this long is marked failed by the clean-up job.
 pub const DEPLOY_TIMEOUT_MS: i64 = 10 * 60 * 1000;
 /// Inactive deployments kept on the provider per agent for instant rollback; older scripts are deleted.
@@ -43,7 +54,7 @@ pub struct PendingDeploy {
 }
 
 /// The guard deployed as every agent's main module, in front of its own code (`domain::gateway_credential`).
-pub const GUARD_MODULE: &str = include_str!("../../worker-template/gateway_guard.js");
+pub const GUARD_MODULE: &str = include_str!("../../../worker-template/gateway_guard.js");
 pub const GUARD_MODULE_NAME: &str = "__webhost_gateway_guard.js";
 const GUARD_AGENT_PLACEHOLDER: &str = "__AGENT_MAIN__";
 
@@ -193,54 +204,6 @@ pub async fn request_deploy<S: Store + DeploymentStore, C: Clock>(
     }
 }
 
-/// Which deploy limit a refused deploy hit, and when trying again can help. Checked before any Cloudflare API
-/// call: one tenant's deploys cannot spend the platform's API rate limit or script quota for everyone.
-pub fn deploy_limit_error(limits: &DeployLimits, counts: &DeployCounts, now: i64) -> ApiError {
-    let refuse = |entitlement: &str, limit: u64, current: u64, message: String| {
-        ApiError::new(ErrorCode::DeployLimitReached, message).with_details(
-            serde_json::json!({ "entitlement": entitlement, "limit": limit, "current": current }),
-        )
-    };
-    let retry_after = |s: i64| vec![("Retry-After", s.max(1).to_string())];
-    if counts.in_flight >= limits.in_flight {
-        refuse(
-            "deploysInFlight",
-            limits.in_flight,
-            counts.in_flight,
-            format!(
-                "{} of your deploys are still running; start another when one has finished.",
-                counts.in_flight
-            ),
-        )
-        .with_headers(retry_after(5))
-    } else if counts.last_hour >= limits.per_hour {
-        let wait_s = (counts.oldest_in_hour.map_or(now, |t| t + 3_600_000) - now).max(0) / 1000 + 1;
-        refuse(
-            "deploysPerHour",
-            limits.per_hour,
-            counts.last_hour,
-            format!(
-                "Your plan allows {} deploys an hour; the next one can start in {wait_s} s.",
-                limits.per_hour
-            ),
-        )
-        .with_headers(retry_after(wait_s))
-    } else {
-        let mut err = refuse(
-            "liveScripts",
-            limits.live_scripts,
-            counts.live_scripts,
-            format!(
-                "You have {} deployed scripts, your plan's limit; delete agents you no longer need (their scripts go with them).",
-                counts.live_scripts
-            ),
-        );
-        // Waiting does not help: something has to be deleted.
-        err.retryable_override = Some(false);
-        err
-    }
-}
-
 /// What a deploy's failure shows its owner: the step, the class, the provider's codes and message, and the
 /// endpoint with the platform's account id taken out (it is the platform's, not the user's).
 fn error_from_provider(e: &ProviderError, config: &DeployConfig) -> DeploymentError {
@@ -262,47 +225,6 @@ fn error_from_provider(e: &ProviderError, config: &DeployConfig) -> DeploymentEr
         status: e.status,
         provider_codes: e.codes.clone(),
         message: redact(&e.message),
-    }
-}
-
-/// How a deploy waits out a busy provider (seed 000 §5.2): a transient failure (429, 5xx, no answer) is tried
-/// again after a backoff — or what `Retry-After` asks, if longer — while the total wait stays within
-/// `MAX_RETRY_WAIT_MS`. A deploy runs after its answer (`waitUntil`), so the bound keeps it inside the runtime's
-/// allowance for background work.
-pub const MAX_RETRY_WAIT_MS: u64 = 20_000;
-const FIRST_BACKOFF_MS: u64 = 500;
-const MAX_ATTEMPTS: u32 = 6;
-
-/// The wait before retry `n` (1-based): doubling from `FIRST_BACKOFF_MS`, at least what the provider asked for.
-pub fn retry_wait_ms(n: u32, retry_after_s: Option<u64>) -> u64 {
-    let backoff = FIRST_BACKOFF_MS.saturating_mul(1 << (n.saturating_sub(1)).min(10));
-    backoff.max(retry_after_s.unwrap_or(0).saturating_mul(1000))
-}
-
-/// One provider call, retried while the failure is transient and the wait budget allows. `on_retry` runs before
-/// each wait (the deployment shows its attempts).
-async fn call_retrying<F: std::future::Future<Output = ()>>(
-    provider: &impl ProviderApi,
-    sleeper: &impl Sleeper,
-    request: &ApiRequest,
-    waited_ms: &mut u64,
-    mut on_retry: impl FnMut() -> F,
-) -> Result<serde_json::Value, ProviderError> {
-    let mut attempt = 1;
-    loop {
-        match provider.call(request).await {
-            Err(e) if e.kind.retryable() && attempt < MAX_ATTEMPTS => {
-                let wait = retry_wait_ms(attempt, e.retry_after_s);
-                if *waited_ms + wait > MAX_RETRY_WAIT_MS {
-                    return Err(e);
-                }
-                on_retry().await;
-                sleeper.sleep(wait).await;
-                *waited_ms += wait;
-                attempt += 1;
-            }
-            outcome => return outcome,
-        }
     }
 }
 
@@ -329,21 +251,6 @@ pub fn tags_for(deployment: &Deployment) -> Vec<String> {
         format!("agent-{}", deployment.agent_id),
         format!("deployment-{}", deployment.id),
     ]
-}
-
-/// A notification of the gate, tried up to three times: a deploy runs in the background, with nobody to repeat
-/// it. What still fails is reported (and the gate catches up within its hold or its copies' lifetime).
-async fn retried<F: std::future::Future<Output = Result<(), String>>>(
-    mut attempt: impl FnMut() -> F,
-) -> Result<(), String> {
-    let mut last = Ok(());
-    for _ in 0..3 {
-        last = attempt().await;
-        if last.is_ok() {
-            break;
-        }
-    }
-    last
 }
 
 /// Runs a pending deploy to completion. Every provider failure ends in the deployment's row (`failed`, with the
@@ -471,28 +378,6 @@ async fn deploy_steps<S: DeploymentStore, P: ProviderApi>(
     Ok(())
 }
 
-/// Deletes one deployment's script (a missing script counts as deleted) and records it. A provider refusal and a
-/// storage failure are both reported as what they are; the caller retries on the next clean-up.
-async fn delete_script<S: DeploymentStore, P: ProviderApi>(
-    store: &S,
-    provider: &P,
-    config: &DeployConfig,
-    id: &DeploymentId,
-    script: &str,
-    now: i64,
-) -> Result<(), ApiError> {
-    let request = config
-        .target
-        .delete_by_tag(&format!("deployment-{id}"))
-        .unwrap_or_else(|| config.target.delete(script));
-    match provider.call(&request).await {
-        Ok(_) => {}
-        Err(e) if e.kind == FailureKind::NotFound => {}
-        Err(e) => return Err(ApiError::internal(e)),
-    }
-    Ok(store.mark_script_deleted(id, now).await?)
-}
-
 pub async fn get_deployment<S: Store + DeploymentStore>(
     store: &S,
     owner: &User,
@@ -596,232 +481,7 @@ pub async fn activate_deployment<S: Store + DeploymentStore, C: Clock>(
     get_deployment(store, owner, raw_agent_id, raw_deployment_id).await
 }
 
-/// The scheduled clean-up: fail stuck deploys, then delete scripts nobody needs. Returns (failed, deleted).
-pub async fn clean_up<S: DeploymentStore, P: ProviderApi, C: Clock>(
-    store: &S,
-    provider: &P,
-    clock: &C,
-    config: &DeployConfig,
-) -> Result<(u32, u32), ApiError> {
-    let now = clock.now_ms();
-    let timeout = DeploymentError::platform(
-        "timeout",
-        "timeout",
-        format!(
-            "the deploy did not finish within {} minutes",
-            DEPLOY_TIMEOUT_MS / 60_000
-        ),
-    );
-    let failed = store
-        .fail_stuck_deployments(now - DEPLOY_TIMEOUT_MS, &timeout, now)
-        .await?;
-    let mut deleted = 0;
-    for UnneededScript {
-        deployment_id,
-        script_name,
-    } in store
-        .unneeded_scripts(KEEP_INACTIVE_FOR_ROLLBACK, 50)
-        .await?
-    {
-        if delete_script(store, provider, config, &deployment_id, &script_name, now)
-            .await
-            .is_ok()
-        {
-            deleted += 1;
-        }
-    }
-    Ok((failed, deleted))
-}
-
 #[cfg(test)]
-mod retry_tests {
-    use super::*;
-    use crate::cloudflare::api::{DeployTarget, Step};
-    use pollster::block_on;
-    use std::cell::{Cell, RefCell};
-
-    /// Answers with the scripted failures first, then succeeds.
-    struct Busy {
-        failures: RefCell<Vec<ProviderError>>,
-        calls: Cell<u32>,
-    }
-
-    impl ProviderApi for Busy {
-        async fn call(&self, _: &ApiRequest) -> Result<serde_json::Value, ProviderError> {
-            self.calls.set(self.calls.get() + 1);
-            let mut failures = self.failures.borrow_mut();
-            if failures.is_empty() {
-                Ok(serde_json::json!({}))
-            } else {
-                Err(failures.remove(0))
-            }
-        }
-    }
-
-    #[derive(Default)]
-    struct Waits(RefCell<Vec<u64>>);
-
-    impl Sleeper for Waits {
-        async fn sleep(&self, ms: u64) {
-            self.0.borrow_mut().push(ms);
-        }
-    }
-
-    fn failure(kind: FailureKind, status: u16, retry_after_s: Option<u64>) -> ProviderError {
-        ProviderError {
-            kind,
-            step: Step::Upload,
-            endpoint: "PUT /accounts/acc-123/workers/scripts/x".into(),
-            status: Some(status),
-            codes: vec![],
-            message: "busy".into(),
-            retry_after_s,
-        }
-    }
-
-    fn run(
-        failures: Vec<ProviderError>,
-    ) -> (Result<serde_json::Value, ProviderError>, u32, Vec<u64>, u32) {
-        let provider = Busy {
-            failures: RefCell::new(failures),
-            calls: Cell::new(0),
-        };
-        let (waits, retries) = (Waits::default(), Cell::new(0));
-        let request = DeployTarget::WorkersDev {
-            account_id: "acc-123".into(),
-        }
-        .put_secret("x", "N", "v");
-        let mut waited = 0;
-        let outcome = block_on(call_retrying(
-            &provider,
-            &waits,
-            &request,
-            &mut waited,
-            || {
-                retries.set(retries.get() + 1);
-                async {}
-            },
-        ));
-        (
-            outcome,
-            provider.calls.get(),
-            waits.0.into_inner(),
-            retries.get(),
-        )
-    }
-
-    #[test]
-    fn transient_failures_are_retried_with_backoff_honouring_retry_after() {
-        let (outcome, calls, waits, retries) = run(vec![
-            failure(FailureKind::RateLimited, 429, Some(3)),
-            failure(FailureKind::Upstream, 503, None),
-            failure(FailureKind::Network, 0, None),
-        ]);
-        assert!(outcome.is_ok());
-        assert_eq!(calls, 4);
-        assert_eq!(
-            waits,
-            vec![3_000, 1_000, 2_000],
-            "Retry-After when longer, else doubling from 500 ms"
-        );
-        assert_eq!(retries, 3, "each retry is shown on the deployment");
-    }
-
-    #[test]
-    fn what_retrying_cannot_fix_fails_at_once_and_waiting_is_bounded() {
-        let (outcome, calls, waits, _) = run(vec![failure(FailureKind::Validation, 400, None)]);
-        assert_eq!(outcome.unwrap_err().kind, FailureKind::Validation);
-        assert_eq!((calls, waits.len()), (1, 0));
-        // A provider that keeps asking for 15 s: the second wait would pass the budget, so the deploy gives up.
-        let (outcome, calls, waits, _) =
-            run(vec![failure(FailureKind::RateLimited, 429, Some(15)); 5]);
-        assert_eq!(outcome.unwrap_err().kind, FailureKind::RateLimited);
-        assert_eq!((calls, waits), (2, vec![15_000]));
-        // Never more than MAX_ATTEMPTS calls.
-        let (_, calls, _, _) = run(vec![failure(FailureKind::Upstream, 502, None); 10]);
-        assert_eq!(calls, MAX_ATTEMPTS);
-    }
-
-    #[test]
-    fn errors_shown_to_users_never_carry_the_platform_account() {
-        let config = DeployConfig::from_vars(|name| {
-            match name {
-                "DEPLOY_TARGET" => Some("workers_dev"),
-                "CLOUDFLARE_ACCOUNT_ID" => Some("acc-123"),
-                "CLOUDFLARE_API_TOKEN" => Some("t"),
-                "WORKERS_DEV_URL_TEMPLATE" => Some("https://{script}.x.workers.dev"),
-                "TELEMETRY_REPORT_URL" => Some("https://cp/v1/telemetry/report"),
-                "TELEMETRY_SECRETS_ENCRYPTION_KEY" => {
-                    Some("hex:1111111111111111111111111111111111111111111111111111111111111111")
-                }
-                _ => None,
-            }
-            .map(String::from)
-        })
-        .unwrap()
-        .unwrap();
-        let mut e = failure(FailureKind::Auth, 403, None);
-        e.message = "Authentication error: token has no access to account acc-123".into();
-        let shown = error_from_provider(&e, &config);
-        let text = serde_json::to_string(&shown).unwrap();
-        assert!(!text.contains("acc-123"), "{text}");
-        assert_eq!(
-            shown.endpoint.as_deref(),
-            Some("PUT /accounts/{account}/workers/scripts/x")
-        );
-    }
-}
-
+mod limit_tests;
 #[cfg(test)]
-mod limit_tests {
-    use super::*;
-
-    const NOW: i64 = 1_795_000_000_000;
-    const LIMITS: DeployLimits = DeployLimits {
-        in_flight: 2,
-        per_hour: 30,
-        live_scripts: 20,
-    };
-
-    fn counts(in_flight: u64, last_hour: u64, live_scripts: u64) -> DeployCounts {
-        DeployCounts {
-            in_flight,
-            last_hour,
-            oldest_in_hour: Some(NOW - 3_590_000),
-            live_scripts,
-        }
-    }
-
-    fn said(err: &ApiError) -> (&str, Option<&str>) {
-        let entitlement = err.details.as_ref().unwrap()["entitlement"]
-            .as_str()
-            .unwrap();
-        let retry = err
-            .headers
-            .iter()
-            .find(|(n, _)| *n == "Retry-After")
-            .map(|(_, v)| v.as_str());
-        (entitlement, retry)
-    }
-
-    #[test]
-    fn a_refused_deploy_says_which_limit_and_when_to_try_again() {
-        let busy = deploy_limit_error(&LIMITS, &counts(2, 5, 3), NOW);
-        assert_eq!(
-            (busy.code, busy.status()),
-            (ErrorCode::DeployLimitReached, 429)
-        );
-        assert_eq!(said(&busy), ("deploysInFlight", Some("5")));
-        // The hour's oldest deploy leaves the window in 10 s.
-        let hourly = deploy_limit_error(&LIMITS, &counts(0, 30, 3), NOW);
-        assert_eq!(said(&hourly), ("deploysPerHour", Some("11")));
-        assert!(hourly.code.retryable());
-        let full = deploy_limit_error(&LIMITS, &counts(0, 3, 20), NOW);
-        assert_eq!(said(&full), ("liveScripts", None));
-        assert_eq!(
-            full.retryable_override,
-            Some(false),
-            "waiting does not free a script"
-        );
-    }
-}
+mod retry_tests;

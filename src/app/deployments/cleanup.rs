@@ -1,0 +1,62 @@
+//! The scheduled clean-up of deploys: fail the ones stuck in `deploying`, delete provider scripts nobody needs.
+
+use super::*;
+
+/// The scheduled clean-up: fail stuck deploys, then delete scripts nobody needs. Returns (failed, deleted).
+pub async fn clean_up<S: DeploymentStore, P: ProviderApi, C: Clock>(
+    store: &S,
+    provider: &P,
+    clock: &C,
+    config: &DeployConfig,
+) -> Result<(u32, u32), ApiError> {
+    let now = clock.now_ms();
+    let timeout = DeploymentError::platform(
+        "timeout",
+        "timeout",
+        format!(
+            "the deploy did not finish within {} minutes",
+            DEPLOY_TIMEOUT_MS / 60_000
+        ),
+    );
+    let failed = store
+        .fail_stuck_deployments(now - DEPLOY_TIMEOUT_MS, &timeout, now)
+        .await?;
+    let mut deleted = 0;
+    for UnneededScript {
+        deployment_id,
+        script_name,
+    } in store
+        .unneeded_scripts(KEEP_INACTIVE_FOR_ROLLBACK, 50)
+        .await?
+    {
+        if delete_script(store, provider, config, &deployment_id, &script_name, now)
+            .await
+            .is_ok()
+        {
+            deleted += 1;
+        }
+    }
+    Ok((failed, deleted))
+}
+
+/// Deletes one deployment's script (a missing script counts as deleted) and records it. A provider refusal and a
+/// storage failure are both reported as what they are; the caller retries on the next clean-up.
+pub(super) async fn delete_script<S: DeploymentStore, P: ProviderApi>(
+    store: &S,
+    provider: &P,
+    config: &DeployConfig,
+    id: &DeploymentId,
+    script: &str,
+    now: i64,
+) -> Result<(), ApiError> {
+    let request = config
+        .target
+        .delete_by_tag(&format!("deployment-{id}"))
+        .unwrap_or_else(|| config.target.delete(script));
+    match provider.call(&request).await {
+        Ok(_) => {}
+        Err(e) if e.kind == FailureKind::NotFound => {}
+        Err(e) => return Err(ApiError::internal(e)),
+    }
+    Ok(store.mark_script_deleted(id, now).await?)
+}

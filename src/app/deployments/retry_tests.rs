@@ -1,0 +1,135 @@
+use super::retries::MAX_ATTEMPTS;
+use super::*;
+use crate::cloudflare::api::{ApiRequest, DeployTarget, Step};
+use pollster::block_on;
+use std::cell::{Cell, RefCell};
+
+/// Answers with the scripted failures first, then succeeds.
+struct Busy {
+    failures: RefCell<Vec<ProviderError>>,
+    calls: Cell<u32>,
+}
+
+impl ProviderApi for Busy {
+    async fn call(&self, _: &ApiRequest) -> Result<serde_json::Value, ProviderError> {
+        self.calls.set(self.calls.get() + 1);
+        let mut failures = self.failures.borrow_mut();
+        if failures.is_empty() {
+            Ok(serde_json::json!({}))
+        } else {
+            Err(failures.remove(0))
+        }
+    }
+}
+
+#[derive(Default)]
+struct Waits(RefCell<Vec<u64>>);
+
+impl Sleeper for Waits {
+    async fn sleep(&self, ms: u64) {
+        self.0.borrow_mut().push(ms);
+    }
+}
+
+fn failure(kind: FailureKind, status: u16, retry_after_s: Option<u64>) -> ProviderError {
+    ProviderError {
+        kind,
+        step: Step::Upload,
+        endpoint: "PUT /accounts/acc-123/workers/scripts/x".into(),
+        status: Some(status),
+        codes: vec![],
+        message: "busy".into(),
+        retry_after_s,
+    }
+}
+
+fn run(
+    failures: Vec<ProviderError>,
+) -> (Result<serde_json::Value, ProviderError>, u32, Vec<u64>, u32) {
+    let provider = Busy {
+        failures: RefCell::new(failures),
+        calls: Cell::new(0),
+    };
+    let (waits, retries) = (Waits::default(), Cell::new(0));
+    let request = DeployTarget::WorkersDev {
+        account_id: "acc-123".into(),
+    }
+    .put_secret("x", "N", "v");
+    let mut waited = 0;
+    let outcome = block_on(call_retrying(
+        &provider,
+        &waits,
+        &request,
+        &mut waited,
+        || {
+            retries.set(retries.get() + 1);
+            async {}
+        },
+    ));
+    (
+        outcome,
+        provider.calls.get(),
+        waits.0.into_inner(),
+        retries.get(),
+    )
+}
+
+#[test]
+fn transient_failures_are_retried_with_backoff_honouring_retry_after() {
+    let (outcome, calls, waits, retries) = run(vec![
+        failure(FailureKind::RateLimited, 429, Some(3)),
+        failure(FailureKind::Upstream, 503, None),
+        failure(FailureKind::Network, 0, None),
+    ]);
+    assert!(outcome.is_ok());
+    assert_eq!(calls, 4);
+    assert_eq!(
+        waits,
+        vec![3_000, 1_000, 2_000],
+        "Retry-After when longer, else doubling from 500 ms"
+    );
+    assert_eq!(retries, 3, "each retry is shown on the deployment");
+}
+
+#[test]
+fn what_retrying_cannot_fix_fails_at_once_and_waiting_is_bounded() {
+    let (outcome, calls, waits, _) = run(vec![failure(FailureKind::Validation, 400, None)]);
+    assert_eq!(outcome.unwrap_err().kind, FailureKind::Validation);
+    assert_eq!((calls, waits.len()), (1, 0));
+    // A provider that keeps asking for 15 s: the second wait would pass the budget, so the deploy gives up.
+    let (outcome, calls, waits, _) = run(vec![failure(FailureKind::RateLimited, 429, Some(15)); 5]);
+    assert_eq!(outcome.unwrap_err().kind, FailureKind::RateLimited);
+    assert_eq!((calls, waits), (2, vec![15_000]));
+    // Never more than MAX_ATTEMPTS calls.
+    let (_, calls, _, _) = run(vec![failure(FailureKind::Upstream, 502, None); 10]);
+    assert_eq!(calls, MAX_ATTEMPTS);
+}
+
+#[test]
+fn errors_shown_to_users_never_carry_the_platform_account() {
+    let config = DeployConfig::from_vars(|name| {
+        match name {
+            "DEPLOY_TARGET" => Some("workers_dev"),
+            "CLOUDFLARE_ACCOUNT_ID" => Some("acc-123"),
+            "CLOUDFLARE_API_TOKEN" => Some("t"),
+            "WORKERS_DEV_URL_TEMPLATE" => Some("https://{script}.x.workers.dev"),
+            "TELEMETRY_REPORT_URL" => Some("https://cp/v1/telemetry/report"),
+            "TELEMETRY_SECRETS_ENCRYPTION_KEY" => {
+                Some("hex:1111111111111111111111111111111111111111111111111111111111111111")
+            }
+            _ => None,
+        }
+        .map(String::from)
+    })
+    .unwrap()
+    .unwrap();
+    let mut e = failure(FailureKind::Auth, 403, None);
+    e.message = "Authentication error: token has no access to account acc-123".into();
+    let shown = error_from_provider(&e, &config);
+    let text = serde_json::to_string(&shown).unwrap();
+    assert!(!text.contains("acc-123"), "{text}");
+    assert_eq!(
+        shown.endpoint.as_deref(),
+        Some("PUT /accounts/{account}/workers/scripts/x")
+    );
+}
