@@ -429,7 +429,8 @@ export async function startLocalCloudflare({
       });
       if (upstream.headers.has(FAILURE_HEADER)) throw new Error(await upstream.text());
       // The body arrives decoded; the encoding is reported under Miniflare's name for it, as its fetch does.
-      const answered = Object.fromEntries(upstream.headers);
+      // A script cannot speak for the stand-in: its own x-local-cloudflare-* headers are dropped.
+      const answered = Object.fromEntries([...upstream.headers].filter(([name]) => !name.startsWith("x-local-cloudflare-")));
       if (answered["content-encoding"]) {
         answered["mf-content-encoding"] = answered["content-encoding"];
         delete answered["content-encoding"];

@@ -37,6 +37,8 @@ const managed = {
   AUTH_ISSUER: DEV_ISSUER,
   AUTH_JWKS: jwks,
   AUTH_AUDIENCES: DEV_AUDIENCE,
+  // wrangler dev exits if answered mid-upload; the worker reads such bodies to their end here (never in production).
+  DRAIN_UNREAD_BODIES: "true",
   DEPLOY_TARGET: "workers_dev",
   CLOUDFLARE_API_BASE_URL: `${lcf}/client/v4`,
   CLOUDFLARE_API_TOKEN: "local-cloudflare-token",

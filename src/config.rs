@@ -34,6 +34,9 @@ pub struct ServiceConfig {
     pub unauthenticated_rate: Rate,
     /// Telemetry reports per claimed deployment (`TELEMETRY_RATE_LIMIT`).
     pub telemetry_rate: Rate,
+    /// Read unread request bodies to their end before answering (`DRAIN_UNREAD_BODIES=true`): what keeps
+    /// `wrangler dev` alive; off in production.
+    pub drain_unread_bodies: bool,
 }
 
 pub const DEFAULT_INVOKE_TIMEOUT_MS: u64 = 30_000;
@@ -172,6 +175,7 @@ impl ServiceConfig {
             invocations_retention_days: days(&get, "INVOCATIONS_RETENTION_DAYS", 90)?,
             unauthenticated_rate: rate(&get, "UNAUTHENTICATED_RATE_LIMIT", DEFAULT_UNAUTHENTICATED_RATE)?,
             telemetry_rate: rate(&get, "TELEMETRY_RATE_LIMIT", DEFAULT_TELEMETRY_RATE)?,
+            drain_unread_bodies: get("DRAIN_UNREAD_BODIES").as_deref() == Some("true"),
             rejects_retention_days: days(&get, "TELEMETRY_REJECTS_RETENTION_DAYS", 30)?,
             metrics_retention_days: match get("METRICS_RETENTION_DAYS").filter(|v| !v.trim().is_empty())
             {
@@ -250,6 +254,7 @@ pub const CONFIG_VARS: &[&str] = &[
     "TELEMETRY_REJECTS_RETENTION_DAYS",
     "UNAUTHENTICATED_RATE_LIMIT",
     "TELEMETRY_RATE_LIMIT",
+    "DRAIN_UNREAD_BODIES",
 ];
 
 #[cfg(test)]

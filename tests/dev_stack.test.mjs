@@ -15,7 +15,7 @@ test("wrangler dev keeps answering after oversized chunked POSTs it refuses", { 
   // Configured like the local stack (an identity provider of its own), so a token gets as far as the body.
   const key = await makeSigningKey();
   const envFile = path.join(state, "dev.env");
-  writeFileSync(envFile, `AUTH_ISSUER='${ISSUER}'\nAUTH_JWKS='${jwksOf(key)}'\n`);
+  writeFileSync(envFile, `AUTH_ISSUER='${ISSUER}'\nAUTH_JWKS='${jwksOf(key)}'\nDRAIN_UNREAD_BODIES=true\n`);
   const token = await mintToken(key, "dev-stack-user");
   // Its own process group, so stopping it stops workerd too.
   const dev = spawn(path.join(ROOT, "node_modules/.bin/wrangler"), ["dev", "--local", "--ip", "127.0.0.1", "--port", String(port), "--persist-to", state, "--env-file", envFile], {

@@ -52,6 +52,14 @@ test("an agent's own URL refuses every call without its deployment's credential,
   const first = await asGateway(lcf, deployment.scriptName, url, { method: "POST", body, traceId, at });
   assert.equal(first.status, 200);
   await refused(await asGateway(lcf, deployment.scriptName, url, { method: "POST", body, traceId, at }), "replayed credential");
+  // The same credential sent twice at once gets through once.
+  const twin = { method: "POST", body, traceId: `trc_${"cd".repeat(16)}`, at: Date.now() };
+  const pair = await Promise.all([asGateway(lcf, deployment.scriptName, url, twin), asGateway(lcf, deployment.scriptName, url, twin)]);
+  const texts = await Promise.all(pair.map((r) => r.text()));
+  assert.deepEqual(pair.map((r) => r.status).sort(), [200, 401], texts.join(" | "));
+  // A body larger than the gateway ever sends is refused unread, signature or not.
+  const huge = JSON.stringify(invokeBody("x".repeat(700 * 1024)));
+  await refused(await asGateway(lcf, deployment.scriptName, url, { method: "POST", body: huge }), "body too large");
   // Another deployment's URL with this one's credential.
   await refused(await asGateway(lcf, deployment.scriptName, `${other.deployment.providerRef}/invoke`, { method: "POST", body }), "invalid credential");
 
@@ -64,12 +72,12 @@ test("an agent's own URL refuses every call without its deployment's credential,
     const list = await events(alice, agent.id);
     return list.some((e) => e.traceId === through.body.traceId) && list;
   });
-  assert.deepEqual(seen.map((e) => e.traceId), [through.body.traceId]);
-  const rejected = await app.until("the stolen-key call's report refused", async () => {
+  // Both calls made with the stolen key (the single one and the twin that got through) reported, and were refused.
+  const rejected = await app.until("the stolen-key calls' reports refused", async () => {
     const { results } = await app.db.prepare("SELECT code FROM telemetry_rejects WHERE deployment_id = ?").bind(deployment.id).all();
-    return results.length > 0 && results;
+    return results.length >= 2 && results;
   });
-  assert.deepEqual(rejected.map((r) => r.code), ["trace_not_admitted"]);
+  assert.deepEqual(rejected.map((r) => r.code), ["trace_not_admitted", "trace_not_admitted"]);
   assert.deepEqual((await events(alice, agent.id)).map((e) => e.traceId), [through.body.traceId]);
   assert.equal((await events(bob, other.agent.id)).length, 0, "bob's agent did no work and billed nothing");
 });

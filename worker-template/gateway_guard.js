@@ -12,6 +12,8 @@ export * from "__AGENT_MAIN__";
 const HEADER = "X-Webhost-Gateway";
 const WINDOW_MS = 30_000;
 const MAX_REMEMBERED = 10_000;
+// The gateway sends at most 512 KiB bodies with their length: nothing larger (or unmeasured) is read or hashed.
+const MAX_BODY_BYTES = 600 * 1024;
 // Trace ids already let through, with when they may be forgotten (after their window has passed).
 const seen = new Map();
 
@@ -39,18 +41,55 @@ async function admitted(request, env) {
   const now = Date.now();
   if (Math.abs(now - at) > WINDOW_MS) return { reason: "expired credential" };
   const traceId = request.headers.get("X-Trace-Id") || "";
+  const declared = request.headers.get("Content-Length");
+  if (declared !== null && !(Number(declared) <= MAX_BODY_BYTES)) return { reason: "body too large" };
+  for (const [id, until] of seen) {
+    if (until > now) break;
+    seen.delete(id);
+  }
   if (seen.has(traceId)) return { reason: "replayed credential" };
-  const body = await request.arrayBuffer();
+  // Refuse rather than forget a credential that could still be replayed.
+  if (seen.size >= MAX_REMEMBERED) return { reason: "too many calls at once" };
+  // Reserved before anything is awaited, so the same credential sent twice at once gets through once.
+  seen.set(traceId, now + 2 * WINDOW_MS);
+  const verdict = await verify(request, env, match, at, traceId);
+  if (!verdict.body) seen.delete(traceId);
+  return verdict;
+}
+
+/** The body, read only up to `MAX_BODY_BYTES` (`null` past it). */
+async function boundedBody(request) {
+  if (!request.body) return new ArrayBuffer(0);
+  const reader = request.body.getReader();
+  const chunks = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > MAX_BODY_BYTES) {
+      await reader.cancel();
+      return null;
+    }
+    chunks.push(value);
+  }
+  const body = new Uint8Array(size);
+  let at = 0;
+  for (const chunk of chunks) {
+    body.set(chunk, at);
+    at += chunk.byteLength;
+  }
+  return body.buffer;
+}
+
+async function verify(request, env, match, at, traceId) {
+  const body = await boundedBody(request);
+  if (body === null) return { reason: "body too large" };
   const path = new URL(request.url).pathname;
   const input = `webhost-gateway/v1\n${request.method}\n${path}\n${at}\n${traceId}\n${hex(await crypto.subtle.digest("SHA-256", body))}`;
   const key = await crypto.subtle.importKey("raw", new TextEncoder().encode(env.GATEWAY_SECRET), { name: "HMAC", hash: "SHA-256" }, false, ["verify"]);
   // crypto.subtle.verify compares in constant time.
   if (!(await crypto.subtle.verify("HMAC", key, fromHex(match[2]), new TextEncoder().encode(input)))) return { reason: "invalid credential" };
-  for (const [id, until] of seen) {
-    if (until > now && seen.size < MAX_REMEMBERED) break;
-    seen.delete(id);
-  }
-  seen.set(traceId, now + 2 * WINDOW_MS);
   return { body };
 }
 
@@ -60,7 +99,12 @@ export default {
   ...(handler && typeof handler === "object" ? handler : {}),
   async fetch(request, env, ctx) {
     const verdict = await admitted(request, env);
-    if (!verdict.body) return refuse(verdict.reason);
+    if (!verdict.body) {
+      // A body of a size the gateway could have sent is read before the refusal (never kept, never hashed), so
+      // the sender is not cut off mid-upload; a larger one is refused unread.
+      if (!request.bodyUsed && verdict.reason !== "body too large") await boundedBody(request).catch(() => null);
+      return refuse(verdict.reason);
+    }
     if (!handler || typeof handler.fetch !== "function") return new Response("this agent has no fetch handler", { status: 500 });
     const { GATEWAY_SECRET: _, ...agentEnv } = env;
     const headers = new Headers(request.headers);

@@ -163,7 +163,14 @@ mod tests {
     #[test]
     fn names_are_env_style_and_not_reserved() {
         assert!(validate_name("OPENAI_API_KEY").is_ok());
-        for bad in ["lower", "TELEMETRY_SECRET", "AGENT_ID", "A-B", ""] {
+        for bad in [
+            "lower",
+            "TELEMETRY_SECRET",
+            "GATEWAY_SECRET",
+            "AGENT_ID",
+            "A-B",
+            "",
+        ] {
             assert_eq!(
                 validate_name(bad).unwrap_err().code,
                 ErrorCode::ValidationFailed,

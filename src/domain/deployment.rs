@@ -165,6 +165,7 @@ pub const DEFAULT_MAIN_MODULE: &str = "index.mjs";
 /// Bindings the platform injects into every deployment: an agent's env vars and secrets may not shadow them.
 pub const RESERVED_BINDINGS: &[&str] = &[
     "TELEMETRY_SECRET",
+    "GATEWAY_SECRET",
     "TELEMETRY_REPORT_URL",
     "USER_ID",
     "AGENT_ID",
@@ -237,6 +238,8 @@ impl DeployRequest {
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
             || !(main_module_name.ends_with(".js") || main_module_name.ends_with(".mjs"))
             || main_module_name.starts_with('.')
+            // The platform's own modules (the gateway guard) are named `__webhost…`.
+            || main_module_name.starts_with("__webhost")
         {
             return Err(ApiError::validation(
                 "mainModuleName",
@@ -260,6 +263,10 @@ impl DeployRequest {
             || !invoke_path
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.'))
+            // Dot segments would be normalised by the runtime: the path signed would not be the path seen.
+            || invoke_path
+                .split('/')
+                .any(|segment| segment == "." || segment == "..")
         {
             return Err(ApiError::validation(
                 "invokePath",
@@ -382,6 +389,24 @@ mod tests {
         assert_eq!(spec.invoke_path, "/invoke");
         let js = request(serde_json::json!({"mainModuleName": "index.js"})).unwrap();
         assert_eq!(js.main_module_name, "index.js", "still accepted");
+    }
+
+    #[test]
+    fn the_platforms_module_names_and_dot_segments_are_refused() {
+        let field =
+            |body: serde_json::Value| request(body).unwrap_err().details.unwrap()["field"].clone();
+        assert_eq!(
+            field(serde_json::json!({"mainModuleName": "__webhost_gateway_guard.js"})),
+            "mainModuleName"
+        );
+        for path in ["/a/../invoke", "/./invoke", "/.."] {
+            assert_eq!(
+                field(serde_json::json!({"invokePath": path})),
+                "invokePath",
+                "{path}"
+            );
+        }
+        assert!(request(serde_json::json!({"invokePath": "/v1.2/invoke"})).is_ok());
     }
 
     #[test]

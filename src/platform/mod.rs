@@ -39,6 +39,7 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Respo
         RequestId::accept_or_generate(request::header(&req, "X-Request-Id").as_deref());
     let origin = request::header(&req, "Origin");
     let config = config_cache::load_config(&env);
+    request::set_draining(config.as_ref().is_ok_and(|c| c.drain_unread_bodies));
     let outcome = match &config {
         Ok(config) => router::handle(&mut req, &env, &ctx, config, &request_id).await,
         Err(e) => Err(e.clone()),

@@ -24,15 +24,29 @@ pub(super) async fn read_json<T: serde::de::DeserializeOwned>(
     Ok((body, value))
 }
 
-/// How much of an oversized body is read (and thrown away) before the 413 is sent. Answering while the client is
-/// still sending makes `wrangler dev`'s proxy fail the next request and exit, taking the local stack down; on
-/// Cloudflare the platform's own request-size limit (100 MB on most plans) bounds the same work.
+/// How much of an unread or oversized body is read (and thrown away) before the answer, when draining is on.
+/// Answering while the client is still sending makes `wrangler dev`'s proxy fail the next request and exit,
+/// taking the local stack down; so the local stack drains (`DRAIN_UNREAD_BODIES=true`, set by `make dev`).
+/// Cloudflare needs none of it, and production leaves it off: a refusal stays cheap.
 const MAX_DRAIN_BYTES: usize = 128 * 1024 * 1024;
+
+thread_local! {
+    static DRAINING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether unread bodies are drained (from the configuration, set as each request starts).
+pub(super) fn set_draining(on: bool) {
+    DRAINING.with(|d| d.set(on));
+}
+
+fn draining() -> bool {
+    DRAINING.with(|d| d.get())
+}
 
 /// Reads and drops what is left of a body nobody read, up to `MAX_DRAIN_BYTES`. A body already read (or taken)
 /// leaves nothing to do.
 pub(super) async fn drain(req: &mut Request) {
-    if req.inner().body_used() {
+    if !draining() || req.inner().body_used() {
         return;
     }
     let Ok(mut stream) = req.stream() else { return };
@@ -55,7 +69,7 @@ pub(super) async fn read_body(req: &mut Request, limit: usize) -> Result<Vec<u8>
         let chunk = chunk.map_err(ApiError::internal)?;
         seen += chunk.len();
         if seen > limit {
-            if seen > MAX_DRAIN_BYTES {
+            if !draining() || seen > MAX_DRAIN_BYTES {
                 break;
             }
             body.clear();

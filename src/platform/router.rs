@@ -255,9 +255,10 @@ thread_local! {
     static BY_DEPLOYMENT: RefCell<Buckets> = RefCell::new(Buckets::default());
 }
 
-/// Requests that carry no user's token — the routes reachable without one (health, telemetry, the operator
-/// API) and any request without `Authorization` — are limited per client address, and telemetry reports also per
-/// claimed deployment, before anything reads D1: 429 `rate_limited` with `Retry-After`.
+/// Requests that carry no user's token — the routes reachable without one (health, the operator API) and any
+/// request without `Authorization` — are limited per client address before anything reads D1; telemetry reports
+/// per claimed deployment instead (agents report from Cloudflare's own addresses, shared by every agent, so an
+/// address says nothing about who sent one): 429 `rate_limited` with `Retry-After`.
 fn admit_unauthenticated(
     req: &Request,
     config: &ServiceConfig,
@@ -281,13 +282,14 @@ fn admit_unauthenticated(
         )
         .with_headers(vec![("Retry-After", wait_s.to_string())])
     };
-    BY_ADDRESS
-        .with(|b| {
-            b.borrow_mut()
-                .take(&address, config.unauthenticated_rate, now)
-        })
-        .map_err(|wait| limited(wait, "address"))?;
-    if let Route::TelemetryReport = route {
+    if !matches!(route, Route::TelemetryReport) {
+        BY_ADDRESS
+            .with(|b| {
+                b.borrow_mut()
+                    .take(&address, config.unauthenticated_rate, now)
+            })
+            .map_err(|wait| limited(wait, "address"))?;
+    } else {
         let claimed: String = header(req, DEPLOYMENT_HEADER)
             .unwrap_or_default()
             .chars()

@@ -24,6 +24,7 @@ use crate::cloudflare::envelope::{FailureKind, ProviderError};
 use crate::config::DeployConfig;
 use crate::crypto::sha256_hex;
 use crate::domain::agent::AgentStatus;
+use crate::domain::deployment::RESERVED_BINDINGS;
 use crate::domain::deployment::{
     parse_idempotency_key, script_name_for, DeployRequest, DeploySpec, Deployment, DeploymentError,
     DeploymentStatus,
@@ -306,16 +307,7 @@ async fn deploy_steps<S: DeploymentStore, P: ProviderApi>(
             format!("could not read the agent's secrets: {}", e.0),
         )
     })?;
-    let mut secrets = vec![
-        (
-            "TELEMETRY_SECRET".to_string(),
-            pending.telemetry_secret.clone(),
-        ),
-        (
-            gateway_credential::SECRET_BINDING.to_string(),
-            pending.gateway_secret.clone(),
-        ),
-    ];
+    let mut secrets = Vec::new();
     for s in sealed {
         let value = open_secret(
             &config.encryption_key,
@@ -329,8 +321,20 @@ async fn deploy_steps<S: DeploymentStore, P: ProviderApi>(
                 format!("secret {} could not be decrypted; set it again", s.name),
             )
         })?;
-        secrets.push((s.name, value));
+        // Never one of the platform's own (refused when set; skipped here too, for rows from before that).
+        if !RESERVED_BINDINGS.contains(&s.name.as_str()) {
+            secrets.push((s.name, value));
+        }
     }
+    // The platform's secrets last: whatever came before, these are the values the script gets.
+    secrets.push((
+        "TELEMETRY_SECRET".to_string(),
+        pending.telemetry_secret.clone(),
+    ));
+    secrets.push((
+        gateway_credential::SECRET_BINDING.to_string(),
+        pending.gateway_secret.clone(),
+    ));
     // The guard is the entry point: nothing of the agent runs for a call without the gateway's credential.
     let metadata = ScriptMetadata {
         main_module: GUARD_MODULE_NAME.into(),

@@ -185,10 +185,12 @@ pub fn verify_until(
         }
     }
     // How long the token was issued for: from `iat` (or `nbf`), else from now.
+    // An `iat` in the future cannot shorten the lifetime counted.
     let issued_s = claims
         .issued_at
         .or(claims.not_before)
-        .map_or(now_s, |t| t.timestamp());
+        .map_or(now_s, |t| t.timestamp())
+        .min(now_s);
     if exp.timestamp() - issued_s > config.max_lifetime_s {
         return Err(reject(
             ErrorCode::TokenLifetimeTooLong,

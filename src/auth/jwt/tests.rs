@@ -297,6 +297,11 @@ fn a_token_issued_for_longer_than_the_maximum_is_refused() {
         lifetime(Some(NOW_S - 10), NOW_S - 10 + 3_601),
         Err(ErrorCode::TokenLifetimeTooLong)
     );
+    // An `iat` in the future does not shorten it.
+    assert_eq!(
+        lifetime(Some(NOW_S + 30 * 86_400), NOW_S + 30 * 86_400 + 60),
+        Err(ErrorCode::TokenLifetimeTooLong)
+    );
     // Without `iat`, the lifetime counts from now.
     assert!(lifetime(None, NOW_S + 3_600).is_ok());
     assert_eq!(

@@ -261,7 +261,10 @@ impl DeploymentStore for D1Store {
             .into_iter()
             .next()
         else {
-            // The limits in the statement held it back.
+            // The limits in the statement held it back; unless a concurrent retry with the same key got in first.
+            if let Some(existing) = self.existing_for_key(new).await? {
+                return Ok(existing);
+            }
             return Ok(Inserted::LimitReached);
         };
         Ok(Inserted::New(deployment))
