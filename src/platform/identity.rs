@@ -20,6 +20,9 @@ use crate::domain::{api_key, ApiError, ErrorCode};
 use std::cell::RefCell;
 use std::rc::Rc;
 
+/// How long a key hash D1 does not know is remembered as unknown.
+const UNKNOWN_KEY_MS: i64 = 60_000;
+
 /// Held for the isolate's life: these facts never change once true.
 const FOREVER: i64 = i64::MAX;
 
@@ -29,6 +32,10 @@ struct Caches {
     tokens: VerdictCache<String, Identity>,
     users: VerdictCache<(String, String), UserId>,
     keys: VerdictCache<String, KeyHolder>,
+    /// Key hashes D1 holds no live key for, for a minute: a stream of made-up keys costs one read each per
+    /// minute, not one per request. A real key cannot be presented before it exists (256 random bits), and a
+    /// revoked one stays revoked, so this can refuse nothing that would have worked.
+    unknown_keys: VerdictCache<String, ()>,
 }
 
 thread_local! {
@@ -37,6 +44,7 @@ thread_local! {
         tokens: VerdictCache::new(DEFAULT_CAPACITY),
         users: VerdictCache::new(DEFAULT_CAPACITY),
         keys: VerdictCache::new(DEFAULT_CAPACITY),
+        unknown_keys: VerdictCache::new(DEFAULT_CAPACITY),
     });
 }
 
@@ -53,6 +61,7 @@ fn with_caches<T>(config: &Rc<ServiceConfig>, f: impl FnOnce(&mut Caches) -> T) 
             c.tokens.clear();
             c.users.clear();
             c.keys.clear();
+            c.unknown_keys.clear();
         }
         f(&mut c)
     })
@@ -112,7 +121,15 @@ pub async fn invoke_caller(
             if let Some(holder) = with_caches(config, |c| c.keys.get(&hash, now)) {
                 return Ok(Caller::Key(holder));
             }
-            let holder = store.key_holder(&hash).await?.ok_or_else(invalid_api_key)?;
+            if with_caches(config, |c| c.unknown_keys.get(&hash, now)).is_some() {
+                return Err(invalid_api_key());
+            }
+            let Some(holder) = store.key_holder(&hash).await? else {
+                with_caches(config, |c| {
+                    c.unknown_keys.put(hash, (), now + UNKNOWN_KEY_MS, now)
+                });
+                return Err(invalid_api_key());
+            };
             with_caches(config, |c| c.keys.put(hash, holder.clone(), FOREVER, now));
             Ok(Caller::Key(holder))
         }
