@@ -80,6 +80,26 @@ impl PageLimit {
     pub fn get(self) -> u32 {
         self.0
     }
+
+    /// Rows to ask the store for: one more than the page, so the extra row tells whether another
+    /// page exists without a count query.
+    pub fn rows_to_fetch(self) -> u32 {
+        self.0 + 1
+    }
+
+    /// Cuts rows fetched with [`Self::rows_to_fetch`] down to the page and returns the cursor of the
+    /// next page (the last row kept), or `None` when these were the last rows.
+    pub fn finish_page<T>(
+        self,
+        rows: &mut Vec<T>,
+        cursor_of: impl Fn(&T) -> Cursor,
+    ) -> Option<String> {
+        if rows.len() <= self.0 as usize {
+            return None;
+        }
+        rows.truncate(self.0 as usize);
+        rows.last().map(|last| cursor_of(last).encode())
+    }
 }
 
 #[cfg(test)]
@@ -115,6 +135,25 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_page_is_cut_to_its_limit_and_names_its_last_row() {
+        let cursor_of = |n: &i64| Cursor {
+            created_at: *n,
+            id: format!("row_{n}"),
+        };
+        let limit = PageLimit::parse(Some("2")).unwrap();
+        assert_eq!(limit.rows_to_fetch(), 3);
+
+        let mut rows = vec![30, 20, 10];
+        let next = limit.finish_page(&mut rows, cursor_of);
+        assert_eq!(rows, vec![30, 20]);
+        assert_eq!(Cursor::decode(&next.unwrap()).unwrap(), cursor_of(&20));
+
+        let mut last_rows = vec![30, 20];
+        assert_eq!(limit.finish_page(&mut last_rows, cursor_of), None);
+        assert_eq!(last_rows, vec![30, 20]);
     }
 
     #[test]

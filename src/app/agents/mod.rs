@@ -90,22 +90,13 @@ pub async fn list_agents<S: Store>(
 ) -> Result<AgentPage, ApiError> {
     let limit = PageLimit::parse(limit)?;
     let after = cursor.map(Cursor::decode).transpose()?;
-    // One extra row tells whether another page exists without a count query.
     let mut agents = store
-        .list_agents(&owner.id, after.as_ref(), limit.get() + 1)
+        .list_agents(&owner.id, after.as_ref(), limit.rows_to_fetch())
         .await?;
-    let next_cursor = if agents.len() > limit.get() as usize {
-        agents.truncate(limit.get() as usize);
-        agents.last().map(|last| {
-            Cursor {
-                created_at: last.created_at,
-                id: last.id.to_string(),
-            }
-            .encode()
-        })
-    } else {
-        None
-    };
+    let next_cursor = limit.finish_page(&mut agents, |last| Cursor {
+        created_at: last.created_at,
+        id: last.id.to_string(),
+    });
     Ok(AgentPage {
         agents,
         next_cursor,
