@@ -77,20 +77,12 @@ pub async fn list_invocations<S: Store + InvocationStore>(
     let limit = PageLimit::parse(limit)?;
     let after = cursor.map(Cursor::decode).transpose()?;
     let mut invocations = store
-        .list_invocations(&owner.id, &agent.id, after.as_ref(), limit.get() + 1)
+        .list_invocations(&owner.id, &agent.id, after.as_ref(), limit.rows_to_fetch())
         .await?;
-    let next_cursor = if invocations.len() > limit.get() as usize {
-        invocations.truncate(limit.get() as usize);
-        invocations.last().map(|last| {
-            Cursor {
-                created_at: last.started_at,
-                id: last.id.clone(),
-            }
-            .encode()
-        })
-    } else {
-        None
-    };
+    let next_cursor = limit.finish_page(&mut invocations, |last| Cursor {
+        created_at: last.started_at,
+        id: last.id.clone(),
+    });
     Ok(InvocationPage {
         invocations,
         next_cursor,
@@ -118,26 +110,30 @@ pub async fn prune(
     reject_days: u32,
     now: i64,
 ) -> Result<PruneRun, ApiError> {
-    let mut run = PruneRun::default();
+    let invocations_cutoff = now - i64::from(invocation_days) * DAY_MS;
+    let rejects_cutoff = now - i64::from(reject_days) * DAY_MS;
+    Ok(PruneRun {
+        invocations: delete_in_chunks(|limit| store.prune_invocations(invocations_cutoff, limit))
+            .await?,
+        rejects: delete_in_chunks(|limit| store.prune_rejects(rejects_cutoff, limit)).await?,
+    })
+}
+
+/// Runs `delete_chunk` until a chunk comes back short or the run's budget of chunks is spent.
+async fn delete_in_chunks<F, Fut>(mut delete_chunk: F) -> StoreResult<u64>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: std::future::Future<Output = StoreResult<u64>>,
+{
+    let mut total = 0;
     for _ in 0..PRUNE_CHUNKS_PER_RUN {
-        let deleted = store
-            .prune_invocations(now - i64::from(invocation_days) * DAY_MS, PRUNE_CHUNK)
-            .await?;
-        run.invocations += deleted;
+        let deleted = delete_chunk(PRUNE_CHUNK).await?;
+        total += deleted;
         if deleted < u64::from(PRUNE_CHUNK) {
             break;
         }
     }
-    for _ in 0..PRUNE_CHUNKS_PER_RUN {
-        let deleted = store
-            .prune_rejects(now - i64::from(reject_days) * DAY_MS, PRUNE_CHUNK)
-            .await?;
-        run.rejects += deleted;
-        if deleted < u64::from(PRUNE_CHUNK) {
-            break;
-        }
-    }
-    Ok(run)
+    Ok(total)
 }
 
 #[cfg(test)]
