@@ -1,6 +1,7 @@
 //! A bounded per-isolate memory of verdicts that cost I/O or CPU to reach (a verified token, the user an
 //! identity maps to, the holder of an API key), each kept until its own expiry at the latest.
 
+use crate::domain::bounded_map::make_room_for;
 use std::collections::HashMap;
 use std::hash::Hash;
 
@@ -40,16 +41,7 @@ impl<K: Eq + Hash + Clone, V: Clone> VerdictCache<K, V> {
         }
         if self.entries.len() >= self.capacity && !self.entries.contains_key(&key) {
             self.entries.retain(|_, (_, u)| *u > now);
-            if self.entries.len() >= self.capacity {
-                if let Some(soonest) = self
-                    .entries
-                    .iter()
-                    .min_by_key(|(_, (_, u))| *u)
-                    .map(|(k, _)| k.clone())
-                {
-                    self.entries.remove(&soonest);
-                }
-            }
+            make_room_for(&mut self.entries, &key, self.capacity, |(_, until)| *until);
         }
         self.entries.insert(key, (value, until));
     }

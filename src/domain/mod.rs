@@ -3,6 +3,7 @@
 pub mod admission;
 pub mod agent;
 pub mod api_key;
+pub mod bounded_map;
 pub mod deployment;
 pub mod entitlements;
 pub mod error;

@@ -2,6 +2,7 @@
 //! token from reaching D1 faster than a set rate. Held per isolate, so the bound is per isolate; it stops one
 //! client from spending the platform's storage on refusals.
 
+use super::bounded_map::make_room_for;
 use std::collections::HashMap;
 
 /// `burst` requests at once, refilled at `per_second`.
@@ -34,16 +35,7 @@ pub struct Buckets {
 impl Buckets {
     /// Takes one request for `key` at `now` (ms): `Ok(())`, or `Err(seconds)` to wait before one is free.
     pub fn take(&mut self, key: &str, rate: Rate, now: i64) -> Result<(), u64> {
-        if !self.buckets.contains_key(key) && self.buckets.len() >= MAX_KEYS {
-            if let Some(oldest) = self
-                .buckets
-                .iter()
-                .min_by_key(|(_, (_, seen))| *seen)
-                .map(|(k, _)| k.clone())
-            {
-                self.buckets.remove(&oldest);
-            }
-        }
+        make_room_for(&mut self.buckets, key, MAX_KEYS, |(_, seen)| *seen);
         let (tokens, last) = self
             .buckets
             .entry(key.to_owned())

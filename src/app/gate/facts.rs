@@ -4,6 +4,7 @@
 //! `FACTS_TTL_MS` (a safety net for a notification that was lost, not the way changes normally arrive).
 
 use super::protocol::{AdmitRequest, AgentRoute, Forget, KeyFacts, LoadedFacts, UserFacts};
+use crate::domain::bounded_map::make_room_for;
 use crate::domain::period::PeriodKey;
 use crate::domain::usage::UsageTotals;
 use std::collections::HashMap;
@@ -202,14 +203,6 @@ impl GateFacts {
 
 /// Remembers `value` under `id`, dropping the least recently loaded entry first if the map is full.
 fn remember<T>(map: &mut HashMap<String, Stamped<T>>, id: &str, value: T, now: i64) {
-    if map.len() >= MAX_REMEMBERED && !map.contains_key(id) {
-        if let Some(oldest) = map
-            .iter()
-            .min_by_key(|(_, s)| s.loaded_at)
-            .map(|(k, _)| k.clone())
-        {
-            map.remove(&oldest);
-        }
-    }
+    make_room_for(map, id, MAX_REMEMBERED, |stamped| stamped.loaded_at);
     map.insert(id.to_owned(), Stamped::new(value, now));
 }
