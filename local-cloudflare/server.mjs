@@ -16,7 +16,7 @@
 import http from "node:http";
 import { Miniflare } from "miniflare";
 // The undici Miniflare itself uses (and ships): calls reach workerd exactly as Miniflare's own fetch sends them.
-import { fetch, Pool } from "undici";
+import { Client, fetch, Pool } from "undici";
 import { transform } from "esbuild";
 import { existsSync, mkdirSync, readFileSync, writeFileSync, renameSync } from "node:fs";
 import path from "node:path";
@@ -46,6 +46,10 @@ const newVersion = () => randomUUID().replaceAll("-", "");
 
 /** How long a replaced workerd outlives its last call, for work the scripts left to ctx.waitUntil. */
 const RETIRE_GRACE_MS = 5000;
+// A script may answer without reading its request body (the gateway guard refuses oversized bodies unread), and
+// workerd then drops that connection; back in a pool, the dropped connection fails the next call that reuses it
+// ("fetch failed"). Bodies above this size therefore go over a connection of their own, closed after the answer.
+const OWN_CONNECTION_BODY_BYTES = 64 * 1024;
 
 export async function startLocalCloudflare({
   port = 0,
@@ -417,13 +421,14 @@ export async function startLocalCloudflare({
     headers[CF_HEADER] = JSON.stringify({ ...cf, clientAcceptEncoding: req.headers["accept-encoding"] ?? "" });
     const controller = new AbortController();
     res.on("close", () => controller.abort());
+    const ownConnection = body?.length > OWN_CONNECTION_BODY_BYTES ? new Client(call.url, { headersTimeout: 0, bodyTimeout: 0 }) : null;
     try {
       const upstream = await fetch(call.url, {
         method: req.method,
         headers,
         body: ["GET", "HEAD"].includes(req.method) ? undefined : body,
         signal: controller.signal,
-        dispatcher: call.dispatcher,
+        dispatcher: ownConnection ?? call.dispatcher,
         // A script's redirect is its answer, passed on as Cloudflare passes it on.
         redirect: "manual",
       });
@@ -444,6 +449,7 @@ export async function startLocalCloudflare({
       res.end(`script ${name} failed: ${error.message}`);
     } finally {
       call.done();
+      ownConnection?.destroy().catch(() => {});
     }
   }
 

@@ -82,6 +82,21 @@ test("an agent's own URL refuses every call without its deployment's credential,
   assert.equal((await events(bob, other.agent.id)).length, 0, "bob's agent did no work and billed nothing");
 });
 
+test("a body refused unread does not break the next call to another script", async () => {
+  // The guard answers an oversized body without reading it, so workerd drops that connection; the local
+  // Cloudflare must not hand the dropped connection to the next call (it used to fail about 1 in 20 with 502).
+  const { deployment } = await app.deployedAgent(alice, "unread-body");
+  const other = await app.deployedAgent(bob, "next-in-line");
+  const huge = JSON.stringify(invokeBody("x".repeat(700 * 1024)));
+  const body = JSON.stringify(invokeBody("hi"));
+  for (let round = 0; round < 40; round++) {
+    await refused(await asGateway(lcf, deployment.scriptName, `${deployment.providerRef}/invoke`, { method: "POST", body: huge }), "body too large");
+    const next = await asGateway(lcf, deployment.scriptName, `${other.deployment.providerRef}/invoke`, { method: "POST", body });
+    const text = await next.text();
+    assert.equal(next.status, 401, `round ${round}: ${text}`);
+  }
+});
+
 test("dispatch namespace mode: the namespace's scripts refuse calls without the credential too", async () => {
   const wfp = await startControlPlane({ vars: deployVars(lcf, "dispatch_namespace"), dispatcher: { origin: lcf.origin, namespace: lcf.namespace } });
   try {
