@@ -5,6 +5,7 @@
 use super::agents::get_agent;
 use super::ports::{Store, StoreResult};
 use crate::domain::ids::{AgentId, UserId};
+use crate::domain::invoke::AnswerUsage;
 use crate::domain::pagination::{Cursor, PageLimit};
 use crate::domain::user::User;
 use crate::domain::ApiError;
@@ -27,8 +28,12 @@ pub struct InvocationView {
     /// Whether it used one of the period's requests.
     pub counted: bool,
     pub started_at: i64,
+    /// Measured by the gateway: from the call's start to its answer's last byte (or the client leaving).
     pub wall_ms: i64,
     pub api_key_id: Option<String>,
+    /// The token counts the agent's answer carried (`usage`), when it carried any: what the agent told the
+    /// caller, beside what its signed telemetry reported for the same trace id.
+    pub answer_usage: Option<AnswerUsage>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -10,7 +10,7 @@ use crate::domain::ids::ApiKeyId;
 use crate::domain::ids::{AgentId, UserId};
 use crate::domain::pagination::Cursor;
 use crate::domain::period::PeriodKey;
-use crate::domain::usage::UsageTotals;
+use crate::domain::usage::{MeasuredUsage, UsageTotals};
 use crate::domain::user::User;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -268,6 +268,7 @@ impl ApiKeyStore for MemoryStore {
 #[derive(Default)]
 pub struct MemoryUsage {
     pub totals: RefCell<HashMap<PeriodKey, UsageTotals>>,
+    pub measured: RefCell<HashMap<PeriodKey, MeasuredUsage>>,
     pub finalized: Vec<PeriodKey>,
     pub agents: Vec<AgentId>,
     pub pruned: HashMap<PeriodKey, bool>,
@@ -282,6 +283,14 @@ impl UsageStore for MemoryUsage {
     async fn usage_totals(&self, _: &UserId, period: PeriodKey) -> StoreResult<UsageTotals> {
         Ok(self
             .totals
+            .borrow()
+            .get(&period)
+            .copied()
+            .unwrap_or_default())
+    }
+    async fn measured_usage(&self, _: &UserId, period: PeriodKey) -> StoreResult<MeasuredUsage> {
+        Ok(self
+            .measured
             .borrow()
             .get(&period)
             .copied()

@@ -130,12 +130,32 @@ impl InvokeRequest {
     }
 }
 
+/// The token counts an invoke/v1 answer carried in `usage`: what the agent told the caller, recorded by the
+/// gateway next to what its signed telemetry reports (so a mismatch is visible), never charged by itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnswerUsage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+impl AnswerUsage {
+    pub fn from_json(value: Option<&Value>) -> Option<Self> {
+        let v = value?;
+        Some(AnswerUsage {
+            input_tokens: v.get("inputTokens")?.as_u64()?,
+            output_tokens: v.get("outputTokens")?.as_u64()?,
+        })
+    }
+
+    pub fn to_json(self) -> Value {
+        json!({ "inputTokens": self.input_tokens, "outputTokens": self.output_tokens })
+    }
+}
+
 /// `usage` as the contract defines it; anything else from an agent is dropped rather than passed on.
 pub fn clean_usage(value: Option<&Value>) -> Option<Value> {
-    let v = value?;
-    let input = v.get("inputTokens")?.as_u64()?;
-    let output = v.get("outputTokens")?.as_u64()?;
-    Some(json!({ "inputTokens": input, "outputTokens": output }))
+    AnswerUsage::from_json(value).map(AnswerUsage::to_json)
 }
 
 /// An agent's answer body when it is an invoke/v1 response (`protocol` matches), whatever else it holds.

@@ -4,7 +4,7 @@
 //! order, stops early or fails with an `error` event. Nothing here buffers more than one event.
 
 use super::error::{ApiError, ErrorCode};
-use super::invoke::{clean_usage, parse_answer};
+use super::invoke::{parse_answer, AnswerUsage};
 use serde_json::{json, Value};
 
 /// Largest single upstream event; a bigger one ends the stream with an error rather than growing memory.
@@ -138,6 +138,8 @@ pub struct StreamRelay {
     parser: SseParser,
     phase: Phase,
     outcome: Option<StreamOutcome>,
+    /// The `usage` event the agent sent, if any (recorded by metering).
+    usage: Option<AnswerUsage>,
 }
 
 impl Default for StreamRelay {
@@ -146,6 +148,7 @@ impl Default for StreamRelay {
             parser: SseParser::default(),
             phase: Phase::Deltas,
             outcome: None,
+            usage: None,
         }
     }
 }
@@ -164,6 +167,11 @@ impl StreamRelay {
 
     pub fn outcome(&self) -> Option<StreamOutcome> {
         self.outcome
+    }
+
+    /// The token counts the agent's `usage` event carried, once it passed.
+    pub fn usage(&self) -> Option<AnswerUsage> {
+        self.usage
     }
 
     /// Bytes to send the client for one upstream chunk.
@@ -204,10 +212,11 @@ impl StreamRelay {
                     None => self.fail(&protocol_error("a delta without a text string")),
                 }
             }
-            ("usage", Phase::Deltas) => match clean_usage(data.as_ref()) {
+            ("usage", Phase::Deltas) => match AnswerUsage::from_json(data.as_ref()) {
                 Some(usage) => {
                     self.phase = Phase::AfterUsage;
-                    encode("usage", &usage)
+                    self.usage = Some(usage);
+                    encode("usage", &usage.to_json())
                 }
                 None => self.fail(&protocol_error("a usage event without token counts")),
             },
@@ -282,8 +291,11 @@ impl StreamRelay {
             if !text.is_empty() {
                 out.extend(encode("delta", &json!({ "text": text })));
             }
-            if let Some(usage) = clean_usage(parsed.as_ref().and_then(|v| v.get("usage"))) {
-                out.extend(encode("usage", &usage));
+            if let Some(usage) =
+                AnswerUsage::from_json(parsed.as_ref().and_then(|v| v.get("usage")))
+            {
+                self.usage = Some(usage);
+                out.extend(encode("usage", &usage.to_json()));
             }
         } else {
             let text = String::from_utf8_lossy(body);
@@ -351,6 +363,13 @@ mod tests {
         assert_eq!(events(&out)[1].1, json!({"text": "b"}));
         assert!(r.is_finished());
         assert_eq!(r.outcome(), Some(StreamOutcome::Done));
+        assert_eq!(
+            r.usage(),
+            Some(AnswerUsage {
+                input_tokens: 1,
+                output_tokens: 2
+            })
+        );
         assert!(r
             .feed(b"event: delta\ndata: {\"text\":\"late\"}\n\n")
             .is_empty());
@@ -415,6 +434,7 @@ mod tests {
         );
         assert_eq!(names(&out), ["delta", "usage", "done"]);
         assert_eq!(events(&out)[0].1["text"], "hi there");
+        assert_eq!(r.usage().map(|u| u.input_tokens), Some(2));
 
         let mut r = StreamRelay::default();
         assert_eq!(

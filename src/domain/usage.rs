@@ -27,7 +27,8 @@ pub fn prune_before(now: i64, retention_days: u32) -> PeriodKey {
     PeriodKey::containing(now - i64::from(retention_days) * MS_PER_DAY)
 }
 
-/// A user's totals for one period, as `billing_usage` holds them.
+/// A user's totals for one period: what the deployments' signed telemetry reported (`billing_usage`), and the
+/// compute the gateway measured itself (`gateway_ms`, from `measured_usage`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageTotals {
@@ -37,8 +38,13 @@ pub struct UsageTotals {
     pub output_tokens: u64,
     /// Input plus output: what `tokensPerPeriod` is charged against.
     pub tokens: u64,
+    /// Compute the agents reported.
     pub compute_ms: u64,
     pub errors: u64,
+    /// Compute the gateway measured: from forwarding each admitted call to its answer's last byte (or to the
+    /// moment the client went away), whether or not the agent reports anything.
+    #[serde(default)]
+    pub gateway_ms: u64,
 }
 
 impl UsageTotals {
@@ -58,8 +64,32 @@ impl UsageTotals {
             tokens: input_tokens.saturating_add(output_tokens),
             compute_ms,
             errors,
+            gateway_ms: 0,
         }
     }
+
+    pub fn with_gateway_ms(self, gateway_ms: u64) -> Self {
+        UsageTotals { gateway_ms, ..self }
+    }
+
+    /// What `computeMsPerPeriod` is charged against: the larger of the measured and the reported compute, so an
+    /// agent that reports nothing still uses its quota and one doing work the gateway cannot see (after its
+    /// answer) is still charged what it reported.
+    pub fn charged_compute_ms(&self) -> u64 {
+        self.compute_ms.max(self.gateway_ms)
+    }
+}
+
+/// What the gateway recorded itself for a user's period (`measured_usage`): the calls it counted, their
+/// measured compute, and the token counts the agents' answers carried — shown beside what the signed telemetry
+/// reported, so a mismatch is visible.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeasuredUsage {
+    pub invocations: u64,
+    pub gateway_ms: u64,
+    pub answer_input_tokens: u64,
+    pub answer_output_tokens: u64,
 }
 
 /// What is left of each metered entitlement (never negative).
@@ -76,7 +106,9 @@ pub fn remaining(totals: &UsageTotals, requests_reserved: u64, e: &Entitlements)
     Remaining {
         requests: e.requests_per_period.saturating_sub(requests_reserved),
         tokens: e.tokens_per_period.saturating_sub(totals.tokens),
-        compute_ms: e.compute_ms_per_period.saturating_sub(totals.compute_ms),
+        compute_ms: e
+            .compute_ms_per_period
+            .saturating_sub(totals.charged_compute_ms()),
     }
 }
 
@@ -103,7 +135,7 @@ pub fn check_quotas(
         (
             "computeMsPerPeriod",
             "compute milliseconds",
-            totals.compute_ms,
+            totals.charged_compute_ms(),
             e.compute_ms_per_period,
         ),
     ]
@@ -181,6 +213,27 @@ mod tests {
 
         // Raising the entitlement lets the same totals through.
         assert!(check_quotas(&tokens_reached, &limits(11, 100), p, now).is_ok());
+    }
+
+    #[test]
+    fn measured_compute_is_charged_when_the_agent_reports_less() {
+        let p = PeriodKey::parse("2026-11").unwrap();
+        let now = p.end_ms() - 1_000;
+        // An agent that reports nothing: the gateway's measure alone spends the quota.
+        let silent = UsageTotals::default().with_gateway_ms(100);
+        let err = check_quotas(&silent, &limits(10, 100), p, now).unwrap_err();
+        let details = err.details.unwrap();
+        assert_eq!(details["entitlement"], "computeMsPerPeriod");
+        assert_eq!(details["used"], 100);
+        assert!(check_quotas(&silent.with_gateway_ms(99), &limits(10, 100), p, now).is_ok());
+        // An agent reporting more than was measured is charged what it reported.
+        let reported = UsageTotals::new(1, 1, 0, 0, 70, 0).with_gateway_ms(40);
+        assert_eq!(reported.charged_compute_ms(), 70);
+        assert_eq!(
+            remaining(&reported, 0, &limits(10, 100)).compute_ms,
+            30,
+            "the larger figure is charged, not the sum"
+        );
     }
 
     #[test]

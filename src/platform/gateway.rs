@@ -11,34 +11,39 @@ use super::d1::D1Store;
 use super::durable::user_gate::UserGateClient;
 use super::identity::{credential, invoke_caller};
 use super::reply::Reply;
-use super::request::{header, read_json};
-use super::upstream::{read_bounded, relay, send};
+use super::request::{client_gone, header, read_json};
+use super::upstream::{read_bounded, relay, send, StreamEnd, StreamProgress};
 use super::JsClock;
 use crate::app::deployments::deploys_not_configured;
 use crate::app::gate::protocol::DeploymentTarget;
 use crate::app::invoke::{
-    given_back, gives_back, prepare, rate_limit_headers, stream_outcome, Admitted, InvokeGate,
-    Meter, Refused,
+    abandoned_after_ms, given_back, gives_back, prepare, rate_limit_headers, stream_abandoned,
+    stream_outcome, Admitted, InvokeGate, Meter, Refused,
 };
 use crate::app::ports::Clock;
+use crate::app::telemetry::UsageCharger;
 use crate::auth::verdict_cache::{VerdictCache, DEFAULT_CAPACITY};
 use crate::config::ServiceConfig;
 use crate::domain::admission::{admitted_trace_id, TRACE_KEY_LABEL};
 use crate::domain::gateway_credential;
 use crate::domain::ids::{AgentId, RequestId, UserId};
 use crate::domain::invoke::{
-    client_response, new_trace_id, InvokeRequest, UpstreamFailure, UpstreamTarget,
+    client_response, new_trace_id, AnswerUsage, InvokeRequest, UpstreamFailure, UpstreamTarget,
     MAX_INVOKE_BODY_BYTES,
 };
 use crate::domain::period::PeriodKey;
 use crate::domain::sse::{meta_event, StreamRelay};
+use crate::domain::usage::UsageTotals;
 use crate::domain::ApiError;
 use futures_channel::oneshot;
+use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use serde_json::Value;
 use std::cell::RefCell;
 use std::rc::Rc;
-use worker::{Context, Env, Headers, Request, Response};
+use std::time::Duration;
+use wasm_bindgen_futures::JsFuture;
+use worker::{web_sys, Context, Delay, Env, Headers, Request, Response};
 
 /// Where the gateway's time went, for `Server-Timing` (what `make bench` reports the overhead is made of).
 /// On Workers the clock advances only across I/O, which is exactly what these laps measure.
@@ -75,19 +80,72 @@ impl Stopwatch {
     }
 }
 
-async fn write_meter(env: &Env, meter: &Meter, outcome: &str, status: Option<u16>, counted: bool) {
-    let row = meter.row(outcome, status, counted, JsClock.now_ms());
-    let result = match d1_database(env) {
-        Ok(db) => D1Store::new(db).record_invocation(&row).await,
-        Err(e) => Err(crate::app::ports::StoreError(e.message)),
-    };
-    if let Err(e) = result {
-        worker::console_error!("metering {} failed: {}", meter.trace_id, e.0);
+/// The client's side of a call: when it goes away, and the upstream request to cancel then.
+struct ClientLink {
+    gone: Option<JsFuture>,
+    upstream: web_sys::AbortController,
+}
+
+/// How a call ended, as metering records it.
+struct Ended {
+    outcome: String,
+    status: Option<u16>,
+    counted: bool,
+    usage: Option<AnswerUsage>,
+    /// When it ended, if not now (a stream abandoned by its client ended at its last forwarded byte).
+    at: Option<i64>,
+}
+
+impl Ended {
+    fn new(outcome: String, status: Option<u16>, counted: bool) -> Self {
+        Ended {
+            outcome,
+            status,
+            counted,
+            usage: None,
+            at: None,
+        }
     }
 }
 
-/// A call's outcome as metering records it: outcome name, the agent's status, whether it counted.
-type Outcome = (String, Option<u16>, bool);
+/// Writes the call's metering row (with its measured compute when it is the last write), and tells the user's
+/// gate the measured total once it reaches the quota.
+async fn write_meter(env: &Env, meter: &Meter, ended: &Ended, last_write: bool) {
+    let now = JsClock.now_ms();
+    let mut row = meter
+        .row(
+            &ended.outcome,
+            ended.status,
+            ended.counted,
+            ended.at.unwrap_or(now),
+        )
+        .with_usage(ended.usage);
+    if !last_write {
+        row = row.provisional();
+    }
+    let result = match d1_database(env) {
+        Ok(db) => D1Store::new(db).record_invocation(&row, now).await,
+        Err(e) => Err(crate::app::ports::StoreError(e.message)),
+    };
+    match result {
+        Ok(Some(total)) if row.must_tell_gate(total) => {
+            let user = UserId::from_trusted(meter.user_id.clone());
+            let totals = UsageTotals::default().with_gateway_ms(total);
+            if let Err(e) = UserGateClient::new(env)
+                .charge(&user, meter.period, totals)
+                .await
+            {
+                // The gate reads the measured total with its facts' next load (within their TTL).
+                worker::console_error!(
+                    "telling the gate of {}'s compute failed: {e}",
+                    meter.user_id
+                );
+            }
+        }
+        Ok(_) => {}
+        Err(e) => worker::console_error!("metering {} failed: {}", meter.trace_id, e.0),
+    }
+}
 
 /// Where a call's metering row goes once its outcome is known. Every write happens in `waitUntil`, after (or
 /// beside) the answer: metering never adds latency.
@@ -95,35 +153,34 @@ enum Metering {
     /// Written when the outcome is known.
     Direct(Meter),
     /// A stream, recorded as it starts (`client_closed`) while the agent is called, then completed with its
-    /// real outcome through the sender; a dropped sender (the client went away) leaves `client_closed`. The
-    /// completion is written after the first row, never before it.
-    Started(oneshot::Sender<Outcome>),
+    /// real outcome through the sender. The completion is written after the first row, never before it.
+    Started(oneshot::Sender<Ended>),
 }
 
 impl Metering {
     fn start_stream(ctx: &Context, env: &Env, meter: Meter) -> Self {
-        let (tx, rx) = oneshot::channel::<Outcome>();
+        let (tx, rx) = oneshot::channel::<Ended>();
         let env = env.clone();
         ctx.wait_until(async move {
-            write_meter(&env, &meter, "client_closed", None, true).await;
-            if let Ok((outcome, status, counted)) = rx.await {
-                write_meter(&env, &meter, &outcome, status, counted).await;
-            }
+            let started = Ended::new("client_closed".into(), None, true);
+            write_meter(&env, &meter, &started, false).await;
+            let ended = rx.await.unwrap_or(started);
+            write_meter(&env, &meter, &ended, true).await;
         });
         Metering::Started(tx)
     }
 
     /// Records the outcome (in the background).
-    fn finish(self, ctx: &Context, env: &Env, outcome: String, status: Option<u16>, counted: bool) {
+    fn finish(self, ctx: &Context, env: &Env, ended: Ended) {
         match self {
             Metering::Direct(meter) => {
                 let env = env.clone();
                 ctx.wait_until(async move {
-                    write_meter(&env, &meter, &outcome, status, counted).await;
+                    write_meter(&env, &meter, &ended, true).await;
                 });
             }
             Metering::Started(tx) => {
-                let _ = tx.send((outcome, status, counted));
+                let _ = tx.send(ended);
             }
         }
     }
@@ -137,24 +194,86 @@ impl Metering {
         status: Option<u16>,
         counted: bool,
     ) -> ApiError {
-        self.finish(ctx, env, err.code.as_str().to_owned(), status, counted);
+        let ended = Ended::new(err.code.as_str().to_owned(), status, counted);
+        self.finish(ctx, env, ended);
         err
     }
 
-    /// Records the stream's outcome when the relay reports it (or `client_closed` if the client went away).
-    fn finish_after(self, ctx: &Context, env: &Env, rx: oneshot::Receiver<String>, status: u16) {
+    /// Records the stream's outcome when the relay reports it. A client that goes away leaves the relay
+    /// suspended, neither ended nor dropped (workerd stops pulling it), so the stream is also watched: when the
+    /// client goes away it is recorded as `client_closed`, measured to that moment (or to its last forwarded
+    /// byte, when only its silence tells).
+    #[allow(clippy::too_many_arguments)]
+    fn finish_after(
+        self,
+        ctx: &Context,
+        env: &Env,
+        rx: oneshot::Receiver<StreamEnd>,
+        progress: Rc<StreamProgress>,
+        status: u16,
+        idle_limit_ms: i64,
+        client: ClientLink,
+    ) {
         let env = env.clone();
         ctx.wait_until(async move {
-            let outcome = rx.await.unwrap_or_else(|_| "client_closed".into());
+            let watched =
+                watch_stream(rx, &progress, idle_limit_ms, client.gone, &client.upstream).await;
+            let ended = match watched {
+                Some((outcome, usage)) => Ended {
+                    usage,
+                    ..Ended::new(outcome, Some(status), true)
+                },
+                None => Ended {
+                    usage: progress.usage.get(),
+                    at: Some(progress.last_forward_ms.get()),
+                    ..Ended::new("client_closed".into(), Some(status), true)
+                },
+            };
             match self {
                 Metering::Started(tx) => {
-                    let _ = tx.send((outcome, Some(status), true));
+                    let _ = tx.send(ended);
                 }
-                Metering::Direct(meter) => {
-                    write_meter(&env, &meter, &outcome, Some(status), true).await;
-                }
+                Metering::Direct(meter) => write_meter(&env, &meter, &ended, true).await,
             }
         });
+    }
+}
+
+/// What a stream's watch learned: its relay's report, or `None` once the client went away (its request
+/// signal aborted, or, on a runtime without request signals, nothing was forwarded for longer than a live relay
+/// can stay silent). A client that went away has the agent's answer cancelled, so the agent stops working.
+async fn watch_stream(
+    mut rx: oneshot::Receiver<StreamEnd>,
+    progress: &StreamProgress,
+    idle_limit_ms: i64,
+    client_gone: Option<JsFuture>,
+    upstream: &web_sys::AbortController,
+) -> Option<StreamEnd> {
+    let mut gone: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> = match client_gone {
+        Some(signal) => Box::pin(async move {
+            let _ = signal.await;
+        }),
+        None => Box::pin(futures_util::future::pending()),
+    };
+    loop {
+        let now = JsClock.now_ms();
+        let last = progress.last_forward_ms.get();
+        if stream_abandoned(last, now, idle_limit_ms) {
+            upstream.abort();
+            return None;
+        }
+        let wait = (last + idle_limit_ms - now).max(1) as u64;
+        let timer = Delay::from(Duration::from_millis(wait));
+        match select(&mut rx, select(timer, &mut gone)).await {
+            Either::Left((end, _)) => return end.ok(),
+            Either::Right((Either::Right(_), _)) => {
+                // Measured to this moment: the client is gone.
+                progress.last_forward_ms.set(JsClock.now_ms());
+                upstream.abort();
+                return None;
+            }
+            Either::Right((Either::Left(_), _)) => continue,
+        }
     }
 }
 
@@ -217,6 +336,7 @@ pub(super) async fn invoke(
 ) -> Result<Reply, ApiError> {
     let started_at = JsClock.now_ms();
     let mut watch = Stopwatch::start(started_at);
+    let gone = if streaming { client_gone(req) } else { None };
     let presented = credential(header(req, "Authorization").as_deref(), config, started_at).await?;
     let agent_id = AgentId::parse(raw_agent_id).ok_or_else(ApiError::agent_not_found)?;
     let (_, body): (_, Value) = read_json(req, MAX_INVOKE_BODY_BYTES).await?;
@@ -250,10 +370,12 @@ pub(super) async fn invoke(
         period,
         streaming,
         started_at,
+        compute_ms_limit: 0,
     };
     match prepared {
         Ok(admitted) => {
             meter.deployment_id = Some(admitted.deployment.deployment_id.clone());
+            meter.compute_ms_limit = admitted.granted.compute_ms_limit;
             if admitted.gate_loaded {
                 // The gate read D1 for this call (new object or stale facts): named so `make bench` can see it.
                 watch.marks.push("gate_d1");
@@ -269,6 +391,7 @@ pub(super) async fn invoke(
                 meter,
                 streaming,
                 watch,
+                gone,
             )
             .await
         }
@@ -298,7 +421,10 @@ async fn call(
     meter: Meter,
     streaming: bool,
     mut watch: Stopwatch,
+    gone: Option<JsFuture>,
 ) -> Result<Reply, ApiError> {
+    let upstream_abort = web_sys::AbortController::new()
+        .map_err(|e| ApiError::internal(format!("AbortController: {e:?}")))?;
     let granted = &admitted.granted;
     let decision = granted.decision;
     let deployment = &admitted.deployment;
@@ -335,6 +461,7 @@ async fn call(
         credential.as_deref(),
         streaming,
         config.invoke_timeout_ms,
+        &upstream_abort,
     )
     .await;
     let mut upstream = match upstream {
@@ -388,7 +515,11 @@ async fn call(
         };
         return match outcome {
             Ok(answer) => {
-                metering.finish(ctx, env, "ok".into(), Some(status), true);
+                let ended = Ended {
+                    usage: AnswerUsage::from_json(answer.get("usage")),
+                    ..Ended::new("ok".into(), Some(status), true)
+                };
+                metering.finish(ctx, env, ended);
                 Ok(Reply::JsonWith(200, answer, headers))
             }
             Err(err) => {
@@ -399,10 +530,22 @@ async fn call(
 
     let meta = meta_event(&trace_id, &client_session, &deployment.deployment_id);
     let (tx, rx) = oneshot::channel();
-    metering.finish_after(ctx, env, rx, status);
+    let progress = Rc::new(StreamProgress::starting(JsClock.now_ms()));
+    metering.finish_after(
+        ctx,
+        env,
+        rx,
+        progress.clone(),
+        status,
+        abandoned_after_ms(timeout_ms),
+        ClientLink {
+            gone,
+            upstream: upstream_abort,
+        },
+    );
     let body = if content_type.contains("text/event-stream") {
         let source = upstream.stream().map_err(ApiError::internal)?;
-        relay(meta, source, target, timeout_ms, tx)
+        relay(meta, source, target, timeout_ms, tx, progress)
     } else {
         // A whole answer on the stream endpoint: wrapped into events once read.
         let mut relay = StreamRelay::default();
@@ -411,7 +554,7 @@ async fn call(
             Ok(body) => bytes.extend(relay.wrap_whole(&content_type, &body)),
             Err(failure) => bytes.extend(relay.fail(&target.failure(failure, true))),
         }
-        let _ = tx.send(stream_outcome(relay.outcome()));
+        let _ = tx.send((stream_outcome(relay.outcome()), relay.usage()));
         futures_util::stream::once(async move { Ok::<Vec<u8>, worker::Error>(bytes) }).boxed_local()
     };
     let response = Response::from_stream(body).map_err(ApiError::internal)?;

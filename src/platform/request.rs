@@ -82,3 +82,30 @@ pub(super) async fn read_body(req: &mut Request, limit: usize) -> Result<Vec<u8>
     }
     Ok(body)
 }
+
+/// Resolves when the client of `req` goes away (its `signal` aborts; needs the `enable_request_signal`
+/// compatibility flag). `None` when the runtime gives requests no signal.
+pub(super) fn client_gone(req: &Request) -> Option<wasm_bindgen_futures::JsFuture> {
+    use js_sys::{Function, Promise, Reflect};
+    use wasm_bindgen::{closure::Closure, JsCast, JsValue};
+    let signal = Reflect::get(req.inner(), &JsValue::from_str("signal")).ok()?;
+    let add: Function = Reflect::get(&signal, &JsValue::from_str("addEventListener"))
+        .ok()?
+        .dyn_into()
+        .ok()?;
+    let aborted = Reflect::get(&signal, &JsValue::from_str("aborted"))
+        .ok()
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
+    let promise = Promise::new(&mut |resolve, _| {
+        if aborted {
+            let _ = resolve.call0(&JsValue::UNDEFINED);
+            return;
+        }
+        let on_abort = Closure::once_into_js(move || {
+            let _ = resolve.call0(&JsValue::UNDEFINED);
+        });
+        let _ = add.call2(&signal, &JsValue::from_str("abort"), &on_abort);
+    });
+    Some(wasm_bindgen_futures::JsFuture::from(promise))
+}

@@ -6,17 +6,21 @@ use super::bindings::DISPATCHER_BINDING;
 use crate::app::gate::protocol::DeploymentTarget;
 use crate::app::invoke::stream_outcome;
 use crate::domain::gateway_credential;
-use crate::domain::invoke::{UpstreamFailure, UpstreamTarget, MAX_UPSTREAM_BODY_BYTES};
+use crate::domain::invoke::{
+    AnswerUsage, UpstreamFailure, UpstreamTarget, MAX_UPSTREAM_BODY_BYTES,
+};
 use crate::domain::sse::StreamRelay;
 use crate::domain::{ApiError, ErrorCode};
 use futures_channel::oneshot;
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use serde_json::json;
+use std::cell::Cell;
+use std::rc::Rc;
 use std::time::Duration;
 use wasm_bindgen::prelude::*;
 use worker::{
-    AbortController, ByteStream, Delay, Env, EnvBinding, Fetch, Fetcher, Headers, Method, Request,
+    web_sys, ByteStream, Delay, Env, EnvBinding, Fetch, Fetcher, Headers, Method, Request,
     RequestInit, RequestRedirect, Response,
 };
 
@@ -42,14 +46,34 @@ impl EnvBinding for DispatchNamespace {
     const TYPE_NAME: &'static str = "DynamicDispatcher";
 }
 
-/// Forwards the agent's SSE as it arrives. Dropping this stream (the client went away) drops the upstream
-/// reader, which cancels the agent's response body.
+/// How a relayed stream ended, for metering: its outcome and the `usage` the agent sent, if any.
+pub(super) type StreamEnd = (String, Option<AnswerUsage>);
+
+/// What a relayed stream has done so far, shared with its metering: when it last handed bytes to the client,
+/// and the `usage` the agent sent. When a client goes away, workerd stops pulling the relay and never ends or
+/// drops it, so metering measures an abandoned stream from this.
+pub(super) struct StreamProgress {
+    pub last_forward_ms: Cell<i64>,
+    pub usage: Cell<Option<AnswerUsage>>,
+}
+
+impl StreamProgress {
+    pub fn starting(now: i64) -> Self {
+        StreamProgress {
+            last_forward_ms: Cell::new(now),
+            usage: Cell::new(None),
+        }
+    }
+}
+
+/// Forwards the agent's SSE as it arrives, reporting how it ended through `tx` and its progress as it goes.
 pub(super) fn relay(
     meta: Vec<u8>,
     source: ByteStream,
     target: UpstreamTarget,
     timeout_ms: u64,
-    tx: oneshot::Sender<String>,
+    tx: oneshot::Sender<StreamEnd>,
+    progress: Rc<StreamProgress>,
 ) -> futures_util::stream::LocalBoxStream<'static, Result<Vec<u8>, worker::Error>> {
     struct State {
         meta: Option<Vec<u8>>,
@@ -57,13 +81,23 @@ pub(super) fn relay(
         relay: StreamRelay,
         target: UpstreamTarget,
         timeout_ms: u64,
-        tx: Option<oneshot::Sender<String>>,
+        tx: Option<oneshot::Sender<StreamEnd>>,
+        progress: Rc<StreamProgress>,
     }
     impl State {
         fn report(&mut self) {
             if let Some(tx) = self.tx.take() {
-                let _ = tx.send(stream_outcome(self.relay.outcome()));
+                let _ = tx.send((stream_outcome(self.relay.outcome()), self.relay.usage()));
             }
+        }
+
+        /// `bytes` are about to be handed to the client.
+        fn forward(self, bytes: Vec<u8>) -> Option<(Result<Vec<u8>, worker::Error>, Self)> {
+            self.progress
+                .last_forward_ms
+                .set(js_sys::Date::now() as i64);
+            self.progress.usage.set(self.relay.usage());
+            Some((Ok(bytes), self))
         }
     }
     let state = State {
@@ -73,10 +107,11 @@ pub(super) fn relay(
         target,
         timeout_ms,
         tx: Some(tx),
+        progress,
     };
     futures_util::stream::unfold(state, |mut st| async move {
         if let Some(meta) = st.meta.take() {
-            return Some((Ok(meta), st));
+            return st.forward(meta);
         }
         loop {
             if st.relay.is_finished() {
@@ -104,11 +139,22 @@ pub(super) fn relay(
                 )),
             };
             if !out.is_empty() {
-                return Some((Ok(out), st));
+                return st.forward(out);
             }
         }
     })
     .boxed_local()
+}
+
+/// `request`, cancelled (its answer's body included) when `abort` fires: on a timeout, or when the client of a
+/// stream goes away.
+fn cancellable(request: Request, abort: &web_sys::AbortController) -> worker::Result<Request> {
+    let init = web_sys::RequestInit::new();
+    init.set_signal(Some(&abort.signal()));
+    Ok(Request::from(web_sys::Request::new_with_request_and_init(
+        request.inner(),
+        &init,
+    )?))
 }
 
 /// `future`'s output, or `None` when `timeout_ms` pass first (the future is then dropped).
@@ -179,6 +225,7 @@ pub(super) async fn send(
     credential: Option<&str>,
     streaming: bool,
     timeout_ms: u64,
+    abort: &web_sys::AbortController,
 ) -> Result<Response, UpstreamFailure> {
     let invoke_path = deployment.invoke_path.as_str();
     // Only what the agent needs: never the caller's credentials or cookies.
@@ -211,7 +258,6 @@ pub(super) async fn send(
 
     let unbuilt = |e: worker::Error| UpstreamFailure::NotDispatched(e.to_string());
     let dispatching = deployment.deploy_target == "dispatch_namespace";
-    let abort = AbortController::default();
     let pending: std::pin::Pin<Box<dyn std::future::Future<Output = worker::Result<Response>>>> =
         match deployment.deploy_target.as_str() {
             "dispatch_namespace" => {
@@ -237,15 +283,17 @@ pub(super) async fn send(
                     &format!("https://{script}.dispatch.internal{invoke_path}"),
                     &init,
                 )
+                .and_then(|r| cancellable(r, abort))
                 .map_err(unbuilt)?;
                 Box::pin(async move { fetcher.fetch_request(request).await })
             }
             _ => {
                 let base = deployment.provider_ref.clone();
                 let url = format!("{}{invoke_path}", base.trim_end_matches('/'));
-                let request = Request::new_with_init(&url, &init).map_err(unbuilt)?;
-                let signal = abort.signal();
-                Box::pin(async move { Fetch::Request(request).send_with_signal(&signal).await })
+                let request = Request::new_with_init(&url, &init)
+                    .and_then(|r| cancellable(r, abort))
+                    .map_err(unbuilt)?;
+                Box::pin(async move { Fetch::Request(request).send().await })
             }
         };
     match within(timeout_ms, pending).await {

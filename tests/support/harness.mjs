@@ -11,9 +11,9 @@ import path from "node:path";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const ISSUER = "https://issuer.test.webhost.systems";
-const COMPATIBILITY_DATE = readFileSync(path.join(ROOT, "wrangler.toml"), "utf8").match(
-  /^compatibility_date = "([^"]+)"/m,
-)[1];
+const WRANGLER_TOML = readFileSync(path.join(ROOT, "wrangler.toml"), "utf8");
+const COMPATIBILITY_DATE = WRANGLER_TOML.match(/^compatibility_date = "([^"]+)"/m)[1];
+const COMPATIBILITY_FLAGS = JSON.parse(WRANGLER_TOML.match(/^compatibility_flags = (\[[^\]]*\])/m)?.[1] ?? "[]");
 
 /** An RS256 key pair as an identity provider holds it. */
 export async function makeSigningKey(kid = `kid-${crypto.randomUUID()}`) {
@@ -70,6 +70,7 @@ export function miniflareOptions(bindings, extra = {}, dispatcher = null) {
       { type: "CompiledWasm", include: ["**/*.wasm"] },
     ],
     compatibilityDate: COMPATIBILITY_DATE,
+    compatibilityFlags: COMPATIBILITY_FLAGS,
     d1Databases: { DB: "control-plane-test" },
     durableObjects: {
       USER_GATE: { className: "UserGate", useSQLite: true },

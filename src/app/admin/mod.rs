@@ -251,6 +251,7 @@ pub async fn run(
                 .ok_or_else(user_not_found)?;
             let rows = store.usage_by_outcome(&user_id, period).await?;
             let totals = usage.usage_totals(&user_id, period).await?;
+            let measured = usage.measured_usage(&user_id, period).await?;
             let mut by_outcome = Map::new();
             let (mut calls, mut counted, mut wall_ms) = (0u64, 0u64, 0u64);
             for r in rows {
@@ -269,6 +270,13 @@ pub async fn run(
                 "wallMs": wall_ms,
             });
             body["totals"] = json!(totals);
+            // What the answers told callers beside what the signed telemetry reported: a difference means an
+            // agent under-reports (or its reports were refused).
+            body["measured"] = json!(measured);
+            body["answeredVsReported"] = json!({
+                "inputTokens": measured.answer_input_tokens as i64 - totals.input_tokens as i64,
+                "outputTokens": measured.answer_output_tokens as i64 - totals.output_tokens as i64,
+            });
             body["remaining"] = json!(remaining(&totals, counted, &entitlements));
             Ok(body)
         }

@@ -100,6 +100,7 @@ pub fn admit(
                 runtime_session_id: record.runtime_session_id.clone(),
                 cpu_ms: entitlements.cpu_ms_per_invocation,
                 subrequests: entitlements.subrequests_per_invocation,
+                compute_ms_limit: entitlements.compute_ms_per_period,
             })),
             loaded: false,
         },

@@ -52,7 +52,7 @@ pub struct GateFacts {
     agents: HashMap<String, Stamped<AgentRoute>>,
     keys: HashMap<String, Stamped<KeyFacts>>,
     usage: Option<Stamped<(PeriodKey, UsageTotals)>>,
-    /// The highest totals telemetry charged per field, for the period: merged into every D1 read, so a read
+    /// The highest totals telemetry (or the gateway's measure) charged per field, for the period: merged into every D1 read, so a read
     /// that raced a charge cannot lower them.
     charged: Option<(PeriodKey, UsageTotals)>,
     /// Agents whose route is being changed (a deploy going live): until the hold ends, every call reads D1.
@@ -68,6 +68,7 @@ fn max_totals(a: &UsageTotals, b: &UsageTotals) -> UsageTotals {
         a.compute_ms.max(b.compute_ms),
         a.errors.max(b.errors),
     )
+    .with_gateway_ms(a.gateway_ms.max(b.gateway_ms))
 }
 
 impl GateFacts {

@@ -32,7 +32,8 @@ pub enum GateCall {
     /// An agent's route is about to change (a deploy going live): read it from D1 on every call until the
     /// write sends `Forget::Agent`, or for `MAX_HOLD_MS` at the most.
     Hold { agent_id: String },
-    /// Telemetry was charged: the user's period totals as D1 holds them after the charge.
+    /// Telemetry was charged, or the gateway's measured compute reached the quota: the user's period totals as D1
+    /// holds them after the charge (merged field by field, by maximum).
     Charge {
         period_key: PeriodKey,
         totals: UsageTotals,
@@ -96,6 +97,10 @@ pub struct Granted {
     /// Per-invocation limits for the dispatch namespace binding.
     pub cpu_ms: u64,
     pub subrequests: u64,
+    /// The period's `computeMsPerPeriod`: once the gateway's measured compute reaches it, the gateway tells the
+    /// gate (an ordinary call's measure reaches the gate with its facts' next read).
+    #[serde(default)]
+    pub compute_ms_limit: u64,
 }
 
 /// Why a call was refused before any request was reserved (or, for `LimitExceeded`, because none was left).

@@ -12,7 +12,7 @@
 use super::gate::protocol::{Admission, AdmitRequest, DeploymentTarget, Granted, Refusal, Verdict};
 use crate::domain::entitlements::{not_entitled, runtime_not_entitled};
 use crate::domain::ids::{AgentId, UserId};
-use crate::domain::invoke::{InvokeRequest, UpstreamFailure};
+use crate::domain::invoke::{AnswerUsage, InvokeRequest, UpstreamFailure};
 use crate::domain::period::PeriodKey;
 use crate::domain::reservation::GateDecision;
 use crate::domain::usage::check_quotas;
@@ -244,6 +244,8 @@ pub struct Meter {
     pub period: PeriodKey,
     pub streaming: bool,
     pub started_at: i64,
+    /// The admission's `computeMsPerPeriod` (0 for a refused call, which is never charged).
+    pub compute_ms_limit: u64,
 }
 
 /// One metering row.
@@ -253,7 +255,13 @@ pub struct Invocation<'a> {
     pub outcome: &'a str,
     pub upstream_status: Option<u16>,
     pub counted: bool,
+    /// From the call's start to its answer's last byte (or to when the client went away).
     pub wall_ms: i64,
+    /// The token counts the agent's answer carried in `usage`.
+    pub answer_usage: Option<AnswerUsage>,
+    /// Whether this is the call's last write. A stream's row written as it starts is provisional: only the
+    /// last write charges the measured compute, so a call is charged once.
+    pub last_write: bool,
 }
 
 impl Meter {
@@ -270,8 +278,52 @@ impl Meter {
             upstream_status,
             counted,
             wall_ms: (now - self.started_at).max(0),
+            answer_usage: None,
+            last_write: true,
         }
     }
+}
+
+impl Invocation<'_> {
+    pub fn with_usage(self, answer_usage: Option<AnswerUsage>) -> Self {
+        Invocation {
+            answer_usage,
+            ..self
+        }
+    }
+
+    pub fn provisional(self) -> Self {
+        Invocation {
+            last_write: false,
+            ..self
+        }
+    }
+
+    /// The compute this write adds to the user's measured total for the period: a counted call's wall time,
+    /// once. Calls that never reached the agent (refused, given back) are not charged.
+    pub fn measured_charge_ms(&self) -> Option<i64> {
+        (self.last_write && self.counted).then_some(self.wall_ms)
+    }
+
+    /// Whether the user's gate must hear of the measured total now (`total` after this write): once it reaches
+    /// the quota, so the next call is refused. Below it, the gate picks the total up with its facts' next read.
+    pub fn must_tell_gate(&self, total_ms: u64) -> bool {
+        total_ms >= self.meter.compute_ms_limit
+    }
+}
+
+/// How long past the relay's own silence limit a stream may go without forwarding a byte before metering takes
+/// it as abandoned by its client (a live relay forwards, or ends with `upstream_timeout`, within the limit).
+const ABANDON_GRACE_MS: i64 = 2_000;
+
+/// After how long without a forwarded byte a stream relayed with `timeout_ms` is abandoned.
+pub fn abandoned_after_ms(timeout_ms: u64) -> i64 {
+    timeout_ms as i64 + ABANDON_GRACE_MS
+}
+
+/// Whether a stream that last forwarded at `last_forward_ms` is abandoned at `now`.
+pub fn stream_abandoned(last_forward_ms: i64, now: i64, idle_limit_ms: i64) -> bool {
+    now - last_forward_ms >= idle_limit_ms
 }
 
 /// How a stream that ended is recorded.

@@ -67,6 +67,7 @@ fn granted_admission() -> Admission {
             runtime_session_id: "rts_1".into(),
             cpu_ms: 50,
             subrequests: 50,
+            compute_ms_limit: 1_000,
         })),
         loaded: true,
     }
@@ -258,7 +259,54 @@ fn a_metering_row_measures_from_the_start_and_never_goes_negative() {
         period: PeriodKey::containing(NOW),
         streaming: false,
         started_at: NOW,
+        compute_ms_limit: 100,
     };
     assert_eq!(meter.row("ok", Some(200), true, NOW + 42).wall_ms, 42);
     assert_eq!(meter.row("ok", Some(200), true, NOW - 5).wall_ms, 0);
+}
+
+#[test]
+fn measured_compute_is_charged_once_for_a_counted_call_only() {
+    let meter = Meter {
+        trace_id: "trc_1".into(),
+        request_id: "req_1".into(),
+        user_id: "usr_1".into(),
+        agent_id: "agt_1".into(),
+        deployment_id: Some("dep_1".into()),
+        api_key_id: None,
+        period: PeriodKey::containing(NOW),
+        streaming: true,
+        started_at: NOW,
+        compute_ms_limit: 100,
+    };
+    // A stream's first row is provisional; its last write charges the whole call.
+    let started = meter
+        .row("client_closed", None, true, NOW + 3)
+        .provisional();
+    assert_eq!(started.measured_charge_ms(), None);
+    let ended = meter.row("ok", Some(200), true, NOW + 250);
+    assert_eq!(ended.measured_charge_ms(), Some(250));
+    // A call given back (or refused) never reached the agent: not charged.
+    assert_eq!(
+        meter
+            .row("upstream_unavailable", None, false, NOW + 9)
+            .measured_charge_ms(),
+        None
+    );
+    // The gate hears of the total once it reaches the quota, not before.
+    assert!(!ended.must_tell_gate(99));
+    assert!(ended.must_tell_gate(100));
+    let usage = AnswerUsage {
+        input_tokens: 3,
+        output_tokens: 4,
+    };
+    assert_eq!(ended.with_usage(Some(usage)).answer_usage, Some(usage));
+}
+
+#[test]
+fn a_stream_is_abandoned_only_past_the_relays_own_silence_limit() {
+    let limit = abandoned_after_ms(4_000);
+    assert_eq!(limit, 6_000);
+    assert!(!stream_abandoned(NOW, NOW + 5_999, limit));
+    assert!(stream_abandoned(NOW, NOW + 6_000, limit));
 }

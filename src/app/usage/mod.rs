@@ -7,7 +7,7 @@ use crate::domain::ids::{AgentId, UserId};
 use crate::domain::period::PeriodKey;
 use crate::domain::reservation::GateDecision;
 use crate::domain::usage::{
-    is_final, period_start_iso, prune_before, remaining, Remaining, UsageTotals,
+    is_final, period_start_iso, prune_before, remaining, MeasuredUsage, Remaining, UsageTotals,
 };
 use crate::domain::user::User;
 use crate::domain::{ApiError, ErrorCode};
@@ -67,6 +67,8 @@ pub struct RollupRun {
 pub trait UsageStore {
     /// The user's totals for `period` (zeros when nothing was reported).
     async fn usage_totals(&self, user: &UserId, period: PeriodKey) -> StoreResult<UsageTotals>;
+    /// What the gateway measured and recorded for the user's period (zeros when nothing was).
+    async fn measured_usage(&self, user: &UserId, period: PeriodKey) -> StoreResult<MeasuredUsage>;
     /// The user's stored periods in `oldest..=newest` (periods without usage have none).
     async fn usage_history(
         &self,
@@ -121,7 +123,10 @@ pub struct CurrentUsage {
     pub period_start: String,
     pub resets_at: String,
     pub tier: &'static str,
+    /// Reported by the agents' signed telemetry, and `gatewayMs` measured by the gateway.
     pub totals: UsageTotals,
+    /// Recorded by the gateway: counted calls, their measured compute, and the answers' token counts.
+    pub measured: MeasuredUsage,
     pub requests_reserved: u64,
     pub entitlements: Entitlements,
     pub remaining: Remaining,
@@ -138,6 +143,7 @@ pub async fn current(
     let period = PeriodKey::containing(now);
     let entitlements = tiers.resolve(user.tier, &user.overrides);
     let totals = store.usage_totals(&user.id, period).await?;
+    let measured = store.measured_usage(&user.id, period).await?;
     let gate = counter
         .peek(&user.id, period, entitlements.requests_per_period)
         .await
@@ -163,6 +169,7 @@ pub async fn current(
         resets_at: period_start_iso(period.next()),
         tier: user.tier.as_str(),
         totals,
+        measured,
         requests_reserved: gate.used,
         entitlements,
         remaining: left,
@@ -234,8 +241,10 @@ pub async fn history(
             HistoryPeriod {
                 period_key: p.to_string(),
                 totals: row.map(|r| r.totals).unwrap_or_default(),
-                // A period nobody reported in is final once it has ended; one with usage once the job said so.
-                finalized: row.map_or_else(|| is_final(*p, now), |r| r.finalized),
+                // A period without telemetry is final once it has ended; one with telemetry once the job said so.
+                finalized: row
+                    .filter(|r| r.totals.events > 0)
+                    .map_or_else(|| is_final(*p, now), |r| r.finalized),
             }
         })
         .collect())

@@ -22,12 +22,14 @@ const GATE_FACTS: &str = "SELECT u.tier, u.entitlements_json, \
      d.id AS deployment_id, d.deploy_target, d.script_name, d.invoke_path, d.provider_ref, d.runtime_provider, \
      d.gateway_secret_sealed, \
      k.id AS key_id, k.revoked_at AS key_revoked_at, \
-     b.events, b.requests, b.input_tokens, b.output_tokens, b.compute_ms, b.errors \
+     b.events, b.requests, b.input_tokens, b.output_tokens, b.compute_ms, b.errors, \
+     m.gateway_ms \
      FROM users u \
      LEFT JOIN agents a ON a.id = ?2 AND a.user_id = u.id AND a.deleted_at IS NULL \
      LEFT JOIN deployments d ON d.id = a.active_deployment_id AND d.agent_id = a.id AND d.status = 'active' \
      LEFT JOIN api_keys k ON k.id = ?3 AND k.user_id = u.id \
      LEFT JOIN billing_usage b ON b.user_id = u.id AND b.period_key = ?4 \
+     LEFT JOIN measured_usage m ON m.user_id = u.id AND m.period_key = ?4 \
      WHERE u.id = ?1";
 
 #[derive(Debug, Deserialize)]
@@ -51,6 +53,7 @@ struct FactsRow {
     output_tokens: Option<f64>,
     compute_ms: Option<f64>,
     errors: Option<f64>,
+    gateway_ms: Option<f64>,
 }
 
 impl FactsRow {
@@ -93,7 +96,8 @@ impl FactsRow {
                 n(self.output_tokens),
                 n(self.compute_ms),
                 n(self.errors),
-            ),
+            )
+            .with_gateway_ms(n(self.gateway_ms)),
         })
     }
 }

@@ -6,21 +6,49 @@ use crate::app::invocations::{error_class, InvocationStore, InvocationView};
 use crate::app::invoke::Invocation;
 use crate::app::ports::StoreResult;
 use crate::domain::ids::{AgentId, UserId};
+use crate::domain::invoke::AnswerUsage;
 use crate::domain::pagination::Cursor;
 use wasm_bindgen::JsValue;
 
 const INSERT_INVOCATION: &str = "INSERT INTO invocations (id, request_id, user_id, agent_id, deployment_id, \
-     api_key_id, period_key, mode, outcome, upstream_status, counted, started_at, wall_ms) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+     api_key_id, period_key, mode, outcome, upstream_status, counted, started_at, wall_ms, \
+     answer_input_tokens, answer_output_tokens) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
      ON CONFLICT (id) DO UPDATE SET outcome = excluded.outcome, upstream_status = excluded.upstream_status, \
-     counted = excluded.counted, wall_ms = excluded.wall_ms";
+     counted = excluded.counted, wall_ms = excluded.wall_ms, \
+     answer_input_tokens = excluded.answer_input_tokens, answer_output_tokens = excluded.answer_output_tokens";
 const TOUCH_KEY: &str = "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1";
+// ?1 user, ?2 period, ?3 wall ms, ?4 answer input tokens, ?5 answer output tokens, ?6 now
+const CHARGE_MEASURED: &str =
+    "INSERT INTO measured_usage (user_id, period_key, invocations, gateway_ms, \
+     answer_input_tokens, answer_output_tokens, updated_at) VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6) \
+     ON CONFLICT (user_id, period_key) DO UPDATE SET invocations = invocations + 1, \
+     gateway_ms = gateway_ms + excluded.gateway_ms, \
+     answer_input_tokens = answer_input_tokens + excluded.answer_input_tokens, \
+     answer_output_tokens = answer_output_tokens + excluded.answer_output_tokens, \
+     updated_at = excluded.updated_at \
+     RETURNING gateway_ms";
+
+#[derive(Debug, serde::Deserialize)]
+struct MeasuredRow {
+    gateway_ms: f64,
+}
 
 impl D1Store {
-    /// Writes (or, for a stream recorded when it started, completes) the metering row, and the key's last use,
-    /// in one batch.
-    pub async fn record_invocation(&self, inv: &Invocation<'_>) -> StoreResult<()> {
+    /// Writes (or, for a stream recorded when it started, completes) the metering row, the key's last use and
+    /// the call's measured compute, in one batch. Answers the user's measured total for the period when this
+    /// write charged one.
+    pub async fn record_invocation(
+        &self,
+        inv: &Invocation<'_>,
+        now: i64,
+    ) -> StoreResult<Option<u64>> {
         let m = inv.meter;
+        let answered = |tokens: fn(&AnswerUsage) -> u64| {
+            inv.answer_usage
+                .as_ref()
+                .map_or(JsValue::NULL, |u| number(tokens(u) as i64))
+        };
         let insert = self
             .db()
             .prepare(INSERT_INVOCATION)
@@ -39,9 +67,28 @@ impl D1Store {
                 number(inv.counted as i64),
                 number(m.started_at),
                 number(inv.wall_ms),
+                answered(|u| u.input_tokens),
+                answered(|u| u.output_tokens),
             ])
             .map_err(fail)?;
         let mut statements = vec![insert];
+        let charge = inv.measured_charge_ms();
+        if let Some(wall_ms) = charge {
+            let usage = inv.answer_usage.unwrap_or_default();
+            statements.push(
+                self.db()
+                    .prepare(CHARGE_MEASURED)
+                    .bind(&[
+                        text(&m.user_id),
+                        text(&m.period.to_string()),
+                        number(wall_ms),
+                        number(usage.input_tokens as i64),
+                        number(usage.output_tokens as i64),
+                        number(now),
+                    ])
+                    .map_err(fail)?,
+            );
+        }
         if let Some(key) = &m.api_key_id {
             statements.push(
                 self.db()
@@ -50,8 +97,17 @@ impl D1Store {
                     .map_err(fail)?,
             );
         }
-        self.db().batch(statements).await.map_err(fail)?;
-        Ok(())
+        let results = self.db().batch(statements).await.map_err(fail)?;
+        if charge.is_none() {
+            return Ok(None);
+        }
+        let total = results
+            .get(1)
+            .map(|r| r.results::<MeasuredRow>())
+            .transpose()
+            .map_err(fail)?
+            .and_then(|rows| rows.first().map(|r| r.gateway_ms as u64));
+        Ok(total)
     }
 }
 
@@ -66,17 +122,19 @@ struct InvocationRow {
     started_at: f64,
     wall_ms: f64,
     api_key_id: Option<String>,
+    answer_input_tokens: Option<f64>,
+    answer_output_tokens: Option<f64>,
 }
 
 // ?1 user_id, ?2 agent_id, ?3 limit
 const LIST_FIRST_PAGE: &str =
     "SELECT id, deployment_id, mode, outcome, upstream_status, counted, started_at, \
-     wall_ms, api_key_id FROM invocations WHERE user_id = ?1 AND agent_id = ?2 \
-     ORDER BY started_at DESC, id DESC LIMIT ?3";
+     wall_ms, api_key_id, answer_input_tokens, answer_output_tokens FROM invocations \
+     WHERE user_id = ?1 AND agent_id = ?2 ORDER BY started_at DESC, id DESC LIMIT ?3";
 // ?4 cursor started_at, ?5 cursor id
 const LIST_AFTER: &str = "SELECT id, deployment_id, mode, outcome, upstream_status, counted, started_at, \
-     wall_ms, api_key_id FROM invocations WHERE user_id = ?1 AND agent_id = ?2 \
-     AND (started_at < ?4 OR (started_at = ?4 AND id < ?5)) ORDER BY started_at DESC, id DESC LIMIT ?3";
+     wall_ms, api_key_id, answer_input_tokens, answer_output_tokens FROM invocations \
+     WHERE user_id = ?1 AND agent_id = ?2 AND (started_at < ?4 OR (started_at = ?4 AND id < ?5)) ORDER BY started_at DESC, id DESC LIMIT ?3";
 // ?1 before, ?2 limit
 const PRUNE_INVOCATIONS: &str = "DELETE FROM invocations WHERE rowid IN \
      (SELECT rowid FROM invocations WHERE started_at < ?1 LIMIT ?2) RETURNING 1 AS n";
@@ -118,6 +176,13 @@ impl InvocationStore for D1Store {
                 started_at: r.started_at as i64,
                 wall_ms: r.wall_ms as i64,
                 api_key_id: r.api_key_id,
+                answer_usage: match (r.answer_input_tokens, r.answer_output_tokens) {
+                    (Some(input), Some(output)) => Some(AnswerUsage {
+                        input_tokens: input as u64,
+                        output_tokens: output as u64,
+                    }),
+                    _ => None,
+                },
             })
             .collect())
     }

@@ -6,7 +6,7 @@ use crate::app::ports::{StoreError, StoreResult};
 use crate::app::usage::{PeriodTotals, RecentEvent, Recomputed, UsageStore};
 use crate::domain::ids::{AgentId, UserId};
 use crate::domain::period::PeriodKey;
-use crate::domain::usage::UsageTotals;
+use crate::domain::usage::{MeasuredUsage, UsageTotals};
 use serde::Deserialize;
 use wasm_bindgen::JsValue;
 
@@ -20,6 +20,9 @@ pub struct TotalsRow {
     pub output_tokens: f64,
     pub compute_ms: f64,
     pub errors: f64,
+    /// The gateway's measured compute, for the queries that join `measured_usage`.
+    #[serde(default)]
+    pub gateway_ms: Option<f64>,
     #[serde(default)]
     pub finalized_at: Option<f64>,
 }
@@ -34,7 +37,16 @@ impl TotalsRow {
             self.compute_ms as u64,
             self.errors as u64,
         )
+        .with_gateway_ms(self.gateway_ms.unwrap_or(0.0) as u64)
     }
+}
+
+#[derive(Debug, Deserialize)]
+struct MeasuredRow {
+    invocations: f64,
+    gateway_ms: f64,
+    answer_input_tokens: f64,
+    answer_output_tokens: f64,
 }
 
 /// D1 hands every number to Rust as a JS number (f64); counters and millisecond timestamps are whole numbers and
@@ -148,12 +160,33 @@ impl UsageStore for D1Store {
     async fn usage_totals(&self, user: &UserId, period: PeriodKey) -> StoreResult<UsageTotals> {
         let rows: Vec<TotalsRow> = self
             .rows(
-                "SELECT period_key, events, requests, input_tokens, output_tokens, compute_ms, errors \
-                 FROM billing_usage WHERE user_id = ?1 AND period_key = ?2",
+                "SELECT ?2 AS period_key, COALESCE(b.events, 0) AS events, COALESCE(b.requests, 0) AS requests, \
+                 COALESCE(b.input_tokens, 0) AS input_tokens, COALESCE(b.output_tokens, 0) AS output_tokens, \
+                 COALESCE(b.compute_ms, 0) AS compute_ms, COALESCE(b.errors, 0) AS errors, \
+                 (SELECT gateway_ms FROM measured_usage WHERE user_id = ?1 AND period_key = ?2) AS gateway_ms \
+                 FROM (SELECT 1) LEFT JOIN billing_usage b ON b.user_id = ?1 AND b.period_key = ?2",
                 &[text(user.as_str()), text(&period.to_string())],
             )
             .await?;
         Ok(rows.first().map(TotalsRow::totals).unwrap_or_default())
+    }
+
+    async fn measured_usage(&self, user: &UserId, period: PeriodKey) -> StoreResult<MeasuredUsage> {
+        let rows: Vec<MeasuredRow> = self
+            .rows(
+                "SELECT invocations, gateway_ms, answer_input_tokens, answer_output_tokens \
+                 FROM measured_usage WHERE user_id = ?1 AND period_key = ?2",
+                &[text(user.as_str()), text(&period.to_string())],
+            )
+            .await?;
+        Ok(rows
+            .first()
+            .map_or_else(MeasuredUsage::default, |r| MeasuredUsage {
+                invocations: r.invocations as u64,
+                gateway_ms: r.gateway_ms as u64,
+                answer_input_tokens: r.answer_input_tokens as u64,
+                answer_output_tokens: r.answer_output_tokens as u64,
+            }))
     }
 
     /// The user's rows for periods `oldest..=newest` (periods without usage have no row), with whether each
@@ -165,10 +198,17 @@ impl UsageStore for D1Store {
         newest: PeriodKey,
     ) -> StoreResult<Vec<PeriodTotals>> {
         let rows: Vec<TotalsRow> = self.rows(
-            "SELECT b.period_key, b.events, b.requests, b.input_tokens, b.output_tokens, b.compute_ms, \
-             b.errors, r.finalized_at FROM billing_usage b \
-             LEFT JOIN usage_rollups r ON r.period_key = b.period_key \
-             WHERE b.user_id = ?1 AND b.period_key >= ?2 AND b.period_key <= ?3",
+            // A period with telemetry, measured compute, or both.
+            "SELECT k.period_key, COALESCE(b.events, 0) AS events, COALESCE(b.requests, 0) AS requests, \
+             COALESCE(b.input_tokens, 0) AS input_tokens, COALESCE(b.output_tokens, 0) AS output_tokens, \
+             COALESCE(b.compute_ms, 0) AS compute_ms, COALESCE(b.errors, 0) AS errors, m.gateway_ms, \
+             r.finalized_at FROM \
+             (SELECT period_key FROM billing_usage WHERE user_id = ?1 AND period_key >= ?2 AND period_key <= ?3 \
+              UNION SELECT period_key FROM measured_usage \
+              WHERE user_id = ?1 AND period_key >= ?2 AND period_key <= ?3) k \
+             LEFT JOIN billing_usage b ON b.user_id = ?1 AND b.period_key = k.period_key \
+             LEFT JOIN measured_usage m ON m.user_id = ?1 AND m.period_key = k.period_key \
+             LEFT JOIN usage_rollups r ON r.period_key = k.period_key",
             &[
                 text(user.as_str()),
                 text(&oldest.to_string()),
