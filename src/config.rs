@@ -3,6 +3,7 @@
 
 use crate::auth::AuthConfig;
 use crate::cloudflare::api::DeployTarget;
+use crate::crypto::keyring::Keyring;
 use crate::crypto::secret_box::EncryptionKey;
 use crate::domain::entitlements::TierOverrides;
 use crate::domain::rate_limit::Rate;
@@ -50,7 +51,8 @@ pub struct DeployConfig {
     /// `https://api.cloudflare.com/client/v4` unless overridden (the local Cloudflare in development).
     pub api_base_url: String,
     pub api_token: String,
-    pub encryption_key: EncryptionKey,
+    /// `TELEMETRY_SECRETS_ENCRYPTION_KEY` (seals), with `PREVIOUS_ENCRYPTION_KEYS` (open what they sealed).
+    pub encryption_key: Keyring,
     pub telemetry_report_url: String,
     /// workers_dev only: where a script answers, with `{script}` standing for its name.
     pub workers_dev_url_template: Option<String>,
@@ -78,6 +80,20 @@ impl DeployConfig {
                     .map_err(|e| format!("TELEMETRY_SECRETS_ENCRYPTION_KEY: {e}"))
             })
             .transpose()?;
+        let previous = nonempty("PREVIOUS_ENCRYPTION_KEYS")
+            .map(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .enumerate()
+                    .map(|(i, k)| {
+                        EncryptionKey::parse(k)
+                            .map_err(|e| format!("PREVIOUS_ENCRYPTION_KEYS, key {}: {e}", i + 1))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
         let Some(target_name) = nonempty("DEPLOY_TARGET") else {
             return Ok(None);
         };
@@ -120,8 +136,12 @@ impl DeployConfig {
             api_base_url: nonempty("CLOUDFLARE_API_BASE_URL")
                 .unwrap_or_else(|| DEFAULT_API_BASE_URL.into()),
             api_token: require("CLOUDFLARE_API_TOKEN")?,
-            encryption_key: key
-                .ok_or("TELEMETRY_SECRETS_ENCRYPTION_KEY is required when DEPLOY_TARGET is set")?,
+            encryption_key: Keyring::new(
+                key.ok_or(
+                    "TELEMETRY_SECRETS_ENCRYPTION_KEY is required when DEPLOY_TARGET is set",
+                )?,
+                previous,
+            ),
             telemetry_report_url,
             workers_dev_url_template,
             default_compatibility_date: nonempty("AGENT_COMPATIBILITY_DATE")
@@ -244,6 +264,7 @@ pub const CONFIG_VARS: &[&str] = &[
     "DISPATCH_NAMESPACE",
     "WORKERS_DEV_URL_TEMPLATE",
     "TELEMETRY_SECRETS_ENCRYPTION_KEY",
+    "PREVIOUS_ENCRYPTION_KEYS",
     "TELEMETRY_REPORT_URL",
     "AGENT_COMPATIBILITY_DATE",
     "TIER_ENTITLEMENTS",

@@ -99,9 +99,9 @@ test("the value reaches the deployed script, and nowhere else: no response, no l
   // Positive control: the same files do hold what was written in the clear, so the scan looks in the right place.
   assert.ok(files.some((f) => readFileSync(f).includes(Buffer.from("secret-consumer"))), "the scan sees D1's data");
   const rows = (await app.db.prepare("SELECT value_sealed FROM agent_secrets").all()).results;
-  assert.ok(rows.length > 0 && rows.every((r) => r.value_sealed.startsWith("v1.")));
+  assert.ok(rows.length > 0 && rows.every((r) => r.value_sealed.startsWith("v2.")));
   const sealed = (await app.db.prepare("SELECT telemetry_secret_sealed FROM deployments").all()).results;
-  assert.ok(sealed.every((r) => r.telemetry_secret_sealed.startsWith("v1.")));
+  assert.ok(sealed.every((r) => r.telemetry_secret_sealed.startsWith("v2.")));
   assert.ok(!output.join("").includes(SECRET_VALUE), "the worker's output mentions the secret");
   assert.ok(output.join("").includes(`deploy ${done.id} finished active`), "the capture sees the worker's logs");
 });

@@ -7,6 +7,7 @@ pub mod deployments;
 pub mod gate;
 pub mod invocations;
 pub mod invoke;
+pub mod key_rotation;
 #[cfg(test)]
 pub(crate) mod memory;
 pub mod ports;

@@ -3,7 +3,7 @@
 
 use super::agents::get_agent;
 use super::ports::{Clock, DeploymentStore, SealedSecret, Store};
-use crate::crypto::secret_box::EncryptionKey;
+use crate::crypto::keyring::Keyring;
 use crate::domain::deployment::{is_binding_name, RESERVED_BINDINGS};
 use crate::domain::ids::{AgentId, UserId};
 use crate::domain::user::User;
@@ -44,7 +44,7 @@ pub fn secret_aad(user: &UserId, agent: &AgentId, name: &str) -> Vec<u8> {
     format!("agent-secret/{user}/{agent}/{name}").into_bytes()
 }
 
-pub fn open_secret(key: &EncryptionKey, aad: &[u8], sealed: &str) -> Result<String, String> {
+pub fn open_secret(key: &Keyring, aad: &[u8], sealed: &str) -> Result<String, String> {
     String::from_utf8(key.open(sealed, aad)?).map_err(|_| "secret is not UTF-8".to_string())
 }
 
@@ -67,7 +67,7 @@ fn validate_name(name: &str) -> Result<(), ApiError> {
 pub async fn put_secret<S: Store + DeploymentStore, C: Clock>(
     store: &S,
     clock: &C,
-    key: &EncryptionKey,
+    key: &Keyring,
     owner: &User,
     raw_agent_id: &str,
     name: &str,
@@ -138,7 +138,10 @@ mod tests {
 
     #[test]
     fn secrets_are_bound_to_their_owner_agent_and_name() {
-        let key = EncryptionKey::parse(&format!("hex:{}", "42".repeat(32))).unwrap();
+        let key: Keyring =
+            crate::crypto::secret_box::EncryptionKey::parse(&format!("hex:{}", "42".repeat(32)))
+                .unwrap()
+                .into();
         let (u, a) = (UserId::generate(), AgentId::generate());
         let sealed = key.seal(b"value", &secret_aad(&u, &a, "API_KEY"));
         assert_eq!(

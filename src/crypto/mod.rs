@@ -1,5 +1,6 @@
 //! Cryptography the control plane owns: sealing secrets at rest, hashing credentials, comparing them safely.
 
+pub mod keyring;
 pub mod secret_box;
 
 use crate::domain::ids::hex_encode;

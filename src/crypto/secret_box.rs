@@ -1,6 +1,8 @@
 //! Secrets at rest: AES-256-GCM under the operator's key (`TELEMETRY_SECRETS_ENCRYPTION_KEY`), with associated
 //! data that binds each ciphertext to where it belongs (e.g. user, agent and secret name), so a ciphertext
-//! copied to another row does not decrypt. Stored form: `v1.<base64url(nonce ‖ ciphertext ‖ tag)>`.
+//! copied to another row does not decrypt. Stored form: `v2.<key id>.<base64url(nonce ‖ ciphertext ‖ tag)>`,
+//! where the key id names the key that sealed it (so keys can rotate: `crypto::keyring`); values written before
+//! key ids existed are `v1.<base64url(…)>` and open with whichever configured key sealed them.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -9,7 +11,10 @@ use base64::Engine;
 use std::fmt;
 
 const NONCE_LEN: usize = 12;
-const PREFIX: &str = "v1.";
+const LEGACY_PREFIX: &str = "v1.";
+const PREFIX: &str = "v2.";
+/// Hex digits of a key id: 64 bits of an HMAC of the key, which identifies it and reveals nothing of it.
+const KEY_ID_HEX: usize = 16;
 
 /// A 32-byte AES-256 key. `Debug` never shows the bytes.
 #[derive(Clone)]
@@ -42,6 +47,11 @@ impl EncryptionKey {
         Ok(EncryptionKey(Box::new(bytes)))
     }
 
+    /// The key's id, recorded in every value it seals.
+    pub fn key_id(&self) -> String {
+        crate::domain::ids::hex_encode(&self.derive(b"webhost/key-id/v1")[..KEY_ID_HEX / 2])
+    }
+
     /// A separate key for another purpose (`label` names it), derived so that neither reveals the other.
     pub fn derive(&self, label: &[u8]) -> [u8; 32] {
         crate::crypto::hmac_sha256(&self.0[..], label)
@@ -66,14 +76,18 @@ impl EncryptionKey {
             .expect("AES-GCM encryption of an in-memory buffer cannot fail");
         let mut out = nonce.to_vec();
         out.extend_from_slice(&ciphertext);
-        format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(out))
+        format!("{PREFIX}{}.{}", self.key_id(), URL_SAFE_NO_PAD.encode(out))
     }
 
-    /// Fails on a wrong key, a wrong `aad`, or any altered byte.
+    /// Fails on a value sealed under another key, a wrong `aad`, or any altered byte.
     pub fn open(&self, sealed: &str, aad: &[u8]) -> Result<Vec<u8>, String> {
-        let encoded = sealed
-            .strip_prefix(PREFIX)
-            .ok_or("unknown sealed-secret format")?;
+        let encoded = match sealed_key_id(sealed)? {
+            SealedUnder::Key(id) if id != self.key_id() => {
+                return Err(format!("sealed under key {id}, not this one"))
+            }
+            SealedUnder::Key(id) => &sealed[PREFIX.len() + id.len() + 1..],
+            SealedUnder::Legacy => &sealed[LEGACY_PREFIX.len()..],
+        };
         let bytes = URL_SAFE_NO_PAD
             .decode(encoded)
             .map_err(|_| "sealed secret is not base64url")?;
@@ -95,6 +109,35 @@ impl EncryptionKey {
     }
 }
 
+/// Which key a stored value names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealedUnder<'a> {
+    Key(&'a str),
+    /// Sealed before values recorded their key.
+    Legacy,
+}
+
+/// The key id a stored value records (without opening it).
+pub fn sealed_key_id(sealed: &str) -> Result<SealedUnder<'_>, String> {
+    if sealed.starts_with(LEGACY_PREFIX) {
+        return Ok(SealedUnder::Legacy);
+    }
+    let rest = sealed
+        .strip_prefix(PREFIX)
+        .ok_or("unknown sealed-secret format")?;
+    match rest.split_once('.') {
+        Some((id, _)) if id.len() == KEY_ID_HEX && id.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Ok(SealedUnder::Key(id))
+        }
+        _ => Err("sealed secret has no key id".into()),
+    }
+}
+
+/// The stored-value prefix of everything `key_id` sealed (what the re-seal job looks past).
+pub fn sealed_prefix(key_id: &str) -> String {
+    format!("{PREFIX}{key_id}.")
+}
+
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
     if hex.len() % 2 != 0 {
         return None;
@@ -114,9 +157,12 @@ mod tests {
     }
 
     fn raw(sealed: &str) -> Vec<u8> {
-        URL_SAFE_NO_PAD
-            .decode(sealed.strip_prefix(PREFIX).unwrap())
+        let (_, encoded) = sealed
+            .strip_prefix(PREFIX)
             .unwrap()
+            .split_once('.')
+            .unwrap();
+        URL_SAFE_NO_PAD.decode(encoded).unwrap()
     }
 
     /// McGrew & Viega, "The Galois/Counter Mode of Operation", test cases 13 and 14 (AES-256, zero key and IV).
@@ -155,11 +201,38 @@ mod tests {
         for i in 0..bytes.len() {
             let mut altered = bytes.clone();
             altered[i] ^= 1;
-            let forged = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(&altered));
+            let forged = format!(
+                "{}{}",
+                sealed_prefix(&k.key_id()),
+                URL_SAFE_NO_PAD.encode(&altered)
+            );
             assert!(k.open(&forged, b"usr_1/agt_1/API_KEY").is_err(), "byte {i}");
         }
         assert!(k.open("v0.abc", b"").is_err());
         assert!(k.open("v1.AAAA", b"").is_err());
+        assert!(k.open("v2.AAAA", b"").is_err());
+    }
+
+    #[test]
+    fn values_name_their_key_and_legacy_values_still_open() {
+        let k = key();
+        let sealed = k.seal(b"hunter2", b"aad");
+        assert_eq!(
+            sealed_key_id(&sealed),
+            Ok(SealedUnder::Key(&k.key_id()[..]))
+        );
+        assert!(sealed.starts_with(&sealed_prefix(&k.key_id())));
+        let other = EncryptionKey::parse(&format!("hex:{}", "11".repeat(32))).unwrap();
+        assert_ne!(other.key_id(), k.key_id());
+        assert!(other
+            .open(&sealed, b"aad")
+            .unwrap_err()
+            .contains(&k.key_id()));
+        // A value from before key ids: `v1.` and the same bytes.
+        let legacy = format!("{LEGACY_PREFIX}{}", URL_SAFE_NO_PAD.encode(raw(&sealed)));
+        assert_eq!(sealed_key_id(&legacy), Ok(SealedUnder::Legacy));
+        assert_eq!(k.open(&legacy, b"aad").unwrap(), b"hunter2");
+        assert!(other.open(&legacy, b"aad").is_err());
     }
 
     #[test]

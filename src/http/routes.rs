@@ -33,6 +33,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/admin/users/{userId}/usage"),
     ("POST", "/v1/admin/users/{userId}/gate/refresh"),
     ("POST", "/v1/admin/usage/recompute"),
+    ("POST", "/v1/admin/secrets/reseal"),
     ("POST", "/v1/telemetry/report"),
     ("GET", "/v1/usage/current"),
     ("GET", "/v1/usage/history"),
@@ -69,6 +70,7 @@ pub enum Route {
     AdminUsage(String),
     AdminRefreshGate(String),
     AdminRecompute,
+    AdminReseal,
     TelemetryReport,
     UsageCurrent,
     UsageHistory,
@@ -85,6 +87,7 @@ impl Route {
                 | Route::AdminUsage(_)
                 | Route::AdminRefreshGate(_)
                 | Route::AdminRecompute
+                | Route::AdminReseal
         )
     }
 }
@@ -135,6 +138,7 @@ fn build(method: &str, template: &str, params: Vec<String>) -> Option<Route> {
         ("GET", "/v1/admin/users/{userId}/usage") => Route::AdminUsage(param()),
         ("POST", "/v1/admin/users/{userId}/gate/refresh") => Route::AdminRefreshGate(param()),
         ("POST", "/v1/admin/usage/recompute") => Route::AdminRecompute,
+        ("POST", "/v1/admin/secrets/reseal") => Route::AdminReseal,
         ("POST", "/v1/telemetry/report") => Route::TelemetryReport,
         ("GET", "/v1/usage/current") => Route::UsageCurrent,
         ("GET", "/v1/usage/history") => Route::UsageHistory,

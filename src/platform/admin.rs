@@ -6,7 +6,7 @@ use super::durable::user_gate::UserGateClient;
 use super::reply::Reply;
 use super::request::{header, read_json};
 use super::JsClock;
-use crate::app::admin::{self, AdminCall};
+use crate::app::admin::{self, AdminCall, Sealing};
 use crate::app::ports::Clock;
 use crate::config::ServiceConfig;
 use crate::domain::ids::RequestId;
@@ -37,6 +37,7 @@ pub(super) async fn handle(
         Route::AdminUsage(u) => ("get_usage", Some(u.as_str())),
         Route::AdminRefreshGate(u) => ("refresh_gate", Some(u.as_str())),
         Route::AdminRecompute => ("recompute_usage", None),
+        Route::AdminReseal => ("reseal_secrets", None),
         _ => return Err(ApiError::internal("not an admin route")),
     };
     let mut call = None;
@@ -93,8 +94,22 @@ async fn run(
         Route::AdminRecompute => AdminCall::Recompute {
             body: read_json(req, MAX_JSON_BODY_BYTES).await?.1,
         },
+        Route::AdminReseal => AdminCall::Reseal,
         _ => return Err(ApiError::internal("not an admin route")),
     };
     let made = call.insert(made);
-    admin::run(store, store, gate, &config.tiers, made, JsClock.now_ms()).await
+    let sealing = Sealing {
+        store,
+        keys: config.deploy.as_ref().map(|d| &d.encryption_key),
+    };
+    admin::run(
+        store,
+        store,
+        gate,
+        sealing,
+        &config.tiers,
+        made,
+        JsClock.now_ms(),
+    )
+    .await
 }

@@ -8,14 +8,15 @@ use super::durable::user_gate::UserGateClient;
 use super::JsClock;
 use crate::app::deployments;
 use crate::app::ports::{Clock, Sleeper};
-use crate::app::{invocations, usage};
+use crate::app::{invocations, key_rotation, usage};
 use crate::config::{DeployConfig, ServiceConfig};
 use crate::domain::ApiError;
 use std::rc::Rc;
 use worker::{console_error, console_log, Context, Env};
 
 /// The cron trigger (wrangler.toml `[triggers]`): the usage rollup (recompute, finalize, prune), the retention
-/// of metering rows and telemetry rejects, then the deploy clean-up (fails stuck deploys and deletes unneeded scripts).
+/// of metering rows and telemetry rejects, re-sealing secrets while a key rotation is under way, then the deploy
+/// clean-up (fails stuck deploys and deletes unneeded scripts).
 pub(super) async fn run_scheduled(env: Env) {
     let config = match load_config(&env) {
         Ok(config) => config,
@@ -56,6 +57,25 @@ pub(super) async fn run_scheduled(env: Env) {
                     "retention failed: {}",
                     e.internal_cause.unwrap_or(e.message)
                 ),
+            }
+            // A key rotation under way: move a batch of sealed values to the current key.
+            if let Some(keys) = config
+                .deploy
+                .as_ref()
+                .map(|d| &d.encryption_key)
+                .filter(|k| k.rotating())
+            {
+                match key_rotation::reseal(&store, keys, key_rotation::RESEAL_BATCH).await {
+                    Ok(run) => console_log!(
+                        "re-seal: {} values moved to key {}, {} superseded, {} unreadable, {} remaining",
+                        run.resealed,
+                        run.current_key_id,
+                        run.superseded,
+                        run.unreadable.len(),
+                        run.remaining
+                    ),
+                    Err(e) => console_error!("re-seal failed: {}", e.0),
+                }
             }
         }
         Err(e) => console_error!("scheduled jobs skipped: no database: {}", e.message),

@@ -98,6 +98,7 @@ pub(super) async fn handle(
         | Route::AdminUsage(_)
         | Route::AdminRefreshGate(_)
         | Route::AdminRecompute
+        | Route::AdminReseal
         | Route::TelemetryReport => unreachable!("answered before user authentication"),
         Route::UsageCurrent => json_reply(
             200,

@@ -3,10 +3,12 @@
 //! entitlement changes tell the user's gate, so they hold from the user's very next invocation.
 
 use super::gate::protocol::Forget;
+use super::key_rotation::{self, SealedStore, RESEAL_BATCH};
 use super::ports::{tell, GateNotifier, StoreResult};
 use super::usage::{self, UsageStore};
 use crate::auth::jwt::bearer_token;
 use crate::crypto::constant_time_eq;
+use crate::crypto::keyring::Keyring;
 use crate::domain::entitlements::{Entitlements, Overrides, OverridesChange, Tier, TierOverrides};
 use crate::domain::ids::{random_hex, UserId};
 use crate::domain::period::PeriodKey;
@@ -37,6 +39,14 @@ pub enum AdminCall {
     Recompute {
         body: Value,
     },
+    /// Re-seal a batch of secrets under the current key (a key rotation).
+    Reseal,
+}
+
+/// The sealed values and the keys, for `Reseal` (`None` when deploys, and so secrets, are not configured).
+pub struct Sealing<'a, S> {
+    pub store: &'a S,
+    pub keys: Option<&'a Keyring>,
 }
 
 /// The gateway-metered calls of one outcome in a period.
@@ -136,6 +146,7 @@ impl AdminCall {
             AdminCall::Usage { .. } => "get_usage",
             AdminCall::RefreshGate { .. } => "refresh_gate",
             AdminCall::Recompute { .. } => "recompute_usage",
+            AdminCall::Reseal => "reseal_secrets",
         }
     }
 
@@ -145,7 +156,7 @@ impl AdminCall {
             | AdminCall::SetEntitlements { user, .. }
             | AdminCall::Usage { user, .. }
             | AdminCall::RefreshGate { user } => Some(user),
-            AdminCall::Recompute { .. } => None,
+            AdminCall::Recompute { .. } | AdminCall::Reseal => None,
         }
     }
 
@@ -155,7 +166,7 @@ impl AdminCall {
             AdminCall::SetTier { body, .. }
             | AdminCall::SetEntitlements { body, .. }
             | AdminCall::Recompute { body } => Some(body),
-            AdminCall::Usage { .. } | AdminCall::RefreshGate { .. } => None,
+            AdminCall::Usage { .. } | AdminCall::RefreshGate { .. } | AdminCall::Reseal => None,
         }
     }
 }
@@ -165,12 +176,20 @@ pub async fn run(
     store: &impl AdminStore,
     usage: &impl UsageStore,
     gate: &impl GateNotifier,
+    sealing: Sealing<'_, impl SealedStore>,
     tiers: &TierOverrides,
     call: &AdminCall,
     now: i64,
 ) -> Result<Value, ApiError> {
     let resolved = |user: &User| view(user, &tiers.resolve(user.tier, &user.overrides));
     match call {
+        AdminCall::Reseal => {
+            let keys = sealing
+                .keys
+                .ok_or_else(super::deployments::deploys_not_configured)?;
+            let run = key_rotation::reseal(sealing.store, keys, RESEAL_BATCH).await?;
+            serde_json::to_value(run).map_err(ApiError::internal)
+        }
         AdminCall::Recompute { body } => {
             let period = only_field(body, "period")
                 .and_then(PeriodKey::parse)

@@ -90,12 +90,40 @@ fn usage() -> MemoryUsage {
     usage
 }
 
+/// No sealed values (operator calls other than `Reseal`).
+struct NoSealed;
+
+impl crate::app::key_rotation::SealedStore for NoSealed {
+    async fn sealed_elsewhere(
+        &self,
+        _: &str,
+        _: u32,
+    ) -> StoreResult<Vec<crate::app::key_rotation::SealedValue>> {
+        Ok(Vec::new())
+    }
+    async fn replace_sealed(
+        &self,
+        _: &crate::app::key_rotation::SealedValue,
+        _: &str,
+    ) -> StoreResult<bool> {
+        Ok(false)
+    }
+    async fn count_sealed_elsewhere(&self, _: &str) -> StoreResult<u64> {
+        Ok(0)
+    }
+}
+
 /// Runs `c` with the default tiers and the usage above.
 fn run_call(store: &Fake, gate: &RecordingGate, c: &AdminCall) -> Result<Value, ApiError> {
+    let no_secrets: Sealing<'_, NoSealed> = Sealing {
+        store: &NoSealed,
+        keys: None,
+    };
     block_on(run(
         store,
         &usage(),
         gate,
+        no_secrets,
         &TierOverrides::default(),
         c,
         NOW,
@@ -288,16 +316,28 @@ fn refresh_tells_the_gate_to_forget_everything_for_a_known_user() {
         body: json!({"period": "2026-10"}),
     };
     let usage = usage();
+    let no_secrets: Sealing<'_, NoSealed> = Sealing {
+        store: &NoSealed,
+        keys: None,
+    };
     block_on(run(
         &store,
         &usage,
         &gate,
+        no_secrets,
         &TierOverrides::default(),
         &recompute,
         NOW,
     ))
     .unwrap();
     assert_eq!(usage.recomputed.borrow().len(), 1);
+    // Re-sealing needs the keys, which come with the deploy configuration.
+    assert_eq!(
+        run_call(&store, &gate, &AdminCall::Reseal)
+            .unwrap_err()
+            .code,
+        ErrorCode::DeploysNotConfigured
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@
 use super::ports::StoreResult;
 use super::usage::UsageStore;
 use crate::crypto::hmac_sha256_verify;
-use crate::crypto::secret_box::EncryptionKey;
+use crate::crypto::keyring::Keyring;
 use crate::domain::admission::{is_admitted, TRACE_KEY_LABEL};
 use crate::domain::ids::{random_hex, DeploymentId, UserId};
 use crate::domain::period::PeriodKey;
@@ -95,7 +95,7 @@ pub async fn ingest(
     store: &impl TelemetryStore,
     usage: &impl UsageStore,
     charger: &impl UsageCharger,
-    key: &EncryptionKey,
+    key: &Keyring,
     report: SignedReport<'_>,
     now: i64,
 ) -> Result<Accepted, ApiError> {
@@ -130,11 +130,14 @@ pub async fn ingest(
         now,
     )?;
     // Only calls the gateway admitted to this deployment can be charged (DESIGN.md §4.8).
-    let trace_key = key.derive(TRACE_KEY_LABEL);
-    if let Some(index) = events
-        .iter()
-        .position(|e| !is_admitted(&trace_key, deployment_id.as_str(), &e.trace_id))
-    {
+    // Every configured key's: a call admitted just before a key rotation still reports under its trace id.
+    let trace_keys = key.derive_all(TRACE_KEY_LABEL);
+    let admitted = |trace_id: &str| {
+        trace_keys
+            .iter()
+            .any(|k| is_admitted(k, deployment_id.as_str(), trace_id))
+    };
+    if let Some(index) = events.iter().position(|e| !admitted(&e.trace_id)) {
         return Err(ApiError::new(
             ErrorCode::TraceNotAdmitted,
             format!(

@@ -91,7 +91,7 @@ impl UsageCharger for Charger {
 
 struct Rig {
     store: Fake,
-    key: EncryptionKey,
+    key: Keyring,
     secret: Vec<u8>,
 }
 
@@ -111,8 +111,10 @@ fn rig() -> Rig {
     Rig { store, key, secret }
 }
 
-fn key() -> EncryptionKey {
-    EncryptionKey::parse(&format!("hex:{}", "11".repeat(32))).unwrap()
+fn key() -> Keyring {
+    crate::crypto::secret_box::EncryptionKey::parse(&format!("hex:{}", "11".repeat(32)))
+        .unwrap()
+        .into()
 }
 
 /// A trace id the gateway would have issued for a call to `deployment`.

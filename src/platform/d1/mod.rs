@@ -5,6 +5,7 @@ mod api_keys;
 mod deployments;
 mod gate;
 mod invocations;
+mod sealed;
 pub mod store;
 pub mod telemetry;
 mod usage;
