@@ -1,6 +1,10 @@
--- Platform-measured usage: the compute the gateway measures for every admitted call, charged to the user's
+-- Platform-measured usage, and refusals aggregated. The compute the gateway measures for every admitted call, charged to the user's
 -- period whether or not the agent reports anything, and the token counts an agent's invoke/v1 answer carried,
 -- recorded beside the signed telemetry so that a mismatch between the two is visible.
+
+-- Refused calls are not written one row each: past a few rows a minute per user, they are only counted, and
+-- the next refused call's row carries that count (how many more refusals it stands for).
+ALTER TABLE invocations ADD COLUMN suppressed INTEGER NOT NULL DEFAULT 0;
 
 -- The answer's `usage`, per call (NULL when the answer carried none).
 ALTER TABLE invocations ADD COLUMN answer_input_tokens INTEGER;

@@ -521,8 +521,11 @@ export async function startLocalCloudflare({
     secretValue: (name, secret) => [...scripts.values()].find((s) => s.name === name)?.secrets[secret] ?? null,
     clearFaults: () => (faults.length = 0),
     async close() {
-      await new Promise((resolve) => server.close(resolve));
+      // Connections are cut first: `close` alone waits for every open one (a client's keep-alive, a request a
+      // script still holds) and could wait forever.
+      const stopped = new Promise((resolve) => server.close(resolve));
       server.closeAllConnections?.();
+      await stopped;
       await queue;
       closed = true;
       await recycling;

@@ -82,6 +82,25 @@ test("with N requests left, exactly N of M concurrent calls succeed; the rest ge
   assert.equal(usage.body.remaining.requests, 994);
 });
 
+test("a flood of refused calls writes a bounded number of rows; each is still refused", async () => {
+  const { token, userId, agent } = await customer("user_refusal_flood");
+  assert.equal((await setEntitlements(userId, { requestsPerPeriod: 1 })).status, 200);
+  assert.equal((await app.invoke(token, agent.id, invokeBody("the one allowed"))).status, 200);
+  for (let i = 0; i < 25; i++) expectError(assert, await app.invoke(token, agent.id, invokeBody(`refused ${i}`)), 429, "request_limit_exceeded");
+  // The rows written in the background, then a pause to be sure no more come.
+  await meteredRows(userId, 11);
+  await new Promise((r) => setTimeout(r, 300));
+  const { results } = await app.db.prepare("SELECT outcome, suppressed FROM invocations WHERE user_id = ?").bind(userId).all();
+  const refused = results.filter((r) => r.outcome === "request_limit_exceeded");
+  assert.equal(refused.length, 10, "10 rows a minute per user; the other 15 refusals are counted into the next row");
+  assert.ok(refused.every((r) => r.suppressed === 0), "nothing was suppressed before these rows");
+  // Another user refused at the same time still gets rows of their own.
+  const other = await customer("user_refusal_other");
+  assert.equal((await setEntitlements(other.userId, { requestsPerPeriod: 0 })).status, 200);
+  expectError(assert, await app.invoke(other.token, other.agent.id, invokeBody("refused")), 429, "request_limit_exceeded");
+  assert.equal((await meteredRows(other.userId, 1)).length, 1);
+});
+
 test("entitlements are enforced on create-agent, deploy and invoke", async () => {
   const { token, userId, agent } = await customer("user_entitled");
 

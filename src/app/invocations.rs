@@ -34,6 +34,9 @@ pub struct InvocationView {
     /// The token counts the agent's answer carried (`usage`), when it carried any: what the agent told the
     /// caller, beside what its signed telemetry reported for the same trace id.
     pub answer_usage: Option<AnswerUsage>,
+    /// For a refused call: how many more refusals of the user this row stands for (only counted, not written
+    /// one by one, so a flood of refused calls costs a bounded number of writes).
+    pub suppressed: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

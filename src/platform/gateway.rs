@@ -18,7 +18,7 @@ use crate::app::deployments::deploys_not_configured;
 use crate::app::gate::protocol::DeploymentTarget;
 use crate::app::invoke::{
     abandoned_after_ms, given_back, gives_back, prepare, rate_limit_headers, stream_abandoned,
-    stream_outcome, Admitted, InvokeGate, Meter, Refused,
+    stream_outcome, Admitted, InvokeGate, Meter, Refused, REFUSED_ROWS_PER_MINUTE,
 };
 use crate::app::ports::Clock;
 use crate::app::telemetry::UsageCharger;
@@ -33,6 +33,7 @@ use crate::domain::invoke::{
 };
 use crate::domain::period::PeriodKey;
 use crate::domain::sse::{meta_event, StreamRelay};
+use crate::domain::telemetry::KeyedThrottle;
 use crate::domain::usage::UsageTotals;
 use crate::domain::ApiError;
 use futures_channel::oneshot;
@@ -143,7 +144,13 @@ async fn write_meter(env: &Env, meter: &Meter, ended: &Ended, last_write: bool) 
             }
         }
         Ok(_) => {}
-        Err(e) => worker::console_error!("metering {} failed: {}", meter.trace_id, e.0),
+        Err(e) => {
+            // A refusal's count rides on the user's next written refusal instead.
+            if meter.suppressed > 0 {
+                REFUSED.with(|t| t.borrow_mut().restore(&meter.user_id, meter.suppressed));
+            }
+            worker::console_error!("metering {} failed: {}", meter.trace_id, e.0)
+        }
     }
 }
 
@@ -278,6 +285,9 @@ async fn watch_stream(
 }
 
 thread_local! {
+    // Refused calls written per user (`REFUSED_ROWS_PER_MINUTE`), the rest counted into the next row.
+    static REFUSED: RefCell<KeyedThrottle> =
+        RefCell::new(KeyedThrottle::new(REFUSED_ROWS_PER_MINUTE, DEFAULT_CAPACITY));
     // Opened gateway secrets, by their sealed form: opening (AES-GCM) once per deployment and isolate.
     static OPENED: RefCell<VerdictCache<String, Vec<u8>>> = RefCell::new(VerdictCache::new(DEFAULT_CAPACITY));
 }
@@ -371,6 +381,7 @@ pub(super) async fn invoke(
         streaming,
         started_at,
         compute_ms_limit: 0,
+        suppressed: 0,
     };
     match prepared {
         Ok(admitted) => {
@@ -403,7 +414,14 @@ pub(super) async fn invoke(
             if !agent_found {
                 return Err(error);
             }
+            let Some(suppressed) =
+                REFUSED.with(|t| t.borrow_mut().admit(&meter.user_id, started_at))
+            else {
+                // Only counted: the next refusal of this user that is written carries it.
+                return Err(error);
+            };
             meter.deployment_id = deployment_id;
+            meter.suppressed = suppressed;
             Err(Metering::Direct(meter).failed(ctx, env, error, None, false))
         }
     }

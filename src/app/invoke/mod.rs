@@ -246,7 +246,14 @@ pub struct Meter {
     pub started_at: i64,
     /// The admission's `computeMsPerPeriod` (0 for a refused call, which is never charged).
     pub compute_ms_limit: u64,
+    /// For a refused call: the earlier refusals of the user that were only counted, not written (this row
+    /// stands for them too).
+    pub suppressed: u64,
 }
+
+/// Rows of refused calls written per user, per minute and isolate; past that, refusals are only counted and the
+/// next row written carries the count. A caller hammering a spent quota costs a bounded number of D1 writes.
+pub const REFUSED_ROWS_PER_MINUTE: u32 = 10;
 
 /// One metering row.
 #[derive(Debug, Clone, PartialEq)]

@@ -347,16 +347,33 @@ pub fn check_events(
 
 /// Limits audit rows for rejected reports to `MAX_ROWS` per minute per isolate, so a flood of garbage costs
 /// at most that many writes. Rejects past the limit are counted, and the next row written carries the count.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RejectThrottle {
     window_start_ms: i64,
     written: u32,
     suppressed: u64,
+    max_rows: u32,
+}
+
+impl Default for RejectThrottle {
+    fn default() -> Self {
+        RejectThrottle::with_limit(Self::MAX_ROWS)
+    }
 }
 
 impl RejectThrottle {
     pub const WINDOW_MS: i64 = 60_000;
     pub const MAX_ROWS: u32 = 60;
+
+    /// At most `max_rows` rows a minute.
+    pub fn with_limit(max_rows: u32) -> Self {
+        RejectThrottle {
+            window_start_ms: 0,
+            written: 0,
+            suppressed: 0,
+            max_rows,
+        }
+    }
 
     /// `Some(suppressed)` when this reject should be written (with the rejects it stands for besides itself),
     /// `None` when it is only counted.
@@ -365,7 +382,7 @@ impl RejectThrottle {
             self.window_start_ms = now;
             self.written = 0;
         }
-        if self.written >= Self::MAX_ROWS {
+        if self.written >= self.max_rows {
             self.suppressed += 1;
             return None;
         }
@@ -376,6 +393,51 @@ impl RejectThrottle {
     /// Puts back a count whose row could not be written, so it rides on the next one.
     pub fn restore(&mut self, suppressed: u64) {
         self.suppressed += suppressed;
+    }
+
+    fn window_start_ms(&self) -> i64 {
+        self.window_start_ms
+    }
+}
+
+/// One `RejectThrottle` per key (a user), in a bounded map: one caller's flood of refusals neither writes a row
+/// each nor uses up another caller's rows.
+#[derive(Debug)]
+pub struct KeyedThrottle {
+    per_key: std::collections::HashMap<String, RejectThrottle>,
+    max_rows: u32,
+    capacity: usize,
+}
+
+impl KeyedThrottle {
+    pub fn new(max_rows: u32, capacity: usize) -> Self {
+        KeyedThrottle {
+            per_key: std::collections::HashMap::new(),
+            max_rows,
+            capacity,
+        }
+    }
+
+    /// As `RejectThrottle::admit`, for `key`. A key pushed out of a full map (the one whose window started
+    /// longest ago) loses its count of suppressed refusals.
+    pub fn admit(&mut self, key: &str, now: i64) -> Option<u64> {
+        super::bounded_map::make_room_for(
+            &mut self.per_key,
+            key,
+            self.capacity,
+            RejectThrottle::window_start_ms,
+        );
+        let max_rows = self.max_rows;
+        self.per_key
+            .entry(key.to_owned())
+            .or_insert_with(|| RejectThrottle::with_limit(max_rows))
+            .admit(now)
+    }
+
+    pub fn restore(&mut self, key: &str, suppressed: u64) {
+        if let Some(throttle) = self.per_key.get_mut(key) {
+            throttle.restore(suppressed);
+        }
     }
 }
 

@@ -246,3 +246,31 @@ fn the_throttle_writes_a_bounded_number_of_rows_and_carries_the_rest() {
     }
     assert_eq!(written + carried + t.suppressed, 1_000);
 }
+
+#[test]
+fn a_keyed_throttle_gives_each_key_its_own_rows() {
+    let mut t = KeyedThrottle::new(3, 2);
+    let written = |t: &mut KeyedThrottle, key: &str, at: i64| {
+        (0..10).filter(|i| t.admit(key, at + i).is_some()).count()
+    };
+    assert_eq!(written(&mut t, "usr_flood", NOW), 3);
+    // Another user's refusals are not held back by the first one's flood.
+    assert_eq!(written(&mut t, "usr_quiet", NOW), 3);
+    // The flood's next row, a window later, carries what was only counted.
+    assert_eq!(
+        t.admit("usr_flood", NOW + RejectThrottle::WINDOW_MS),
+        Some(7)
+    );
+    t.restore("usr_flood", 2);
+    assert_eq!(
+        t.admit("usr_flood", NOW + RejectThrottle::WINDOW_MS + 1),
+        Some(2)
+    );
+    // The map holds at most 2 keys: a third pushes out the one whose window started longest ago.
+    assert_eq!(
+        written(&mut t, "usr_third", NOW + RejectThrottle::WINDOW_MS),
+        3
+    );
+    assert_eq!(t.per_key.len(), 2);
+    assert!(!t.per_key.contains_key("usr_quiet"));
+}

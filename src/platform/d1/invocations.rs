@@ -12,8 +12,8 @@ use wasm_bindgen::JsValue;
 
 const INSERT_INVOCATION: &str = "INSERT INTO invocations (id, request_id, user_id, agent_id, deployment_id, \
      api_key_id, period_key, mode, outcome, upstream_status, counted, started_at, wall_ms, \
-     answer_input_tokens, answer_output_tokens) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+     answer_input_tokens, answer_output_tokens, suppressed) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
      ON CONFLICT (id) DO UPDATE SET outcome = excluded.outcome, upstream_status = excluded.upstream_status, \
      counted = excluded.counted, wall_ms = excluded.wall_ms, \
      answer_input_tokens = excluded.answer_input_tokens, answer_output_tokens = excluded.answer_output_tokens";
@@ -69,6 +69,7 @@ impl D1Store {
                 number(inv.wall_ms),
                 answered(|u| u.input_tokens),
                 answered(|u| u.output_tokens),
+                number(m.suppressed as i64),
             ])
             .map_err(fail)?;
         let mut statements = vec![insert];
@@ -124,16 +125,17 @@ struct InvocationRow {
     api_key_id: Option<String>,
     answer_input_tokens: Option<f64>,
     answer_output_tokens: Option<f64>,
+    suppressed: f64,
 }
 
 // ?1 user_id, ?2 agent_id, ?3 limit
 const LIST_FIRST_PAGE: &str =
     "SELECT id, deployment_id, mode, outcome, upstream_status, counted, started_at, \
-     wall_ms, api_key_id, answer_input_tokens, answer_output_tokens FROM invocations \
+     wall_ms, api_key_id, answer_input_tokens, answer_output_tokens, suppressed FROM invocations \
      WHERE user_id = ?1 AND agent_id = ?2 ORDER BY started_at DESC, id DESC LIMIT ?3";
 // ?4 cursor started_at, ?5 cursor id
 const LIST_AFTER: &str = "SELECT id, deployment_id, mode, outcome, upstream_status, counted, started_at, \
-     wall_ms, api_key_id, answer_input_tokens, answer_output_tokens FROM invocations \
+     wall_ms, api_key_id, answer_input_tokens, answer_output_tokens, suppressed FROM invocations \
      WHERE user_id = ?1 AND agent_id = ?2 AND (started_at < ?4 OR (started_at = ?4 AND id < ?5)) ORDER BY started_at DESC, id DESC LIMIT ?3";
 // ?1 before, ?2 limit
 const PRUNE_INVOCATIONS: &str = "DELETE FROM invocations WHERE rowid IN \
@@ -183,6 +185,7 @@ impl InvocationStore for D1Store {
                     }),
                     _ => None,
                 },
+                suppressed: r.suppressed as u64,
             })
             .collect())
     }

@@ -86,7 +86,7 @@ impl AdminStore for D1Store {
     ) -> StoreResult<Vec<OutcomeCount>> {
         let rows: Vec<OutcomeRow> = self
             .rows(
-                "SELECT outcome, COUNT(*) AS calls, SUM(counted) AS counted, SUM(wall_ms) AS wall_ms \
+                "SELECT outcome, SUM(1 + suppressed) AS calls, SUM(counted) AS counted, SUM(wall_ms) AS wall_ms \
                  FROM invocations WHERE user_id = ?1 AND period_key = ?2 GROUP BY outcome ORDER BY outcome",
                 &[text(id.as_str()), text(&period.to_string())],
             )
