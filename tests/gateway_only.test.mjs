@@ -82,6 +82,22 @@ test("an agent's own URL refuses every call without its deployment's credential,
   assert.equal((await events(bob, other.agent.id)).length, 0, "bob's agent did no work and billed nothing");
 });
 
+test("an agent whose default export is a class (WorkerEntrypoint) is served through the guard, and guarded", async () => {
+  const moduleCode = `import { WorkerEntrypoint } from "cloudflare:workers";
+export default class extends WorkerEntrypoint {
+  async fetch(request) {
+    const body = await request.json();
+    const text = "class agent; credential hidden: " + (this.env.GATEWAY_SECRET === undefined) + "; user: " + (typeof this.env.USER_ID);
+    return Response.json({ protocol: "invoke/v1", output: { text }, sessionId: body.sessionId });
+  }
+}`;
+  const { agent, deployment } = await app.deployedAgent(alice, "class-agent", { moduleCode });
+  const res = await app.invoke(alice, agent.id, invokeBody("hi"));
+  assert.equal(res.status, 200, res.text);
+  assert.equal(res.body.output.text, "class agent; credential hidden: true; user: string");
+  await refused(await fetch(`${deployment.providerRef}/invoke`, { method: "POST", body: "{}" }), "no credential");
+});
+
 test("a body refused unread does not break the next call to another script", async () => {
   // The guard answers an oversized body without reading it, so workerd drops that connection; the local
   // Cloudflare must not hand the dropped connection to the next call (it used to fail about 1 in 20 with 502).

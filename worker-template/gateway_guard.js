@@ -94,9 +94,21 @@ async function verify(request, env, match, at, traceId) {
 }
 
 const handler = agent.default;
+// A default export that is a class (e.g. `class extends WorkerEntrypoint`) is instantiated per call with
+// (ctx, env), as workerd would; an object's handlers are called as they are.
+const isClass = typeof handler === "function";
+const withoutCredential = ({ GATEWAY_SECRET: _, ...agentEnv }) => agentEnv;
+const classHandlers = isClass
+  ? Object.fromEntries(
+      ["scheduled", "queue", "tail", "email", "trace"]
+        .filter((name) => typeof handler.prototype?.[name] === "function")
+        .map((name) => [name, (event, env, ctx) => new handler(ctx, withoutCredential(env))[name](event)]),
+    )
+  : {};
 
 export default {
   ...(handler && typeof handler === "object" ? handler : {}),
+  ...classHandlers,
   async fetch(request, env, ctx) {
     const verdict = await admitted(request, env);
     if (!verdict.body) {
@@ -105,11 +117,16 @@ export default {
       if (!request.bodyUsed && verdict.reason !== "body too large") await boundedBody(request).catch(() => null);
       return refuse(verdict.reason);
     }
-    if (!handler || typeof handler.fetch !== "function") return new Response("this agent has no fetch handler", { status: 500 });
-    const { GATEWAY_SECRET: _, ...agentEnv } = env;
+    const agentEnv = withoutCredential(env);
     const headers = new Headers(request.headers);
     headers.delete(HEADER);
     const forwarded = new Request(request.url, { method: request.method, headers, body: ["GET", "HEAD"].includes(request.method) ? undefined : verdict.body });
+    if (isClass) {
+      const instance = new handler(ctx, agentEnv);
+      if (typeof instance.fetch !== "function") return new Response("this agent has no fetch handler", { status: 500 });
+      return instance.fetch(forwarded);
+    }
+    if (!handler || typeof handler.fetch !== "function") return new Response("this agent has no fetch handler", { status: 500 });
     return handler.fetch(forwarded, agentEnv, ctx);
   },
 };
