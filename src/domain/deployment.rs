@@ -85,6 +85,20 @@ impl DeploymentError {
             message: message.into(),
         }
     }
+
+    /// The error with the platform's account id replaced by `{account}` (it is the platform's, not the
+    /// user's): in the endpoint and in the provider's message.
+    pub fn without_account(self, account: &str) -> Self {
+        if account.is_empty() {
+            return self;
+        }
+        let redact = |text: &str| text.replace(account, "{account}");
+        DeploymentError {
+            endpoint: self.endpoint.as_deref().map(redact),
+            message: redact(&self.message),
+            ..self
+        }
+    }
 }
 
 /// A deployment as stored and returned. Only `status`, `provider_ref`, `error` and the timestamps that record

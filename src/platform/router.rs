@@ -201,12 +201,19 @@ pub(super) async fn handle(
             let query = query.into_iter().collect();
             json_reply(
                 200,
-                &json!({ "deployments": deployments::list_deployments(&store, &user, &id, &query).await? }),
+                &json!({ "deployments": deployments::list_deployments(&store, &user, &id, &query)
+                    .await?
+                    .into_iter()
+                    .map(|d| deployments::for_owner(d, config.deploy.as_ref()))
+                    .collect::<Vec<_>>() }),
             )
         }
         Route::GetDeployment(agent, dep) => json_reply(
             200,
-            &deployments::get_deployment(&store, &user, &agent, &dep).await?,
+            &deployments::for_owner(
+                deployments::get_deployment(&store, &user, &agent, &dep).await?,
+                config.deploy.as_ref(),
+            ),
         ),
         Route::ActivateDeployment(agent, dep) => json_reply(
             200,

@@ -208,24 +208,30 @@ pub async fn request_deploy<S: Store + DeploymentStore, C: Clock>(
 /// What a deploy's failure shows its owner: the step, the class, the provider's codes and message, and the
 /// endpoint with the platform's account id taken out (it is the platform's, not the user's).
 fn error_from_provider(e: &ProviderError, config: &DeployConfig) -> DeploymentError {
-    let account = config.target.account_id();
-    let redact = |text: &str| {
-        if account.is_empty() {
-            text.to_owned()
-        } else {
-            text.replace(account, "{account}")
-        }
-    };
     DeploymentError {
         step: e.step.as_str().into(),
-        endpoint: Some(redact(&e.endpoint)),
+        endpoint: Some(e.endpoint.clone()),
         kind: serde_json::to_value(e.kind)
             .ok()
             .and_then(|v| v.as_str().map(String::from))
             .unwrap_or_default(),
         status: e.status,
         provider_codes: e.codes.clone(),
-        message: redact(&e.message),
+        message: e.message.clone(),
+    }
+    .without_account(config.target.account_id())
+}
+
+/// A deployment as its owner sees it: an error stored before errors were redacted is redacted on the way out.
+pub fn for_owner(deployment: Deployment, config: Option<&DeployConfig>) -> Deployment {
+    match config {
+        Some(config) => Deployment {
+            error: deployment
+                .error
+                .map(|e| e.without_account(config.target.account_id())),
+            ..deployment
+        },
+        None => deployment,
     }
 }
 

@@ -1,6 +1,7 @@
 use super::retries::MAX_ATTEMPTS;
 use super::*;
 use crate::cloudflare::api::{ApiRequest, DeployTarget, Step};
+use crate::domain::ids::{AgentId, UserId};
 use pollster::block_on;
 use std::cell::{Cell, RefCell};
 
@@ -132,4 +133,43 @@ fn errors_shown_to_users_never_carry_the_platform_account() {
         shown.endpoint.as_deref(),
         Some("PUT /accounts/{account}/workers/scripts/x")
     );
+
+    // A row stored before errors were redacted is redacted when its owner reads it.
+    let stored = DeploymentError {
+        endpoint: Some("PUT /accounts/acc-123/workers/scripts/x".into()),
+        message: "no access to account acc-123".into(),
+        ..shown
+    };
+    let mut deployment = sample_deployment();
+    deployment.error = Some(stored);
+    let read = for_owner(deployment, Some(&config));
+    let text = serde_json::to_string(&read).unwrap();
+    assert!(!text.contains("acc-123"), "{text}");
+    assert!(text.contains("no access to account {account}"), "{text}");
+}
+
+fn sample_deployment() -> Deployment {
+    let id = DeploymentId::generate();
+    Deployment {
+        script_name: script_name_for(&id),
+        id,
+        agent_id: AgentId::generate(),
+        user_id: UserId::generate(),
+        version: 1,
+        status: DeploymentStatus::Failed,
+        runtime_provider: "cloudflare".into(),
+        deploy_target: "workers_dev".into(),
+        main_module_name: "index.mjs".into(),
+        compatibility_date: "2026-07-30".into(),
+        invoke_path: "/invoke".into(),
+        source: "custom".into(),
+        code_sha256: String::new(),
+        env: BTreeMap::new(),
+        provider_ref: None,
+        error: None,
+        retries: 0,
+        created_at: 0,
+        updated_at: 0,
+        finished_at: Some(0),
+    }
 }
