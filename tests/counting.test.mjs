@@ -43,6 +43,17 @@ test("dispatch namespace: an agent that throws after doing work uses its request
   assert.deepEqual((await rows(wfpApp)).slice(-1), [{ outcome: "upstream_error", counted: 1 }]);
 });
 
+test("dispatch namespace: an agent that throws \"Worker not found\" itself after doing work still uses its request", async () => {
+  const { call } = await unruly(wfpApp, "counting-fake-missing");
+  const before = await call("json-always");
+  assert.equal(before.status, 200, before.text);
+  const res = await call("throw-not-found", "faked");
+  expectError(assert, res, 502, "upstream_error");
+  assert.equal(gate.count("faked", "tick"), 1, "the agent ran");
+  assert.equal(remaining(res), remaining(before) - 1, "so the call counted, whatever it threw");
+  assert.deepEqual((await rows(wfpApp)).slice(-1), [{ outcome: "upstream_error", counted: 1 }]);
+});
+
 test("dispatch namespace: a script the namespace does not hold was never dispatched, and gives its request back", async () => {
   const { call, deployment } = await unruly(wfpApp, "counting-missing");
   const before = await call("json-always");

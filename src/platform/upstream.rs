@@ -146,6 +146,19 @@ pub(super) fn relay(
     .boxed_local()
 }
 
+/// How long the check of a "Worker not found" rejection may take; past it, the script is taken to exist.
+const PROBE_TIMEOUT_MS: u64 = 2_000;
+
+/// Whether the namespace holds `script`: a credential-less GET that any script (its guard) answers, and only a
+/// name the namespace does not hold rejects with "Worker not found". No answer in time counts as holding it.
+async fn script_answers(fetcher: &Fetcher, script: &str) -> bool {
+    let probe = fetcher.fetch(format!("https://{script}.dispatch.internal/"), None);
+    match within(PROBE_TIMEOUT_MS, probe).await {
+        Some(Ok(_)) | None => true,
+        Some(Err(e)) => !e.to_string().contains("Worker not found"),
+    }
+}
+
 /// `request`, cancelled (its answer's body included) when `abort` fires: on a timeout, or when the client of a
 /// stream goes away.
 fn cancellable(request: Request, abort: &web_sys::AbortController) -> worker::Result<Request> {
@@ -201,7 +214,8 @@ pub(super) async fn read_bounded(
 }
 
 /// What a rejected fetch means. Through a dispatch namespace, "Worker not found" (Cloudflare's message for a name
-/// the namespace does not hold) is the one certain "never ran"; any other rejection came from the agent's run.
+/// the namespace does not hold) is the one "never ran", once `script_answers` confirms the name is not held; any
+/// other rejection came from the agent's run.
 /// Over HTTP (workers.dev) a rejection is a connection that failed or broke, at a point nobody can tell.
 fn rejection(message: String, dispatching: bool) -> UpstreamFailure {
     if !dispatching {
@@ -258,6 +272,8 @@ pub(super) async fn send(
 
     let unbuilt = |e: worker::Error| UpstreamFailure::NotDispatched(e.to_string());
     let dispatching = deployment.deploy_target == "dispatch_namespace";
+    // The namespace's fetcher for the script, kept to check a "Worker not found" rejection.
+    let mut prober: Option<(Fetcher, String)> = None;
     let pending: std::pin::Pin<Box<dyn std::future::Future<Output = worker::Result<Response>>>> =
         match deployment.deploy_target.as_str() {
             "dispatch_namespace" => {
@@ -279,6 +295,7 @@ pub(super) async fn send(
                     .get_with_options(&script, &JsValue::UNDEFINED, &options)
                     .map_err(|e| UpstreamFailure::NotDispatched(format!("{e:?}")))?
                     .into();
+                prober = Some((fetcher.clone(), script.clone()));
                 let request = Request::new_with_init(
                     &format!("https://{script}.dispatch.internal{invoke_path}"),
                     &init,
@@ -298,7 +315,19 @@ pub(super) async fn send(
         };
     match within(timeout_ms, pending).await {
         Some(Ok(res)) => Ok(res),
-        Some(Err(e)) => Err(rejection(e.to_string(), dispatching)),
+        Some(Err(e)) => match (rejection(e.to_string(), dispatching), prober) {
+            // An agent can throw "Worker not found" itself, after doing work, to have its call given back. The
+            // namespace is asked again without a credential: a script that exists answers (its guard refuses),
+            // so the call reached it and counts.
+            (UpstreamFailure::NotDispatched(message), Some((fetcher, script))) => {
+                if script_answers(&fetcher, &script).await {
+                    Err(UpstreamFailure::Rejected(message))
+                } else {
+                    Err(UpstreamFailure::NotDispatched(message))
+                }
+            }
+            (failure, _) => Err(failure),
+        },
         None => {
             abort.abort();
             Err(UpstreamFailure::Timeout {

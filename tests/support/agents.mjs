@@ -35,6 +35,10 @@ export default { async fetch(req, env, ctx) {
       // Does something observable first (the test's gate counts it), then fails.
       await fetch(metadata.gate + "/tick?run=" + metadata.run);
       throw new Error("the agent crashed after doing work");
+    case "throw-not-found":
+      // Does work, then throws the very message a namespace gives for a script it does not hold.
+      await fetch(metadata.gate + "/tick?run=" + metadata.run);
+      throw new Error("Worker not found.");
     case "redirect": return Response.redirect(metadata.gate + "/tick?run=" + metadata.run + "&redirected=1", 302);
     case "json-always": return Response.json({ protocol: "invoke/v1", output: { text: "whole answer" }, usage: { inputTokens: 1, outputTokens: 2 } });
     case "text-always": return new Response("plain words", { headers: { "Content-Type": "text/plain" } });
