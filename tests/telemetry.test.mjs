@@ -141,6 +141,9 @@ test("every rejection: a stable code, nothing stored, one audit row each", async
     // DESIGN.md §4.8: signed by the deployment, but about a call the gateway never admitted to it.
     ["a trace id the gateway never issued", () => send(a, event(a, { traceId: "trc_0123456789abcdef0123456789abcdef" })), 403, "trace_not_admitted"],
     ["a trace id issued for another deployment", () => send(a, event(a, { traceId: app.admittedTraceId(b.deployment.id) })), 403, "trace_not_admitted"],
+    // Issued for this deployment, but longer ago than an event about it could be reported: a trace id a client once
+    // saw cannot be billed under for ever.
+    ["a trace id issued over an hour ago", () => send(a, event(a, { traceId: app.admittedTraceId(a.deployment.id, Date.now() - 62 * 60_000) })), 403, "trace_not_admitted"],
     ["too old", () => send(a, event(a, { ts: Date.now() - 2 * 3600_000 })), 400, "timestamp_out_of_window"],
     ["from the future", () => send(a, event(a, { ts: Date.now() + 3600_000 })), 400, "timestamp_out_of_window"],
     ["101 events", () => send(a, { events: Array.from({ length: 101 }, () => event(a)) }), 400, "too_many_events"],

@@ -367,6 +367,7 @@ pub(super) async fn invoke(
         (Ok(admitted), Some(deploy)) => admitted_trace_id(
             &deploy.encryption_key.derive(TRACE_KEY_LABEL),
             &admitted.deployment.deployment_id,
+            started_at,
         ),
         _ => new_trace_id(),
     };

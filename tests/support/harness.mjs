@@ -171,11 +171,13 @@ export class TestApp {
    * A trace id as the gateway issues it for a call admitted to `deploymentId` (domain::admission): the only kind
    * telemetry is charged under. Made with this control plane's encryption key, as only the platform can.
    */
-  admittedTraceId(deploymentId) {
+  admittedTraceId(deploymentId, at = Date.now()) {
     const raw = this.vars.TELEMETRY_SECRETS_ENCRYPTION_KEY;
     const keyBytes = raw.startsWith("hex:") ? Buffer.from(raw.slice(4), "hex") : Buffer.from(raw, raw.includes("-") || raw.includes("_") ? "base64url" : "base64");
     const traceKey = createHmac("sha256", keyBytes).update("webhost/trace-ids/v1").digest();
-    const nonce = crypto.getRandomValues(Buffer.alloc(8)).toString("hex");
+    // The minute it was issued (8 hex), then 8 random hex digits.
+    const minute = Math.floor(at / 60_000).toString(16).padStart(8, "0");
+    const nonce = minute + crypto.getRandomValues(Buffer.alloc(4)).toString("hex");
     const tag = createHmac("sha256", traceKey).update(`${deploymentId}\n${nonce}`).digest().subarray(0, 8).toString("hex");
     return `trc_${nonce}${tag}`;
   }

@@ -135,7 +135,7 @@ pub async fn ingest(
     let admitted = |trace_id: &str| {
         trace_keys
             .iter()
-            .any(|k| is_admitted(k, deployment_id.as_str(), trace_id))
+            .any(|k| is_admitted(k, deployment_id.as_str(), trace_id, now))
     };
     if let Some(index) = events.iter().position(|e| !admitted(&e.trace_id)) {
         return Err(ApiError::new(

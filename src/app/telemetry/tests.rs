@@ -119,7 +119,7 @@ fn key() -> Keyring {
 
 /// A trace id the gateway would have issued for a call to `deployment`.
 fn admitted(deployment: &str) -> String {
-    admitted_trace_id(&key().derive(TRACE_KEY_LABEL), deployment)
+    admitted_trace_id(&key().derive(TRACE_KEY_LABEL), deployment, NOW)
 }
 
 fn event(id: &str, tokens: u64) -> serde_json::Value {
