@@ -1,6 +1,6 @@
 // Requests without a user's token — the routes reachable without one and any request without Authorization —
-// are rate-limited per client address, and telemetry reports per claimed deployment, with 429 and Retry-After,
-// before they touch D1.
+// are rate-limited per client address (so are API keys no cache knows), and telemetry reports per claimed
+// deployment and address, with 429 and Retry-After, before they touch D1.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { deployVars, expectError, startControlPlane } from "./support/harness.mjs";
@@ -31,18 +31,39 @@ test("per client address: a burst, then 429 with Retry-After; other addresses an
   assert.equal((await app.request("GET", "/v1/me", { token, headers: from("203.0.113.1") })).status, 200);
 });
 
-test("telemetry reports are limited per claimed deployment before anything is read or written", async () => {
+test("telemetry reports are limited per claimed deployment and address, before anything is read or written", async () => {
   const deployment = "dep_0123456789abcdef01234567";
   const rejects = async () => (await app.db.prepare("SELECT COUNT(*) AS n FROM telemetry_rejects").first()).n;
   const before = await rejects();
   const report = (address) =>
     app.report(deployment, { hello: "world" }, { signature: `v1=${"0".repeat(64)}`, headers: from(address) });
-  // Each from a new address, so only the deployment's bucket can refuse them.
-  const answers = await Promise.all(Array.from({ length: 8 }, (_, i) => report(`198.51.100.${i}`)));
+  // All from one address: the bucket of (deployment, address) refuses the rest.
+  const answers = await Promise.all(Array.from({ length: 8 }, () => report("198.51.100.1")));
   const read = answers.filter((r) => r.status === 401);
   const limited = answers.filter((r) => r.status === 429);
   assert.equal(read.length + limited.length, 8);
   assert.ok(read.length >= 3 && read.length <= 5, `${read.length} got through`);
   for (const r of limited) assert.equal(r.body.error.code, "rate_limited");
   assert.equal(await rejects(), before + read.length, "a report refused by the rate left no row");
+  // Someone flooding reports that claim a real agent's deployment does not use up the agent's own allowance:
+  // the agent reports from another address, and its reports are still read (and here, refused as unsigned).
+  assert.equal((await report("198.51.100.200")).status, 401);
+});
+
+test("made-up API keys count against the sender's address: each one would cost a D1 read", async () => {
+  const key = () => `whk_${crypto.getRandomValues(Buffer.alloc(24)).toString("hex")}`;
+  const invoke = (address) =>
+    app.request("POST", "/v1/invoke/agt_0123456789abcdef01234567", {
+      headers: { Authorization: `Bearer ${key()}`, ...from(address) },
+      json: { protocol: "invoke/v1", input: { messages: [{ role: "user", content: "hi" }] } },
+    });
+  const answers = await Promise.all(Array.from({ length: 12 }, () => invoke("192.0.2.77")));
+  const unknown = answers.filter((r) => r.status === 401);
+  const limited = answers.filter((r) => r.status === 429);
+  assert.equal(unknown.length + limited.length, 12, answers.map((r) => r.status).join(","));
+  assert.ok(unknown.length >= 5 && unknown.length <= 7, `${unknown.length} were looked up`);
+  for (const r of unknown) assert.equal(r.body.error.code, "invalid_api_key");
+  for (const r of limited) assert.equal(r.body.error.code, "rate_limited");
+  // Another address is not affected.
+  expectError(assert, await invoke("192.0.2.78"), 401, "invalid_api_key");
 });

@@ -12,6 +12,7 @@ use super::durable::user_gate::UserGateClient;
 use super::identity::{credential, invoke_caller};
 use super::reply::Reply;
 use super::request::{client_gone, header, read_json};
+use super::router::{charge_address, client_address};
 use super::upstream::{read_bounded, relay, send, StreamEnd, StreamProgress};
 use super::JsClock;
 use crate::app::deployments::deploys_not_configured;
@@ -352,7 +353,11 @@ pub(super) async fn invoke(
     let (_, body): (_, Value) = read_json(req, MAX_INVOKE_BODY_BYTES).await?;
     let request = InvokeRequest::from_json(body)?;
     let store = D1Store::new(d1_database(env)?);
-    let caller = invoke_caller(presented, config, &store).await?;
+    let address = client_address(req);
+    let caller = invoke_caller(presented, config, &store, || {
+        charge_address(&address, config)
+    })
+    .await?;
     watch.lap("auth");
 
     let period = PeriodKey::containing(started_at);

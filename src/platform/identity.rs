@@ -110,10 +110,13 @@ pub async fn verify_identity(
 }
 
 /// The caller of an invocation, resolved from the caches (D1 only on a miss).
+/// `unknown_key` is asked before an API key no cache knows is looked up in D1 (a made-up key costs a read, so
+/// it is charged to the sender's address like a request without a token).
 pub async fn invoke_caller(
     credential: Credential,
     config: &Rc<ServiceConfig>,
     store: &D1Store,
+    unknown_key: impl FnOnce() -> Result<(), ApiError>,
 ) -> Result<Caller, ApiError> {
     let now = JsClock.now_ms();
     match credential {
@@ -124,6 +127,7 @@ pub async fn invoke_caller(
             if with_caches(config, |c| c.unknown_keys.get(&hash, now)).is_some() {
                 return Err(invalid_api_key());
             }
+            unknown_key()?;
             let Some(holder) = store.key_holder(&hash).await? else {
                 with_caches(config, |c| {
                     c.unknown_keys.put(hash, (), now + UNKNOWN_KEY_MS, now)

@@ -264,9 +264,11 @@ thread_local! {
 }
 
 /// Requests that carry no user's token — the routes reachable without one (health, the operator API) and any
-/// request without `Authorization` — are limited per client address before anything reads D1; telemetry reports
-/// per claimed deployment instead (agents report from Cloudflare's own addresses, shared by every agent, so an
-/// address says nothing about who sent one): 429 `rate_limited` with `Retry-After`.
+/// request without `Authorization` — are limited per client address before anything reads D1 (as are API keys
+/// no cache knows yet: `charge_address`); telemetry reports per claimed deployment and address instead (agents
+/// report from Cloudflare's own addresses, shared by every agent, so an address alone says nothing about who
+/// sent one, and a deployment alone would let anyone spend a real agent's allowance before its signature is
+/// checked): 429 `rate_limited` with `Retry-After`.
 fn admit_unauthenticated(
     req: &Request,
     config: &ServiceConfig,
@@ -278,36 +280,47 @@ fn admit_unauthenticated(
     if !anonymous {
         return Ok(());
     }
-    let now = JsClock.now_ms();
-    // Cloudflare sets the client's address; locally it may be absent (one shared bucket then).
-    let address = header(req, "CF-Connecting-IP").unwrap_or_else(|| "unknown".into());
-    let limited = |wait_s: u64, per: &str| {
-        ApiError::new(
-            ErrorCode::RateLimited,
-            format!(
-                "Too many requests without a user's token from this {per}; retry in {wait_s} s."
-            ),
-        )
-        .with_headers(vec![("Retry-After", wait_s.to_string())])
-    };
+    let address = client_address(req);
     if !matches!(route, Route::TelemetryReport) {
-        BY_ADDRESS
-            .with(|b| {
-                b.borrow_mut()
-                    .take(&address, config.unauthenticated_rate, now)
-            })
-            .map_err(|wait| limited(wait, "address"))?;
-    } else {
-        let claimed: String = header(req, DEPLOYMENT_HEADER)
-            .unwrap_or_default()
-            .chars()
-            .take(64)
-            .collect();
-        BY_DEPLOYMENT
-            .with(|b| b.borrow_mut().take(&claimed, config.telemetry_rate, now))
-            .map_err(|wait| limited(wait, "deployment"))?;
+        return charge_address(&address, config);
     }
-    Ok(())
+    let claimed: String = header(req, DEPLOYMENT_HEADER)
+        .unwrap_or_default()
+        .chars()
+        .take(64)
+        .collect();
+    BY_DEPLOYMENT
+        .with(|b| {
+            b.borrow_mut().take(
+                &format!("{claimed} {address}"),
+                config.telemetry_rate,
+                JsClock.now_ms(),
+            )
+        })
+        .map_err(|wait| rate_limited(wait, "deployment and address"))
+}
+
+/// The client's address as Cloudflare gives it; locally it may be absent (one shared bucket then).
+pub(super) fn client_address(req: &Request) -> String {
+    header(req, "CF-Connecting-IP").unwrap_or_else(|| "unknown".into())
+}
+
+/// Takes one request from `address`'s allowance for requests without a user's token.
+pub(super) fn charge_address(address: &str, config: &ServiceConfig) -> Result<(), ApiError> {
+    BY_ADDRESS
+        .with(|b| {
+            b.borrow_mut()
+                .take(address, config.unauthenticated_rate, JsClock.now_ms())
+        })
+        .map_err(|wait| rate_limited(wait, "address"))
+}
+
+fn rate_limited(wait_s: u64, per: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::RateLimited,
+        format!("Too many requests without a user's token from this {per}; retry in {wait_s} s."),
+    )
+    .with_headers(vec![("Retry-After", wait_s.to_string())])
 }
 
 fn preflight(config: &ServiceConfig, origin: Option<&str>) -> Result<Reply, ApiError> {
