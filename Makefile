@@ -116,7 +116,7 @@ test-native:
 	cargo test
 
 test-workerd: build
-	node --test --test-concurrency=2 "tests/**/*.test.mjs"
+	node --test --test-concurrency=2 --test-timeout=180000 --test-force-exit "tests/**/*.test.mjs"
 
 test: setup lint test-native test-workerd deploy-check
 

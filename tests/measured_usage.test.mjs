@@ -47,8 +47,10 @@ test("an agent that reports nothing still spends its compute quota: the gateway'
     return m && m.gateway_ms >= 400 && m;
   });
   assert.equal(row.invocations, 1);
+  let admittedMeanwhile = 0;
   const refused = await app.until("the next call to be refused", async () => {
     const res = await call({ mode: "json-always" });
+    if (res.status === 200) admittedMeanwhile += 1;
     return res.status !== 200 && res;
   });
   const err = expectError(assert, refused, 429, "quota_exhausted");
@@ -61,8 +63,11 @@ test("an agent that reports nothing still spends its compute quota: the gateway'
   assert.ok(usage.body.totals.gatewayMs >= 400, JSON.stringify(usage.body.totals));
   assert.equal(usage.body.remaining.computeMs, 0);
   assert.ok(usage.body.exhausted.includes("computeMsPerPeriod"));
-  // Refused calls are never charged: only admitted ones add to the measure.
-  assert.equal((await measured(userId)).invocations, usage.body.measured.invocations);
+  // Refused calls are never charged: exactly the admitted ones add to the measure.
+  const admitted = 1 + admittedMeanwhile;
+  await app.until("every admitted call measured", async () => (await measured(userId)).invocations >= admitted);
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal((await measured(userId)).invocations, admitted, "the refused call was not charged");
   const history = await app.usageHistory(token, "?periods=1");
   assert.ok(history.body.periods[0].totals.gatewayMs >= 400, JSON.stringify(history.body));
 
@@ -117,8 +122,38 @@ test("a stream the client cancels is charged up to the moment it went away", asy
   assert.ok(row.wall_ms >= 500, `measured ${row.wall_ms} ms`);
   assert.ok(row.wall_ms < 4_000, `the whole stream would take 4 s; measured ${row.wall_ms} ms`);
   assert.equal(row.invocations, 1, "charged once, not once per write");
-  assert.equal(row.gateway_ms, row.wall_ms);
+  // Charged from forwarding the call, so at most the call's whole time (which also holds auth and the gate).
+  assert.ok(row.gateway_ms >= 500 && row.gateway_ms <= row.wall_ms, JSON.stringify(row));
   // The agent was cancelled with the client: far fewer than its 40 ticks ran.
   await new Promise((r) => setTimeout(r, 300));
   assert.ok(gate.count("cancel", "tick") < 20, `${gate.count("cancel", "tick")} of 40 ticks ran`);
+});
+
+test("a JSON call whose client goes away is still recorded and charged", async () => {
+  const { token, userId, agent } = await silentAgent("measured-json-cancel");
+  const controller = new AbortController();
+  const pending = fetch(new URL(`/v1/invoke/${agent.id}`, app.url), {
+    method: "POST",
+    headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+    body: JSON.stringify(invokeBody("x", { metadata: { mode: "slow", ms: 1500 } })),
+    signal: controller.signal,
+  });
+  setTimeout(() => controller.abort(), 500);
+  await assert.rejects(pending, { name: "AbortError" });
+  const row = await app.until("the abandoned call's row", () =>
+    app.db
+      .prepare(
+        "SELECT i.outcome, i.counted, i.wall_ms, m.invocations, m.gateway_ms FROM invocations i " +
+          "JOIN measured_usage m ON m.user_id = i.user_id AND m.period_key = i.period_key WHERE i.user_id = ?",
+      )
+      .bind(userId)
+      .first(),
+  );
+  // Where the runtime tells the worker its client left (request.signal), the call ends then, as client_closed,
+  // and the agent's answer is cancelled; where it cannot tell (a plain HTTP/1.1 client that closes while waiting
+  // is noticed only on writing), the call runs to the agent's answer. Either way it counts and is charged.
+  assert.ok(["client_closed", "ok"].includes(row.outcome), row.outcome);
+  assert.equal(row.counted, 1);
+  assert.equal(row.invocations, 1);
+  assert.ok(row.gateway_ms >= 450, `measured ${row.gateway_ms} ms`);
 });

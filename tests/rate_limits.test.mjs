@@ -50,6 +50,21 @@ test("telemetry reports are limited per claimed deployment and address, before a
   assert.equal((await report("198.51.100.200")).status, 401);
 });
 
+test("reports claiming a new made-up deployment each time count against the sender's address", async () => {
+  const rejects = async () => (await app.db.prepare("SELECT COUNT(*) AS n FROM telemetry_rejects").first()).n;
+  const before = await rejects();
+  const id = () => `dep_${crypto.getRandomValues(Buffer.alloc(12)).toString("hex")}`;
+  const answers = await Promise.all(
+    Array.from({ length: 12 }, () => app.report(id(), { hello: "world" }, { signature: `v1=${"0".repeat(64)}`, headers: from("198.51.100.77") })),
+  );
+  const read = answers.filter((r) => r.status === 401);
+  const limited = answers.filter((r) => r.status === 429);
+  assert.equal(read.length + limited.length, 12, answers.map((r) => r.status).join(","));
+  assert.ok(read.length >= 5 && read.length <= 7, `${read.length} were looked up`);
+  for (const r of read) assert.equal(r.body.error.code, "unknown_deployment");
+  assert.equal(await rejects(), before + read.length, "the limited ones left no row");
+});
+
 test("made-up API keys count against the sender's address: each one would cost a D1 read", async () => {
   const key = () => `whk_${crypto.getRandomValues(Buffer.alloc(24)).toString("hex")}`;
   const invoke = (address) =>

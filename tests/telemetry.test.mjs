@@ -139,7 +139,7 @@ test("every rejection: a stable code, nothing stored, one audit row each", async
     ["another agent's id", () => send(a, event(a, { agentId: b.agent.id })), 403, "telemetry_mismatch"],
     ["another deployment's id", () => send(a, event(a, { deploymentId: b.deployment.id })), 403, "telemetry_mismatch"],
     // DESIGN.md §4.8: signed by the deployment, but about a call the gateway never admitted to it.
-    ["a trace id the gateway never issued", () => send(a, event(a, { traceId: "trc_0123456789abcdef0123456789abcdef" })), 403, "trace_not_admitted"],
+    ["a trace id the gateway never issued", () => send(a, event(a, { traceId: "trc_0123456789abcdef0123456789abcdef01234567" })), 403, "trace_not_admitted"],
     ["a trace id issued for another deployment", () => send(a, event(a, { traceId: app.admittedTraceId(b.deployment.id) })), 403, "trace_not_admitted"],
     // Issued for this deployment, but longer ago than an event about it could be reported: a trace id a client once
     // saw cannot be billed under for ever.

@@ -98,17 +98,22 @@ const handler = agent.default;
 // (ctx, env), as workerd would; an object's handlers are called as they are.
 const isClass = typeof handler === "function";
 const withoutCredential = ({ GATEWAY_SECRET: _, ...agentEnv }) => agentEnv;
-const classHandlers = isClass
-  ? Object.fromEntries(
-      ["scheduled", "queue", "tail", "email", "trace"]
-        .filter((name) => typeof handler.prototype?.[name] === "function")
-        .map((name) => [name, (event, env, ctx) => new handler(ctx, withoutCredential(env))[name](event)]),
-    )
-  : {};
+// The agent's other handlers (scheduled, queue, …) never see GATEWAY_SECRET either.
+const OTHER_HANDLERS = ["scheduled", "queue", "tail", "email", "trace"];
+const otherHandlers = Object.fromEntries(
+  OTHER_HANDLERS.flatMap((name) => {
+    if (isClass && typeof handler.prototype?.[name] === "function") {
+      return [[name, (event, env, ctx) => new handler(ctx, withoutCredential(env))[name](event)]];
+    }
+    if (!isClass && handler && typeof handler[name] === "function") {
+      return [[name, (event, env, ctx) => handler[name](event, withoutCredential(env), ctx)]];
+    }
+    return [];
+  }),
+);
 
 export default {
-  ...(handler && typeof handler === "object" ? handler : {}),
-  ...classHandlers,
+  ...otherHandlers,
   async fetch(request, env, ctx) {
     const verdict = await admitted(request, env);
     if (!verdict.body) {

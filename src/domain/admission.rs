@@ -12,8 +12,9 @@ use crate::domain::telemetry::{MAX_EVENT_AGE_MS, MAX_EVENT_SKEW_MS};
 
 /// The label the trace-id key is derived under from `TELEMETRY_SECRETS_ENCRYPTION_KEY`.
 pub const TRACE_KEY_LABEL: &[u8] = b"webhost/trace-ids/v1";
-/// The nonce: 8 hex digits of the minute it was issued (since the Unix epoch), then 8 random ones.
-const NONCE_HEX: usize = 16;
+/// The nonce: 8 hex digits of the minute it was issued (since the Unix epoch), then 16 random ones (64 bits, so
+/// ids issued in the same minute do not collide).
+const NONCE_HEX: usize = 24;
 const MINUTE_HEX: usize = 8;
 const TAG_HEX: usize = 16;
 const MINUTE_MS: i64 = 60_000;
@@ -23,7 +24,7 @@ fn tag(trace_key: &[u8; 32], deployment_id: &str, nonce: &str) -> String {
     hex_encode(&mac[..TAG_HEX / 2])
 }
 
-/// A fresh trace id for a call admitted to `deployment_id` at `now`: `trc_` + 8 hex minute + 8 hex random + 16
+/// A fresh trace id for a call admitted to `deployment_id` at `now`: `trc_` + 8 hex minute + 16 hex random + 16
 /// hex tag.
 pub fn admitted_trace_id(trace_key: &[u8; 32], deployment_id: &str, now: i64) -> String {
     let minute = (now.max(0) / MINUTE_MS) as u32;
@@ -70,7 +71,7 @@ mod tests {
     fn only_the_trace_ids_issued_for_a_deployment_are_admitted_to_it() {
         let key = [7u8; 32];
         let id = admitted_trace_id(&key, "dep_a", NOW);
-        assert_eq!(id.len(), 4 + 32);
+        assert_eq!(id.len(), 4 + 40);
         assert!(is_admitted(&key, "dep_a", &id, NOW));
         assert!(
             !is_admitted(&key, "dep_b", &id, NOW),

@@ -140,11 +140,18 @@ pub struct AnswerUsage {
 }
 
 impl AnswerUsage {
+    /// Counts above a telemetry counter's bound (`MAX_EVENT_COUNTER`) are not believable usage: such an answer
+    /// carries none, so no agent can make sums overflow.
     pub fn from_json(value: Option<&Value>) -> Option<Self> {
         let v = value?;
+        let count = |name: &str| {
+            v.get(name)?
+                .as_u64()
+                .filter(|n| *n <= super::telemetry::MAX_EVENT_COUNTER)
+        };
         Some(AnswerUsage {
-            input_tokens: v.get("inputTokens")?.as_u64()?,
-            output_tokens: v.get("outputTokens")?.as_u64()?,
+            input_tokens: count("inputTokens")?,
+            output_tokens: count("outputTokens")?,
         })
     }
 
@@ -401,6 +408,19 @@ mod tests {
             json!({"inputTokens": 1, "outputTokens": 2})
         );
         assert!(!answer.to_string().contains("rts_secret_runtime"));
+        // Counts no model produces (here past 2^63, which would turn negative in D1) are not usage at all.
+        let absurd = br#"{"protocol":"invoke/v1","output":{"text":"hi"},"usage":{"inputTokens":1,"outputTokens":18446744073709551615}}"#;
+        let answer = client_response(absurd, "conv-1", "trc_1", &target()).unwrap();
+        assert!(answer.get("usage").is_none(), "{answer}");
+        assert_eq!(
+            AnswerUsage::from_json(Some(
+                &json!({"inputTokens": 1_000_000_000, "outputTokens": 0})
+            )),
+            Some(AnswerUsage {
+                input_tokens: 1_000_000_000,
+                output_tokens: 0
+            })
+        );
     }
 
     #[test]

@@ -147,8 +147,9 @@ async fn write_meter(env: &Env, meter: &Meter, ended: &Ended, last_write: bool) 
         Ok(_) => {}
         Err(e) => {
             // A refusal's count rides on the user's next written refusal instead.
-            if meter.suppressed > 0 {
-                REFUSED.with(|t| t.borrow_mut().restore(&meter.user_id, meter.suppressed));
+            if let Some(suppressed) = meter.suppressed {
+                // The refusal itself and those it stood for.
+                REFUSED.with(|t| t.borrow_mut().restore(&meter.user_id, suppressed + 1));
             }
             worker::console_error!("metering {} failed: {}", meter.trace_id, e.0)
         }
@@ -166,6 +167,33 @@ enum Metering {
 }
 
 impl Metering {
+    /// A JSON call, recorded when its outcome is known, or, if its client goes away first (the handler is then
+    /// never resumed), as `client_closed`, measured to that moment, with the agent's answer cancelled.
+    fn start_json(
+        ctx: &Context,
+        env: &Env,
+        meter: Meter,
+        gone: Option<JsFuture>,
+        upstream: web_sys::AbortController,
+    ) -> Self {
+        let Some(gone) = gone else {
+            return Metering::Direct(meter);
+        };
+        let (tx, rx) = oneshot::channel::<Ended>();
+        let env = env.clone();
+        ctx.wait_until(async move {
+            let ended = match select(rx, gone).await {
+                Either::Left((Ok(ended), _)) => ended,
+                Either::Left((Err(_), _)) | Either::Right(_) => {
+                    upstream.abort();
+                    Ended::new("client_closed".into(), None, true)
+                }
+            };
+            write_meter(&env, &meter, &ended, true).await;
+        });
+        Metering::Started(tx)
+    }
+
     fn start_stream(ctx: &Context, env: &Env, meter: Meter) -> Self {
         let (tx, rx) = oneshot::channel::<Ended>();
         let env = env.clone();
@@ -247,9 +275,10 @@ impl Metering {
     }
 }
 
-/// What a stream's watch learned: its relay's report, or `None` once the client went away (its request
-/// signal aborted, or, on a runtime without request signals, nothing was forwarded for longer than a live relay
-/// can stay silent). A client that went away has the agent's answer cancelled, so the agent stops working.
+/// What a stream's watch learned: its relay's report, or `None` once the client went away — its request signal
+/// aborted or, on a runtime without request signals (without the `enable_request_signal` flag), nothing was
+/// forwarded for longer than a live relay can stay silent. A client that went away has the agent's answer
+/// cancelled, so the agent stops working.
 async fn watch_stream(
     mut rx: oneshot::Receiver<StreamEnd>,
     progress: &StreamProgress,
@@ -257,12 +286,17 @@ async fn watch_stream(
     client_gone: Option<JsFuture>,
     upstream: &web_sys::AbortController,
 ) -> Option<StreamEnd> {
-    let mut gone: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> = match client_gone {
-        Some(signal) => Box::pin(async move {
-            let _ = signal.await;
-        }),
-        None => Box::pin(futures_util::future::pending()),
-    };
+    if let Some(gone) = client_gone {
+        return match select(rx, gone).await {
+            Either::Left((end, _)) => end.ok(),
+            Either::Right(_) => {
+                // Measured to this moment: the client is gone.
+                progress.last_forward_ms.set(JsClock.now_ms());
+                upstream.abort();
+                None
+            }
+        };
+    }
     loop {
         let now = JsClock.now_ms();
         let last = progress.last_forward_ms.get();
@@ -271,16 +305,9 @@ async fn watch_stream(
             return None;
         }
         let wait = (last + idle_limit_ms - now).max(1) as u64;
-        let timer = Delay::from(Duration::from_millis(wait));
-        match select(&mut rx, select(timer, &mut gone)).await {
+        match select(&mut rx, Delay::from(Duration::from_millis(wait))).await {
             Either::Left((end, _)) => return end.ok(),
-            Either::Right((Either::Right(_), _)) => {
-                // Measured to this moment: the client is gone.
-                progress.last_forward_ms.set(JsClock.now_ms());
-                upstream.abort();
-                return None;
-            }
-            Either::Right((Either::Left(_), _)) => continue,
+            Either::Right(_) => continue,
         }
     }
 }
@@ -347,7 +374,7 @@ pub(super) async fn invoke(
 ) -> Result<Reply, ApiError> {
     let started_at = JsClock.now_ms();
     let mut watch = Stopwatch::start(started_at);
-    let gone = if streaming { client_gone(req) } else { None };
+    let gone = client_gone(req);
     let presented = credential(header(req, "Authorization").as_deref(), config, started_at).await?;
     let agent_id = AgentId::parse(raw_agent_id).ok_or_else(ApiError::agent_not_found)?;
     let (_, body): (_, Value) = read_json(req, MAX_INVOKE_BODY_BYTES).await?;
@@ -387,7 +414,8 @@ pub(super) async fn invoke(
         streaming,
         started_at,
         compute_ms_limit: 0,
-        suppressed: 0,
+        suppressed: None,
+        forwarded_at: None,
     };
     match prepared {
         Ok(admitted) => {
@@ -427,7 +455,7 @@ pub(super) async fn invoke(
                 return Err(error);
             };
             meter.deployment_id = deployment_id;
-            meter.suppressed = suppressed;
+            meter.suppressed = Some(suppressed);
             Err(Metering::Direct(meter).failed(ctx, env, error, None, false))
         }
     }
@@ -442,7 +470,7 @@ async fn call(
     user: &UserId,
     admitted: &Admitted,
     request: &InvokeRequest,
-    meter: Meter,
+    mut meter: Meter,
     streaming: bool,
     mut watch: Stopwatch,
     gone: Option<JsFuture>,
@@ -458,14 +486,22 @@ async fn call(
     };
     let (trace_id, request_id) = (meter.trace_id.clone(), meter.request_id.clone());
     let (period, user_label) = (meter.period, meter.user_id.clone());
+    let body = request.upstream_body(&granted.runtime_session_id);
+    let credential = credential_for(config, deployment, &trace_id, &body);
+    // The measured compute counts from here: not the caller's upload, the gate or the signing before it.
+    meter.forwarded_at = Some(JsClock.now_ms());
+    let (json_gone, stream_gone) = if streaming {
+        (None, gone)
+    } else {
+        (gone, None)
+    };
     // A stream's row exists from its start, so a client that goes away still leaves one.
     let metering = if streaming {
         Metering::start_stream(ctx, env, meter)
     } else {
-        Metering::Direct(meter)
+        Metering::start_json(ctx, env, meter, json_gone, upstream_abort.clone())
     };
-    let body = request.upstream_body(&granted.runtime_session_id);
-    let credential = match credential_for(config, deployment, &trace_id, &body) {
+    let credential = match credential {
         Ok(credential) => credential,
         Err(err) => {
             // Nothing was sent: the request is given back.
@@ -563,7 +599,7 @@ async fn call(
         status,
         abandoned_after_ms(timeout_ms),
         ClientLink {
-            gone,
+            gone: stream_gone,
             upstream: upstream_abort,
         },
     );

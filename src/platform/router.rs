@@ -195,7 +195,11 @@ pub(super) async fn handle(
             if let Some(pending) = pending {
                 in_background(ctx, env, config, Background::Deploy(Box::new(pending)));
             }
-            json_reply(202, &deployment)
+            // A replayed Idempotency-Key answers the stored deployment, which may have failed since.
+            json_reply(
+                202,
+                &deployments::for_owner(deployment, config.deploy.as_ref()),
+            )
         }
         Route::ListDeployments(id) => {
             let query = query.into_iter().collect();
@@ -217,7 +221,11 @@ pub(super) async fn handle(
         ),
         Route::ActivateDeployment(agent, dep) => json_reply(
             200,
-            &deployments::activate_deployment(&store, &gate, &clock, &user, &agent, &dep).await?,
+            &deployments::for_owner(
+                deployments::activate_deployment(&store, &gate, &clock, &user, &agent, &dep)
+                    .await?,
+                config.deploy.as_ref(),
+            ),
         ),
         Route::ListInvocations(id) => json_reply(
             200,

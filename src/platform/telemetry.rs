@@ -5,10 +5,12 @@ use super::d1::D1Store;
 use super::durable::user_gate::UserGateClient;
 use super::reply::Reply;
 use super::request::{header, read_body};
+use super::router::{charge_address, client_address};
 use super::JsClock;
 use crate::app::deployments::deploys_not_configured;
 use crate::app::ports::Clock;
 use crate::app::telemetry::{audit_reject, ingest, SignedReport};
+use crate::auth::verdict_cache::{VerdictCache, DEFAULT_CAPACITY};
 use crate::config::ServiceConfig;
 use crate::domain::ids::{DeploymentId, RequestId};
 use crate::domain::telemetry::{
@@ -24,7 +26,13 @@ thread_local! {
     // One per isolate for its whole life (leaked once), so a reference can be held across the audit's await.
     static REJECTS: &'static RefCell<RejectThrottle> =
         Box::leak(Box::new(RefCell::new(RejectThrottle::default())));
+    // Deployments whose reports this isolate accepted lately: any other claimed id costs a D1 read to refuse,
+    // so its report is charged to the sender's address first (agents' own reports are not, once known).
+    static KNOWN: RefCell<VerdictCache<String, ()>> = RefCell::new(VerdictCache::new(DEFAULT_CAPACITY));
 }
+
+/// How long a deployment whose report was accepted stays known.
+const KNOWN_FOR_MS: i64 = 60 * 60 * 1000;
 
 /// Accepts one signed report, or refuses it (and audits the refusal, within the throttle).
 pub(super) async fn report(
@@ -36,10 +44,23 @@ pub(super) async fn report(
 ) -> Result<Reply, ApiError> {
     let now = JsClock.now_ms();
     let claimed = parse_deployment_header(header(req, DEPLOYMENT_HEADER).as_deref());
+    let known = claimed
+        .as_ref()
+        .is_ok_and(|id| KNOWN.with(|k| k.borrow_mut().get(&id.as_str().to_owned(), now).is_some()));
+    if !known {
+        // Refused without an audit row: a flood of made-up deployment ids writes nothing.
+        charge_address(&client_address(req), config)?;
+    }
     let outcome = match &claimed {
         Ok(deployment_id) => receive(req, env, store, config, deployment_id, now).await,
         Err(e) => Err(e.clone()),
     };
+    if let (Ok(_), Ok(id)) = (&outcome, &claimed) {
+        KNOWN.with(|k| {
+            k.borrow_mut()
+                .put(id.as_str().to_owned(), (), now + KNOWN_FOR_MS, now)
+        });
+    }
     if let Err(err) = &outcome {
         if err.status() < 500 {
             let claimed = claimed.as_ref().ok().map(DeploymentId::as_str);

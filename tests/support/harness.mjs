@@ -175,9 +175,9 @@ export class TestApp {
     const raw = this.vars.TELEMETRY_SECRETS_ENCRYPTION_KEY;
     const keyBytes = raw.startsWith("hex:") ? Buffer.from(raw.slice(4), "hex") : Buffer.from(raw, raw.includes("-") || raw.includes("_") ? "base64url" : "base64");
     const traceKey = createHmac("sha256", keyBytes).update("webhost/trace-ids/v1").digest();
-    // The minute it was issued (8 hex), then 8 random hex digits.
+    // The minute it was issued (8 hex), then 16 random hex digits.
     const minute = Math.floor(at / 60_000).toString(16).padStart(8, "0");
-    const nonce = minute + crypto.getRandomValues(Buffer.alloc(4)).toString("hex");
+    const nonce = minute + crypto.getRandomValues(Buffer.alloc(8)).toString("hex");
     const tag = createHmac("sha256", traceKey).update(`${deploymentId}\n${nonce}`).digest().subarray(0, 8).toString("hex");
     return `trc_${nonce}${tag}`;
   }

@@ -247,8 +247,10 @@ pub struct Meter {
     /// The admission's `computeMsPerPeriod` (0 for a refused call, which is never charged).
     pub compute_ms_limit: u64,
     /// For a refused call: the earlier refusals of the user that were only counted, not written (this row
-    /// stands for them too).
-    pub suppressed: u64,
+    /// stands for them too). `None` for a call that was not refused.
+    pub suppressed: Option<u64>,
+    /// When the call was forwarded to the agent: what the measured compute counts from.
+    pub forwarded_at: Option<i64>,
 }
 
 /// Rows of refused calls written per user, per minute and isolate; past that, refusals are only counted and the
@@ -264,6 +266,8 @@ pub struct Invocation<'a> {
     pub counted: bool,
     /// From the call's start to its answer's last byte (or to when the client went away).
     pub wall_ms: i64,
+    /// From forwarding the call to the agent to the same end: what the gateway charges.
+    pub measured_ms: i64,
     /// The token counts the agent's answer carried in `usage`.
     pub answer_usage: Option<AnswerUsage>,
     /// Whether this is the call's last write. A stream's row written as it starts is provisional: only the
@@ -285,6 +289,7 @@ impl Meter {
             upstream_status,
             counted,
             wall_ms: (now - self.started_at).max(0),
+            measured_ms: (now - self.forwarded_at.unwrap_or(self.started_at)).max(0),
             answer_usage: None,
             last_write: true,
         }
@@ -306,10 +311,10 @@ impl Invocation<'_> {
         }
     }
 
-    /// The compute this write adds to the user's measured total for the period: a counted call's wall time,
-    /// once. Calls that never reached the agent (refused, given back) are not charged.
+    /// The compute this write adds to the user's measured total for the period: a counted call's time from
+    /// forwarding to its end, once. Calls that never reached the agent (refused, given back) are not charged.
     pub fn measured_charge_ms(&self) -> Option<i64> {
-        (self.last_write && self.counted).then_some(self.wall_ms)
+        (self.last_write && self.counted).then_some(self.measured_ms)
     }
 
     /// Whether the user's gate must hear of the measured total now (`total` after this write): once it reaches

@@ -260,7 +260,8 @@ fn a_metering_row_measures_from_the_start_and_never_goes_negative() {
         streaming: false,
         started_at: NOW,
         compute_ms_limit: 100,
-        suppressed: 0,
+        suppressed: None,
+        forwarded_at: None,
     };
     assert_eq!(meter.row("ok", Some(200), true, NOW + 42).wall_ms, 42);
     assert_eq!(meter.row("ok", Some(200), true, NOW - 5).wall_ms, 0);
@@ -279,7 +280,8 @@ fn measured_compute_is_charged_once_for_a_counted_call_only() {
         streaming: true,
         started_at: NOW,
         compute_ms_limit: 100,
-        suppressed: 0,
+        suppressed: None,
+        forwarded_at: None,
     };
     // A stream's first row is provisional; its last write charges the whole call.
     let started = meter

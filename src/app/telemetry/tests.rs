@@ -301,7 +301,7 @@ fn only_calls_the_gateway_admitted_to_this_deployment_are_charged() {
     let (rig, charger) = (rig(), Charger::default());
     let other_deployment = "dep_ffffffffffffffffffffffff";
     for trace_id in [
-        "trc_0123456789abcdef0123456789abcdef".to_string(),
+        "trc_0123456789abcdef0123456789abcdef01234567".to_string(),
         "made-up".to_string(),
         admitted(other_deployment),
     ] {

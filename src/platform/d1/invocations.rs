@@ -16,7 +16,8 @@ const INSERT_INVOCATION: &str = "INSERT INTO invocations (id, request_id, user_i
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
      ON CONFLICT (id) DO UPDATE SET outcome = excluded.outcome, upstream_status = excluded.upstream_status, \
      counted = excluded.counted, wall_ms = excluded.wall_ms, \
-     answer_input_tokens = excluded.answer_input_tokens, answer_output_tokens = excluded.answer_output_tokens";
+     answer_input_tokens = excluded.answer_input_tokens, answer_output_tokens = excluded.answer_output_tokens \
+     WHERE invocations.request_id = excluded.request_id AND invocations.user_id = excluded.user_id";
 const TOUCH_KEY: &str = "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1";
 // ?1 user, ?2 period, ?3 wall ms, ?4 answer input tokens, ?5 answer output tokens, ?6 now
 const CHARGE_MEASURED: &str =
@@ -69,7 +70,7 @@ impl D1Store {
                 number(inv.wall_ms),
                 answered(|u| u.input_tokens),
                 answered(|u| u.output_tokens),
-                number(m.suppressed as i64),
+                number(m.suppressed.unwrap_or(0) as i64),
             ])
             .map_err(fail)?;
         let mut statements = vec![insert];
