@@ -14,6 +14,8 @@ use serde::Serialize;
 
 /// Values re-sealed per run: a bounded amount of work (one D1 write each) per cron trigger or request.
 pub const RESEAL_BATCH: u32 = 200;
+/// Values under a key no longer configured named per run (they are counted in `remaining` either way).
+pub const UNREADABLE_NAMED: u32 = 50;
 
 /// Where a sealed value lives, which is also what it is bound to (its associated data).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,10 +72,12 @@ pub struct SealedValue {
 
 #[allow(async_fn_in_trait)]
 pub trait SealedStore {
-    /// Up to `limit` stored values that do not start with `current_prefix` (not under the current key).
-    async fn sealed_elsewhere(
+    /// Up to `limit` stored values that start with one of `prefixes`.
+    async fn sealed_under(&self, prefixes: &[String], limit: u32) -> StoreResult<Vec<SealedValue>>;
+    /// Up to `limit` stored values that start with none of `prefixes`.
+    async fn sealed_not_under(
         &self,
-        current_prefix: &str,
+        prefixes: &[String],
         limit: u32,
     ) -> StoreResult<Vec<SealedValue>>;
     /// Puts `resealed` in place of `value`, only if the row still holds `value.sealed`; whether it did.
@@ -90,25 +94,31 @@ pub struct ResealRun {
     pub resealed: u64,
     /// Values that changed underneath the run (set again meanwhile): already under the current key.
     pub superseded: u64,
-    /// Values no configured key opens (their key was removed too early, or they were altered), named.
+    /// Values no configured key opens (their key was removed too early, or they were altered), named: at most
+    /// `UNREADABLE_NAMED` under removed keys, and any this run failed to open.
     pub unreadable: Vec<String>,
     /// Values still not under the current key after this run, unreadable ones included. At 0, previous keys
     /// can be removed from the configuration.
     pub remaining: u64,
 }
 
-/// Re-seals up to `limit` values under the current key.
+/// Re-seals up to `limit` values under the current key. Only values some configured key can open are fetched
+/// to be moved, so values under a removed key never hold up the others.
 pub async fn reseal(
     store: &impl SealedStore,
     keys: &Keyring,
     limit: u32,
 ) -> StoreResult<ResealRun> {
-    let prefix = keys.current_prefix();
     let mut run = ResealRun {
         current_key_id: keys.current_key_id(),
         ..ResealRun::default()
     };
-    for value in store.sealed_elsewhere(&prefix, limit).await? {
+    let lost = store
+        .sealed_not_under(&keys.known_prefixes(), UNREADABLE_NAMED)
+        .await?;
+    run.unreadable
+        .extend(lost.iter().map(|v| v.field.describe()));
+    for value in store.sealed_under(&keys.movable_prefixes(), limit).await? {
         match keys.reseal(&value.sealed, &value.field.aad()) {
             Ok(resealed) => {
                 if store.replace_sealed(&value, &resealed).await? {
@@ -120,7 +130,7 @@ pub async fn reseal(
             Err(_) => run.unreadable.push(value.field.describe()),
         }
     }
-    run.remaining = store.count_sealed_elsewhere(&prefix).await?;
+    run.remaining = store.count_sealed_elsewhere(&keys.current_prefix()).await?;
     Ok(run)
 }
 

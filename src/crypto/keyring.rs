@@ -4,7 +4,7 @@
 //! right key is chosen without trying them all, and the re-seal job (`app::key_rotation`) can find every value
 //! not yet under the current key. Once none is left, a previous key can be removed from the configuration.
 
-use super::secret_box::{sealed_key_id, sealed_prefix, EncryptionKey, SealedUnder};
+use super::secret_box::{sealed_key_id, sealed_prefix, EncryptionKey, SealedUnder, LEGACY_PREFIX};
 
 #[derive(Debug, Clone)]
 pub struct Keyring {
@@ -35,6 +35,21 @@ impl Keyring {
     /// The stored-value prefix of everything sealed under the current key.
     pub fn current_prefix(&self) -> String {
         sealed_prefix(&self.current.key_id())
+    }
+
+    /// Prefixes of the values the re-seal job can move: those under a previous key, and those from before key
+    /// ids (which any configured key may have sealed).
+    pub fn movable_prefixes(&self) -> Vec<String> {
+        std::iter::once(LEGACY_PREFIX.to_owned())
+            .chain(self.previous.iter().map(|k| sealed_prefix(&k.key_id())))
+            .collect()
+    }
+
+    /// Prefixes of every value some configured key can open: anything else is under a key no longer configured.
+    pub fn known_prefixes(&self) -> Vec<String> {
+        let mut prefixes = self.movable_prefixes();
+        prefixes.push(self.current_prefix());
+        prefixes
     }
 
     /// Seals under the current key.

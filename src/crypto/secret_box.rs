@@ -11,7 +11,7 @@ use base64::Engine;
 use std::fmt;
 
 const NONCE_LEN: usize = 12;
-const LEGACY_PREFIX: &str = "v1.";
+pub const LEGACY_PREFIX: &str = "v1.";
 const PREFIX: &str = "v2.";
 /// Hex digits of a key id: 64 bits of an HMAC of the key, which identifies it and reveals nothing of it.
 const KEY_ID_HEX: usize = 16;

@@ -94,9 +94,16 @@ fn usage() -> MemoryUsage {
 struct NoSealed;
 
 impl crate::app::key_rotation::SealedStore for NoSealed {
-    async fn sealed_elsewhere(
+    async fn sealed_under(
         &self,
-        _: &str,
+        _: &[String],
+        _: u32,
+    ) -> StoreResult<Vec<crate::app::key_rotation::SealedValue>> {
+        Ok(Vec::new())
+    }
+    async fn sealed_not_under(
+        &self,
+        _: &[String],
         _: u32,
     ) -> StoreResult<Vec<crate::app::key_rotation::SealedValue>> {
         Ok(Vec::new())

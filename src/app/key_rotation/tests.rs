@@ -15,16 +15,21 @@ struct Stored {
     set_again: RefCell<Option<(SealedField, String)>>,
 }
 
-impl SealedStore for Stored {
-    async fn sealed_elsewhere(&self, prefix: &str, limit: u32) -> StoreResult<Vec<SealedValue>> {
-        let found: Vec<SealedValue> = self
-            .values
+impl Stored {
+    fn matching(&self, prefixes: &[String], under: bool, limit: u32) -> Vec<SealedValue> {
+        self.values
             .borrow()
             .iter()
-            .filter(|v| !v.sealed.starts_with(prefix))
+            .filter(|v| prefixes.iter().any(|p| v.sealed.starts_with(p)) == under)
             .take(limit as usize)
             .cloned()
-            .collect();
+            .collect()
+    }
+}
+
+impl SealedStore for Stored {
+    async fn sealed_under(&self, prefixes: &[String], limit: u32) -> StoreResult<Vec<SealedValue>> {
+        let found = self.matching(prefixes, true, limit);
         if let Some((field, sealed)) = self.set_again.borrow_mut().take() {
             for v in self.values.borrow_mut().iter_mut() {
                 if v.field == field {
@@ -33,6 +38,14 @@ impl SealedStore for Stored {
             }
         }
         Ok(found)
+    }
+
+    async fn sealed_not_under(
+        &self,
+        prefixes: &[String],
+        limit: u32,
+    ) -> StoreResult<Vec<SealedValue>> {
+        Ok(self.matching(prefixes, false, limit))
     }
 
     async fn replace_sealed(&self, value: &SealedValue, resealed: &str) -> StoreResult<bool> {
@@ -155,4 +168,22 @@ fn values_no_configured_key_opens_are_named_and_left_in_place() {
             .remaining,
         0
     );
+}
+
+#[test]
+fn values_under_a_removed_key_never_hold_up_the_others() {
+    // Three values under a key nobody kept, then one under the previous key.
+    let stored = sealed_under(&Keyring::from(key("09")));
+    let field = fields().remove(0);
+    let under_previous = SealedValue {
+        sealed: key("01").seal(b"movable", &field.aad()),
+        field,
+    };
+    stored.values.borrow_mut().push(under_previous);
+    let rotating = Keyring::new(key("02"), vec![key("01")]);
+    // A batch of 2: the lost values are not what it is spent on.
+    let run = block_on(reseal(&stored, &rotating, 2)).unwrap();
+    assert_eq!(run.resealed, 1);
+    assert_eq!(run.unreadable.len(), 3);
+    assert_eq!(run.remaining, 3);
 }

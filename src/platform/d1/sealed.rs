@@ -7,16 +7,16 @@ use crate::app::ports::{StoreError, StoreResult};
 use crate::domain::ids::{AgentId, UserId};
 use serde::Deserialize;
 
-// ?1 the current key's prefix, ?2 its length, ?3 limit. `substr` rather than LIKE: the prefix is compared
-// exactly, whatever characters it holds.
-const SEALED_ELSEWHERE: &str = "SELECT * FROM ( \
+// Every sealed value with where it lives. ?1 a JSON array of prefixes, ?2 1 to keep values under one of them or 0
+// to keep values under none, ?3 limit. Prefixes are compared exactly (`substr`), whatever characters they hold.
+const SEALED_VALUES: &str = "SELECT * FROM ( \
      SELECT 'agent' AS kind, user_id, agent_id, name, NULL AS deployment_id, value_sealed AS sealed \
-       FROM agent_secrets WHERE substr(value_sealed, 1, ?2) != ?1 \
-     UNION ALL SELECT 'telemetry', NULL, NULL, NULL, id, telemetry_secret_sealed \
-       FROM deployments WHERE substr(telemetry_secret_sealed, 1, ?2) != ?1 \
-     UNION ALL SELECT 'gateway', NULL, NULL, NULL, id, gateway_secret_sealed \
-       FROM deployments WHERE gateway_secret_sealed IS NOT NULL AND substr(gateway_secret_sealed, 1, ?2) != ?1 \
-     ) LIMIT ?3";
+       FROM agent_secrets \
+     UNION ALL SELECT 'telemetry', NULL, NULL, NULL, id, telemetry_secret_sealed FROM deployments \
+     UNION ALL SELECT 'gateway', NULL, NULL, NULL, id, gateway_secret_sealed FROM deployments \
+       WHERE gateway_secret_sealed IS NOT NULL \
+     ) WHERE EXISTS (SELECT 1 FROM json_each(?1) p WHERE substr(sealed, 1, length(p.value)) = p.value) = ?2 \
+     LIMIT ?3";
 const COUNT_ELSEWHERE: &str = "SELECT \
      (SELECT COUNT(*) FROM agent_secrets WHERE substr(value_sealed, 1, ?2) != ?1) + \
      (SELECT COUNT(*) FROM deployments WHERE substr(telemetry_secret_sealed, 1, ?2) != ?1) + \
@@ -62,19 +62,35 @@ struct CountRow {
     n: f64,
 }
 
-impl SealedStore for D1Store {
-    async fn sealed_elsewhere(&self, prefix: &str, limit: u32) -> StoreResult<Vec<SealedValue>> {
+impl D1Store {
+    async fn sealed_values(
+        &self,
+        prefixes: &[String],
+        under: bool,
+        limit: u32,
+    ) -> StoreResult<Vec<SealedValue>> {
+        let prefixes = serde_json::to_string(prefixes).map_err(|e| StoreError(e.to_string()))?;
         let rows: Vec<SealedRow> = self
             .rows(
-                SEALED_ELSEWHERE,
-                &[
-                    text(prefix),
-                    number(prefix.len() as i64),
-                    number(limit as i64),
-                ],
+                SEALED_VALUES,
+                &[text(&prefixes), number(under as i64), number(limit as i64)],
             )
             .await?;
         rows.into_iter().map(SealedRow::into_value).collect()
+    }
+}
+
+impl SealedStore for D1Store {
+    async fn sealed_under(&self, prefixes: &[String], limit: u32) -> StoreResult<Vec<SealedValue>> {
+        self.sealed_values(prefixes, true, limit).await
+    }
+
+    async fn sealed_not_under(
+        &self,
+        prefixes: &[String],
+        limit: u32,
+    ) -> StoreResult<Vec<SealedValue>> {
+        self.sealed_values(prefixes, false, limit).await
     }
 
     async fn replace_sealed(&self, value: &SealedValue, resealed: &str) -> StoreResult<bool> {
