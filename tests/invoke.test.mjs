@@ -29,7 +29,8 @@ test("JSON invocation of the template through the active deployment", async () =
   assert.equal(res.body.output.text, "hello through the gateway");
   assert.deepEqual(res.body.usage, { inputTokens: 4, outputTokens: 4 });
   assert.match(res.body.sessionId, /^ses_[0-9a-f]{32}$/);
-  assert.match(res.body.traceId, /^trc_[0-9a-f]{32}$/);
+  // An admitted call's trace id: the minute it was issued, 64 random bits and the admission tag (domain::admission).
+  assert.match(res.body.traceId, /^trc_[0-9a-f]{40}$/);
   assert.deepEqual(Object.keys(res.body).sort(), ["output", "protocol", "sessionId", "traceId", "usage"]);
   assert.equal(res.headers.get("X-Deployment-Id"), deployment.id);
   assert.equal(res.headers.get("X-Trace-Id"), res.body.traceId);
