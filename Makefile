@@ -66,10 +66,18 @@ node_modules/.package-lock.json: package.json package-lock.json
 # worker-build passes to wasm-opt, so nothing newer than workerd supports is emitted.
 WASM_FEATURES := mutable-globals sign-ext nontrapping-float-to-int bulk-memory multivalue reference-types exception-handling
 
-build: setup
-	worker-build --release
-	wasm-opt build/index_bg.wasm --strip-debug --strip-producers $(addprefix --enable-,$(WASM_FEATURES)) -o build/index_bg.wasm
+# Rebuilt only when a source changed: `wrangler dev` runs `make build` itself on start, and rewriting the Wasm
+# under a running test suite (or a running `make dev`) would hand workerd a half-written module. The optimised
+# module replaces the old one in one rename for the same reason.
+WORKER_SOURCES := $(shell find src -name '*.rs' -o -name '*.mjs') Cargo.toml Cargo.lock $(wildcard worker-template/*.js)
+
+build: setup build/index_bg.wasm
 	@printf 'build/index_bg.wasm: %s bytes raw, %s gzip\n' "$$(wc -c < build/index_bg.wasm)" "$$(gzip -9 -c build/index_bg.wasm | wc -c)"
+
+build/index_bg.wasm: $(WORKER_SOURCES)
+	worker-build --release
+	wasm-opt build/index_bg.wasm --strip-debug --strip-producers $(addprefix --enable-,$(WASM_FEATURES)) -o build/index_bg.wasm.tmp
+	mv build/index_bg.wasm.tmp build/index_bg.wasm
 
 ## Local stack ------------------------------------------------------------------------------------------------
 
