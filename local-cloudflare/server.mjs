@@ -64,6 +64,8 @@ export async function startLocalCloudflare({
 } = {}) {
   const scripts = new Map(); // key `${scope}/${name}` → script
   const faults = [];
+  // API calls made about each script (upload, secrets, subdomain, delete…), by script name: what a deploy costs.
+  const apiCalls = new Map();
   const dispatchLimits = new Map();
   const requestsServed = new Map();
   let queue = Promise.resolve();
@@ -362,6 +364,7 @@ export async function startLocalCloudflare({
       }
       const name = rest[0];
       const key = `${scope}/${name}`;
+      apiCalls.set(name, (apiCalls.get(name) ?? 0) + 1);
       if (rest.length === 1 && method === "PUT") return upload(scope, name, req, body);
       const script = scripts.get(key);
       if (!script) return failure(404, 10007, `This Worker (${name}) does not exist.`);
@@ -512,6 +515,8 @@ export async function startLocalCloudflare({
     injectFault: (fault) => faults.push({ times: 1, ...fault }),
     /** The `limits` the last dispatch-namespace call to `name` asked for (the emulation does not enforce them). */
     dispatchLimits: (name) => dispatchLimits.get(name) ?? null,
+    /** How many API calls were made about script `name`. */
+    apiCalls: (name) => apiCalls.get(name) ?? 0,
     /** How many requests script `name` has been handed (either route): proves a call never reached a script. */
     requestsServed: (name) => requestsServed.get(name) ?? 0,
     /**

@@ -94,6 +94,26 @@ test("a custom module sees its env vars, the agent's secrets and every injected 
   assert.equal((await app.getAgent(alice, agent.id)).body.activeDeploymentId, second.id);
 });
 
+test("one atomic upload: a deploy costs the same two API calls with 0 or 40 secrets, every secret in the upload", async () => {
+  const agent = await newAgent(alice, "many-secrets");
+  const none = await deployAndSettle(alice, agent.id, { moduleCode: ENV_MODULE });
+  assert.equal(none.status, "active", JSON.stringify(none.error));
+  for (let i = 0; i < 40; i++) assert.equal((await app.putSecret(alice, agent.id, `SECRET_${i}`, `value-${i}`)).status, 200);
+  assert.equal((await app.putSecret(alice, agent.id, "API_KEY", "the-key")).status, 200);
+  const many = await deployAndSettle(alice, agent.id, { moduleCode: ENV_MODULE, env: { GREETING: "hi" } });
+  assert.equal(many.status, "active", JSON.stringify(many.error));
+  // workers.dev: the upload, then the subdomain; never one call per secret.
+  assert.equal(lcf.apiCalls(none.scriptName), 2);
+  assert.equal(lcf.apiCalls(many.scriptName), 2);
+  const script = lcf.scripts().find((s) => s.name === many.scriptName);
+  assert.equal(script.secrets.length, 40 + 1 + 2, "the agent's 41 secrets and the platform's two");
+  assert.equal(lcf.secretValue(many.scriptName, "SECRET_39"), "value-39");
+  const env = await (await asGateway(lcf, many.scriptName, many.providerRef)).json();
+  assert.equal(env.apiKey, "the-key");
+  assert.equal(env.greeting, "hi");
+  assert.equal(env.telemetrySecretLength, 43);
+});
+
 test("a module with a syntax error ends failed with the provider's message; the pointer stays", async () => {
   const agent = await newAgent(alice, "syntax-agent");
   const good = await deployAndSettle(alice, agent.id);
@@ -114,7 +134,7 @@ test("a module with a syntax error ends failed with the provider's message; the 
 test("a busy provider is waited out: 429 and 5xx are retried (the waits, Retry-After included, are tested natively), and the deployment shows its attempts", async () => {
   const agent = await newAgent(alice, "busy-provider");
   lcf.injectFault({ step: "upload", status: 429, code: 10013, retryAfter: 1, message: "rate limited" });
-  lcf.injectFault({ step: "secret", status: 503, times: 2, message: "try later" });
+  lcf.injectFault({ step: "subdomain", status: 503, times: 2, message: "try later" });
   const d = await deployAndSettle(alice, agent.id);
   assert.equal(d.status, "active", JSON.stringify(d.error));
   assert.equal(d.retries, 3);
@@ -127,7 +147,7 @@ test("a provider failure at each step ends failed, moves nothing, and leaves no 
   const good = await deployAndSettle(alice, agent.id);
   const failed = [];
   // Failures retrying cannot fix (a busy provider is retried: see above).
-  for (const [step, status] of [["upload", 400], ["secret", 409], ["subdomain", 403]]) {
+  for (const [step, status] of [["upload", 400], ["subdomain", 403]]) {
     lcf.injectFault({ step, status, message: `injected ${step} failure` });
     // The best-effort delete right after the failure fails too, so only the clean-up job can remove the script.
     lcf.injectFault({ step: "delete", status: 500 });

@@ -27,6 +27,8 @@ test("JSON and SSE through the dispatch namespace, with the tier's limits", asyn
   const dep = await app.settled(alice, agent.id, (await app.deploy(alice, agent.id)).body.id);
   assert.equal(dep.status, "active", JSON.stringify(dep.error));
   assert.equal(dep.deployTarget, "dispatch_namespace");
+  // One atomic upload, secrets included: the whole deploy is a single API call in a namespace.
+  assert.equal(lcf.apiCalls(dep.scriptName), 1);
 
   const res = await app.invoke(alice, agent.id, invokeBody("through the namespace"));
   assert.equal(res.status, 200, res.text);

@@ -342,13 +342,25 @@ async fn deploy_steps<S: DeploymentStore, P: ProviderApi>(
         pending.gateway_secret.clone(),
     ));
     // The guard is the entry point: nothing of the agent runs for a call without the gateway's credential.
+    // Secrets travel in the upload itself as `secret_text` bindings: one atomic upload makes one version with
+    // everything (Cloudflare promises a new dispatch script is live when its first upload answers, not the
+    // versions later PUTs would make), and a deploy costs the same few API calls whatever the number of secrets.
     let metadata = ScriptMetadata {
         main_module: GUARD_MODULE_NAME.into(),
         compatibility_date: pending.spec.compatibility_date.clone(),
         compatibility_flags: Vec::new(),
+        // A secret wins over a plain variable of the same name (Cloudflare refuses duplicate binding names).
         bindings: plain_bindings(config, d)
             .into_iter()
+            .filter(|(name, _)| !secrets.iter().any(|(secret, _)| secret == name))
             .map(|(name, text)| Binding::PlainText { name, text })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .chain(
+                secrets
+                    .into_iter()
+                    .map(|(name, text)| Binding::SecretText { name, text }),
+            )
             .collect(),
         tags: tags_for(d),
     };
@@ -374,12 +386,6 @@ async fn deploy_steps<S: DeploymentStore, P: ProviderApi>(
     call_retrying(provider, sleeper, &upload, &mut waited_ms, count)
         .await
         .map_err(step)?;
-    for (name, value) in &secrets {
-        let put = target.put_secret(&d.script_name, name, value);
-        call_retrying(provider, sleeper, &put, &mut waited_ms, count)
-            .await
-            .map_err(step)?;
-    }
     if let Some(subdomain) = target.enable_subdomain(&d.script_name) {
         call_retrying(provider, sleeper, &subdomain, &mut waited_ms, count)
             .await
