@@ -60,6 +60,9 @@ export async function startLocalCloudflare({
   subdomain = "local",
   stateDir = null,
   maxStaleVersions = 64,
+  // How long a newly enabled workers.dev route takes to answer (Cloudflare propagates it asynchronously; until
+  // then the URL answers 404). 0 by default; tests set it to show a deploy waits.
+  propagationDelayMs = 0,
   log = () => {},
 } = {}) {
   const scripts = new Map(); // key `${scope}/${name}` → script
@@ -350,7 +353,7 @@ export async function startLocalCloudflare({
     if (scope) {
       const stepFor = () => (rest[1] === "secrets" ? "secret" : rest[1] === "subdomain" ? "subdomain" : method === "DELETE" ? "delete" : method === "PUT" && rest.length === 1 ? "upload" : "other");
       const fault = rest.length ? takeFault(stepFor(), method, url.pathname) : takeFault(method === "DELETE" ? "delete" : "list", method, url.pathname);
-      if (fault) return { status: fault.status, body: { success: false, errors: [{ code: fault.code || 10013, message: fault.message || "injected failure" }], messages: [], result: null }, headers: fault.retryAfter ? { "Retry-After": String(fault.retryAfter) } : {} };
+      if (fault) return { status: fault.status, body: { success: false, errors: [{ code: fault.code || (fault.status >= 500 ? 10002 : 10021), message: fault.message || "injected failure" }], messages: [], result: null }, headers: fault.retryAfter ? { "Retry-After": String(fault.retryAfter) } : {} };
 
       if (rest.length === 0) {
         const wanted = (url.searchParams.get("tags") || "").split(",").filter(Boolean).map((t) => t.replace(/:yes$/, ""));
@@ -395,6 +398,7 @@ export async function startLocalCloudflare({
         if (method === "POST") {
           const wanted = jsonBody(body);
           if (!wanted) return failure(400, 10021, "expected a JSON body {enabled}");
+          if (wanted.enabled === true && !script.subdomainEnabled) script.liveAt = Date.now() + propagationDelayMs;
           script.subdomainEnabled = wanted.enabled === true;
           persist();
           return envelope({ enabled: script.subdomainEnabled, previews_enabled: false });
@@ -408,6 +412,11 @@ export async function startLocalCloudflare({
   /** Forwards a request to one script, streaming the answer back. */
   async function forward(req, res, scope, name, rest, body) {
     const script = scripts.get(`${scope}/${name}`);
+    if (scope === "workers" && script?.subdomainEnabled && Date.now() < (script.liveAt ?? 0)) {
+      // Not propagated yet: what a workers.dev URL answers before its route is live.
+      res.writeHead(404, { "Content-Type": "text/plain" }).end("There is nothing here yet");
+      return;
+    }
     if (!script || (scope === "workers" && !script.subdomainEnabled)) {
       // The emulated dispatch binding turns this into the rejection a real namespace gives ("Worker not found").
       res.writeHead(404, { "Content-Type": "text/plain", [OUTCOME_HEADER]: "missing" }).end(`no script ${name} here`);
@@ -525,6 +534,8 @@ export async function startLocalCloudflare({
      */
     secretValue: (name, secret) => [...scripts.values()].find((s) => s.name === name)?.secrets[secret] ?? null,
     clearFaults: () => (faults.length = 0),
+    /** Newly enabled workers.dev routes answer 404 for `ms` first, as while Cloudflare propagates them. */
+    setPropagationDelay: (ms) => (propagationDelayMs = ms),
     async close() {
       // Connections are cut first: `close` alone waits for every open one (a client's keep-alive, a request a
       // script still holds) and could wait forever.

@@ -114,6 +114,27 @@ test("one atomic upload: a deploy costs the same two API calls with 0 or 40 secr
   assert.equal(env.telemetrySecretLength, 43);
 });
 
+test("live means live: a workers.dev deployment turns active only once its URL answers", async () => {
+  const agent = await newAgent(alice, "slow-propagation");
+  lcf.setPropagationDelay(1_500);
+  try {
+    const started = Date.now();
+    const accepted = await app.deploy(alice, agent.id, {});
+    assert.equal(accepted.status, 202, accepted.text);
+    // Uploaded and routed well before its URL answers: still deploying.
+    await new Promise((r) => setTimeout(r, 700));
+    assert.equal((await app.getDeployment(alice, agent.id, accepted.body.id)).body.status, "deploying");
+    const done = await app.settled(alice, agent.id, accepted.body.id);
+    assert.equal(done.status, "active", JSON.stringify(done.error));
+    assert.ok(Date.now() - started >= 1_500, "not before the URL answered");
+    // So the very first call after `active` reaches it.
+    const res = await app.invoke(alice, agent.id, invokeBody("first"));
+    assert.equal(res.status, 200, res.text);
+  } finally {
+    lcf.setPropagationDelay(0);
+  }
+});
+
 test("a module with a syntax error ends failed with the provider's message; the pointer stays", async () => {
   const agent = await newAgent(alice, "syntax-agent");
   const good = await deployAndSettle(alice, agent.id);
@@ -134,10 +155,12 @@ test("a module with a syntax error ends failed with the provider's message; the 
 test("a busy provider is waited out: 429 and 5xx are retried (the waits, Retry-After included, are tested natively), and the deployment shows its attempts", async () => {
   const agent = await newAgent(alice, "busy-provider");
   lcf.injectFault({ step: "upload", status: 429, code: 10013, retryAfter: 1, message: "rate limited" });
+  // Cloudflare's "concurrent modification", whatever status it comes with, is a moment's trouble too.
+  lcf.injectFault({ step: "upload", status: 409, code: 10035, message: "concurrent modification" });
   lcf.injectFault({ step: "subdomain", status: 503, times: 2, message: "try later" });
   const d = await deployAndSettle(alice, agent.id);
   assert.equal(d.status, "active", JSON.stringify(d.error));
-  assert.equal(d.retries, 3);
+  assert.equal(d.retries, 4);
   assert.equal(d.error, null);
   lcf.clearFaults();
 });

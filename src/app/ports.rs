@@ -259,4 +259,7 @@ pub trait Sleeper {
 #[allow(async_fn_in_trait)]
 pub trait ProviderApi {
     async fn call(&self, request: &ApiRequest) -> Result<serde_json::Value, ProviderError>;
+    /// `GET url` without any credential: the status and (the start of) the body, or why there was no answer.
+    /// Tells whether a deployed script answers at its URL yet.
+    async fn probe(&self, url: &str) -> Result<(u16, String), String>;
 }

@@ -14,6 +14,8 @@ pub enum Step {
     Subdomain,
     Delete,
     List,
+    /// Waiting for a new workers.dev URL to answer (Cloudflare propagates routes asynchronously).
+    Live,
 }
 
 impl Step {
@@ -24,6 +26,7 @@ impl Step {
             Step::Subdomain => "subdomain",
             Step::Delete => "delete",
             Step::List => "list",
+            Step::Live => "live",
         }
     }
 }
@@ -233,7 +236,8 @@ impl DeployTarget {
             step: Step::Upload,
             method: Method::Put,
             path: self.script_path(script),
-            query: Vec::new(),
+            // As wrangler asks: the answer describes the script without echoing its code back.
+            query: vec![("excludeScript".into(), "true".into())],
             body: Body::Multipart {
                 boundary: boundary.into(),
                 bytes: multipart::encode(boundary, &parts),
@@ -261,7 +265,8 @@ impl DeployTarget {
                 method: Method::Post,
                 path: format!("{}/subdomain", self.script_path(script)),
                 query: Vec::new(),
-                body: Body::Json(json!({ "enabled": true })),
+                // No version is reachable at a preview URL: only the deployed one, through its guard.
+                body: Body::Json(json!({ "enabled": true, "previews_enabled": false })),
             }),
             DeployTarget::DispatchNamespace { .. } => None,
         }
@@ -352,6 +357,10 @@ mod tests {
             "PUT /accounts/acc1/workers/dispatch/namespaces/agents/scripts/s1"
         );
         assert_eq!(b.content_type().unwrap(), "multipart/form-data; boundary=B");
+        assert_eq!(
+            a.path_and_query(),
+            "/accounts/acc1/workers/scripts/s1?excludeScript=true"
+        );
     }
 
     #[test]
@@ -392,7 +401,10 @@ mod tests {
             sub.endpoint(),
             "POST /accounts/acc1/workers/scripts/s1/subdomain"
         );
-        assert_eq!(sub.body, Body::Json(json!({"enabled": true})));
+        assert_eq!(
+            sub.body,
+            Body::Json(json!({"enabled": true, "previews_enabled": false}))
+        );
         assert!(wfp().enable_subdomain("s1").is_none());
         assert_eq!(
             dev().delete("s1").path_and_query(),

@@ -82,7 +82,34 @@ struct ErrorItem {
     code: i64,
     #[serde(default)]
     message: String,
+    /// The errors beneath this one (Cloudflare reports e.g. an authentication failure as a 400 whose chain holds
+    /// 10000 or a 9xxx code).
+    #[serde(default)]
+    error_chain: Vec<ErrorItem>,
 }
+
+impl ErrorItem {
+    /// This error's code and those of its chain, outermost first.
+    fn codes(&self, into: &mut Vec<i64>) {
+        into.push(self.code);
+        for inner in &self.error_chain {
+            inner.codes(into);
+        }
+    }
+}
+
+/// Codes Cloudflare answers for a moment's trouble, whatever the HTTP status: 10013 (an unknown error, seen under
+/// concurrent deploys) and 10035 (a concurrent modification of the same script).
+const TRANSIENT_CODES: [i64; 2] = [10013, 10035];
+
+/// 10000 (authentication error) and the 9xxx family (a missing, malformed or invalid token or key).
+fn is_auth_code(code: i64) -> bool {
+    code == 10000 || (9000..10000).contains(&code)
+}
+
+/// What an operator does about an authentication failure.
+const AUTH_HINT: &str = "check CLOUDFLARE_API_TOKEN (a valid API token with Workers Scripts: Edit, and Workers \
+     for Platforms: Edit for a dispatch namespace) and that CLOUDFLARE_ACCOUNT_ID is that token's account";
 
 fn bounded(message: &str) -> String {
     let mut out: String = message.chars().take(MAX_PROVIDER_MESSAGE_CHARS).collect();
@@ -122,7 +149,10 @@ pub fn parse_response(
     match envelope {
         Some(env) if env.success && (200..300).contains(&status) => Ok(env.result),
         Some(env) => {
-            let codes = env.errors.iter().map(|e| e.code).collect();
+            let mut codes = Vec::new();
+            for e in &env.errors {
+                e.codes(&mut codes);
+            }
             let message = env
                 .errors
                 .iter()
@@ -135,21 +165,25 @@ pub fn parse_response(
                 })
                 .collect::<Vec<_>>()
                 .join("; ");
-            let kind = if (200..300).contains(&status) {
+            let mut message = if message.is_empty() {
+                format!("HTTP {status}")
+            } else {
+                message
+            };
+            let kind = if codes.iter().any(|c| TRANSIENT_CODES.contains(c)) {
+                FailureKind::Upstream
+            } else if matches!(status, 400 | 401 | 403) && codes.iter().copied().any(is_auth_code) {
+                message = format!("{message} — {AUTH_HINT}");
+                FailureKind::Auth
+            } else if (200..300).contains(&status) {
                 FailureKind::Validation
             } else {
                 kind_for(status)
             };
-            Err(fail(
-                kind,
-                codes,
-                if message.is_empty() {
-                    format!("HTTP {status}")
-                } else {
-                    message
-                },
-            ))
+            Err(fail(kind, codes, message))
         }
+        // No content: the call succeeded and has nothing to say.
+        None if matches!(status, 204 | 205) && body.trim().is_empty() => Ok(Value::Null),
         None if (200..300).contains(&status) => Err(fail(
             FailureKind::InvalidResponse,
             Vec::new(),
@@ -248,6 +282,46 @@ mod tests {
         let limited = parse_response(&upload(), 429, Some("17"), body).unwrap_err();
         assert_eq!(limited.retry_after_s, Some(17));
         assert!(limited.kind.retryable());
+    }
+
+    #[test]
+    fn transient_codes_are_retryable_whatever_the_status() {
+        for (status, code) in [(400, 10013), (409, 10035), (200, 10013), (403, 10035)] {
+            let body = format!(
+                r#"{{"success":false,"errors":[{{"code":{code},"message":"An unknown error has occurred"}}],"result":null}}"#
+            );
+            let e = parse_response(&upload(), status, None, &body).unwrap_err();
+            assert!(e.kind.retryable(), "{status} {code}: {:?}", e.kind);
+            assert_eq!(e.codes, vec![code]);
+        }
+    }
+
+    #[test]
+    fn an_auth_failure_inside_a_400_is_an_auth_error_that_says_what_to_fix() {
+        let body = r#"{"success":false,"errors":[{"code":10001,"message":"Unable to authenticate request","error_chain":[{"code":9109,"message":"Invalid access token"}]}],"result":null}"#;
+        let e = parse_response(&upload(), 400, None, body).unwrap_err();
+        assert_eq!(e.kind, FailureKind::Auth);
+        assert!(!e.kind.retryable());
+        assert_eq!(e.codes, vec![10001, 9109]);
+        assert!(e.message.contains("CLOUDFLARE_API_TOKEN"), "{}", e.message);
+        // A 400 about the script itself stays a validation failure.
+        let refused = r#"{"success":false,"errors":[{"code":10021,"message":"Uncaught SyntaxError"}],"result":null}"#;
+        assert_eq!(
+            parse_response(&upload(), 400, None, refused)
+                .unwrap_err()
+                .kind,
+            FailureKind::Validation
+        );
+    }
+
+    #[test]
+    fn an_empty_204_or_205_is_success() {
+        assert_eq!(parse_response(&upload(), 204, None, ""), Ok(Value::Null));
+        assert_eq!(parse_response(&upload(), 205, None, "  "), Ok(Value::Null));
+        assert_eq!(
+            parse_response(&upload(), 200, None, "").unwrap_err().kind,
+            FailureKind::InvalidResponse
+        );
     }
 
     #[test]

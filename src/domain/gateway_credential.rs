@@ -13,6 +13,14 @@ pub const HEADER: &str = "X-Webhost-Gateway";
 pub const SECRET_BINDING: &str = "GATEWAY_SECRET";
 /// How far a signature's time may be from the agent's clock, either way.
 pub const WINDOW_MS: i64 = 30_000;
+/// The error code the guard answers a call without the credential with (HTTP 401).
+pub const REFUSAL_CODE: &str = "gateway_credential_required";
+
+/// Whether an answer is the guard of a deployed script refusing a call without the credential: the proof that
+/// the script is live at that address.
+pub fn is_guard_refusal(status: u16, body: &str) -> bool {
+    status == 401 && body.contains(REFUSAL_CODE)
+}
 
 /// What is signed; the guard builds the same string.
 pub fn signing_input(method: &str, path: &str, at_ms: i64, trace_id: &str, body: &[u8]) -> String {

@@ -48,4 +48,13 @@ impl ProviderApi for FetchProvider<'_> {
             &body,
         )
     }
+
+    async fn probe(&self, url: &str) -> Result<(u16, String), String> {
+        let mut response = Fetch::Url(url.parse().map_err(|e| format!("{e}"))?)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let body = response.text().await.map_err(|e| e.to_string())?;
+        Ok((response.status_code(), body.chars().take(2_000).collect()))
+    }
 }

@@ -19,7 +19,7 @@ use super::ports::{
     NewDeployment, ProviderApi, Sleeper, Store, UnneededScript,
 };
 use super::secrets::{open_secret, secret_aad};
-use crate::cloudflare::api::{Binding, Module, ScriptMetadata, JS_MODULE};
+use crate::cloudflare::api::{Binding, Module, ScriptMetadata, Step, JS_MODULE};
 use crate::cloudflare::envelope::{FailureKind, ProviderError};
 use crate::config::DeployConfig;
 use crate::crypto::sha256_hex;
@@ -390,8 +390,48 @@ async fn deploy_steps<S: DeploymentStore, P: ProviderApi>(
         call_retrying(provider, sleeper, &subdomain, &mut waited_ms, count)
             .await
             .map_err(step)?;
+        // Live means live: the upload's 200 says the script exists, not that its workers.dev URL answers yet.
+        wait_until_live(provider, sleeper, &config.provider_ref(&d.script_name)).await?;
     }
     Ok(())
+}
+
+/// How long a new workers.dev URL may take to answer before the deploy fails.
+pub const LIVE_WITHIN_MS: u64 = 30_000;
+const FIRST_PROBE_WAIT_MS: u64 = 100;
+const MAX_PROBE_WAIT_MS: u64 = 2_000;
+
+/// Probes the deployment's URL (no credential: its guard's refusal proves the script answers there) until it
+/// answers, with a doubling wait, for `LIVE_WITHIN_MS` at most.
+async fn wait_until_live(
+    provider: &impl ProviderApi,
+    sleeper: &impl Sleeper,
+    url: &str,
+) -> Result<(), DeploymentError> {
+    let mut waited = 0;
+    let mut wait = FIRST_PROBE_WAIT_MS;
+    loop {
+        let last = match provider.probe(url).await {
+            Ok((status, body)) if gateway_credential::is_guard_refusal(status, &body) => {
+                return Ok(())
+            }
+            Ok((status, _)) => format!("HTTP {status}"),
+            Err(cause) => cause,
+        };
+        if waited >= LIVE_WITHIN_MS {
+            return Err(DeploymentError::platform(
+                Step::Live.as_str(),
+                "not_live",
+                format!(
+                    "The script was uploaded but its workers.dev URL did not answer within {} s (last: {last}).",
+                    LIVE_WITHIN_MS / 1000
+                ),
+            ));
+        }
+        sleeper.sleep(wait).await;
+        waited += wait;
+        wait = (wait * 2).min(MAX_PROBE_WAIT_MS);
+    }
 }
 
 pub async fn get_deployment<S: Store + DeploymentStore>(

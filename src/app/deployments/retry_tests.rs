@@ -21,6 +21,12 @@ impl ProviderApi for Busy {
             Err(failures.remove(0))
         }
     }
+    async fn probe(&self, _: &str) -> Result<(u16, String), String> {
+        Ok((
+            401,
+            r#"{"error":{"code":"gateway_credential_required"}}"#.into(),
+        ))
+    }
 }
 
 #[derive(Default)]
@@ -172,4 +178,64 @@ fn sample_deployment() -> Deployment {
         updated_at: 0,
         finished_at: Some(0),
     }
+}
+
+/// A workers.dev URL that answers 404 for its first `not_yet` probes, then as a deployed guard.
+struct Propagating {
+    not_yet: Cell<u32>,
+    probes: Cell<u32>,
+}
+
+impl ProviderApi for Propagating {
+    async fn call(&self, _: &ApiRequest) -> Result<serde_json::Value, ProviderError> {
+        Ok(serde_json::json!({}))
+    }
+    async fn probe(&self, _: &str) -> Result<(u16, String), String> {
+        self.probes.set(self.probes.get() + 1);
+        if self.not_yet.get() == 0 {
+            return Ok((
+                401,
+                r#"{"error":{"code":"gateway_credential_required"}}"#.into(),
+            ));
+        }
+        self.not_yet.set(self.not_yet.get() - 1);
+        Ok((404, "There is nothing here yet".into()))
+    }
+}
+
+#[test]
+fn a_workers_dev_deploy_waits_until_its_url_answers_and_gives_up_in_bounded_time() {
+    let slow = Propagating {
+        not_yet: Cell::new(4),
+        probes: Cell::new(0),
+    };
+    let waits = Waits::default();
+    block_on(wait_until_live(
+        &slow,
+        &waits,
+        "https://wh-x.example.workers.dev",
+    ))
+    .unwrap();
+    assert_eq!(slow.probes.get(), 5);
+    assert_eq!(*waits.0.borrow(), vec![100, 200, 400, 800]);
+
+    // Never live: a failure at step `live` that says so, after at most LIVE_WITHIN_MS of waiting.
+    let never = Propagating {
+        not_yet: Cell::new(u32::MAX),
+        probes: Cell::new(0),
+    };
+    let waits = Waits::default();
+    let err = block_on(wait_until_live(
+        &never,
+        &waits,
+        "https://wh-x.example.workers.dev",
+    ))
+    .unwrap_err();
+    assert_eq!(err.step, "live");
+    assert!(err.message.contains("HTTP 404"), "{}", err.message);
+    let waited: u64 = waits.0.borrow().iter().sum();
+    assert!(
+        (LIVE_WITHIN_MS..LIVE_WITHIN_MS + 2_000).contains(&waited),
+        "{waited}"
+    );
 }
