@@ -371,7 +371,12 @@ export async function startLocalCloudflare({
       if (rest.length === 1 && method === "PUT") return upload(scope, name, req, body);
       const script = scripts.get(key);
       if (!script) return failure(404, 10007, `This Worker (${name}) does not exist.`);
-      if (rest.length === 1 && method === "GET") return envelope(summary(script));
+      if (rest.length === 1 && method === "GET") {
+        // A namespace wraps the script's summary (as Cloudflare's API and its SDKs have it); the account's own
+        // scripts API answers the summary itself.
+        if (scope === "workers") return envelope(summary(script));
+        return envelope({ created_on: script.createdOn, modified_on: script.modifiedOn, dispatch_namespace: scope.slice("dispatch:".length), script: summary(script) });
+      }
       if (rest.length === 1 && method === "DELETE") {
         await change(() => scripts.delete(key));
         log(`deleted ${key}`);
