@@ -21,7 +21,7 @@ export ESBUILD_BIN := $(CURDIR)/node_modules/@esbuild/linux-x64/bin/esbuild
 export WRANGLER_SEND_METRICS := false
 WRANGLER := npx --no-install wrangler
 
-.PHONY: help setup build dev test test-native test-workerd lint token admin-token reset deploy-check bench
+.PHONY: help setup build dev test test-native test-workerd lint token admin-token reset deploy-check bench smoke-cloudflare
 
 help:
 	@echo "make dev      run the local stack on http://127.0.0.1:$(PORT) (PORT=… to change)"
@@ -112,6 +112,11 @@ reset:
 # The gateway against calling the same agent directly, on the local stack; writes docs/benchmarks.md.
 bench: build
 	node scripts/bench.mjs
+
+# One real deploy, invoke, rollback and clean-up against a Cloudflare account (skipped without
+# CLOUDFLARE_API_TOKEN and CLOUDFLARE_ACCOUNT_ID); see README › Deploying to Cloudflare. Not part of `make test`.
+smoke-cloudflare: build
+	node scripts/smoke-cloudflare.mjs
 
 ## Checks -----------------------------------------------------------------------------------------------------
 
