@@ -63,10 +63,18 @@ export async function startLocalCloudflare({
   // How long a newly enabled workers.dev route takes to answer (Cloudflare propagates it asynchronously; until
   // then the URL answers 404). 0 by default; tests set it to show a deploy waits.
   propagationDelayMs = 0,
+  // Cloudflare's per-token API limit: 1200 requests per 5 minutes, then 429 (code 971) with Retry-After.
+  // `null` turns it off.
+  rateLimit = { requests: 1200, windowMs: 300_000 },
+  // Workers an account may hold outside dispatch namespaces (500 on the paid plan, 100 on free; namespaces are
+  // unlimited): past it, an upload of a new script is refused with code 10037. `null` turns it off.
+  maxAccountScripts = 500,
   log = () => {},
 } = {}) {
   const scripts = new Map(); // key `${scope}/${name}` → script
   const faults = [];
+  // When each API request of the current rate-limit window arrived.
+  const apiRequests = [];
   // API calls made about each script (upload, secrets, subdomain, delete…), by script name: what a deploy costs.
   const apiCalls = new Map();
   const dispatchLimits = new Map();
@@ -104,7 +112,8 @@ export async function startLocalCloudflare({
   /** What the root worker needs to load a script version (see root-worker.mjs). */
   function code(script) {
     return {
-      compatibilityDate: script.metadata.compatibility_date || "2026-07-30",
+      // Without a compatibility date Cloudflare runs a script at the oldest one, before any flag took effect.
+      compatibilityDate: script.metadata.compatibility_date || "2021-11-02",
       compatibilityFlags: script.metadata.compatibility_flags || [],
       mainModule: script.metadata.main_module,
       modules: script.modules.map((m) => {
@@ -255,6 +264,13 @@ export async function startLocalCloudflare({
   }
 
   async function upload(scope, name, req, body) {
+    if (!/^[a-z0-9_-]+$/.test(name)) {
+      return failure(400, 10016, "Invalid Worker name. Ensure the name is lowercase, alphanumeric, and contains no spaces or special characters except dashes.");
+    }
+    if (scope === "workers" && maxAccountScripts !== null && !scripts.has(`workers/${name}`)) {
+      const held = [...scripts.values()].filter((s) => s.scope === "workers").length;
+      if (held >= maxAccountScripts) return failure(400, 10037, "You have exceeded the limit of Workers allowed on this account.");
+    }
     let parts;
     try {
       parts = parseMultipart(body, req.headers["content-type"]);
@@ -269,9 +285,11 @@ export async function startLocalCloudflare({
     } catch {
       return failure(400, 10021, "the metadata part is not JSON");
     }
-    const modules = parts.filter((p) => p !== metaPart).map((p) => ({ name: p.filename || p.name, contentType: p.contentType, data: p.data }));
+    // Modules are the file parts, known by their filename (what `main_module` names), whatever the part is called:
+    // wrangler names parts like their files, Cloudflare's SDK calls them all `files`.
+    const modules = parts.filter((p) => p !== metaPart && p.filename).map((p) => ({ name: p.filename, contentType: p.contentType, data: p.data }));
     const main = metadata.main_module;
-    if (!main || !modules.some((m) => m.name === main)) return failure(400, 10021, `main_module ${JSON.stringify(main)} is not among the uploaded modules`);
+    if (!main || !modules.some((m) => m.name === main)) return failure(400, 10021, `Uncaught Error: No such module: ${main}`);
     // Reorder so the main module comes first: workerd treats the first module as the entry point.
     modules.sort((a, b) => (a.name === main ? -1 : b.name === main ? 1 : 0));
     for (const m of modules.filter((m) => MODULE_TYPES[m.contentType] === "ESModule" || MODULE_TYPES[m.contentType] === "CommonJS")) {
@@ -329,6 +347,15 @@ export async function startLocalCloudflare({
   async function api(req, url, body) {
     const auth = req.headers.authorization || "";
     if (auth !== `Bearer ${apiToken}`) return failure(401, 10000, "Authentication error");
+    if (rateLimit) {
+      const now = Date.now();
+      while (apiRequests.length && apiRequests[0] <= now - rateLimit.windowMs) apiRequests.shift();
+      if (apiRequests.length >= rateLimit.requests) {
+        const retryAfter = Math.max(1, Math.ceil((apiRequests[0] + rateLimit.windowMs - now) / 1000));
+        return { ...failure(429, 971, "Please wait and consider throttling your request speed"), headers: { "Retry-After": String(retryAfter) } };
+      }
+      apiRequests.push(now);
+    }
     const p = url.pathname.slice("/client/v4".length).split("/").filter(Boolean);
     const method = req.method;
     if (p[0] === "accounts" && p[1] !== accountId) return failure(403, 10000, "Authentication error: not a member of this account");
@@ -541,6 +568,13 @@ export async function startLocalCloudflare({
     clearFaults: () => (faults.length = 0),
     /** Newly enabled workers.dev routes answer 404 for `ms` first, as while Cloudflare propagates them. */
     setPropagationDelay: (ms) => (propagationDelayMs = ms),
+    /** Sets Cloudflare's per-token API limit (`null`: off), e.g. `{ requests: 3, windowMs: 60_000 }`. */
+    setRateLimit: (limit) => {
+      rateLimit = limit;
+      apiRequests.length = 0;
+    },
+    /** Sets how many Workers the account may hold outside namespaces (`null`: no limit). */
+    setMaxAccountScripts: (n) => (maxAccountScripts = n),
     async close() {
       // Connections are cut first: `close` alone waits for every open one (a client's keep-alive, a request a
       // script still holds) and could wait forever.

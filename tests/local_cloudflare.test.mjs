@@ -193,3 +193,52 @@ test("wrangler deploy, pointed at the local Cloudflare, uploads a worker that th
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("it refuses what Cloudflare refuses: a bad script name, a main module no file part carries", async () => {
+  for (const name of ["Upper-Case", "has space", "dots.too"]) {
+    const res = await api("PUT", `/workers/scripts/${encodeURIComponent(name)}`, { body: uploadForm(ENV_ECHO, {}) });
+    assert.equal(res.status, 400, name);
+    assert.equal(res.body.errors[0].code, 10016);
+    assert.match(res.body.errors[0].message, /^Invalid Worker name/);
+  }
+  // Modules are known by their filename: a part *named* like main_module whose file is called something else
+  // does not provide it.
+  const form = new FormData();
+  form.set("metadata", new Blob([JSON.stringify({ main_module: "index.js", compatibility_date: "2026-07-30" })], { type: "application/json" }));
+  form.set("index.js", new Blob([ENV_ECHO], { type: "application/javascript+module" }), "other.js");
+  const misnamed = await api("PUT", "/workers/scripts/misnamed", { body: form });
+  assert.equal(misnamed.status, 400);
+  assert.deepEqual(misnamed.body.errors, [{ code: 10021, message: "Uncaught Error: No such module: index.js" }]);
+  // Named anything, filed under the right name: accepted (Cloudflare's SDK calls every part `files`).
+  const sdkStyle = new FormData();
+  sdkStyle.set("metadata", new Blob([JSON.stringify({ main_module: "index.js", compatibility_date: "2026-07-30" })], { type: "application/json" }));
+  sdkStyle.set("files", new Blob([ENV_ECHO], { type: "application/javascript+module" }), "index.js");
+  assert.equal((await api("PUT", "/workers/scripts/sdk-style", { body: sdkStyle })).status, 200);
+  assert.ok(!lcf.scripts().some((s) => s.name === "misnamed"));
+});
+
+test("Cloudflare's limits, on by default: API requests per token, and Workers per account", async () => {
+  const limited = await startLocalCloudflare({ rateLimit: { requests: 3, windowMs: 60_000 }, maxAccountScripts: 2 });
+  try {
+    const call = (p, init = {}) =>
+      fetch(`${limited.apiBase}/accounts/${limited.accountId}${p}`, { headers: { Authorization: `Bearer ${limited.apiToken}` }, ...init });
+    const upload = (name) => call(`/workers/scripts/${name}`, { method: "PUT", body: uploadForm(ENV_ECHO, {}) });
+    assert.equal((await upload("one")).status, 200);
+    assert.equal((await upload("two")).status, 200);
+    const third = await upload("three");
+    assert.equal(third.status, 400);
+    assert.equal((await third.json()).errors[0].code, 10037, "past the account's Workers");
+    const throttled = await call("/workers/scripts/one");
+    assert.equal(throttled.status, 429);
+    assert.equal((await throttled.json()).errors[0].code, 971);
+    assert.match(throttled.headers.get("Retry-After"), /^[1-9]\d*$/);
+    // Dispatch namespaces hold any number of scripts.
+    limited.setRateLimit(null);
+    for (const name of ["ns-1", "ns-2", "ns-3"]) {
+      const res = await call(`/workers/dispatch/namespaces/${limited.namespace}/scripts/${name}`, { method: "PUT", body: uploadForm(ENV_ECHO, {}) });
+      assert.equal(res.status, 200, name);
+    }
+  } finally {
+    await limited.close();
+  }
+});
