@@ -301,17 +301,23 @@ export async function startLocalCloudflare({
         return failure(400, 10021, `Uncaught SyntaxError: ${first?.text || error.message}${where}`);
       }
     }
-    const plainBindings = {};
-    const secretsFromMeta = {};
+    const key = `${scope}/${name}`;
+    const existing = scripts.get(key);
+    // What the new version keeps of the previous one, as on Cloudflare: every binding of a type listed in
+    // `keep_bindings`, and each `inherit` binding's one binding (under `old_name` before, `name` now).
+    const keep = new Set(metadata.keep_bindings || []);
+    const plainBindings = keep.has("plain_text") ? { ...existing?.plainBindings } : {};
+    const secretsFromMeta = keep.has("secret_text") ? { ...existing?.secrets } : {};
     for (const b of metadata.bindings || []) {
       if (b.type === "plain_text") plainBindings[b.name] = b.text;
       else if (b.type === "secret_text") secretsFromMeta[b.name] = b.text;
       else if (b.type === "json") plainBindings[b.name] = b.json;
-      else if (b.type === "inherit") continue;
-      else return failure(400, 10021, `binding type ${JSON.stringify(b.type)} is not supported by the local Cloudflare`);
+      else if (b.type === "inherit") {
+        const from = b.old_name || b.name;
+        if (existing && from in existing.secrets) secretsFromMeta[b.name] = existing.secrets[from];
+        else if (existing && from in existing.plainBindings) plainBindings[b.name] = existing.plainBindings[from];
+      } else return failure(400, 10021, `binding type ${JSON.stringify(b.type)} is not supported by the local Cloudflare`);
     }
-    const key = `${scope}/${name}`;
-    const existing = scripts.get(key);
     const now = new Date().toISOString();
     const script = {
       scope,
@@ -319,9 +325,7 @@ export async function startLocalCloudflare({
       metadata,
       modules,
       plainBindings,
-      // Secrets set through the secrets API survive a new upload that keeps them (`keep_secrets` or an
-      // `inherit` binding), as on Cloudflare; secrets in the metadata replace them.
-      secrets: { ...(metadata.keep_secrets || (metadata.bindings || []).some((b) => b.type === "inherit") ? existing?.secrets : {}), ...secretsFromMeta },
+      secrets: secretsFromMeta,
       tags: metadata.tags || existing?.tags || [],
       subdomainEnabled: existing?.subdomainEnabled || false,
       createdOn: existing?.createdOn || now,
@@ -383,10 +387,14 @@ export async function startLocalCloudflare({
       if (fault) return { status: fault.status, body: { success: false, errors: [{ code: fault.code || (fault.status >= 500 ? 10002 : 10021), message: fault.message || "injected failure" }], messages: [], result: null }, headers: fault.retryAfter ? { "Retry-After": String(fault.retryAfter) } : {} };
 
       if (rest.length === 0) {
-        const wanted = (url.searchParams.get("tags") || "").split(",").filter(Boolean).map((t) => t.replace(/:yes$/, ""));
-        const matching = [...scripts.values()].filter((s) => s.scope === scope && wanted.every((t) => s.tags.includes(t)));
+        // `tag:yes` includes, `tag:no` excludes (a bare tag is `:yes`); every pair must hold.
+        const pairs = (url.searchParams.get("tags") || "").split(",").filter(Boolean).map((t) => {
+          const [tag, allowed = "yes"] = t.split(":");
+          return { tag, include: allowed !== "no" };
+        });
+        const matching = [...scripts.values()].filter((s) => s.scope === scope && pairs.every((p) => s.tags.includes(p.tag) === p.include));
         if (method === "GET") return envelope(matching.map(summary));
-        if (method === "DELETE" && wanted.length) {
+        if (method === "DELETE" && pairs.length) {
           await change(() => matching.forEach((s) => scripts.delete(`${s.scope}/${s.name}`)));
           return envelope(null);
         }

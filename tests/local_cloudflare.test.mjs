@@ -242,3 +242,36 @@ test("Cloudflare's limits, on by default: API requests per token, and Workers pe
     await limited.close();
   }
 });
+
+test("a new version keeps what Cloudflare keeps: inherit keeps the one binding it names, keep_bindings a type", async () => {
+  const p = "/workers/scripts/keeper";
+  const first = uploadForm(ENV_ECHO, { bindings: [{ type: "plain_text", name: "PLAIN", text: "one" }, { type: "secret_text", name: "SECRET", text: "s1" }, { type: "secret_text", name: "LATER", text: "l1" }] });
+  assert.equal((await api("PUT", p, { body: first })).status, 200);
+  await api("POST", `${p}/subdomain`, { json: { enabled: true } });
+  const env = async () => (await fetch(`${lcf.origin}/__workers/keeper`)).json();
+  // Only SECRET is inherited: LATER is gone, PLAIN is set anew.
+  const second = uploadForm(ENV_ECHO, { bindings: [{ type: "plain_text", name: "PLAIN", text: "two" }, { type: "inherit", name: "SECRET" }] });
+  assert.equal((await api("PUT", p, { body: second })).status, 200);
+  assert.deepEqual(await env(), { plain: "two", secret: "s1", later: null, path: "/" });
+  // keep_bindings keeps every secret (what wrangler sends when it changes code but not secrets).
+  await api("PUT", `${p}/secrets`, { json: { name: "LATER", text: "l2", type: "secret_text" } });
+  const third = uploadForm(ENV_ECHO, { bindings: [{ type: "plain_text", name: "PLAIN", text: "three" }], keep_bindings: ["secret_text"] });
+  assert.equal((await api("PUT", p, { body: third })).status, 200);
+  assert.deepEqual(await env(), { plain: "three", secret: "s1", later: "l2", path: "/" });
+  // Neither: a new version has only what it names.
+  assert.equal((await api("PUT", p, { body: uploadForm(ENV_ECHO, { bindings: [{ type: "plain_text", name: "PLAIN", text: "four" }] }) })).status, 200);
+  assert.deepEqual(await env(), { plain: "four", secret: null, later: null, path: "/" });
+});
+
+test("tag filters: tag:yes includes, tag:no excludes, every pair must hold", async () => {
+  const ns = `/workers/dispatch/namespaces/${lcf.namespace}/scripts`;
+  for (const [name, tags] of [["tf-a", ["team", "beta"]], ["tf-b", ["team"]], ["tf-c", ["other"]]]) {
+    assert.equal((await api("PUT", `${ns}/${name}`, { body: uploadForm(ENV_ECHO, { tags }) })).status, 200);
+  }
+  const ids = async (filter) => (await api("GET", `${ns}?tags=${encodeURIComponent(filter)}`)).body.result.map((s) => s.id).filter((id) => id.startsWith("tf-")).sort();
+  assert.deepEqual(await ids("team:yes"), ["tf-a", "tf-b"]);
+  assert.deepEqual(await ids("team:yes,beta:no"), ["tf-b"]);
+  assert.deepEqual(await ids("team:no"), ["tf-c"]);
+  await api("DELETE", `${ns}?tags=${encodeURIComponent("team:yes,beta:no")}`);
+  assert.deepEqual(lcf.scripts().filter((s) => s.name.startsWith("tf-")).map((s) => s.name).sort(), ["tf-a", "tf-c"]);
+});

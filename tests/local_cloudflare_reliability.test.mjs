@@ -68,7 +68,7 @@ const ns = () => `/workers/dispatch/namespaces/${lcf.namespace}/scripts`;
 /** `parts`: more modules, as [name, contents, content type]. */
 function upload(p, code, bindings = [], parts = []) {
   const form = new FormData();
-  form.set("metadata", new Blob([JSON.stringify({ main_module: "index.js", compatibility_date: "2026-07-30", bindings, keep_secrets: true })], { type: "application/json" }));
+  form.set("metadata", new Blob([JSON.stringify({ main_module: "index.js", compatibility_date: "2026-07-30", bindings, keep_bindings: ["secret_text"] })], { type: "application/json" }));
   form.set("index.js", new Blob([code], { type: "application/javascript+module" }), "index.js");
   for (const [name, contents, type] of parts) form.set(name, new Blob([contents], { type }), name);
   return api("PUT", p, { form });
