@@ -21,6 +21,9 @@ export ESBUILD_BIN := $(CURDIR)/node_modules/@esbuild/linux-x64/bin/esbuild
 export WRANGLER_SEND_METRICS := false
 WRANGLER := npx --no-install wrangler
 
+# A recipe that fails leaves no half-made target behind (a later build would take it as up to date).
+.DELETE_ON_ERROR:
+
 .PHONY: help setup build dev test test-native test-workerd lint token admin-token reset deploy-check bench smoke-cloudflare
 
 help:

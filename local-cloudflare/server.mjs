@@ -434,14 +434,16 @@ export async function startLocalCloudflare({
         }
       }
       if (rest[1] === "subdomain" && scope === "workers") {
-        if (method === "GET") return envelope({ enabled: script.subdomainEnabled, previews_enabled: false });
+        if (method === "GET") return envelope({ enabled: script.subdomainEnabled, previews_enabled: script.previewsEnabled ?? true });
         if (method === "POST") {
           const wanted = jsonBody(body);
           if (!wanted) return failure(400, 10021, "expected a JSON body {enabled}");
           if (wanted.enabled === true && !script.subdomainEnabled) script.liveAt = Date.now() + propagationDelayMs;
           script.subdomainEnabled = wanted.enabled === true;
+          // As on Cloudflare, previews follow `enabled` unless the request says otherwise.
+          script.previewsEnabled = wanted.previews_enabled ?? script.subdomainEnabled;
           persist();
-          return envelope({ enabled: script.subdomainEnabled, previews_enabled: false });
+          return envelope({ enabled: script.subdomainEnabled, previews_enabled: script.previewsEnabled });
         }
       }
     }
@@ -560,7 +562,7 @@ export async function startLocalCloudflare({
     namespace: namespaces[0],
     /** The URL a workers.dev-style script answers on. */
     workerUrl: (name) => `${origin}/__workers/${name}`,
-    scripts: () => [...scripts.values()].map((s) => ({ scope: s.scope, name: s.name, tags: s.tags, secrets: Object.keys(s.secrets), subdomainEnabled: s.subdomainEnabled })),
+    scripts: () => [...scripts.values()].map((s) => ({ scope: s.scope, name: s.name, tags: s.tags, secrets: Object.keys(s.secrets), subdomainEnabled: s.subdomainEnabled, previewsEnabled: s.previewsEnabled ?? null })),
     injectFault: (fault) => faults.push({ times: 1, ...fault }),
     /** The `limits` the last dispatch-namespace call to `name` asked for (the emulation does not enforce them). */
     dispatchLimits: (name) => dispatchLimits.get(name) ?? null,

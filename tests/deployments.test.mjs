@@ -107,6 +107,8 @@ test("one atomic upload: a deploy costs the same two API calls with 0 or 40 secr
   assert.equal(lcf.apiCalls(many.scriptName), 2);
   const script = lcf.scripts().find((s) => s.name === many.scriptName);
   assert.equal(script.secrets.length, 40 + 1 + 2, "the agent's 41 secrets and the platform's two");
+  assert.equal(script.subdomainEnabled, true);
+  assert.equal(script.previewsEnabled, false, "no version answers at a preview URL");
   assert.equal(lcf.secretValue(many.scriptName, "SECRET_39"), "value-39");
   const env = await (await asGateway(lcf, many.scriptName, many.providerRef)).json();
   assert.equal(env.apiKey, "the-key");
@@ -154,7 +156,7 @@ test("a module with a syntax error ends failed with the provider's message; the 
 
 test("a busy provider is waited out: 429 and 5xx are retried (the waits, Retry-After included, are tested natively), and the deployment shows its attempts", async () => {
   const agent = await newAgent(alice, "busy-provider");
-  lcf.injectFault({ step: "upload", status: 429, code: 10013, retryAfter: 1, message: "rate limited" });
+  lcf.injectFault({ step: "upload", status: 429, code: 971, retryAfter: 1, message: "Please wait and consider throttling your request speed" });
   // Cloudflare's "concurrent modification", whatever status it comes with, is a moment's trouble too.
   lcf.injectFault({ step: "upload", status: 409, code: 10035, message: "concurrent modification" });
   lcf.injectFault({ step: "subdomain", status: 503, times: 2, message: "try later" });

@@ -1,10 +1,14 @@
 //! The `ProviderApi` port over `fetch`: sends a `cloudflare::api` request to the configured base URL with the
 //! API token, and hands the answer to `cloudflare::envelope`. The token is only ever put in this header.
 
+use super::upstream::{read_bounded, within};
 use crate::app::ports::ProviderApi;
 use crate::cloudflare::api::ApiRequest;
 use crate::cloudflare::envelope::{network_failure, parse_response, ProviderError};
-use worker::{js_sys::Uint8Array, Fetch, Headers, Method, Request, RequestInit};
+use worker::{js_sys::Uint8Array, Fetch, Headers, Method, Request, RequestInit, RequestRedirect};
+
+/// How long one probe of a new workers.dev URL may take.
+const PROBE_TIMEOUT_MS: u64 = 3_000;
 
 pub struct FetchProvider<'a> {
     pub base_url: &'a str,
@@ -49,12 +53,22 @@ impl ProviderApi for FetchProvider<'_> {
         )
     }
 
+    /// A redirect is an answer (never followed, so only the script at `url` can prove it is live); the probe
+    /// and its body are bounded in time and size.
     async fn probe(&self, url: &str) -> Result<(u16, String), String> {
-        let mut response = Fetch::Url(url.parse().map_err(|e| format!("{e}"))?)
-            .send()
+        let mut init = RequestInit::new();
+        init.with_method(Method::Get)
+            .with_redirect(RequestRedirect::Manual);
+        let request = Request::new_with_init(url, &init).map_err(|e| e.to_string())?;
+        let mut response = match within(PROBE_TIMEOUT_MS, Fetch::Request(request).send()).await {
+            Some(sent) => sent.map_err(|e| e.to_string())?,
+            None => return Err(format!("no answer within {PROBE_TIMEOUT_MS} ms")),
+        };
+        let status = response.status_code();
+        let body = read_bounded(&mut response, PROBE_TIMEOUT_MS)
             .await
-            .map_err(|e| e.to_string())?;
-        let body = response.text().await.map_err(|e| e.to_string())?;
-        Ok((response.status_code(), body.chars().take(2_000).collect()))
+            .map(|bytes| String::from_utf8_lossy(&bytes[..bytes.len().min(2_000)]).into_owned())
+            .unwrap_or_default();
+        Ok((status, body))
     }
 }

@@ -171,7 +171,10 @@ fn cancellable(request: Request, abort: &web_sys::AbortController) -> worker::Re
 }
 
 /// `future`'s output, or `None` when `timeout_ms` pass first (the future is then dropped).
-async fn within<F: std::future::Future>(timeout_ms: u64, future: F) -> Option<F::Output> {
+pub(super) async fn within<F: std::future::Future>(
+    timeout_ms: u64,
+    future: F,
+) -> Option<F::Output> {
     match select(
         Box::pin(future),
         Delay::from(Duration::from_millis(timeout_ms)),

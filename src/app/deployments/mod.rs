@@ -272,7 +272,7 @@ pub async fn run_deploy<S: DeploymentStore, P: ProviderApi, C: Clock>(
     pending: PendingDeploy,
 ) -> Result<DeploymentStatus, ApiError> {
     let d = &pending.deployment;
-    let outcome = deploy_steps(store, provider, sleeper, config, &pending).await;
+    let outcome = deploy_steps(store, provider, sleeper, clock, config, &pending).await;
     let now = clock.now_ms();
     match outcome {
         Ok(()) => {
@@ -302,6 +302,7 @@ async fn deploy_steps<S: DeploymentStore, P: ProviderApi>(
     store: &S,
     provider: &P,
     sleeper: &impl Sleeper,
+    clock: &impl Clock,
     config: &DeployConfig,
     pending: &PendingDeploy,
 ) -> Result<(), DeploymentError> {
@@ -391,45 +392,62 @@ async fn deploy_steps<S: DeploymentStore, P: ProviderApi>(
             .await
             .map_err(step)?;
         // Live means live: the upload's 200 says the script exists, not that its workers.dev URL answers yet.
-        wait_until_live(provider, sleeper, &config.provider_ref(&d.script_name)).await?;
+        let url = config.provider_ref(&d.script_name);
+        wait_until_live(provider, sleeper, clock, &url, &mut waited_ms).await?;
     }
     Ok(())
 }
 
-/// How long a new workers.dev URL may take to answer before the deploy fails.
-pub const LIVE_WITHIN_MS: u64 = 30_000;
 const FIRST_PROBE_WAIT_MS: u64 = 100;
 const MAX_PROBE_WAIT_MS: u64 = 2_000;
 
 /// Probes the deployment's URL (no credential: its guard's refusal proves the script answers there) until it
-/// answers, with a doubling wait, for `LIVE_WITHIN_MS` at most.
+/// answers, with a doubling wait. The wait shares the deploy's budget with the provider retries before it
+/// (`MAX_RETRY_WAIT_MS`, time spent probing included), so the whole deploy stays inside the runtime's allowance
+/// for background work.
 async fn wait_until_live(
     provider: &impl ProviderApi,
     sleeper: &impl Sleeper,
+    clock: &impl Clock,
     url: &str,
+    waited_ms: &mut u64,
 ) -> Result<(), DeploymentError> {
-    let mut waited = 0;
     let mut wait = FIRST_PROBE_WAIT_MS;
     loop {
-        let last = match provider.probe(url).await {
+        let before = clock.now_ms();
+        let probed = provider.probe(url).await;
+        *waited_ms += (clock.now_ms() - before).max(0) as u64;
+        let last = match probed {
             Ok((status, body)) if gateway_credential::is_guard_refusal(status, &body) => {
                 return Ok(())
+            }
+            // Cloudflare refuses a Worker's fetch to another Worker on the same zone: waiting cannot help.
+            Ok((_, body)) if body.contains("error code: 1042") => {
+                return Err(DeploymentError::platform(
+                    Step::Live.as_str(),
+                    "same_zone",
+                    "The control plane may not fetch the agent's workers.dev URL (Cloudflare error 1042: a \
+                     Worker fetching another on the same zone). Serve the control plane from a custom domain, \
+                     or add global_fetch_strictly_public to its compatibility_flags (README › Deploying to \
+                     Cloudflare).",
+                ))
             }
             Ok((status, _)) => format!("HTTP {status}"),
             Err(cause) => cause,
         };
-        if waited >= LIVE_WITHIN_MS {
+        if *waited_ms + wait > MAX_RETRY_WAIT_MS {
             return Err(DeploymentError::platform(
                 Step::Live.as_str(),
                 "not_live",
                 format!(
-                    "The script was uploaded but its workers.dev URL did not answer within {} s (last: {last}).",
-                    LIVE_WITHIN_MS / 1000
+                    "The script was uploaded but its workers.dev URL did not answer within the deploy's {} s \
+                     (last: {last}).",
+                    MAX_RETRY_WAIT_MS / 1000
                 ),
             ));
         }
         sleeper.sleep(wait).await;
-        waited += wait;
+        *waited_ms += wait;
         wait = (wait * 2).min(MAX_PROBE_WAIT_MS);
     }
 }

@@ -203,39 +203,87 @@ impl ProviderApi for Propagating {
     }
 }
 
+/// Time that moves only when the deploy sleeps.
+struct Timeline {
+    now: Cell<i64>,
+    sleeps: RefCell<Vec<u64>>,
+}
+
+impl Clock for Timeline {
+    fn now_ms(&self) -> i64 {
+        self.now.get()
+    }
+}
+
+impl Sleeper for Timeline {
+    async fn sleep(&self, ms: u64) {
+        self.sleeps.borrow_mut().push(ms);
+        self.now.set(self.now.get() + ms as i64);
+    }
+}
+
+fn timeline() -> Timeline {
+    Timeline {
+        now: Cell::new(0),
+        sleeps: RefCell::new(Vec::new()),
+    }
+}
+
+const URL: &str = "https://wh-x.example.workers.dev";
+
 #[test]
-fn a_workers_dev_deploy_waits_until_its_url_answers_and_gives_up_in_bounded_time() {
+fn a_workers_dev_deploy_waits_until_its_url_answers_within_the_deploys_budget() {
     let slow = Propagating {
         not_yet: Cell::new(4),
         probes: Cell::new(0),
     };
-    let waits = Waits::default();
-    block_on(wait_until_live(
-        &slow,
-        &waits,
-        "https://wh-x.example.workers.dev",
-    ))
-    .unwrap();
+    let time = timeline();
+    let mut waited = 0;
+    block_on(wait_until_live(&slow, &time, &time, URL, &mut waited)).unwrap();
     assert_eq!(slow.probes.get(), 5);
-    assert_eq!(*waits.0.borrow(), vec![100, 200, 400, 800]);
+    assert_eq!(*time.sleeps.borrow(), vec![100, 200, 400, 800]);
+    assert_eq!(waited, 1_500);
 
-    // Never live: a failure at step `live` that says so, after at most LIVE_WITHIN_MS of waiting.
+    // Never live: a failure at step `live` that says so, within what is left of the budget the provider
+    // retries before it already spent from.
     let never = Propagating {
         not_yet: Cell::new(u32::MAX),
         probes: Cell::new(0),
     };
-    let waits = Waits::default();
-    let err = block_on(wait_until_live(
-        &never,
-        &waits,
-        "https://wh-x.example.workers.dev",
-    ))
-    .unwrap_err();
+    let time = timeline();
+    let mut waited = 12_000;
+    let err = block_on(wait_until_live(&never, &time, &time, URL, &mut waited)).unwrap_err();
     assert_eq!(err.step, "live");
     assert!(err.message.contains("HTTP 404"), "{}", err.message);
-    let waited: u64 = waits.0.borrow().iter().sum();
+    assert!(waited <= MAX_RETRY_WAIT_MS, "{waited}");
+    let slept: u64 = time.sleeps.borrow().iter().sum();
+    assert!(slept <= MAX_RETRY_WAIT_MS - 12_000, "{slept}");
+}
+
+/// Answers Cloudflare's error 1042 (a Worker fetching another on the same zone).
+struct SameZone;
+
+impl ProviderApi for SameZone {
+    async fn call(&self, _: &ApiRequest) -> Result<serde_json::Value, ProviderError> {
+        Ok(serde_json::json!({}))
+    }
+    async fn probe(&self, _: &str) -> Result<(u16, String), String> {
+        Ok((404, "error code: 1042".into()))
+    }
+}
+
+#[test]
+fn error_1042_fails_at_once_and_says_how_to_configure_around_it() {
+    let time = timeline();
+    let mut waited = 0;
+    let err = block_on(wait_until_live(&SameZone, &time, &time, URL, &mut waited)).unwrap_err();
+    assert_eq!(
+        (err.step.as_str(), err.kind.as_str()),
+        ("live", "same_zone")
+    );
+    assert!(err.message.contains("custom domain"), "{}", err.message);
     assert!(
-        (LIVE_WITHIN_MS..LIVE_WITHIN_MS + 2_000).contains(&waited),
-        "{waited}"
+        time.sleeps.borrow().is_empty(),
+        "no waiting for what waiting cannot fix"
     );
 }
