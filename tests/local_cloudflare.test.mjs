@@ -217,7 +217,7 @@ test("it refuses what Cloudflare refuses: a bad script name, a main module no fi
   assert.ok(!lcf.scripts().some((s) => s.name === "misnamed"));
 });
 
-test("Cloudflare's limits, on by default: API requests per token, and Workers per account", async () => {
+test("Cloudflare's limits, configurable: API requests per token, and Workers per account", async () => {
   const limited = await startLocalCloudflare({ rateLimit: { requests: 3, windowMs: 60_000 }, maxAccountScripts: 2 });
   try {
     const call = (p, init = {}) =>
@@ -274,4 +274,42 @@ test("tag filters: tag:yes includes, tag:no excludes, every pair must hold", asy
   assert.deepEqual(await ids("team:no"), ["tf-c"]);
   await api("DELETE", `${ns}?tags=${encodeURIComponent("team:yes,beta:no")}`);
   assert.deepEqual(lcf.scripts().filter((s) => s.name.startsWith("tf-")).map((s) => s.name).sort(), ["tf-a", "tf-c"]);
+});
+
+test("by default, Cloudflare's numbers: 1200 API requests per 5 minutes, 500 Workers outside namespaces", async () => {
+  const fresh = await startLocalCloudflare();
+  try {
+    const call = (p, init = {}) =>
+      fetch(`${fresh.apiBase}/accounts/${fresh.accountId}${p}`, { headers: { Authorization: `Bearer ${fresh.apiToken}` }, ...init });
+    for (let i = 0; i < 500; i++) {
+      const res = await call(`/workers/scripts/w-${i}`, { method: "PUT", body: uploadForm(ENV_ECHO, {}) });
+      assert.equal(res.status, 200, `upload ${i}`);
+    }
+    const past = await call("/workers/scripts/w-500", { method: "PUT", body: uploadForm(ENV_ECHO, {}) });
+    assert.equal((await past.json()).errors[0].code, 10037, "the 501st Worker");
+    // 501 requests so far; 699 more reach the limit of 1200, the next is refused.
+    const answers = await Promise.all(Array.from({ length: 699 }, () => call("/workers/scripts/w-0").then((r) => r.status)));
+    assert.ok(answers.every((s) => s === 200));
+    const refused = await call("/workers/scripts/w-0");
+    assert.equal(refused.status, 429);
+    assert.equal((await refused.json()).errors[0].code, 971);
+  } finally {
+    await fresh.close();
+  }
+});
+
+test("a script uploaded without a compatibility date runs at Cloudflare's oldest one", async () => {
+  // `navigator` exists from the 2022-03-21 compatibility date on: a script without a date has none.
+  const probe = `export default { fetch() { return new Response(typeof navigator); } };`;
+  const form = (metadata) => {
+    const f = new FormData();
+    f.set("metadata", new Blob([JSON.stringify({ main_module: "index.js", ...metadata })], { type: "application/json" }));
+    f.set("index.js", new Blob([probe], { type: "application/javascript+module" }), "index.js");
+    return f;
+  };
+  for (const [name, metadata, expected] of [["dated", { compatibility_date: "2026-07-30" }, "object"], ["undated", {}, "undefined"]]) {
+    assert.equal((await api("PUT", `/workers/scripts/${name}`, { body: form(metadata) })).status, 200);
+    await api("POST", `/workers/scripts/${name}/subdomain`, { json: { enabled: true } });
+    assert.equal(await (await fetch(`${lcf.origin}/__workers/${name}`)).text(), expected, name);
+  }
 });
