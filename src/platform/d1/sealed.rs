@@ -7,21 +7,37 @@ use crate::app::ports::{StoreError, StoreResult};
 use crate::domain::ids::{AgentId, UserId};
 use serde::Deserialize;
 
-// Every sealed value with where it lives. ?1 a JSON array of prefixes, ?2 1 to keep values under one of them or 0
-// to keep values under none, ?3 limit. Prefixes are compared exactly (`substr`), whatever characters they hold.
-const SEALED_VALUES: &str = "SELECT * FROM ( \
-     SELECT 'agent' AS kind, user_id, agent_id, name, NULL AS deployment_id, value_sealed AS sealed \
-       FROM agent_secrets \
-     UNION ALL SELECT 'telemetry', NULL, NULL, NULL, id, telemetry_secret_sealed FROM deployments \
-     UNION ALL SELECT 'gateway', NULL, NULL, NULL, id, gateway_secret_sealed FROM deployments \
-       WHERE gateway_secret_sealed IS NOT NULL \
-     ) WHERE EXISTS (SELECT 1 FROM json_each(?1) p WHERE substr(sealed, 1, length(p.value)) = p.value) = ?2 \
-     LIMIT ?3";
-const COUNT_ELSEWHERE: &str = "SELECT \
-     (SELECT COUNT(*) FROM agent_secrets WHERE substr(value_sealed, 1, ?2) != ?1) + \
-     (SELECT COUNT(*) FROM deployments WHERE substr(telemetry_secret_sealed, 1, ?2) != ?1) + \
-     (SELECT COUNT(*) FROM deployments WHERE gateway_secret_sealed IS NOT NULL \
-        AND substr(gateway_secret_sealed, 1, ?2) != ?1) AS n";
+// Every sealed value with where it lives.
+macro_rules! every_sealed_value {
+    () => {
+        "SELECT 'agent' AS kind, user_id, agent_id, name, NULL AS deployment_id, value_sealed AS sealed \
+           FROM agent_secrets \
+         UNION ALL SELECT 'telemetry', NULL, NULL, NULL, id, telemetry_secret_sealed FROM deployments \
+         UNION ALL SELECT 'gateway', NULL, NULL, NULL, id, gateway_secret_sealed FROM deployments \
+           WHERE gateway_secret_sealed IS NOT NULL"
+    };
+}
+// ?1 a JSON array of prefixes, ?2 1 to keep values under one of them or 0 to keep values under none. Prefixes
+// are compared exactly (`substr`), whatever characters they hold.
+macro_rules! under_prefixes {
+    () => {
+        "WHERE EXISTS (SELECT 1 FROM json_each(?1) p WHERE substr(sealed, 1, length(p.value)) = p.value) = ?2"
+    };
+}
+// ?3 limit.
+const SEALED_VALUES: &str = concat!(
+    "SELECT * FROM (",
+    every_sealed_value!(),
+    ") ",
+    under_prefixes!(),
+    " LIMIT ?3"
+);
+const COUNT_SEALED: &str = concat!(
+    "SELECT COUNT(*) AS n FROM (",
+    every_sealed_value!(),
+    ") ",
+    under_prefixes!()
+);
 
 #[derive(Debug, Deserialize)]
 struct SealedRow {
@@ -121,11 +137,9 @@ impl SealedStore for D1Store {
     }
 
     async fn count_sealed_elsewhere(&self, prefix: &str) -> StoreResult<u64> {
+        let prefixes = serde_json::to_string(&[prefix]).map_err(|e| StoreError(e.to_string()))?;
         let rows: Vec<CountRow> = self
-            .rows(
-                COUNT_ELSEWHERE,
-                &[text(prefix), number(prefix.len() as i64)],
-            )
+            .rows(COUNT_SEALED, &[text(&prefixes), number(0)])
             .await?;
         Ok(rows.first().map_or(0, |r| r.n as u64))
     }
