@@ -346,23 +346,22 @@ async fn deploy_steps<S: DeploymentStore, P: ProviderApi>(
     // Secrets travel in the upload itself as `secret_text` bindings: one atomic upload makes one version with
     // everything (Cloudflare promises a new dispatch script is live when its first upload answers, not the
     // versions later PUTs would make), and a deploy costs the same few API calls whatever the number of secrets.
+    // A secret wins over a plain variable of the same name (Cloudflare refuses duplicate binding names).
+    let mut bindings: Vec<Binding> = plain_bindings(config, d)
+        .into_iter()
+        .filter(|(name, _)| !secrets.iter().any(|(secret, _)| secret == name))
+        .map(|(name, text)| Binding::PlainText { name, text })
+        .collect();
+    bindings.extend(
+        secrets
+            .into_iter()
+            .map(|(name, text)| Binding::SecretText { name, text }),
+    );
     let metadata = ScriptMetadata {
         main_module: GUARD_MODULE_NAME.into(),
         compatibility_date: pending.spec.compatibility_date.clone(),
         compatibility_flags: Vec::new(),
-        // A secret wins over a plain variable of the same name (Cloudflare refuses duplicate binding names).
-        bindings: plain_bindings(config, d)
-            .into_iter()
-            .filter(|(name, _)| !secrets.iter().any(|(secret, _)| secret == name))
-            .map(|(name, text)| Binding::PlainText { name, text })
-            .collect::<Vec<_>>()
-            .into_iter()
-            .chain(
-                secrets
-                    .into_iter()
-                    .map(|(name, text)| Binding::SecretText { name, text }),
-            )
-            .collect(),
+        bindings,
         tags: tags_for(d),
     };
     let module = Module {
