@@ -31,6 +31,17 @@ async function silentAgent(subject) {
   return { token, userId, agent, call };
 }
 
+/** The user's one call and the measured total, read together: there only once the call's last (charging)
+ * write has landed. */
+const chargedCall = (userId) =>
+  app.db
+    .prepare(
+      "SELECT i.outcome, i.counted, i.wall_ms, m.invocations, m.gateway_ms FROM invocations i " +
+        "JOIN measured_usage m ON m.user_id = i.user_id AND m.period_key = i.period_key WHERE i.user_id = ?",
+    )
+    .bind(userId)
+    .first();
+
 const measured = async (userId) =>
   (await app.db.prepare("SELECT invocations, gateway_ms, answer_input_tokens, answer_output_tokens FROM measured_usage WHERE user_id = ?").bind(userId).first()) || null;
 
@@ -107,16 +118,7 @@ test("a stream the client cancels is charged up to the moment it went away", asy
   });
   assert.equal(res.status, 200);
   assert.ok(res.aborted, "the client cancelled");
-  // The call's row and the measured total, read together once the last write (which charges) has landed.
-  const row = await app.until("the cancelled stream's last write", () =>
-    app.db
-      .prepare(
-        "SELECT i.outcome, i.counted, i.wall_ms, m.invocations, m.gateway_ms FROM invocations i " +
-          "JOIN measured_usage m ON m.user_id = i.user_id AND m.period_key = i.period_key WHERE i.user_id = ?",
-      )
-      .bind(userId)
-      .first(),
-  );
+  const row = await app.until("the cancelled stream's last write", () => chargedCall(userId));
   assert.equal(row.outcome, "client_closed");
   assert.equal(row.counted, 1);
   assert.ok(row.wall_ms >= 500, `measured ${row.wall_ms} ms`);
@@ -140,15 +142,7 @@ test("a JSON call whose client goes away is still recorded and charged", async (
   });
   setTimeout(() => controller.abort(), 500);
   await assert.rejects(pending, { name: "AbortError" });
-  const row = await app.until("the abandoned call's row", () =>
-    app.db
-      .prepare(
-        "SELECT i.outcome, i.counted, i.wall_ms, m.invocations, m.gateway_ms FROM invocations i " +
-          "JOIN measured_usage m ON m.user_id = i.user_id AND m.period_key = i.period_key WHERE i.user_id = ?",
-      )
-      .bind(userId)
-      .first(),
-  );
+  const row = await app.until("the abandoned call's row", () => chargedCall(userId));
   // Where the runtime tells the worker its client left (request.signal), the call ends then, as client_closed,
   // and the agent's answer is cancelled; where it cannot tell (a plain HTTP/1.1 client that closes while waiting
   // is noticed only on writing), the call runs to the agent's answer. Either way it counts and is charged.
