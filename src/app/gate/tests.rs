@@ -370,6 +370,25 @@ fn sessions_continue_per_agent_and_start_fresh_elsewhere() {
 }
 
 #[test]
+fn a_session_is_created_only_for_an_admitted_call() {
+    let mut rig = Rig::new();
+    rig.tiers = TierOverrides::parse(Some(r#"{"free":{"requestsPerPeriod":1}}"#)).unwrap();
+    granted(&rig.admit());
+    assert_eq!(rig.storage.sessions.borrow().len(), 1);
+    // Over the limit, and then for a disabled agent: refused, and no session is stored for either.
+    let mut asking = request(None);
+    asking.session_id = Some("ses_new_for_a_refused_call".into());
+    refusal(&rig.admit_with(asking.clone(), NOW + 1));
+    rig.d1.agents.borrow_mut().get_mut("agt_1").unwrap().enabled = false;
+    rig.forget(Forget::Agent("agt_1".into()));
+    assert_eq!(
+        refusal(&rig.admit_with(asking, NOW + 2)),
+        &Refusal::AgentDisabled
+    );
+    assert_eq!(rig.storage.sessions.borrow().len(), 1);
+}
+
+#[test]
 fn a_read_that_raced_a_notification_is_not_installed() {
     let mut facts = GateFacts::default();
     let generation = facts.generation();
