@@ -23,6 +23,7 @@ import path from "node:path";
 import { randomUUID } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { MODULE_TYPES, envelope, failure, jsonBody, parseMultipart, readBody } from "./wire.mjs";
+import { secretRefusal, uploadRefusal } from "./refusals.mjs";
 
 export { parseMultipart };
 
@@ -116,8 +117,9 @@ export async function startLocalCloudflare({
       compatibilityDate: script.metadata.compatibility_date || "2021-11-02",
       compatibilityFlags: script.metadata.compatibility_flags || [],
       mainModule: script.metadata.main_module,
-      modules: script.modules.map((m) => {
-        const type = MODULE_TYPES[m.contentType] || "ESModule";
+      // Source maps travel with a script but are no module of it.
+      modules: script.modules.filter((m) => MODULE_TYPES[m.contentType]).map((m) => {
+        const type = MODULE_TYPES[m.contentType];
         const binary = type === "CompiledWasm" || type === "Data";
         return { name: m.name, type, ...(binary ? { base64: m.data.toString("base64") } : { text: m.data.toString("utf8") }) };
       }),
@@ -290,6 +292,8 @@ export async function startLocalCloudflare({
     const modules = parts.filter((p) => p !== metaPart && p.filename).map((p) => ({ name: p.filename, contentType: p.contentType, data: p.data }));
     const main = metadata.main_module;
     if (!main || !modules.some((m) => m.name === main)) return failure(400, 10021, `Uncaught Error: No such module: ${main}`);
+    const refused = uploadRefusal(metadata, modules);
+    if (refused) return refused;
     // Reorder so the main module comes first: workerd treats the first module as the entry point.
     modules.sort((a, b) => (a.name === main ? -1 : b.name === main ? 1 : 0));
     for (const m of modules.filter((m) => MODULE_TYPES[m.contentType] === "ESModule" || MODULE_TYPES[m.contentType] === "CommonJS")) {
@@ -421,7 +425,8 @@ export async function startLocalCloudflare({
         if (method === "GET") return envelope(Object.keys(script.secrets).map((n) => ({ name: n, type: "secret_text" })));
         if (method === "PUT") {
           const secret = jsonBody(body);
-          if (!secret || typeof secret.name !== "string" || typeof secret.text !== "string") return failure(400, 10021, "expected a JSON body {name, text, type}");
+          const refused = secretRefusal(secret, script);
+          if (refused) return refused;
           await change(() => withLatest(key, script, (s) => ({ ...s, secrets: { ...s.secrets, [secret.name]: secret.text }, modifiedOn: new Date().toISOString() })));
           return envelope({ name: secret.name, type: "secret_text" });
         }
@@ -437,7 +442,7 @@ export async function startLocalCloudflare({
         if (method === "GET") return envelope({ enabled: script.subdomainEnabled, previews_enabled: script.previewsEnabled ?? true });
         if (method === "POST") {
           const wanted = jsonBody(body);
-          if (!wanted) return failure(400, 10021, "expected a JSON body {enabled}");
+          if (typeof wanted?.enabled !== "boolean") return failure(400, 10021, "expected a JSON body {enabled: boolean, previews_enabled?: boolean}");
           if (wanted.enabled === true && !script.subdomainEnabled) script.liveAt = Date.now() + propagationDelayMs;
           script.subdomainEnabled = wanted.enabled === true;
           // As on Cloudflare, previews follow `enabled` unless the request says otherwise.

@@ -1,7 +1,8 @@
 // The Cloudflare API's wire shapes as the local Cloudflare speaks them: the v4 envelope, multipart script uploads
 // and the module content types a script upload may carry.
 
-// Content types the Workers API accepts for module parts, and how workerd loads them.
+// The module content types the Workers API accepts (wrangler's own list), and how workerd loads each. Any
+// other type is refused, as Cloudflare refuses it (a JSON file, for one, must be bundled or sent as text).
 export const MODULE_TYPES = {
   "application/javascript+module": "ESModule",
   "text/javascript+module": "ESModule",
@@ -10,8 +11,18 @@ export const MODULE_TYPES = {
   "application/wasm": "CompiledWasm",
   "text/plain": "Text",
   "application/octet-stream": "Data",
-  "application/json": "Text",
+  // Accepted by Cloudflare and kept with the script, but never loaded as a module.
+  "application/source-map": null,
+  // Python Workers: accepted by Cloudflare; the local Cloudflare cannot run them and says so.
+  "text/x-python": "Python",
+  "text/x-python-requirement": "Python",
 };
+
+// Cloudflare's limits on a script's environment: 128 variables and secrets, each at most 5 KiB.
+export const MAX_ENV_BINDINGS = 128;
+export const MAX_ENV_VALUE_BYTES = 5 * 1024;
+// Workers for Platforms: at most 8 tags per script, none with `,` or `&` (they would break tag filters).
+export const MAX_TAGS = 8;
 
 export const envelope = (result, errors = [], status = 200) => ({ status, body: { success: errors.length === 0, errors, messages: [], result } });
 export const failure = (status, code, message) => envelope(null, [{ code, message }], status);

@@ -217,6 +217,72 @@ test("it refuses what Cloudflare refuses: a bad script name, a main module no fi
   assert.ok(!lcf.scripts().some((s) => s.name === "misnamed"));
 });
 
+test("it refuses what Cloudflare refuses in an upload, with Cloudflare's status and code, and nothing changes", async () => {
+  const p = "/workers/scripts/refusals";
+  const good = await api("PUT", p, { body: uploadForm(ENV_ECHO, { bindings: [{ type: "plain_text", name: "PLAIN", text: "kept" }], tags: ["t"] }) });
+  assert.equal(good.status, 200, JSON.stringify(good.body));
+  await api("POST", `${p}/subdomain`, { json: { enabled: true } });
+  const secret = (n) => ({ type: "secret_text", name: `S${n}`, text: "x" });
+  const refusals = [
+    ["two bindings with one name", { bindings: [{ type: "plain_text", name: "PLAIN", text: "a" }, { type: "secret_text", name: "PLAIN", text: "b" }] }, 10053, /^Binding name 'PLAIN' already in use/],
+    ["a binding without a name", { bindings: [{ type: "plain_text", text: "a" }] }, 10052, /missing a name/],
+    ["a value over 5 KiB", { bindings: [{ type: "secret_text", name: "BIG", text: "x".repeat(5 * 1024 + 1) }] }, 10054, /'BIG' is larger than 5120 bytes/],
+    ["129 variables and secrets", { bindings: Array.from({ length: 129 }, (_, n) => secret(n)) }, 10055, /at most 128/],
+    ["nine tags", { tags: ["a", "b", "c", "d", "e", "f", "g", "h", "i"] }, 10021, /at most 8 tags/],
+    ["a tag with a comma", { tags: ["a,b"] }, 10021, /contains ',' or '&'/],
+    ["a tag with an ampersand", { tags: ["a&b"] }, 10021, /contains ',' or '&'/],
+  ];
+  for (const [what, metadata, code, message] of refusals) {
+    const res = await api("PUT", p, { body: uploadForm(ENV_ECHO, metadata) });
+    assert.equal(res.status, 400, what);
+    assert.equal(res.body.success, false, what);
+    assert.equal(res.body.errors[0].code, code, what);
+    assert.match(res.body.errors[0].message, message, what);
+  }
+  // 128 is allowed: the limit is Cloudflare's, not lower.
+  const most = await api("PUT", "/workers/scripts/refusals-most", { body: uploadForm(ENV_ECHO, { bindings: Array.from({ length: 128 }, (_, n) => secret(n)), tags: ["1", "2", "3", "4", "5", "6", "7", "8"] }) });
+  assert.equal(most.status, 200, JSON.stringify(most.body));
+
+  // Module parts: only the Workers API's content types. JSON is not one of them (bundle it, or send text/plain).
+  for (const [file, type] of [["data.json", "application/json"], ["page.html", "text/html"]]) {
+    const form = uploadForm(ENV_ECHO, {});
+    form.set(file, new Blob(["{}"], { type }), file);
+    const res = await api("PUT", p, { body: form });
+    assert.equal(res.status, 400, type);
+    assert.deepEqual(res.body.errors, [{ code: 10021, message: `module with name '${file}' has unsupported content type '${type}'` }]);
+  }
+  // A source map is accepted and kept aside: it is no module of the script.
+  const mapped = uploadForm(ENV_ECHO, {});
+  mapped.set("index.js.map", new Blob(['{"version":3}'], { type: "application/source-map" }), "index.js.map");
+  assert.equal((await api("PUT", "/workers/scripts/refusals-mapped", { body: mapped })).status, 200);
+
+  // Secrets: `type: "secret_text"` is required, and a secret may not take a plain variable's name.
+  const refusedSecrets = [
+    [{ name: "NEW", text: "v" }, 10021, /secret type must be "secret_text"/],
+    [{ name: "NEW", text: "v", type: "plain_text" }, 10021, /secret type must be "secret_text"/],
+    [{ name: "PLAIN", text: "v", type: "secret_text" }, 10053, /^Binding name 'PLAIN' already in use/],
+    [{ name: "NEW", text: "x".repeat(5 * 1024 + 1), type: "secret_text" }, 10054, /larger than 5120 bytes/],
+  ];
+  for (const [json, code, message] of refusedSecrets) {
+    const res = await api("PUT", `${p}/secrets`, { json });
+    assert.equal(res.status, 400, JSON.stringify(json).slice(0, 60));
+    assert.equal(res.body.errors[0].code, code);
+    assert.match(res.body.errors[0].message, message);
+  }
+  // The subdomain needs {enabled: boolean}: an empty body or a missing flag changes nothing.
+  for (const body of ["", "{}", '{"enabled":"yes"}']) {
+    const res = await fetch(`${lcf.apiBase}/accounts/${lcf.accountId}${p}/subdomain`, { method: "POST", headers: { Authorization: `Bearer ${lcf.apiToken}`, "Content-Type": "application/json" }, body });
+    assert.equal(res.status, 400, `subdomain body ${JSON.stringify(body)}`);
+    assert.equal((await res.json()).errors[0].code, 10021);
+  }
+  assert.equal((await api("GET", `${p}/subdomain`)).body.result.enabled, true);
+
+  // Nothing refused took effect: the first version still answers, with only its binding.
+  assert.deepEqual(await (await fetch(lcf.workerUrl("refusals"))).json(), { plain: "kept", secret: null, later: null, path: "/" });
+  assert.deepEqual((await api("GET", `${p}/secrets`)).body.result, []);
+  assert.deepEqual(lcf.scripts().find((s) => s.name === "refusals").tags, ["t"]);
+});
+
 test("Cloudflare's limits, configurable: API requests per token, and Workers per account", async () => {
   const limited = await startLocalCloudflare({ rateLimit: { requests: 3, windowMs: 60_000 }, maxAccountScripts: 2 });
   try {

@@ -208,22 +208,20 @@ test("uploads, re-uploads, secret changes and deletions never fail a call to a r
   assert.ok(replaced(), "the workerd serving the load was never replaced");
 });
 
-test("Wasm, Data, Text, JSON and CommonJS module parts load", async () => {
-  // JSON parts load as text, as the local Cloudflare has always loaded them.
+test("Wasm, Data, Text and CommonJS module parts load", async () => {
   // (module (func (export "add") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add))
   const wasm = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 7, 1, 96, 2, 127, 127, 1, 127, 3, 2, 1, 0, 7, 7, 1, 3, 97, 100, 100, 0, 0, 10, 9, 1, 7, 0, 32, 0, 32, 1, 106, 11]);
-  const code = `import add from "add.wasm"; import bytes from "bytes.bin"; import text from "words.txt"; import json from "data.json"; import cjs from "helper.js";
-export default { fetch() { return Response.json({ sum: new WebAssembly.Instance(add).exports.add(2, 3), bytes: [...new Uint8Array(bytes)], text, json, cjs }); } };`;
+  const code = `import add from "add.wasm"; import bytes from "bytes.bin"; import text from "words.txt"; import cjs from "helper.js";
+export default { fetch() { return Response.json({ sum: new WebAssembly.Instance(add).exports.add(2, 3), bytes: [...new Uint8Array(bytes)], text, cjs }); } };`;
   const up = await upload(`${ns()}/module-types`, code, [], [
     ["add.wasm", wasm, "application/wasm"],
     ["bytes.bin", new Uint8Array([1, 2, 255]), "application/octet-stream"],
     ["words.txt", "some words", "text/plain"],
-    ["data.json", '{"a":1}', "application/json"],
     ["helper.js", "module.exports = { fromCommonJs: true };", "application/javascript"],
   ]);
   assert.equal(up.status, 200, JSON.stringify(up.body));
   const res = await fetch(dispatchUrl("module-types"));
-  assert.deepEqual(await res.json(), { sum: 5, bytes: [1, 2, 255], text: "some words", json: '{"a":1}', cjs: { fromCommonJs: true } });
+  assert.deepEqual(await res.json(), { sum: 5, bytes: [1, 2, 255], text: "some words", cjs: { fromCommonJs: true } });
 });
 
 test("the agent template reports signed telemetry to 127.0.0.1 with ctx.waitUntil", async () => {

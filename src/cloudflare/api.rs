@@ -10,10 +10,8 @@ use serde_json::{json, Value};
 #[serde(rename_all = "snake_case")]
 pub enum Step {
     Upload,
-    Secret,
     Subdomain,
     Delete,
-    List,
     /// Waiting for a new workers.dev URL to answer (Cloudflare propagates routes asynchronously).
     Live,
 }
@@ -22,10 +20,8 @@ impl Step {
     pub fn as_str(self) -> &'static str {
         match self {
             Step::Upload => "upload",
-            Step::Secret => "secret",
             Step::Subdomain => "subdomain",
             Step::Delete => "delete",
-            Step::List => "list",
             Step::Live => "live",
         }
     }
@@ -245,17 +241,6 @@ impl DeployTarget {
         }
     }
 
-    /// `PUT …/scripts/{script}/secrets`: adds or replaces one secret binding.
-    pub fn put_secret(&self, script: &str, name: &str, text: &str) -> ApiRequest {
-        ApiRequest {
-            step: Step::Secret,
-            method: Method::Put,
-            path: format!("{}/secrets", self.script_path(script)),
-            query: Vec::new(),
-            body: Body::Json(json!({ "name": name, "text": text, "type": "secret_text" })),
-        }
-    }
-
     /// `POST /accounts/{id}/workers/scripts/{script}/subdomain {"enabled":true}`; dispatch namespace scripts have
     /// no workers.dev route, so there is nothing to call.
     pub fn enable_subdomain(&self, script: &str) -> Option<ApiRequest> {
@@ -283,21 +268,13 @@ impl DeployTarget {
         }
     }
 
-    /// Dispatch namespaces only: `GET …/scripts?tags=<tag>:yes`, the scripts carrying `tag`.
-    pub fn list_by_tag(&self, tag: &str) -> Option<ApiRequest> {
-        self.by_tag(Step::List, Method::Get, tag)
-    }
-
-    /// Dispatch namespaces only: `DELETE …/scripts?tags=<tag>:yes`, every script carrying `tag` at once.
+    /// Dispatch namespaces only (the account's own scripts API has no tag filter): `DELETE
+    /// …/scripts?tags=<tag>:yes`, every script carrying `tag` at once. The clean-up job deletes by tag rather
+    /// than listing and deleting each script, so no paginated list has to be followed to its end.
     pub fn delete_by_tag(&self, tag: &str) -> Option<ApiRequest> {
-        self.by_tag(Step::Delete, Method::Delete, tag)
-    }
-
-    /// The Workers for Platforms tag filter; the account's own scripts API has none.
-    fn by_tag(&self, step: Step, method: Method, tag: &str) -> Option<ApiRequest> {
         matches!(self, DeployTarget::DispatchNamespace { .. }).then(|| ApiRequest {
-            step,
-            method,
+            step: Step::Delete,
+            method: Method::Delete,
             path: self.scripts_path(),
             query: vec![("tags".into(), format!("{tag}:yes"))],
             body: Body::None,
@@ -385,17 +362,7 @@ mod tests {
     }
 
     #[test]
-    fn secrets_subdomain_and_delete() {
-        let s = wfp().put_secret("s1", "TELEMETRY_SECRET", "v");
-        assert_eq!(
-            s.endpoint(),
-            "PUT /accounts/acc1/workers/dispatch/namespaces/agents/scripts/s1/secrets"
-        );
-        assert_eq!(
-            s.body,
-            Body::Json(json!({"name":"TELEMETRY_SECRET","text":"v","type":"secret_text"}))
-        );
-        assert_eq!(s.step, Step::Secret);
+    fn subdomain_and_delete() {
         let sub = dev().enable_subdomain("s1").unwrap();
         assert_eq!(
             sub.endpoint(),
@@ -413,15 +380,13 @@ mod tests {
     }
 
     #[test]
-    fn tag_operations_exist_only_for_dispatch_namespaces() {
-        let list = wfp().list_by_tag("agent-agt_1").unwrap();
-        assert_eq!(
-            list.path_and_query(),
-            "/accounts/acc1/workers/dispatch/namespaces/agents/scripts?tags=agent-agt_1%3Ayes"
-        );
+    fn delete_by_tag_exists_only_for_dispatch_namespaces() {
         let del = wfp().delete_by_tag("agent-agt_1").unwrap();
         assert_eq!(del.method, Method::Delete);
-        assert!(dev().list_by_tag("x").is_none());
+        assert_eq!(
+            del.path_and_query(),
+            "/accounts/acc1/workers/dispatch/namespaces/agents/scripts?tags=agent-agt_1%3Ayes"
+        );
         assert!(dev().delete_by_tag("x").is_none());
     }
 }

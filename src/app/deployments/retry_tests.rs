@@ -61,7 +61,7 @@ fn run(
     let request = DeployTarget::WorkersDev {
         account_id: "acc-123".into(),
     }
-    .put_secret("x", "N", "v");
+    .delete("x");
     let mut waited = 0;
     let outcome = block_on(call_retrying(
         &provider,
