@@ -5,7 +5,8 @@ SHELL := /bin/bash
 
 PORT ?= 8787
 LOCAL_CLOUDFLARE_PORT ?= 8788
-export PORT LOCAL_CLOUDFLARE_PORT
+LOCAL_IDENTITY_PORT ?= 8789
+export PORT LOCAL_CLOUDFLARE_PORT LOCAL_IDENTITY_PORT
 USER ?= local-user
 WORKER_BUILD_VERSION := 0.8.7
 # The wasm-bindgen CLI must equal the wasm-bindgen crate in Cargo.lock, or the generated glue will not load.
@@ -27,7 +28,7 @@ WRANGLER := npx --no-install wrangler
 .PHONY: help setup build dev test test-native test-workerd lint token admin-token reset deploy-check bench smoke-cloudflare
 
 help:
-	@echo "make dev      run the local stack on http://127.0.0.1:$(PORT) (PORT=… to change)"
+	@echo "make dev      run the local stack and its dashboard on http://127.0.0.1:$(PORT) (PORT=… to change)"
 	@echo "make test     run every test (lint, native, workerd)"
 	@echo "make token USER=<subject>   print a bearer token the local stack accepts"
 	@echo "make admin-token             print the local stack's operator token (for /v1/admin/…)"
@@ -39,6 +40,14 @@ help:
 ## Installs ---------------------------------------------------------------------------------------------------
 
 setup: .make/rust-tools node_modules/.package-lock.json
+
+# The dashboard's browser tests drive Debian's Chromium (browser downloads fail on these machines).
+CHROMIUM ?= /usr/bin/chromium
+export CHROMIUM_PATH := $(CHROMIUM)
+$(CHROMIUM):
+	@echo "Installing Debian's chromium for the dashboard's browser tests…"
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; \
+	  else sudo apt-get update -q >/dev/null && sudo apt-get install -y -q chromium >/dev/null; fi
 
 # A marker per tool version: bumping a version in this file reinstalls, a second run skips.
 .make/rust-tools: .make/worker-build-$(WORKER_BUILD_VERSION) .make/wasm-bindgen-$(WASM_BINDGEN_VERSION)
@@ -74,13 +83,21 @@ WASM_FEATURES := mutable-globals sign-ext nontrapping-float-to-int bulk-memory m
 # module replaces the old one in one rename for the same reason.
 WORKER_SOURCES := $(shell find src -name '*.rs' -o -name '*.mjs') Cargo.toml Cargo.lock $(wildcard worker-template/*.js)
 
-build: setup build/index_bg.wasm
+build: setup build/index_bg.wasm dashboard/dist/index.html
 	@printf 'build/index_bg.wasm: %s bytes raw, %s gzip\n' "$$(wc -c < build/index_bg.wasm)" "$$(gzip -9 -c build/index_bg.wasm | wc -c)"
+	@printf 'dashboard JavaScript: %s bytes gzip (budget 150 KB)\n' "$$(cat dashboard/dist/assets/*.js | gzip -9 | wc -c)"
 
 build/index_bg.wasm: $(WORKER_SOURCES)
 	worker-build --release
 	wasm-opt build/index_bg.wasm --strip-debug --strip-producers $(addprefix --enable-,$(WASM_FEATURES)) -o build/index_bg.wasm.tmp
 	mv build/index_bg.wasm.tmp build/index_bg.wasm
+
+# The dashboard (Vite + Preact + TypeScript) as static files, served by the control plane ([assets] in
+# wrangler.toml). Rebuilt only when its sources change, for the same reason as the Wasm.
+DASHBOARD_SOURCES := $(shell find dashboard/src -type f) dashboard/index.html dashboard/vite.config.mjs dashboard/tsconfig.json
+
+dashboard/dist/index.html: node_modules/.package-lock.json $(DASHBOARD_SOURCES)
+	vite build --config dashboard/vite.config.mjs --logLevel warn
 
 ## Local stack ------------------------------------------------------------------------------------------------
 
@@ -94,12 +111,15 @@ dev: setup .dev.vars
 	$(WRANGLER) d1 migrations apply DB --local
 	@echo
 	@echo "  Control plane:    http://127.0.0.1:$(PORT)   (state in .wrangler/; 'make reset' wipes it)"
+	@echo "  Dashboard:        http://127.0.0.1:$(PORT)/   (sign in with any user name)"
 	@echo "  Local Cloudflare: http://127.0.0.1:$(LOCAL_CLOUDFLARE_PORT)/client/v4 (deployed agents at /__workers/<script>)"
+	@echo "  Local identity:   http://127.0.0.1:$(LOCAL_IDENTITY_PORT)/sign-in (Clerk stand-in; keys at /.well-known/jwks.json)"
 	@echo "  A token:          TOKEN=\$$(make -s token USER=alice)"
 	@echo "  Try:              curl -H \"Authorization: Bearer \$$TOKEN\" http://127.0.0.1:$(PORT)/v1/me"
 	@echo "  Operator token:   make -s admin-token"
 	@echo
-	@node local-cloudflare/server.mjs & lcf=$$!; trap 'kill $$lcf 2>/dev/null' EXIT INT TERM; \
+	@node local-cloudflare/server.mjs & lcf=$$!; node local-identity/server.mjs & idp=$$!; \
+	  trap 'kill $$lcf $$idp 2>/dev/null' EXIT INT TERM; \
 	  $(WRANGLER) dev --local --ip 127.0.0.1 --port $(PORT)
 
 token: .dev.vars
@@ -124,6 +144,7 @@ smoke-cloudflare: build
 ## Checks -----------------------------------------------------------------------------------------------------
 
 lint: setup
+	tsc -p dashboard
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --target wasm32-unknown-unknown -- -D warnings
@@ -131,7 +152,7 @@ lint: setup
 test-native:
 	cargo test
 
-test-workerd: build
+test-workerd: build $(CHROMIUM)
 	node --test --test-concurrency=2 --test-timeout=180000 --test-force-exit "tests/**/*.test.mjs"
 
 test: setup lint test-native test-workerd deploy-check

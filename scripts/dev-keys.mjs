@@ -1,5 +1,6 @@
 // Creates the local stack's own RS256 signing key and secrets encryption key (once, in .dev/, git-ignored) and
-// writes the settings `wrangler dev` needs into .dev.vars: the identity provider (AUTH_*), the operator token
+// writes the settings `wrangler dev` needs into .dev.vars: the identity provider (AUTH_*, and the dashboard's
+// sign-in through the local identity provider), the operator token
 // (ADMIN_TOKEN) and deploys to the
 // local Cloudflare (PORT and LOCAL_CLOUDFLARE_PORT pick the ports). Other lines in .dev.vars are kept, so local
 // additions such as CORS_ALLOWED_ORIGINS survive.
@@ -19,8 +20,7 @@ async function loadOrCreateKey() {
 }
 
 const key = await loadOrCreateKey();
-const { kty, n, e, kid, alg, use } = key;
-const jwks = JSON.stringify({ keys: [{ kty, n, e, kid, alg, use }] });
+const { kid } = key;
 
 function loadOrCreate(file, make) {
   if (existsSync(file)) return readFileSync(file, "utf8").trim();
@@ -33,10 +33,15 @@ function loadOrCreate(file, make) {
 const port = process.env.PORT || "8787";
 const lcfPort = process.env.LOCAL_CLOUDFLARE_PORT || "8788";
 const lcf = `http://127.0.0.1:${lcfPort}`;
+const identity = `127.0.0.1:${process.env.LOCAL_IDENTITY_PORT || "8789"}`;
 const managed = {
   AUTH_ISSUER: DEV_ISSUER,
-  AUTH_JWKS: jwks,
+  // The local identity provider (local-identity/server.mjs) publishes the local key, as Clerk publishes its own.
+  AUTH_JWKS_URL: `http://${identity}/.well-known/jwks.json`,
   AUTH_AUDIENCES: DEV_AUDIENCE,
+  // The dashboard signs in with the local identity provider: a Clerk development key naming it, and its script.
+  DASHBOARD_CLERK_PUBLISHABLE_KEY: `pk_test_${Buffer.from(`${identity}$`).toString("base64")}`,
+  DASHBOARD_CLERK_JS_URL: `http://${identity}/npm/@clerk/clerk-js@5/dist/clerk.browser.js`,
   // wrangler dev exits if answered mid-upload; the worker reads such bodies to their end here (never in production).
   DRAIN_UNREAD_BODIES: "true",
   DEPLOY_TARGET: "workers_dev",
@@ -48,10 +53,12 @@ const managed = {
   ADMIN_TOKEN: loadOrCreate(ADMIN_TOKEN_FILE, () => randomBytes(32).toString("hex")),
   TELEMETRY_REPORT_URL: `http://127.0.0.1:${port}/v1/telemetry/report`,
 };
+// Settings earlier versions of this script wrote, dropped from .dev.vars (AUTH_JWKS gave way to AUTH_JWKS_URL).
+const RETIRED = ["AUTH_JWKS"];
 const kept = existsSync(".dev.vars")
   ? readFileSync(".dev.vars", "utf8")
       .split("\n")
-      .filter((line) => line.trim() && !Object.keys(managed).some((name) => line.startsWith(`${name}=`)))
+      .filter((line) => line.trim() && ![...Object.keys(managed), ...RETIRED].some((name) => line.startsWith(`${name}=`)))
   : ["# Local-only settings for `wrangler dev`, rewritten by scripts/dev-keys.mjs except for lines you add."];
 const lines = [...kept, ...Object.entries(managed).map(([name, value]) => `${name}='${value}'`)];
 writeFileSync(".dev.vars", lines.join("\n") + "\n", { mode: 0o600 });

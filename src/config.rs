@@ -5,6 +5,7 @@ use crate::auth::AuthConfig;
 use crate::cloudflare::api::DeployTarget;
 use crate::crypto::keyring::Keyring;
 use crate::crypto::secret_box::EncryptionKey;
+use crate::domain::dashboard_sign_in::SignIn;
 use crate::domain::entitlements::TierOverrides;
 use crate::domain::rate_limit::Rate;
 use crate::domain::usage::{DEFAULT_RETENTION_DAYS, MAX_RETENTION_DAYS};
@@ -38,6 +39,9 @@ pub struct ServiceConfig {
     /// Read unread request bodies to their end before answering (`DRAIN_UNREAD_BODIES=true`): what keeps
     /// `wrangler dev` alive; off in production.
     pub drain_unread_bodies: bool,
+    /// How the dashboard signs people in (`DASHBOARD_CLERK_PUBLISHABLE_KEY`); `None`: the dashboard says sign-in
+    /// is not configured.
+    pub dashboard_sign_in: Option<SignIn>,
 }
 
 pub const DEFAULT_INVOKE_TIMEOUT_MS: u64 = 30_000;
@@ -196,6 +200,7 @@ impl ServiceConfig {
             unauthenticated_rate: rate(&get, "UNAUTHENTICATED_RATE_LIMIT", DEFAULT_UNAUTHENTICATED_RATE)?,
             telemetry_rate: rate(&get, "TELEMETRY_RATE_LIMIT", DEFAULT_TELEMETRY_RATE)?,
             drain_unread_bodies: get("DRAIN_UNREAD_BODIES").as_deref() == Some("true"),
+            dashboard_sign_in: SignIn::from_vars(&get)?,
             rejects_retention_days: days(&get, "TELEMETRY_REJECTS_RETENTION_DAYS", 30)?,
             metrics_retention_days: match get("METRICS_RETENTION_DAYS").filter(|v| !v.trim().is_empty())
             {
@@ -276,12 +281,42 @@ pub const CONFIG_VARS: &[&str] = &[
     "UNAUTHENTICATED_RATE_LIMIT",
     "TELEMETRY_RATE_LIMIT",
     "DRAIN_UNREAD_BODIES",
+    "DASHBOARD_CLERK_PUBLISHABLE_KEY",
+    "DASHBOARD_CLERK_JS_URL",
 ];
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    /// A variable read but missing from CONFIG_VARS would never reach the worker (only these are read from
+    /// its environment): every name the parser asks for is listed.
+    #[test]
+    fn every_variable_the_parser_reads_is_listed() {
+        let asked = std::cell::RefCell::new(Vec::<String>::new());
+        // Everything set, so the parser reads every variable instead of stopping at the first error.
+        let parsed = ServiceConfig::from_vars(|name| {
+            asked.borrow_mut().push(name.to_owned());
+            match name {
+                "AUTH_ISSUER" => Some("https://issuer.example".into()),
+                "AUTH_JWKS_URL" => Some("http://127.0.0.1:9/jwks.json".into()),
+                "DASHBOARD_CLERK_PUBLISHABLE_KEY" => {
+                    Some("pk_test_Y2xlcmsuZXhhbXBsZS5jb20k".into())
+                }
+                _ => None,
+            }
+        });
+        assert!(parsed.is_ok(), "{:?}", parsed.err());
+        let asked = asked.into_inner();
+        assert!(asked.iter().any(|n| n == "DASHBOARD_CLERK_JS_URL"));
+        for name in asked {
+            assert!(
+                CONFIG_VARS.contains(&name.as_str()),
+                "{name} is read but not in CONFIG_VARS"
+            );
+        }
+    }
 
     fn deploy(pairs: &[(&str, &str)]) -> Result<Option<DeployConfig>, String> {
         let map: HashMap<String, String> = pairs

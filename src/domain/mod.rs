@@ -4,6 +4,7 @@ pub mod admission;
 pub mod agent;
 pub mod api_key;
 pub mod bounded_map;
+pub mod dashboard_sign_in;
 pub mod deployment;
 pub mod entitlements;
 pub mod error;

@@ -35,6 +35,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/admin/usage/recompute"),
     ("POST", "/v1/admin/secrets/reseal"),
     ("POST", "/v1/telemetry/report"),
+    ("GET", "/v1/dashboard/config"),
     ("GET", "/v1/usage/current"),
     ("GET", "/v1/usage/history"),
     ("GET", "/v1/metrics/recent"),
@@ -44,6 +45,8 @@ pub const ROUTES: &[(&str, &str)] = &[
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     Health,
+    /// What the dashboard needs before anyone signs in: how to sign in. No credentials.
+    DashboardConfig,
     Me,
     ListAgents,
     CreateAgent,
@@ -108,6 +111,7 @@ fn build(method: &str, template: &str, params: Vec<String>) -> Option<Route> {
     };
     Some(match (method, template) {
         ("GET", "/health") => Route::Health,
+        ("GET", "/v1/dashboard/config") => Route::DashboardConfig,
         ("GET", "/v1/me") => Route::Me,
         ("GET", "/v1/agents") => Route::ListAgents,
         ("POST", "/v1/agents") => Route::CreateAgent,

@@ -64,6 +64,9 @@ pub(super) async fn handle(
 
     match &route {
         Route::Health => return health(&store).await,
+        Route::DashboardConfig => {
+            return json_reply(200, &json!({ "signIn": config.dashboard_sign_in }))
+        }
         Route::Invoke(agent, streaming) => {
             return gateway::invoke(req, env, ctx, config, request_id, agent, *streaming).await
         }
@@ -92,6 +95,7 @@ pub(super) async fn handle(
 
     match route {
         Route::Health
+        | Route::DashboardConfig
         | Route::Invoke(..)
         | Route::AdminSetTier(_)
         | Route::AdminSetEntitlements(_)
@@ -282,8 +286,10 @@ fn admit_unauthenticated(
     config: &ServiceConfig,
     route: &Route,
 ) -> Result<(), ApiError> {
-    let anonymous = matches!(route, Route::Health | Route::TelemetryReport)
-        || route.is_admin()
+    let anonymous = matches!(
+        route,
+        Route::Health | Route::DashboardConfig | Route::TelemetryReport
+    ) || route.is_admin()
         || header(req, "Authorization").is_none();
     if !anonymous {
         return Ok(());

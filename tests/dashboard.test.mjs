@@ -1,0 +1,208 @@
+// The dashboard in a real browser (Debian's Chromium, driven by playwright-core) against the local stack as
+// `make dev` runs it: sign in through the local identity provider, create and manage an agent, deploy and see it
+// turn active, set a secret, roll back, and talk to the agent in the playground with a streamed answer. Each step
+// saves a screenshot in test-results/dashboard/ for a person to look at.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, mkdirSync } from "node:fs";
+import path from "node:path";
+import { chromium } from "playwright-core";
+import { ROOT } from "./support/harness.mjs";
+import { startDevStack } from "./support/dev_stack.mjs";
+
+const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
+const SHOTS = path.join(ROOT, "test-results/dashboard");
+// Headless Chromium as root, on a machine whose network is closed: no sandbox, no background connections.
+const CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+
+let stack;
+let browser;
+before(async () => {
+  assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: make test installs Debian's chromium package`);
+  mkdirSync(SHOTS, { recursive: true });
+  stack = await startDevStack({ identity: true });
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+});
+after(async () => {
+  await browser?.close();
+  await stack?.stop();
+});
+
+async function newPage() {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  const page = await context.newPage();
+  const problems = [];
+  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+  // A failed load is reported below with its address; other console errors are problems of the page.
+  page.on("console", (message) => message.type() === "error" && !message.text().startsWith("Failed to load resource") && problems.push(`console: ${message.text()}`));
+  const refused = [];
+  page.on("response", (res) => res.status() >= 400 && refused.push(`${res.request().method()} ${new URL(res.url()).pathname} ${res.status()}`));
+  return { page, context, problems, refused };
+}
+
+const shot = (page, name) => page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+
+async function signIn(page, username) {
+  await page.goto(stack.base);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.waitForURL(`${stack.idp.origin}/sign-in**`);
+  await page.getByLabel("User name").fill(username);
+  await page.getByRole("button", { name: "Continue" }).click();
+  await page.getByTestId("signed-in-as").filter({ hasText: username }).waitFor();
+}
+
+test("a person signs in, creates an agent, deploys it, sets a secret, rolls back and talks to it", { timeout: 150_000 }, async () => {
+  const { page, context, problems, refused } = await newPage();
+  try {
+    // The app is served by the control plane for every path that is not an API route.
+    const deepLink = await fetch(`${stack.base}/agents/agt_000000000000000000000000`);
+    assert.equal(deepLink.status, 200);
+    assert.match(deepLink.headers.get("content-type"), /text\/html/);
+    const apiMiss = await fetch(`${stack.base}/v1/no-such-route`);
+    assert.equal(apiMiss.status, 404);
+    assert.equal((await apiMiss.json()).error.code, "route_not_found", "API paths never fall back to the app");
+
+    await page.goto(stack.base);
+    await page.getByRole("button", { name: "Sign in" }).waitFor();
+    await shot(page, "01-signed-out");
+    await signIn(page, "dash-alice");
+    await page.getByText("No agents yet").waitFor();
+    await shot(page, "02-agents-empty");
+
+    // Create: the list shows it, with the plan's limit.
+    await page.getByLabel("Name", { exact: true }).fill("support-bot");
+    await page.getByLabel("Description").fill("Answers questions");
+    await page.getByRole("button", { name: "Create agent" }).click();
+    const row = page.locator('tr[data-agent="support-bot"]');
+    await row.waitFor();
+    assert.match(await page.getByTestId("agent-limit").textContent(), /^1 of \d+ agents on the free plan$/);
+    // A bad name is refused by the API with its envelope: code, message and request id shown.
+    await page.getByLabel("Name", { exact: true }).fill("support-bot");
+    await page.getByRole("button", { name: "Create agent" }).click();
+    const refusal = page.getByRole("alert");
+    await refusal.waitFor();
+    assert.match(await refusal.textContent(), /code\s*agent_name_taken/);
+    assert.match(await refusal.textContent(), /request id\s*\S+/);
+    await shot(page, "03-agent-created-and-a-refusal");
+
+    // Disable and enable.
+    await page.getByRole("button", { name: "Disable support-bot" }).click();
+    await row.locator(".badge-disabled").waitFor();
+    await page.getByRole("button", { name: "Enable support-bot" }).click();
+    await row.locator(".badge-active").waitFor();
+
+    // Deploy the template and watch it go live without a reload.
+    await row.getByRole("link", { name: "support-bot" }).click();
+    await page.getByRole("heading", { name: /support-bot/ }).waitFor();
+    await page.getByRole("button", { name: "Deploy the template" }).click();
+    await page.locator('tr[data-version="1"] .badge-active').waitFor({ timeout: 30_000 });
+    await page.locator('tr[data-version="1"]').getByText("serving").waitFor();
+
+    // A secret: set, listed by name only; the value is never shown.
+    await page.getByLabel("Name", { exact: true }).fill("SUPPORT_TOKEN");
+    await page.getByLabel("Value").fill("very-secret-value-123");
+    await page.getByRole("button", { name: "Set secret" }).click();
+    await page.locator(".secrets").getByText("SUPPORT_TOKEN").waitFor();
+    assert.ok(!(await page.content()).includes("very-secret-value-123"), "a secret's value never appears on the page");
+
+    // A second version, then roll back to the first with confirmation.
+    await page.getByRole("button", { name: "Deploy the template" }).click();
+    await page.locator('tr[data-version="2"]').getByText("serving").waitFor({ timeout: 30_000 });
+    await shot(page, "04-agent-deployed-twice");
+    await page.getByRole("button", { name: "Roll back to v1" }).click();
+    const dialog = page.getByRole("dialog");
+    await dialog.waitFor();
+    await shot(page, "05-rollback-confirmation");
+    await dialog.getByRole("button", { name: "Roll back to v1" }).click();
+    await page.locator('tr[data-version="1"]').getByText("serving").waitFor();
+    assert.equal(await page.locator('tr[data-version="2"]').getByText("serving").count(), 0);
+
+    // The playground: a streamed answer arrives word by word.
+    await page.getByRole("link", { name: "Open the playground" }).click();
+    await page.getByLabel("Message", { exact: true }).fill("hello there from the browser test");
+    await page.getByText("Metadata").click();
+    await page.locator('textarea[name="metadata"]').fill('{"delayMs": 120}');
+    await page.evaluate(() => {
+      // Every text the answer shows while it streams.
+      window.__seen = [];
+      new MutationObserver(() => {
+        const text = document.querySelector('[data-role="assistant"] .text')?.textContent ?? "";
+        if (window.__seen.at(-1) !== text) window.__seen.push(text);
+      }).observe(document.querySelector('[data-testid="conversation"]'), { subtree: true, childList: true, characterData: true });
+    });
+    await page.getByRole("button", { name: "Send" }).click();
+    await page.getByTestId("trace-id").filter({ hasText: /^trc_/ }).waitFor();
+    await page.getByRole("button", { name: "Send" }).waitFor({ timeout: 30_000 });
+    const seen = (await page.evaluate(() => window.__seen)).filter((t) => t && t !== "…");
+    assert.ok(seen.length >= 4, `the answer grew in steps as deltas arrived: ${JSON.stringify(seen)}`);
+    const answer = seen.at(-1);
+    assert.match(answer, /hello there from the browser test/);
+    for (let i = 1; i < seen.length; i++) assert.ok(seen[i].startsWith(seen[i - 1]), "each step extends the last");
+    assert.match(await page.getByTestId("rate-limit").textContent(), /^\d+ of \d+/);
+    await shot(page, "06-playground-streamed");
+
+    // The same session continues.
+    const session = await page.locator("dt:has-text('Session') + dd").textContent();
+    await page.getByLabel("Stream the answer").uncheck();
+    await page.getByLabel("Message", { exact: true }).fill("second turn");
+    await page.getByRole("button", { name: "Send" }).click();
+    await page.locator('[data-role="assistant"]').nth(1).filter({ hasText: "second turn" }).waitFor();
+    assert.equal(await page.locator("dt:has-text('Session') + dd").textContent(), session, "the session carries on");
+    await shot(page, "07-playground-second-turn");
+
+    assert.deepEqual(problems, [], "no errors in the page");
+    assert.deepEqual(refused, ["POST /v1/agents 409"], "the only refused request is the one the test provoked");
+  } finally {
+    await context.close();
+  }
+});
+
+test("the dashboard's forms are labelled and reachable with the keyboard", { timeout: 60_000 }, async () => {
+  const { page, context } = await newPage();
+  try {
+    await signIn(page, "dash-keyboard");
+    await page.getByText("No agents yet").waitFor();
+    // Every control has an accessible name.
+    const unlabelled = await page.evaluate(() =>
+      [...document.querySelectorAll("input, textarea, select, button")]
+        .filter((el) => {
+          const labelled = (el.labels && el.labels.length > 0) || el.getAttribute("aria-label") || el.getAttribute("aria-labelledby");
+          return !labelled && !(el.tagName === "BUTTON" && el.textContent.trim());
+        })
+        .map((el) => el.outerHTML),
+    );
+    assert.deepEqual(unlabelled, []);
+    // Tab from the top reaches the create form's fields and its button, in order; Enter creates.
+    const focused = [];
+    for (let i = 0; i < 12; i++) {
+      await page.keyboard.press("Tab");
+      focused.push(await page.evaluate(() => document.activeElement?.getAttribute("name") || document.activeElement?.textContent?.trim()));
+    }
+    const at = (what) => focused.indexOf(what);
+    assert.ok(at("name") !== -1 && at("name") < at("description") && at("description") < at("Create agent"), `tab order: ${focused.join(" → ")}`);
+    await page.getByLabel("Name", { exact: true }).focus();
+    await page.keyboard.type("keyboard-agent");
+    await page.keyboard.press("Enter");
+    await page.locator('tr[data-agent="keyboard-agent"]').waitFor();
+  } finally {
+    await context.close();
+  }
+});
+
+test("signed out, no API call is made with a token, and signing out ends the session at the provider", { timeout: 60_000 }, async () => {
+  const { page, context } = await newPage();
+  try {
+    await signIn(page, "dash-leaver");
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await page.getByRole("button", { name: "Sign in" }).waitFor();
+    // A reload stays signed out: the provider ended the session, not only the page.
+    await page.reload();
+    await page.getByRole("button", { name: "Sign in" }).waitFor();
+    // The provider sends a person back only to a dashboard it serves.
+    const away = await fetch(`${stack.idp.origin}/sign-in`, { method: "POST", body: new URLSearchParams({ username: "x", redirect_url: "https://evil.example/" }), redirect: "manual" });
+    assert.equal(away.status, 400);
+    assert.equal(away.headers.get("set-cookie"), null, "no session for a sign-in that would leave for another site");
+  } finally {
+    await context.close();
+  }
+});
