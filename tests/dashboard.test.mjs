@@ -67,6 +67,8 @@ test("a person signs in, creates an agent, deploys it, sets a secret, rolls back
     await shot(page, "01-signed-out");
     await signIn(page, "dash-alice");
     await page.getByText("No agents yet").waitFor();
+    // The live feed is connected: what follows shows up without polling (the pages poll only without it).
+    await page.getByTestId("live").filter({ hasText: "Live" }).waitFor();
     await shot(page, "02-agents-empty");
 
     // Create: the list shows it, with the plan's limit.
@@ -76,7 +78,9 @@ test("a person signs in, creates an agent, deploys it, sets a secret, rolls back
     const row = page.locator('tr[data-agent="support-bot"]');
     await row.waitFor();
     assert.match(await page.getByTestId("agent-limit").textContent(), /^1 of \d+ agents on the free plan$/);
-    // A bad name is refused by the API with its envelope: code, message and request id shown.
+    // A bad name is refused by the API with its envelope: code, message and request id shown. (The row may come
+    // from the live feed before the create call returns and clears the form: wait for that first.)
+    await page.waitForFunction(() => document.querySelector('input[name="name"]').value === "");
     await page.getByLabel("Name", { exact: true }).fill("support-bot");
     await page.getByRole("button", { name: "Create agent" }).click();
     const refusal = page.getByRole("alert");
@@ -119,6 +123,7 @@ test("a person signs in, creates an agent, deploys it, sets a secret, rolls back
 
     // The playground: a streamed answer arrives word by word.
     await page.getByRole("link", { name: "Open the playground" }).click();
+    const playgroundAgent = new URL(page.url()).pathname.split("/")[2];
     await page.getByLabel("Message", { exact: true }).fill("hello there from the browser test");
     await page.getByText("Metadata").click();
     await page.locator('textarea[name="metadata"]').fill('{"delayMs": 120}');
@@ -150,8 +155,63 @@ test("a person signs in, creates an agent, deploys it, sets a secret, rolls back
     assert.equal(await page.locator("dt:has-text('Session') + dd").textContent(), session, "the session carries on");
     await shot(page, "07-playground-second-turn");
 
+    // Usage: the page agrees with /v1/usage/current, and moves when a call is made elsewhere — no reload.
+    await page.getByRole("link", { name: "Usage" }).click();
+    const requestsMeter = page.getByTestId("meter-requests");
+    await requestsMeter.waitFor();
+    const current = async () =>
+      page.evaluate(async () => (await fetch("/v1/usage/current", { headers: { Authorization: `Bearer ${await window.Clerk.session.getToken()}` } })).json());
+    const before = await current();
+    assert.equal(await requestsMeter.textContent(), `${before.requestsReserved.toLocaleString("en-US")} of ${before.entitlements.requestsPerPeriod.toLocaleString("en-US")}`);
+    assert.match(await page.getByTestId("meter-tokens").textContent(), new RegExp(`^${before.totals.tokens} of `));
+    const invoked = await page.evaluate(async (id) => {
+      const res = await fetch(`/v1/invoke/${id}`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${await window.Clerk.session.getToken()}`, "Content-Type": "application/json" },
+        body: JSON.stringify({ protocol: "invoke/v1", input: { messages: [{ role: "user", content: "from elsewhere" }] } }),
+      });
+      return res.status;
+    }, playgroundAgent);
+    assert.equal(invoked, 200);
+    await requestsMeter.filter({ hasText: new RegExp(`^${before.requestsReserved + 1} of`) }).waitFor({ timeout: 15_000 });
+    await shot(page, "08-usage");
+
+    // API keys: created and shown once, listed by prefix, revoked after a confirmation.
+    await page.getByRole("link", { name: "API keys" }).click();
+    await page.getByLabel("Name", { exact: true }).fill("browser key");
+    await page.getByLabel("For").selectOption({ label: "support-bot" });
+    await page.getByRole("button", { name: "Create key" }).click();
+    const key = await page.getByTestId("new-key").textContent();
+    assert.match(key, /^whk_[0-9a-f]{48}$/);
+    const keyRow = page.locator('tr[data-key="browser key"]');
+    await keyRow.getByText(key.slice(0, 12)).waitFor();
+    await shot(page, "09-api-key-created");
+    // The key works, for its agent.
+    const withKey = await fetch(`${stack.base}/v1/invoke/${playgroundAgent}`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${key}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ protocol: "invoke/v1", input: { messages: [{ role: "user", content: "by key" }] } }),
+    });
+    assert.equal(withKey.status, 200);
+    await page.getByRole("button", { name: "Done" }).click();
+    assert.ok(!(await page.content()).includes(key), "the key is not shown again");
+    await page.getByRole("button", { name: "Revoke browser key" }).click();
+    await page.getByRole("dialog").getByRole("button", { name: "Revoke key" }).click();
+    await keyRow.getByText("revoked").waitFor();
+    const afterRevoke = await fetch(`${stack.base}/v1/invoke/${playgroundAgent}`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${key}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ protocol: "invoke/v1", input: { messages: [{ role: "user", content: "by key" }] } }),
+    });
+    assert.equal(afterRevoke.status, 401, "a revoked key fails from the next call on");
+    await shot(page, "10-api-key-revoked");
+
     assert.deepEqual(problems, [], "no errors in the page");
     assert.deepEqual(refused, ["POST /v1/agents 409"], "the only refused request is the one the test provoked");
+  } catch (error) {
+    // What the page showed when it went wrong, for the person reading the failure.
+    await shot(page, "failure").catch(() => {});
+    throw error;
   } finally {
     await context.close();
   }

@@ -103,3 +103,51 @@ async function errorOf(res: Response): Promise<ApiError> {
     return new ApiError(res.status, "unexpected_response", `The control plane answered ${res.status} without an error envelope.`, res.status >= 500, requestId);
   }
 }
+export interface ApiKey {
+  id: string;
+  name: string;
+  prefix: string;
+  agentId: string | null;
+  createdAt: number;
+  lastUsedAt: number | null;
+  revokedAt: number | null;
+}
+export interface UsageTotals {
+  events: number;
+  requests: number;
+  inputTokens: number;
+  outputTokens: number;
+  tokens: number;
+  computeMs: number;
+  errors: number;
+  gatewayMs: number;
+}
+export interface UsageCurrent {
+  periodKey: string;
+  periodStart: string;
+  resetsAt: string;
+  tier: string;
+  totals: UsageTotals;
+  measured: { invocations: number; gatewayMs: number; answerInputTokens: number; answerOutputTokens: number };
+  requestsReserved: number;
+  entitlements: Entitlements;
+  remaining: { requests: number; tokens: number; computeMs: number };
+  exhausted: ("requestsPerPeriod" | "tokensPerPeriod" | "computeMsPerPeriod")[];
+}
+export interface UsagePeriod {
+  periodKey: string;
+  totals: UsageTotals;
+  finalized: boolean;
+}
+export interface MetricsEvent {
+  eventId: string | null;
+  traceId: string;
+  deploymentId: string;
+  agentId: string;
+  ts: number;
+  requests: number;
+  inputTokens: number;
+  outputTokens: number;
+  computeMs: number;
+  errors: number;
+}

@@ -6,7 +6,10 @@ import { api, type Me } from "./api";
 import { currentUser, onAuthChange, signIn, signOut, startAuth, type SignInConfig } from "./auth";
 import { AgentPage } from "./pages/Agent";
 import { AgentsPage } from "./pages/Agents";
+import { ApiKeysPage } from "./pages/ApiKeys";
 import { PlaygroundPage } from "./pages/Playground";
+import { UsagePage } from "./pages/Usage";
+import { startLive, stopLive, useLive, useLiveStatus } from "./live";
 import { Link, navigate, usePath } from "./router";
 import { ErrorBox, Loading } from "./ui";
 import "./styles.css";
@@ -58,14 +61,21 @@ function SignedIn({ label }: { label: string }) {
   const path = usePath();
   const [me, setMe] = useState<Me | null>(null);
   const [error, setError] = useState<unknown>(null);
+  const live = useLiveStatus();
+  const loadMe = () => api<Me>("GET", "/v1/me").then(setMe, setError);
   useEffect(() => {
-    api<Me>("GET", "/v1/me").then(setMe, setError);
+    void loadMe();
+    startLive();
   }, []);
+  // A plan change (tier, entitlements) shows at once.
+  useLive(["plan"], () => void loadMe());
   const agentMatch = /^\/agents\/(agt_[0-9a-f]{24})(\/playground)?$/.exec(path);
   let page;
   if (error) page = <ErrorBox error={error} />;
   else if (!me) page = <Loading what="your account" />;
   else if (path === "/" || path === "/agents") page = <AgentsPage me={me} />;
+  else if (path === "/usage") page = <UsagePage />;
+  else if (path === "/api-keys") page = <ApiKeysPage />;
   else if (agentMatch?.[2]) page = <PlaygroundPage agentId={agentMatch[1]} />;
   else if (agentMatch) page = <AgentPage agentId={agentMatch[1]} />;
   else
@@ -80,11 +90,16 @@ function SignedIn({ label }: { label: string }) {
         <>
           <nav aria-label="Main">
             <Link href="/">Agents</Link>
+            <Link href="/usage">Usage</Link>
+            <Link href="/api-keys">API keys</Link>
           </nav>
           <div class="account">
+            <span class={live ? "live on" : "live"} data-testid="live" title={live ? "Changes appear as they happen" : "Reconnecting to the live feed"}>
+              {live ? "Live" : "Reconnecting…"}
+            </span>
             <span data-testid="signed-in-as">{label}</span>
             {me && <span class="badge">{me.tier}</span>}
-            <button type="button" class="secondary" onClick={() => signOut().then(() => navigate("/"))}>
+            <button type="button" class="secondary" onClick={() => (stopLive(), signOut().then(() => navigate("/")))}>
               Sign out
             </button>
           </div>

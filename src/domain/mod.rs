@@ -8,6 +8,7 @@ pub mod dashboard_sign_in;
 pub mod deployment;
 pub mod entitlements;
 pub mod error;
+pub mod feed;
 pub mod gateway_credential;
 pub mod ids;
 pub mod invoke;

@@ -36,6 +36,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/admin/secrets/reseal"),
     ("POST", "/v1/telemetry/report"),
     ("GET", "/v1/dashboard/config"),
+    ("GET", "/v1/events"),
     ("GET", "/v1/usage/current"),
     ("GET", "/v1/usage/history"),
     ("GET", "/v1/metrics/recent"),
@@ -47,6 +48,8 @@ pub enum Route {
     Health,
     /// What the dashboard needs before anyone signs in: how to sign in. No credentials.
     DashboardConfig,
+    /// The caller's live feed (SSE).
+    Events,
     Me,
     ListAgents,
     CreateAgent,
@@ -112,6 +115,7 @@ fn build(method: &str, template: &str, params: Vec<String>) -> Option<Route> {
     Some(match (method, template) {
         ("GET", "/health") => Route::Health,
         ("GET", "/v1/dashboard/config") => Route::DashboardConfig,
+        ("GET", "/v1/events") => Route::Events,
         ("GET", "/v1/me") => Route::Me,
         ("GET", "/v1/agents") => Route::ListAgents,
         ("POST", "/v1/agents") => Route::CreateAgent,

@@ -8,6 +8,7 @@
 
 use super::bindings::d1_database;
 use super::d1::D1Store;
+use super::durable::user_feed;
 use super::durable::user_gate::UserGateClient;
 use super::identity::{credential, invoke_caller};
 use super::reply::Reply;
@@ -129,6 +130,10 @@ async fn write_meter(env: &Env, meter: &Meter, ended: &Ended, last_write: bool) 
         Ok(db) => D1Store::new(db).record_invocation(&row, now).await,
         Err(e) => Err(crate::app::ports::StoreError(e.message)),
     };
+    if result.is_ok() && last_write && ended.counted {
+        let user = UserId::from_trusted(meter.user_id.clone());
+        user_feed::usage_moved(env, &user, &meter.period.to_string()).await;
+    }
     match result {
         Ok(Some(total)) if row.must_tell_gate(total) => {
             let user = UserId::from_trusted(meter.user_id.clone());

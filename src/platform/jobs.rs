@@ -4,12 +4,14 @@ use super::bindings::d1_database;
 use super::cloudflare::FetchProvider;
 use super::config_cache::load_config;
 use super::d1::D1Store;
+use super::durable::user_feed::publish_now;
 use super::durable::user_gate::UserGateClient;
 use super::JsClock;
 use crate::app::deployments;
-use crate::app::ports::{Clock, Sleeper};
+use crate::app::ports::{Clock, DeploymentStore, Sleeper, Store};
 use crate::app::{invocations, key_rotation, usage};
 use crate::config::{DeployConfig, ServiceConfig};
+use crate::domain::feed::{FeedKind, Publication};
 use crate::domain::ApiError;
 use std::rc::Rc;
 use worker::{console_error, console_log, Context, Env};
@@ -112,6 +114,10 @@ pub(super) fn in_background(
         let outcome = match work {
             Background::Deploy(pending) => {
                 let id = pending.deployment.id.clone();
+                let (owner, agent) = (
+                    pending.deployment.user_id.clone(),
+                    pending.deployment.agent_id.clone(),
+                );
                 let store = match d1_database(&env) {
                     Ok(db) => D1Store::new(db),
                     Err(e) => return console_error!("deploy {id}: no database: {}", e.message),
@@ -120,7 +126,7 @@ pub(super) fn in_background(
                     base_url: &deploy.api_base_url,
                     api_token: &deploy.api_token,
                 };
-                deployments::run_deploy(
+                let outcome = deployments::run_deploy(
                     &store,
                     &UserGateClient::new(&env),
                     &provider,
@@ -130,7 +136,22 @@ pub(super) fn in_background(
                     *pending,
                 )
                 .await
-                .map(|status| console_log!("deploy {id} finished {}", status.as_str()))
+                .map(|status| console_log!("deploy {id} finished {}", status.as_str()));
+                // The owner's live feed: the deployment as it ended, and the agent (its active deployment).
+                if let Ok(Some(done)) = store.deployment(&owner, &agent, &id).await {
+                    let shown = deployments::for_owner(done, Some(deploy));
+                    if let Ok(data) = serde_json::to_value(&shown) {
+                        let kind = FeedKind::Deployment;
+                        publish_now(&env, &owner, Publication { kind, data }).await;
+                    }
+                }
+                if let Ok(Some(changed)) = store.agent(&owner, &agent).await {
+                    if let Ok(data) = serde_json::to_value(&changed) {
+                        let kind = FeedKind::Agent;
+                        publish_now(&env, &owner, Publication { kind, data }).await;
+                    }
+                }
+                outcome
             }
             Background::CleanUp => clean_up(&env, deploy).await.map(|_| ()),
         };

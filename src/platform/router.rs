@@ -3,6 +3,7 @@
 
 use super::bindings::d1_database;
 use super::d1::D1Store;
+use super::durable::user_feed::{self, publish};
 use super::durable::user_gate::UserGateClient;
 use super::jobs::{in_background, Background};
 use super::reply::{json_reply, Reply};
@@ -13,7 +14,8 @@ use crate::app::ports::{Clock, Store};
 use crate::app::{agents, api_keys, invocations, secrets, usage};
 use crate::config::ServiceConfig;
 use crate::domain::agent::AgentStatus;
-use crate::domain::ids::RequestId;
+use crate::domain::feed::FeedKind;
+use crate::domain::ids::{RequestId, UserId};
 use crate::domain::rate_limit::Buckets;
 use crate::domain::telemetry::DEPLOYMENT_HEADER;
 use crate::domain::{ApiError, ErrorCode};
@@ -72,10 +74,10 @@ pub(super) async fn handle(
         }
         // Authenticated by the deployment's signature, not a user's credentials.
         Route::TelemetryReport => {
-            return telemetry::report(req, env, &store, config, request_id).await
+            return telemetry::report(req, env, ctx, &store, config, request_id).await
         }
         r if r.is_admin() => {
-            return admin::handle(
+            let reply = admin::handle(
                 req,
                 &store,
                 &UserGateClient::new(env),
@@ -83,7 +85,15 @@ pub(super) async fn handle(
                 request_id,
                 &route,
             )
-            .await
+            .await;
+            // The user's plan changed: their dashboard reads it again.
+            if let (Ok(_), Route::AdminSetTier(user) | Route::AdminSetEntitlements(user)) =
+                (&reply, &route)
+            {
+                let user = UserId::from_trusted(user.clone());
+                publish(ctx, env, &user, FeedKind::Plan, json!({}));
+            }
+            return reply;
         }
         _ => {}
     }
@@ -116,6 +126,18 @@ pub(super) async fn handle(
             200,
             &json!({ "events": usage::recent(&store, &user, &query).await? }),
         ),
+        Route::Events => {
+            let stream =
+                user_feed::open_stream(env, &user.id, header(req, "Last-Event-ID").as_deref())
+                    .await
+                    .map_err(|e| {
+                        ApiError::unavailable(
+                            "The live feed is not reachable; reconnect in a moment.",
+                            format!("feed: {e}"),
+                        )
+                    })?;
+            Ok(Reply::Stream(stream))
+        }
         Route::Me => {
             let mut me = serde_json::to_value(&user).map_err(ApiError::internal)?;
             me["entitlements"] =
@@ -149,37 +171,42 @@ pub(super) async fn handle(
         }
         Route::CreateAgent => {
             let (_, body) = read_json(req, MAX_JSON_BODY_BYTES).await?;
-            json_reply(
-                201,
-                &agents::create_agent(&store, &clock, &user, body, entitlements().max_agents)
-                    .await?,
-            )
+            let agent =
+                agents::create_agent(&store, &clock, &user, body, entitlements().max_agents)
+                    .await?;
+            publish(ctx, env, &user.id, FeedKind::Agent, &agent);
+            json_reply(201, &agent)
         }
         Route::GetAgent(id) => json_reply(200, &agents::get_agent(&store, &user, &id).await?),
         Route::UpdateAgent(id) => {
             let (_, body) = read_json(req, MAX_JSON_BODY_BYTES).await?;
-            json_reply(
-                200,
-                &agents::update_agent(&store, &clock, &user, &id, body).await?,
-            )
+            let agent = agents::update_agent(&store, &clock, &user, &id, body).await?;
+            publish(ctx, env, &user.id, FeedKind::Agent, &agent);
+            json_reply(200, &agent)
         }
         Route::DeleteAgent(id) => {
             agents::delete_agent(&store, &gate, &clock, &user, &id).await?;
+            publish(
+                ctx,
+                env,
+                &user.id,
+                FeedKind::AgentDeleted,
+                json!({ "id": id }),
+            );
             if config.deploy.is_some() {
                 in_background(ctx, env, config, Background::CleanUp);
             }
             Ok(Reply::NoContent)
         }
-        Route::DisableAgent(id) => json_reply(
-            200,
-            &agents::set_agent_status(&store, &gate, &clock, &user, &id, AgentStatus::Disabled)
-                .await?,
-        ),
-        Route::EnableAgent(id) => json_reply(
-            200,
-            &agents::set_agent_status(&store, &gate, &clock, &user, &id, AgentStatus::Active)
-                .await?,
-        ),
+        Route::DisableAgent(ref id) | Route::EnableAgent(ref id) => {
+            let status = match route {
+                Route::DisableAgent(_) => AgentStatus::Disabled,
+                _ => AgentStatus::Active,
+            };
+            let agent = agents::set_agent_status(&store, &gate, &clock, &user, id, status).await?;
+            publish(ctx, env, &user.id, FeedKind::Agent, &agent);
+            json_reply(200, &agent)
+        }
         Route::Deploy(id) => {
             let deploy = config.deploy.as_ref().ok_or_else(deploys_not_configured)?;
             let (raw, body) = read_json(req, MAX_DEPLOY_BODY_BYTES).await?;
@@ -196,14 +223,16 @@ pub(super) async fn handle(
                 key.as_deref(),
             )
             .await?;
+            let started = pending.is_some();
             if let Some(pending) = pending {
                 in_background(ctx, env, config, Background::Deploy(Box::new(pending)));
             }
             // A replayed Idempotency-Key answers the stored deployment, which may have failed since.
-            json_reply(
-                202,
-                &deployments::for_owner(deployment, config.deploy.as_ref()),
-            )
+            let shown = deployments::for_owner(deployment, config.deploy.as_ref());
+            if started {
+                publish(ctx, env, &user.id, FeedKind::Deployment, &shown);
+            }
+            json_reply(202, &shown)
         }
         Route::ListDeployments(id) => {
             let query = query.into_iter().collect();
@@ -223,14 +252,19 @@ pub(super) async fn handle(
                 config.deploy.as_ref(),
             ),
         ),
-        Route::ActivateDeployment(agent, dep) => json_reply(
-            200,
-            &deployments::for_owner(
+        Route::ActivateDeployment(agent, dep) => {
+            let shown = deployments::for_owner(
                 deployments::activate_deployment(&store, &gate, &clock, &user, &agent, &dep)
                     .await?,
                 config.deploy.as_ref(),
-            ),
-        ),
+            );
+            // The pointer moved: the agent (its active deployment) and the deployments changed.
+            publish(ctx, env, &user.id, FeedKind::Deployment, &shown);
+            if let Ok(changed) = agents::get_agent(&store, &user, &agent).await {
+                publish(ctx, env, &user.id, FeedKind::Agent, &changed);
+            }
+            json_reply(200, &shown)
+        }
         Route::ListInvocations(id) => json_reply(
             200,
             &invocations::list_invocations(

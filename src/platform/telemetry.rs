@@ -2,6 +2,7 @@
 //! within its limit, then `app::telemetry`. Refusals are audited (within the isolate's throttle).
 
 use super::d1::D1Store;
+use super::durable::user_feed;
 use super::durable::user_gate::UserGateClient;
 use super::reply::Reply;
 use super::request::{header, read_body};
@@ -20,7 +21,7 @@ use crate::domain::telemetry::{
 use crate::domain::ApiError;
 use crate::http::body::{check_declared_length, check_json_content_type};
 use std::cell::RefCell;
-use worker::{console_error, Env, Request};
+use worker::{console_error, Context, Env, Request};
 
 thread_local! {
     // One per isolate for its whole life (leaked once), so a reference can be held across the audit's await.
@@ -38,6 +39,7 @@ const KNOWN_FOR_MS: i64 = 60 * 60 * 1000;
 pub(super) async fn report(
     req: &mut Request,
     env: &Env,
+    ctx: &Context,
     store: &D1Store,
     config: &ServiceConfig,
     request_id: &RequestId,
@@ -52,7 +54,7 @@ pub(super) async fn report(
         charge_address(&client_address(req), config)?;
     }
     let outcome = match &claimed {
-        Ok(deployment_id) => receive(req, env, store, config, deployment_id, now).await,
+        Ok(deployment_id) => receive(req, env, ctx, store, config, deployment_id, now).await,
         Err(e) => Err(e.clone()),
     };
     if let (Ok(_), Ok(id)) = (&outcome, &claimed) {
@@ -78,6 +80,7 @@ pub(super) async fn report(
 async fn receive(
     req: &mut Request,
     env: &Env,
+    ctx: &Context,
     store: &D1Store,
     config: &ServiceConfig,
     deployment_id: &DeploymentId,
@@ -100,6 +103,14 @@ async fn receive(
         body: &body,
     };
     let accepted = ingest(store, store, &gate, key, report, now).await?;
+    if accepted.accepted > 0 {
+        let (env, owner, period) = (
+            env.clone(),
+            accepted.owner.clone(),
+            accepted.period_key.clone(),
+        );
+        ctx.wait_until(async move { user_feed::usage_moved(&env, &owner, &period).await });
+    }
     Ok(Reply::Json(
         200,
         serde_json::to_value(&accepted).map_err(ApiError::internal)?,

@@ -74,6 +74,7 @@ export function miniflareOptions(bindings, extra = {}, dispatcher = null) {
     d1Databases: { DB: "control-plane-test" },
     durableObjects: {
       USER_GATE: { className: "UserGate", useSQLite: true },
+      USER_FEED: { className: "UserFeed", useSQLite: true },
     },
     bindings,
   };

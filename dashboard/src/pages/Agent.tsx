@@ -3,10 +3,11 @@
 import { Fragment } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import { api, type Agent, type Deployment, type Secret } from "../api";
-import { Link } from "../router";
+import { useLive, useLiveStatus } from "../live";
+import { Link, navigate } from "../router";
 import { Confirm, ErrorBox, ListTable, Loading, StatusBadge, time } from "../ui";
 
-// How often a deploy in progress is looked at again.
+// How often a deploy in progress is looked at again while the live feed is reconnecting.
 const POLL_MS = 1000;
 // The control plane's limit on one module (docs/openapi.yaml, DeployRequest.moduleCode).
 const MAX_MODULE_BYTES = 1024 * 1024;
@@ -30,13 +31,23 @@ export function AgentPage({ agentId }: { agentId: string }) {
     }
   }
   useEffect(() => void refresh(), [agentId]);
-  // A deploy in progress is followed until it is active or failed.
+  // The live feed says when anything of this agent changes (a deploy going live, a rollback elsewhere).
+  useLive(
+    ["agent", "agent_deleted", "deployment"],
+    (event) => {
+      if (event.kind === "agent_deleted" && event.data.id === agentId) return navigate("/");
+      if (event.kind === "resync" || event.data.id === agentId || event.data.agentId === agentId) void refresh();
+    },
+    [agentId],
+  );
+  // Without the feed (reconnecting), a deploy in progress is followed by asking again.
+  const live = useLiveStatus();
   const deploying = deployments?.some((d) => d.status === "deploying") ?? false;
   useEffect(() => {
-    if (!deploying) return;
+    if (!deploying || live) return;
     const timer = setInterval(refresh, POLL_MS);
     return () => clearInterval(timer);
-  }, [deploying, agentId]);
+  }, [deploying, live, agentId]);
 
   if (!agent) return error ? <ErrorBox error={error} onRetry={refresh} /> : <Loading what="the agent" />;
   return (

@@ -2,6 +2,7 @@
 // how many a person may have.
 import { useEffect, useState } from "preact/hooks";
 import { api, type Agent, type Me } from "../api";
+import { useLive } from "../live";
 import { Link } from "../router";
 import { ErrorBox, ListTable, Loading, StatusBadge, ago } from "../ui";
 
@@ -25,6 +26,14 @@ export function AgentsPage({ me }: { me: Me }) {
   useEffect(() => void load(null), []);
 
   const replace = (agent: Agent) => setAgents((shown) => shown?.map((a) => (a.id === agent.id ? agent : a)) ?? null);
+  // Changes made elsewhere (another tab, the API, a deploy finishing) show without a reload.
+  useLive(["agent", "agent_deleted"], (event) => {
+    if (event.kind === "resync") return void load(null);
+    const id = event.data.id as string;
+    if (event.kind === "agent_deleted") return setAgents((shown) => shown?.filter((a) => a.id !== id) ?? null);
+    const agent = event.data as unknown as Agent;
+    setAgents((shown) => (shown === null ? shown : shown.some((a) => a.id === id) ? shown.map((a) => (a.id === id ? agent : a)) : [agent, ...shown]));
+  });
   const max = me.entitlements.maxAgents;
   const count = agents?.length ?? 0;
   const atLimit = agents !== null && cursor === null && count >= max;
@@ -37,7 +46,7 @@ export function AgentsPage({ me }: { me: Me }) {
           {agents === null ? "" : `${cursor ? `${count}+` : count} of ${max} agents on the ${me.tier} plan`}
         </p>
       </header>
-      <CreateAgent disabled={atLimit} onCreated={(agent) => setAgents((shown) => [agent, ...(shown ?? [])])} />
+      <CreateAgent disabled={atLimit} onCreated={(agent) => setAgents((shown) => [agent, ...(shown ?? []).filter((a) => a.id !== agent.id)])} />
       {atLimit && <p class="notice">You have reached your plan's limit of {max} agents. Delete one to create another.</p>}
       <ErrorBox error={error} onRetry={() => load(null)} />
       {agents === null && !error && <Loading what="agents" />}

@@ -80,6 +80,9 @@ pub struct Accepted {
     pub accepted: u64,
     pub duplicates: u64,
     pub period_key: String,
+    /// Whose usage moved (for their live feed); never part of the answer.
+    #[serde(skip)]
+    pub owner: UserId,
 }
 
 /// A report as received: the deployment it claims, its signature, and its body (read within the size limit).
@@ -166,6 +169,7 @@ pub async fn ingest(
         accepted,
         duplicates: events.len() as u64 - accepted,
         period_key: period.to_string(),
+        owner: user,
     })
 }
 

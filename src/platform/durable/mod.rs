@@ -1,3 +1,4 @@
 //! Typed clients of the Durable Objects: the only code that addresses them.
 
+pub mod user_feed;
 pub mod user_gate;

@@ -1,0 +1,143 @@
+//! The `UserFeed` client: publishes what changed to a user's live feed, and opens the feed's stream for
+//! `GET /v1/events`. Publishing is best effort and never delays or fails the change it reports: it runs after
+//! the answer (`waitUntil`), and a feed that cannot be reached only costs its clients a missed event.
+
+use crate::domain::feed::{
+    FeedKind, Publication, FEED_PUBLISH_PATH, FEED_STREAM_PATH, USER_FEED_BINDING,
+};
+use crate::domain::ids::UserId;
+use serde::Serialize;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::Duration;
+use wasm_bindgen::JsValue;
+use worker::{console_error, Context, Env, Headers, Method, Request, RequestInit, Response};
+
+/// Usage moves with every call: at most one `usage` event per user per this long from one isolate, the last
+/// change always published (a call inside the window schedules one at its end).
+const USAGE_EVENT_INTERVAL_MS: f64 = 1_000.0;
+
+thread_local! {
+    /// Per user: when this isolate last published `usage`, and whether one is already scheduled.
+    static USAGE_SENT: RefCell<HashMap<String, (f64, bool)>> = RefCell::new(HashMap::new());
+}
+
+fn stub(env: &Env, user: &UserId) -> worker::Result<worker::Stub> {
+    env.durable_object(USER_FEED_BINDING)?
+        .id_from_name(user.as_str())?
+        .get_stub()
+}
+
+async fn send(env: &Env, user: &UserId, publication: &Publication) -> worker::Result<()> {
+    let body =
+        serde_json::to_string(publication).map_err(|e| worker::Error::RustError(e.to_string()))?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_body(Some(JsValue::from_str(&body)));
+    let res = stub(env, user)?
+        .fetch_with_request(Request::new_with_init(
+            &format!("https://feed{FEED_PUBLISH_PATH}"),
+            &init,
+        )?)
+        .await?;
+    match res.status_code() {
+        200 => Ok(()),
+        status => Err(worker::Error::RustError(format!(
+            "{USER_FEED_BINDING} answered {status}"
+        ))),
+    }
+}
+
+/// Publishes `kind` with `data` to `user`'s feed after the answer.
+pub fn publish(ctx: &Context, env: &Env, user: &UserId, kind: FeedKind, data: impl Serialize) {
+    let data = match serde_json::to_value(data) {
+        Ok(data) => data,
+        Err(e) => return console_error!("feed event {}: {e}", kind.as_str()),
+    };
+    let (env, user) = (env.clone(), user.clone());
+    ctx.wait_until(async move { publish_now(&env, &user, Publication { kind, data }).await });
+}
+
+/// Publishes now (for work already running after the answer, such as a deploy).
+pub async fn publish_now(env: &Env, user: &UserId, publication: Publication) {
+    if let Err(e) = send(env, user, &publication).await {
+        console_error!(
+            "feed event {} not published: {e}",
+            publication.kind.as_str()
+        );
+    }
+}
+
+/// Tells `user`'s feed their usage moved, at most once per `USAGE_EVENT_INTERVAL_MS` from this isolate.
+pub async fn usage_moved(env: &Env, user: &UserId, period_key: &str) {
+    let now = worker::Date::now().as_millis() as f64;
+    let wait = USAGE_SENT.with(|sent| {
+        let mut sent = sent.borrow_mut();
+        let (last, scheduled) = sent
+            .get(user.as_str())
+            .copied()
+            .unwrap_or((f64::MIN, false));
+        if scheduled {
+            return None;
+        }
+        let wait = (last + USAGE_EVENT_INTERVAL_MS - now).max(0.0);
+        sent.insert(user.as_str().to_owned(), (last, true));
+        Some(wait)
+    });
+    let Some(wait) = wait else { return };
+    if wait > 0.0 {
+        worker::Delay::from(Duration::from_millis(wait as u64)).await;
+    }
+    USAGE_SENT.with(|sent| {
+        let mut sent = sent.borrow_mut();
+        if sent.len() > 10_000 {
+            sent.clear();
+        }
+        sent.insert(
+            user.as_str().to_owned(),
+            (worker::Date::now().as_millis() as f64, false),
+        );
+    });
+    let data = serde_json::json!({ "periodKey": period_key });
+    publish_now(
+        env,
+        user,
+        Publication {
+            kind: FeedKind::Usage,
+            data,
+        },
+    )
+    .await;
+}
+
+/// Opens `user`'s feed from `last_event_id` (the client's header, passed on as is): the object's SSE stream.
+pub async fn open_stream(
+    env: &Env,
+    user: &UserId,
+    last_event_id: Option<&str>,
+) -> worker::Result<Response> {
+    let headers = Headers::new();
+    if let Some(id) = last_event_id {
+        headers.set("Last-Event-ID", id)?;
+    }
+    let mut init = RequestInit::new();
+    init.with_method(Method::Get).with_headers(headers);
+    let mut res = stub(env, user)?
+        .fetch_with_request(Request::new_with_init(
+            &format!("https://feed{FEED_STREAM_PATH}"),
+            &init,
+        )?)
+        .await?;
+    if res.status_code() != 200 {
+        return Err(worker::Error::RustError(format!(
+            "{USER_FEED_BINDING} answered {}",
+            res.status_code()
+        )));
+    }
+    // A response from a Durable Object has immutable headers; the reply adds its own, so the stream is passed on
+    // in a response of our own.
+    let headers = Headers::new();
+    headers.set("Content-Type", "text/event-stream; charset=utf-8")?;
+    headers.set("Cache-Control", "no-store")?;
+    Ok(Response::from_stream(res.stream()?)?.with_headers(headers))
+}
