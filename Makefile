@@ -94,7 +94,7 @@ build/index_bg.wasm: $(WORKER_SOURCES)
 
 # The dashboard (Vite + Preact + TypeScript) as static files, served by the control plane ([assets] in
 # wrangler.toml). Rebuilt only when its sources change, for the same reason as the Wasm.
-DASHBOARD_SOURCES := $(shell find dashboard/src -type f) dashboard/index.html dashboard/vite.config.mjs dashboard/tsconfig.json
+DASHBOARD_SOURCES := $(shell find dashboard/src dashboard/public -type f) dashboard/index.html dashboard/vite.config.mjs dashboard/tsconfig.json
 
 dashboard/dist/index.html: node_modules/.package-lock.json $(DASHBOARD_SOURCES)
 	vite build --config dashboard/vite.config.mjs --logLevel warn

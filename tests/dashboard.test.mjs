@@ -40,6 +40,17 @@ async function newPage() {
   return { page, context, problems, refused };
 }
 
+/** Controls with no accessible name: neither a label, nor aria-label(ledby), nor (for a button) text. */
+const unlabelledControls = (page) =>
+  page.evaluate(() =>
+    [...document.querySelectorAll("input, textarea, select, button")]
+      .filter((el) => {
+        const labelled = (el.labels && el.labels.length > 0) || el.getAttribute("aria-label") || el.getAttribute("aria-labelledby");
+        return !labelled && !(el.tagName === "BUTTON" && el.textContent.trim());
+      })
+      .map((el) => el.outerHTML),
+  );
+
 const shot = (page, name) => page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
 
 async function signIn(page, username) {
@@ -217,21 +228,48 @@ test("a person signs in, creates an agent, deploys it, sets a secret, rolls back
   }
 });
 
+test("a module file deploys from the browser; a broken one fails and shows the step and the provider's message", { timeout: 90_000 }, async () => {
+  const { page, context, problems } = await newPage();
+  try {
+    // The app's files carry their security headers (dashboard/public/_headers).
+    const index = await fetch(stack.base);
+    assert.match(index.headers.get("content-security-policy") ?? "", /frame-ancestors 'none'/);
+    assert.equal(index.headers.get("x-content-type-options"), "nosniff");
+
+    await signIn(page, "dash-uploader");
+    await page.getByLabel("Name", { exact: true }).fill("uploaded-agent");
+    await page.getByRole("button", { name: "Create agent" }).click();
+    await page.locator('tr[data-agent="uploaded-agent"]').getByRole("link").click();
+    await page.getByTestId("live").filter({ hasText: "Live" }).waitFor();
+    const module = `export default { async fetch() { return Response.json({ protocol: "invoke/v1", output: { text: "from an uploaded file" } }); } };`;
+    await page.getByLabel(/Module file/).setInputFiles({ name: "agent.mjs", mimeType: "text/javascript", buffer: Buffer.from(module) });
+    await page.getByRole("button", { name: "Deploy this file" }).click();
+    await page.locator('tr[data-version="1"]').getByText("serving").waitFor({ timeout: 30_000 });
+    assert.match(await page.locator('tr[data-version="1"]').textContent(), /custom/);
+
+    await page.getByLabel(/Module file/).setInputFiles({ name: "broken.mjs", mimeType: "text/javascript", buffer: Buffer.from("export default { fetch( }") });
+    await page.getByRole("button", { name: "Deploy this file" }).click();
+    await page.locator('tr[data-version="2"] .badge-failed').waitFor({ timeout: 30_000 });
+    const failure = await page.getByRole("note").textContent();
+    assert.match(failure, /Failed at upload/);
+    assert.match(failure, /SyntaxError/);
+    assert.match(failure, /PUT \/accounts\//, "the endpoint that failed is named");
+    // The failed version never served: version 1 still does.
+    await page.locator('tr[data-version="1"]').getByText("serving").waitFor();
+    await shot(page, "11-upload-and-failed-deploy");
+    assert.deepEqual(problems, [], "no errors in the page (a CSP violation would be one)");
+  } finally {
+    await context.close();
+  }
+});
+
 test("the dashboard's forms are labelled and reachable with the keyboard", { timeout: 60_000 }, async () => {
   const { page, context } = await newPage();
   try {
     await signIn(page, "dash-keyboard");
     await page.getByText("No agents yet").waitFor();
-    // Every control has an accessible name.
-    const unlabelled = await page.evaluate(() =>
-      [...document.querySelectorAll("input, textarea, select, button")]
-        .filter((el) => {
-          const labelled = (el.labels && el.labels.length > 0) || el.getAttribute("aria-label") || el.getAttribute("aria-labelledby");
-          return !labelled && !(el.tagName === "BUTTON" && el.textContent.trim());
-        })
-        .map((el) => el.outerHTML),
-    );
-    assert.deepEqual(unlabelled, []);
+    // Every control has an accessible name, on every page.
+    assert.deepEqual(await unlabelledControls(page), [], "agents page");
     // Tab from the top reaches the create form's fields and its button, in order; Enter creates.
     const focused = [];
     for (let i = 0; i < 12; i++) {
@@ -244,6 +282,18 @@ test("the dashboard's forms are labelled and reachable with the keyboard", { tim
     await page.keyboard.type("keyboard-agent");
     await page.keyboard.press("Enter");
     await page.locator('tr[data-agent="keyboard-agent"]').waitFor();
+    await page.locator('tr[data-agent="keyboard-agent"]').getByRole("link").click();
+    await page.getByRole("heading", { name: /keyboard-agent/ }).waitFor();
+    assert.deepEqual(await unlabelledControls(page), [], "agent page");
+    await page.getByRole("link", { name: "Open the playground" }).click();
+    await page.getByLabel("Message", { exact: true }).waitFor();
+    assert.deepEqual(await unlabelledControls(page), [], "playground");
+    for (const [link, ready] of [["API keys", "Create key"], ["Usage", null]]) {
+      await page.getByRole("link", { name: link }).click();
+      if (ready) await page.getByRole("button", { name: ready }).waitFor();
+      else await page.getByTestId("meters").waitFor();
+      assert.deepEqual(await unlabelledControls(page), [], link);
+    }
   } finally {
     await context.close();
   }

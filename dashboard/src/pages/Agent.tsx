@@ -78,15 +78,16 @@ function DeployPanel({ agent, onDeployed }: { agent: Agent; onDeployed: (d: Depl
   const [file, setFile] = useState<File | null>(null);
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<unknown>(null);
-  const deploy = async (body: Record<string, unknown>) => {
+  const deploy = async (body: Record<string, unknown>): Promise<boolean> => {
     setBusy(true);
     setError(null);
     try {
       // One key per click: a retried request returns the same deployment instead of starting a second one.
       onDeployed(await api<Deployment>("POST", `/v1/agents/${agent.id}/deploy`, body, { headers: { "Idempotency-Key": crypto.randomUUID() } }));
-      setFile(null);
+      return true;
     } catch (e) {
       setError(e);
+      return false;
     } finally {
       setBusy(false);
     }
@@ -96,20 +97,24 @@ function DeployPanel({ agent, onDeployed }: { agent: Agent; onDeployed: (d: Depl
       <h2 id="deploy-title">Deploy</h2>
       <p class="muted">A deploy makes a new version; it takes calls once it is active. Earlier versions stay for rollback.</p>
       <div class="deploy-options">
-        <button type="button" disabled={busy} onClick={() => deploy({})}>
+        <button type="button" disabled={busy} onClick={() => void deploy({})}>
           Deploy the template
         </button>
         <form
           class="inline-form"
           onSubmit={async (event) => {
             event.preventDefault();
+            const form = event.currentTarget;
             if (!file) return;
             if (file.size > MAX_MODULE_BYTES) {
               setError(new Error(`${file.name} is ${file.size} bytes; a module may be at most 1 MiB.`));
               return;
             }
             const name = /^[A-Za-z0-9_-][A-Za-z0-9._-]*\.m?js$/.test(file.name) ? file.name : "index.mjs";
-            await deploy({ moduleCode: await file.text(), mainModuleName: name });
+            if (await deploy({ moduleCode: await file.text(), mainModuleName: name })) {
+              form.reset();
+              setFile(null);
+            }
           }}
         >
           <label>
