@@ -47,7 +47,7 @@ export CHROMIUM_PATH := $(CHROMIUM)
 $(CHROMIUM):
 	@echo "Installing Debian's chromium for the dashboard's browser tests…"
 	@if [ "$$(id -u)" = 0 ]; then apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; \
-	  else sudo apt-get update -q >/dev/null && sudo apt-get install -y -q chromium >/dev/null; fi
+	  else sudo -n apt-get update -q >/dev/null && sudo -n apt-get install -y -q chromium >/dev/null; fi
 
 # A marker per tool version: bumping a version in this file reinstalls, a second run skips.
 .make/rust-tools: .make/worker-build-$(WORKER_BUILD_VERSION) .make/wasm-bindgen-$(WASM_BINDGEN_VERSION)
@@ -94,9 +94,19 @@ build/index_bg.wasm: $(WORKER_SOURCES)
 
 # The dashboard (Vite + Preact + TypeScript) as static files, served by the control plane ([assets] in
 # wrangler.toml). Rebuilt only when its sources change, for the same reason as the Wasm.
-DASHBOARD_SOURCES := $(shell find dashboard/src dashboard/public -type f) dashboard/index.html dashboard/vite.config.mjs dashboard/tsconfig.json
+# DASHBOARD_SCRIPT_ORIGINS narrows the dashboard's Content-Security-Policy to your identity provider (see
+# dashboard/vite.config.mjs); a change of it rebuilds the dashboard.
+DASHBOARD_SOURCES := $(shell find dashboard/src -type f) dashboard/index.html dashboard/vite.config.mjs dashboard/tsconfig.json
+export DASHBOARD_SCRIPT_ORIGINS
 
-dashboard/dist/index.html: node_modules/.package-lock.json $(DASHBOARD_SOURCES)
+.make/dashboard-script-origins: FORCE
+	@mkdir -p .make
+	@printf '%s\n' "$$DASHBOARD_SCRIPT_ORIGINS" | cmp -s - $@ || printf '%s\n' "$$DASHBOARD_SCRIPT_ORIGINS" > $@
+
+.PHONY: FORCE
+FORCE:
+
+dashboard/dist/index.html: node_modules/.package-lock.json $(DASHBOARD_SOURCES) .make/dashboard-script-origins
 	vite build --config dashboard/vite.config.mjs --logLevel warn
 
 ## Local stack ------------------------------------------------------------------------------------------------

@@ -5,9 +5,9 @@
 
 use super::{error_response, read_body};
 use crate::domain::feed::{
-    parse_last_event_id, ready_frame, resync_frame, FeedEvent, FeedLog, Publication, Replay,
-    FEED_HEARTBEAT_MS, FEED_MAX_STREAMS, FEED_MAX_STREAM_MS, FEED_PUBLISH_PATH, FEED_STREAM_PATH,
-    HEARTBEAT_FRAME,
+    live_only_frame, parse_last_event_id, ready_frame, resync_frame, FeedEvent, FeedLog,
+    Publication, Replay, FEED_HEARTBEAT_MS, FEED_MAX_STREAMS, FEED_MAX_STREAM_MS,
+    FEED_PUBLISH_PATH, FEED_STREAM_PATH, FEED_UNTIL_HEADER, HEARTBEAT_FRAME,
 };
 use crate::domain::{ApiError, ErrorCode};
 use futures_channel::mpsc::{unbounded, UnboundedSender};
@@ -30,8 +30,10 @@ fn event_key(id: u64) -> String {
 type Frames = UnboundedSender<std::result::Result<Vec<u8>, worker::Error>>;
 
 struct OpenStream {
+    id: u64,
     frames: Frames,
-    opened_at_ms: i64,
+    /// When the stream ends: its maximum life, or earlier when the token it was opened with expires.
+    until_ms: i64,
 }
 
 #[durable_object]
@@ -40,6 +42,7 @@ pub struct UserFeed {
     /// The log as storage holds it, read on first use.
     log: RefCell<Option<FeedLog>>,
     streams: Rc<RefCell<Vec<OpenStream>>>,
+    next_stream_id: Cell<u64>,
     heartbeat_running: Rc<Cell<bool>>,
 }
 
@@ -69,9 +72,20 @@ impl UserFeed {
         Ok(())
     }
 
+    /// Writes `frame` to every open stream; a stream whose client went away refuses it and is dropped.
+    fn broadcast(&self, frame: Vec<u8>) {
+        self.streams
+            .borrow_mut()
+            .retain(|s| s.frames.unbounded_send(Ok(frame.clone())).is_ok());
+    }
+
     async fn publish(&self, publication: Publication) -> Result<Response> {
-        self.load().await?;
         let now = js_sys::Date::now() as i64;
+        if !publication.kind.is_replayed() {
+            self.broadcast(live_only_frame(&publication, now).into_bytes());
+            return Response::from_json(&serde_json::json!({ "id": null }));
+        }
+        self.load().await?;
         let (event, dropped) = self
             .log
             .borrow_mut()
@@ -90,17 +104,21 @@ impl UserFeed {
         if let Some(old) = dropped {
             storage.delete(&event_key(old)).await?;
         }
-        let frame = event.frame().into_bytes();
-        // A stream whose client went away refuses the frame: it is dropped here.
-        self.streams
-            .borrow_mut()
-            .retain(|s| s.frames.unbounded_send(Ok(frame.clone())).is_ok());
+        self.broadcast(event.frame().into_bytes());
         Response::from_json(&serde_json::json!({ "id": event.id }))
     }
 
     async fn open(&self, req: &Request) -> Result<Response> {
         self.load().await?;
         let seen = parse_last_event_id(req.headers().get("Last-Event-ID")?.as_deref());
+        let now = js_sys::Date::now() as i64;
+        let until_ms = req
+            .headers()
+            .get(FEED_UNTIL_HEADER)?
+            .and_then(|v| v.parse::<i64>().ok())
+            .map_or(now + FEED_MAX_STREAM_MS, |t| {
+                t.min(now + FEED_MAX_STREAM_MS)
+            });
         let (tx, rx) = unbounded();
         {
             let log = self.log.borrow();
@@ -125,12 +143,22 @@ impl UserFeed {
             // Closing its channel ends the oldest stream; its client reconnects and resumes.
             streams.remove(0);
         }
+        let id = self.next_stream_id.get() + 1;
+        self.next_stream_id.set(id);
         streams.push(OpenStream {
+            id,
             frames: tx,
-            opened_at_ms: js_sys::Date::now() as i64,
+            until_ms,
         });
         drop(streams);
         self.start_heartbeat();
+        // The stream ends on time (its token's expiry), not at the next heartbeat after it.
+        let open = self.streams.clone();
+        let left = u64::try_from(until_ms - now).unwrap_or(0);
+        wasm_bindgen_futures::spawn_local(async move {
+            worker::Delay::from(Duration::from_millis(left)).await;
+            open.borrow_mut().retain(|s| s.id != id);
+        });
         let headers = Headers::new();
         headers.set("Content-Type", "text/event-stream; charset=utf-8")?;
         headers.set("Cache-Control", "no-store")?;
@@ -138,7 +166,7 @@ impl UserFeed {
     }
 
     /// While streams are open: a comment frame every `FEED_HEARTBEAT_MS`, which also finds streams whose client
-    /// left, and ends streams older than `FEED_MAX_STREAM_MS`.
+    /// left, and ends streams past their time (`OpenStream::until_ms`).
     fn start_heartbeat(&self) {
         if self.heartbeat_running.replace(true) {
             return;
@@ -151,7 +179,7 @@ impl UserFeed {
                 let now = js_sys::Date::now() as i64;
                 let mut open = streams.borrow_mut();
                 open.retain(|s| {
-                    now - s.opened_at_ms < FEED_MAX_STREAM_MS
+                    now < s.until_ms
                         && s.frames
                             .unbounded_send(Ok(HEARTBEAT_FRAME.as_bytes().to_vec()))
                             .is_ok()
@@ -175,6 +203,7 @@ impl DurableObject for UserFeed {
             state,
             log: RefCell::new(None),
             streams: Rc::new(RefCell::new(Vec::new())),
+            next_stream_id: Cell::new(0),
             heartbeat_running: Rc::new(Cell::new(false)),
         }
     }

@@ -21,6 +21,9 @@ import { importJWK, SignJWT } from "jose";
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const CLERK_JS_PATH = "/npm/@clerk/clerk-js@5/dist/clerk.browser.js";
 const SESSION_COOKIE = "__local_identity_session";
+// Cookies are not told apart by port: the session goes only to the frontend API's paths, never to the control
+// plane or to deployed agents on other ports of the same host.
+const COOKIE_SCOPE = "Path=/v1/client; HttpOnly; SameSite=Lax";
 // Clerk's session tokens live 60 s; clients ask for a new one before that.
 const TOKEN_LIFETIME_S = 60;
 // A user name becomes the token's `sub`: what the control plane calls the user.
@@ -37,6 +40,8 @@ export async function startLocalIdentity({ port = 0, host = "127.0.0.1", signing
   const sessions = new Map(); // session id → { id, userId, createdAt }
   const script = readFileSync(path.join(HERE, "clerk-browser.js"), "utf8");
   const origins = new Set(allowedOrigins);
+  // This provider's own origin (known once it listens): what its script calls, and the only page that signs in.
+  let self = null;
 
   const sessionOf = (req) => {
     const cookie = (req.headers.cookie || "").split(/;\s*/).find((c) => c.startsWith(`${SESSION_COOKIE}=`));
@@ -76,9 +81,8 @@ export async function startLocalIdentity({ port = 0, host = "127.0.0.1", signing
         return res.writeHead(200, { "Content-Type": "application/json", "Cache-Control": "max-age=60" }).end(jwks);
       }
       if (req.method === "GET" && url.pathname === CLERK_JS_PATH) {
-        const frontendApi = `http://${req.headers.host}`;
         // Public, like clerk-js on Clerk's CDN: any page may load it (the dashboard loads it with CORS).
-        return res.writeHead(200, { "Content-Type": "text/javascript; charset=utf-8", "Cache-Control": "no-cache", "Access-Control-Allow-Origin": "*" }).end(script.replace("__FRONTEND_API__", frontendApi));
+        return res.writeHead(200, { "Content-Type": "text/javascript; charset=utf-8", "Cache-Control": "no-cache", "Access-Control-Allow-Origin": "*" }).end(script.replace("__FRONTEND_API__", () => self));
       }
       if (url.pathname === "/sign-in") return signIn(req, res, url);
       // The frontend API: only for an allowed dashboard origin, with the session cookie.
@@ -91,7 +95,7 @@ export async function startLocalIdentity({ port = 0, host = "127.0.0.1", signing
           if (!session || session.id !== match[1]) return error(401, "signed_out", "You are signed out.");
           if (match[2] === "end") {
             sessions.delete(session.id);
-            res.setHeader("Set-Cookie", `${SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0`);
+            res.setHeader("Set-Cookie", `${SESSION_COOKIE}=; ${COOKIE_SCOPE}; Max-Age=0`);
             return json(200, clientJson(null));
           }
           const jwt = await new SignJWT({ sid: session.id, azp: origin })
@@ -119,7 +123,15 @@ export async function startLocalIdentity({ port = 0, host = "127.0.0.1", signing
       return page(res, 200, back, "");
     }
     if (req.method !== "POST") return res.writeHead(405, { Allow: "GET, POST" }).end();
-    const form = new URLSearchParams(await readBody(req));
+    // Only this provider's own page signs anyone in: no other site can post a user name here (login CSRF).
+    if (req.headers.origin !== self) return page(res, 403, null, "Sign in from this provider's own page.");
+    let body;
+    try {
+      body = await readBody(req);
+    } catch {
+      return page(res, 413, null, "That sign-in form is too large.");
+    }
+    const form = new URLSearchParams(body);
     const back = safeRedirect(form.get("redirect_url") || "");
     const username = (form.get("username") || "").trim();
     if (!back) return page(res, 400, null, "This sign-in did not come from a dashboard this provider serves.");
@@ -127,11 +139,12 @@ export async function startLocalIdentity({ port = 0, host = "127.0.0.1", signing
     const session = { id: `sess_${randomBytes(12).toString("hex")}`, userId: username, createdAt: Date.now() };
     sessions.set(session.id, session);
     log(`signed in ${username}`);
-    res.writeHead(303, { Location: back, "Set-Cookie": `${SESSION_COOKIE}=${session.id}; Path=/; HttpOnly; SameSite=Lax` }).end();
+    res.writeHead(303, { Location: back, "Set-Cookie": `${SESSION_COOKIE}=${session.id}; ${COOKIE_SCOPE}` }).end();
   }
 
   await new Promise((resolve) => server.listen(port, host, resolve));
   const origin = `http://${host}:${server.address().port}`;
+  self = origin;
   return {
     origin,
     scriptUrl: `${origin}${CLERK_JS_PATH}`,
@@ -179,7 +192,10 @@ function readBody(req) {
     const chunks = [];
     req.on("data", (c) => {
       size += c.length;
-      if (size > 16 * 1024) return reject(new Error("sign-in form too large"));
+      if (size > 16 * 1024) {
+        req.destroy();
+        return reject(new Error("sign-in form too large"));
+      }
       chunks.push(c);
     });
     req.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));

@@ -166,6 +166,21 @@ test("a person signs in, creates an agent, deploys it, sets a secret, rolls back
     assert.equal(await page.locator("dt:has-text('Session') + dd").textContent(), session, "the session carries on");
     await shot(page, "07-playground-second-turn");
 
+    // Stop: a slow stream is cancelled after its first words.
+    await page.getByLabel("Stream the answer").check();
+    await page.locator('textarea[name="metadata"]').fill('{"delayMs": 700}');
+    await page.getByLabel("Message", { exact: true }).fill("one two three four five six seven eight nine ten");
+    await page.getByRole("button", { name: "Send" }).click();
+    const third = page.locator('[data-role="assistant"]').nth(2);
+    await third.filter({ hasText: "one" }).waitFor();
+    await page.getByRole("button", { name: "Stop" }).click();
+    await page.locator("dt:has-text('Stopped')").waitFor();
+    await page.getByRole("button", { name: "Send" }).waitFor();
+    const cut = await third.textContent();
+    await new Promise((r) => setTimeout(r, 1_500));
+    assert.equal(await third.textContent(), cut, "nothing arrives after Stop");
+    assert.ok(!cut.includes("ten"), `the answer was cut short: ${cut}`);
+
     // Usage: the page agrees with /v1/usage/current, and moves when a call is made elsewhere — no reload.
     await page.getByRole("link", { name: "Usage" }).click();
     const requestsMeter = page.getByTestId("meter-requests");
@@ -308,10 +323,18 @@ test("signed out, no API call is made with a token, and signing out ends the ses
     // A reload stays signed out: the provider ended the session, not only the page.
     await page.reload();
     await page.getByRole("button", { name: "Sign in" }).waitFor();
-    // The provider sends a person back only to a dashboard it serves.
-    const away = await fetch(`${stack.idp.origin}/sign-in`, { method: "POST", body: new URLSearchParams({ username: "x", redirect_url: "https://evil.example/" }), redirect: "manual" });
+    // The provider sends a person back only to a dashboard it serves, and signs in only from its own page.
+    const signInPost = (origin, redirect) =>
+      fetch(`${stack.idp.origin}/sign-in`, { method: "POST", headers: { Origin: origin }, body: new URLSearchParams({ username: "x", redirect_url: redirect }), redirect: "manual" });
+    const away = await signInPost(stack.idp.origin, "https://evil.example/");
     assert.equal(away.status, 400);
     assert.equal(away.headers.get("set-cookie"), null, "no session for a sign-in that would leave for another site");
+    const forged = await signInPost("https://evil.example", stack.base);
+    assert.equal(forged.status, 403, "another site cannot sign the browser in");
+    assert.equal(forged.headers.get("set-cookie"), null);
+    const fair = await signInPost(stack.idp.origin, stack.base);
+    assert.equal(fair.status, 303);
+    assert.match(fair.headers.get("set-cookie"), /Path=\/v1\/client; HttpOnly; SameSite=Lax/, "the session cookie goes only to the frontend API");
   } finally {
     await context.close();
   }

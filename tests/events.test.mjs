@@ -35,7 +35,7 @@ async function openFeed(token, lastEventId) {
       feed.waiters = feed.waiters.filter((w) => !w());
     },
   });
-  (async () => {
+  feed.ended = (async () => {
     const decoder = new TextDecoder();
     try {
       for await (const chunk of res.body) {
@@ -91,16 +91,29 @@ test("a user's feed carries their changes as they happen, in order, with increas
   const pointed = await feed.next((e) => e.kind === "agent" && e.body.data.activeDeploymentId === deployment.id);
   assert.ok(pointed.id > live.id);
 
+  // A second version goes live: the first is reported inactive; a rollback reports both again.
+  const second = (await app.deploy(alice, agent.id)).body;
+  await feed.next((e) => e.kind === "deployment" && e.body.data.id === second.id && e.body.data.status === "active");
+  await feed.next((e) => e.kind === "deployment" && e.body.data.id === deployment.id && e.body.data.status === "inactive");
+  assert.equal((await app.activate(alice, agent.id, deployment.id)).status, 200);
+  const rolledBack = [
+    feed.next((e) => e.kind === "deployment" && e.body.data.id === deployment.id && e.body.data.status === "active"),
+  ];
+  await Promise.all(rolledBack);
+  await feed.next((e) => e.kind === "agent" && e.body.data.activeDeploymentId === deployment.id);
+  await feed.next((e) => e.kind === "deployment" && e.body.data.id === second.id && e.body.data.status === "inactive");
+
   // A call moves usage; disabling and deleting are agent events.
   assert.equal((await app.invoke(alice, agent.id, invokeBody)).status, 200);
   const usage = await feed.next((e) => e.kind === "usage");
   assert.match(usage.body.data.periodKey, /^\d{4}-\d{2}$/);
+  assert.equal(usage.id, null, "usage is live only: no id, never replayed");
   await app.disableAgent(alice, agent.id);
   assert.equal((await feed.next((e) => e.kind === "agent")).body.data.status, "disabled");
   assert.equal((await app.deleteAgent(alice, agent.id)).status, 204);
   assert.equal((await feed.next((e) => e.kind === "agent_deleted")).body.data.id, agent.id);
 
-  const ids = feed.events.filter((e) => e.kind !== "ready").map((e) => e.id);
+  const ids = feed.events.filter((e) => e.kind !== "ready" && e.id !== null).map((e) => e.id);
   assert.deepEqual(ids, [...ids].sort((a, b) => a - b), "ids increase");
   assert.equal(new Set(ids).size, ids.length, "ids are unique");
   for (const e of feed.events.filter((e) => e.kind !== "ready")) assert.equal(typeof e.body.at, "number");
@@ -146,30 +159,41 @@ test("a reconnect with Last-Event-ID replays exactly what was missed; an id the 
 
 test("one user's feed never carries another user's events, whatever Last-Event-ID it sends", { timeout: 60_000 }, async () => {
   const watching = await openFeed(mallory);
+  const alices = await openFeed(alice);
   const agent = (await app.createAgent(alice, { name: "secret-project" })).body;
-  await app.deploy(alice, agent.id);
-  await app.putSecret(alice, agent.id, "SECRET_THING", "value-mallory-must-not-see");
+  const deployment = (await app.deploy(alice, agent.id)).body;
+  // Every publisher has spoken for Alice: the router (create, deploy, disable) and the deploy job (going live).
+  await alices.next((e) => e.kind === "deployment" && e.body.data.id === deployment.id && e.body.data.status === "active");
+  assert.equal((await app.invoke(alice, agent.id, invokeBody)).status, 200);
+  await alices.next((e) => e.kind === "usage");
   await app.disableAgent(alice, agent.id);
-  // Alice's own feed has them all by now (replayed from the start of the log).
-  const alicesView = await openFeed(alice, 0);
-  await alicesView.next((e) => e.kind === "agent" && e.body.data.id === agent.id && e.body.data.status === "disabled");
-  alicesView.close();
-  const lastOfAlice = Math.max(...alicesView.events.map((e) => e.id ?? 0));
+  await alices.next((e) => e.kind === "agent" && e.body.data.status === "disabled");
+  alices.close();
+  const lastOfAlice = Math.max(...alices.events.map((e) => e.id ?? 0));
 
-  // Mallory's open feed, and feeds she opens claiming to have seen any of Alice's ids.
+  // Mallory's feed works (a positive control): her own change arrives, and only that.
+  const own = (await app.createAgent(mallory, { name: "mallory-own" })).body;
+  await watching.next((e) => e.kind === "agent" && e.body.data.id === own.id);
+  // Feeds she opens claiming to have seen any of Alice's ids.
   const probes = [watching];
   for (const id of [0, 1, Math.floor(lastOfAlice / 2), lastOfAlice]) probes.push(await openFeed(mallory, id));
-  await new Promise((r) => setTimeout(r, 500));
   for (const feed of probes) {
-    assert.deepEqual(
-      feed.events.filter((e) => !["ready", "resync"].includes(e.kind)),
-      [],
-      "nothing of Alice's reaches Mallory",
-    );
-    for (const leak of [agent.id, "secret-project", "SECRET_THING", "value-mallory-must-not-see"]) assert.ok(!feed.raw.includes(leak), `${leak} leaked`);
+    const theirs = feed.events.filter((e) => !["ready", "resync"].includes(e.kind));
+    assert.ok(theirs.every((e) => e.kind === "agent" && e.body.data.id === own.id), `only Mallory's own event: ${JSON.stringify(theirs)}`);
+    for (const leak of [agent.id, deployment.id, "secret-project"]) assert.ok(!feed.raw.includes(leak), `${leak} leaked`);
     feed.close();
   }
+  assert.ok(probes[1].events.some((e) => e.kind === "agent" && e.body.data.id === own.id), "replayed from 0: her own event");
   // Without a token there is no feed at all.
   const anonymous = await app.request("GET", "/v1/events");
   assert.equal(anonymous.status, 401);
+});
+
+test("a stream ends when the token that opened it expires", { timeout: 30_000 }, async () => {
+  const shortLived = await app.token("user_feed_alice", { expiresIn: "3s" });
+  const feed = await openFeed(shortLived);
+  const opened = Date.now();
+  await feed.ended;
+  const lasted = Date.now() - opened;
+  assert.ok(lasted >= 1_000 && lasted < 10_000, `ended after ${lasted} ms`);
 });

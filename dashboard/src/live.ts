@@ -13,10 +13,15 @@ export interface LiveEvent {
 type Listener = (event: LiveEvent) => void;
 
 const MAX_BACKOFF_MS = 30_000;
+// A stream that ends this soon after it began is treated as a failure (no reconnect loop without a pause).
+const MIN_HEALTHY_STREAM_MS = 2_000;
 const listeners = new Set<Listener>();
 const statusListeners = new Set<(connected: boolean) => void>();
 let lastEventId: string | null = null;
 let connected = false;
+// Pages read everything again on the next `ready`: at the start (events before the first connection) and after
+// a drop (usage events are live only, and the feed may have moved past what it keeps).
+let needsResync = true;
 let started = false;
 let stopped = false;
 let controller: AbortController | null = null;
@@ -43,6 +48,10 @@ async function connectOnce(): Promise<void> {
       if (message.id) lastEventId = message.id;
       if (message.event === "ready") {
         setConnected(true);
+        if (needsResync) {
+          needsResync = false;
+          emit({ kind: "resync", data: {} });
+        }
         return;
       }
       const payload = message.data ? JSON.parse(message.data) : {};
@@ -65,18 +74,21 @@ export function startLive(): void {
   void (async () => {
     let backoff = 1_000;
     while (!stopped) {
-      const since = Date.now();
       try {
+        // Ends cleanly when the server closes the stream (its token expired): reconnect at once with a fresh
+        // token, from the last event seen.
+        const began = Date.now();
         await connectOnce();
+        if (Date.now() - began >= MIN_HEALTHY_STREAM_MS) {
+          backoff = 1_000;
+          continue;
+        }
       } catch {
-        // Dropped, refused or signed out: try again below.
+        // Dropped, refused or signed out: try again after a pause, and read everything again once back.
       }
       if (stopped) break;
-      if (connected) {
-        setConnected(false);
-        // Whatever happened while disconnected is replayed on reconnect; `resync` covers the rest.
-      }
-      if (Date.now() - since > 10_000) backoff = 1_000;
+      needsResync = true;
+      setConnected(false);
       await new Promise((r) => setTimeout(r, backoff));
       backoff = Math.min(MAX_BACKOFF_MS, backoff * 2);
     }
@@ -87,6 +99,7 @@ export function stopLive(): void {
   stopped = true;
   started = false;
   lastEventId = null;
+  needsResync = true;
   controller?.abort();
   setConnected(false);
 }

@@ -13,6 +13,9 @@ pub const USER_FEED_BINDING: &str = "USER_FEED";
 pub const FEED_PUBLISH_PATH: &str = "/publish";
 pub const FEED_STREAM_PATH: &str = "/stream";
 
+/// Set by the worker on a stream request: when the caller's token expires (ms), so the stream ends then.
+pub const FEED_UNTIL_HEADER: &str = "X-Feed-Until";
+
 /// Events kept for replay.
 pub const FEED_CAPACITY: usize = 200;
 /// How long a client waits before reconnecting (the SSE `retry:` field).
@@ -34,13 +37,20 @@ pub enum FeedKind {
     AgentDeleted,
     /// A deployment was created or changed status: `data` is the deployment.
     Deployment,
-    /// The period's usage moved (calls, telemetry): `data` is `{periodKey}`; read `/v1/usage/current`.
+    /// The period's usage moved (calls, telemetry): `data` is `{periodKey}`; read `/v1/usage/current`. Live
+    /// only: it has no id and is not kept for replay (usage moves with every call and would push the events that
+    /// matter out of the log; a client that reconnects reads usage again anyway).
     Usage,
     /// The plan changed (tier or entitlements): read `/v1/me`.
     Plan,
 }
 
 impl FeedKind {
+    /// Whether events of this kind are numbered and kept for a reconnecting client.
+    pub fn is_replayed(self) -> bool {
+        !matches!(self, FeedKind::Usage)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             FeedKind::Agent => "agent",
@@ -80,6 +90,13 @@ impl FeedEvent {
             data
         )
     }
+}
+
+/// A live-only event (`FeedKind::is_replayed` false) as one SSE frame: no `id`, so a client's `Last-Event-ID`
+/// stays at the last replayable event.
+pub fn live_only_frame(publication: &Publication, at_ms: i64) -> String {
+    let data = serde_json::json!({ "data": publication.data, "at": at_ms });
+    format!("event: {}\ndata: {}\n\n", publication.kind.as_str(), data)
 }
 
 /// The frame that starts every stream: the retry delay, and `ready` with the id the client is now at (so a
@@ -236,6 +253,15 @@ mod tests {
             "the data is one line: {frame}"
         );
         assert!(ready_frame(7).contains("retry: 2000\nid: 7\nevent: ready\n"));
+        let usage = Publication {
+            kind: FeedKind::Usage,
+            data: json!({ "periodKey": "2026-11" }),
+        };
+        assert!(!FeedKind::Usage.is_replayed() && FeedKind::Deployment.is_replayed());
+        assert_eq!(
+            live_only_frame(&usage, 5),
+            "event: usage\ndata: {\"at\":5,\"data\":{\"periodKey\":\"2026-11\"}}\n\n"
+        );
         assert_eq!(FeedKind::AgentDeleted.as_str(), "agent_deleted");
     }
 

@@ -130,10 +130,7 @@ async fn write_meter(env: &Env, meter: &Meter, ended: &Ended, last_write: bool) 
         Ok(db) => D1Store::new(db).record_invocation(&row, now).await,
         Err(e) => Err(crate::app::ports::StoreError(e.message)),
     };
-    if result.is_ok() && last_write && ended.counted {
-        let user = UserId::from_trusted(meter.user_id.clone());
-        user_feed::usage_moved(env, &user, &meter.period.to_string()).await;
-    }
+    let usage_moved = result.is_ok() && last_write && ended.counted;
     match result {
         Ok(Some(total)) if row.must_tell_gate(total) => {
             let user = UserId::from_trusted(meter.user_id.clone());
@@ -158,6 +155,11 @@ async fn write_meter(env: &Env, meter: &Meter, ended: &Ended, last_write: bool) 
             }
             worker::console_error!("metering {} failed: {}", meter.trace_id, e.0)
         }
+    }
+    // After the gate was told: the live feed never delays quota enforcement.
+    if usage_moved {
+        let user = UserId::from_trusted(meter.user_id.clone());
+        user_feed::usage_moved(env, &user, &meter.period.to_string()).await;
     }
 }
 

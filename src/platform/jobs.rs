@@ -12,6 +12,7 @@ use crate::app::ports::{Clock, DeploymentStore, Sleeper, Store};
 use crate::app::{invocations, key_rotation, usage};
 use crate::config::{DeployConfig, ServiceConfig};
 use crate::domain::feed::{FeedKind, Publication};
+use crate::domain::ids::{AgentId, DeploymentId, UserId};
 use crate::domain::ApiError;
 use std::rc::Rc;
 use worker::{console_error, console_log, Context, Env};
@@ -101,6 +102,58 @@ async fn clean_up(env: &Env, deploy: &DeployConfig) -> Result<(u32, u32), ApiErr
 }
 
 /// Runs `work` after the response is sent (the deploy itself, clean-up after a delete).
+/// Publishes deployment `id` as it stands now to its owner's live feed.
+pub(super) async fn publish_deployment(
+    env: &Env,
+    store: &D1Store,
+    deploy: &DeployConfig,
+    owner: &UserId,
+    agent: &AgentId,
+    id: &str,
+) {
+    let Some(id) = DeploymentId::parse(id) else {
+        return;
+    };
+    if let Ok(Some(found)) = store.deployment(owner, agent, &id).await {
+        if let Ok(data) = serde_json::to_value(deployments::for_owner(found, Some(deploy))) {
+            let kind = FeedKind::Deployment;
+            publish_now(env, owner, Publication { kind, data }).await;
+        }
+    }
+}
+
+/// After a deploy or a rollback: when the agent's active deployment is no longer `served_before`, publishes the
+/// agent (its new pointer) and the deployment it stopped serving (now inactive).
+pub(super) async fn publish_pointer_moved(
+    env: &Env,
+    store: &D1Store,
+    deploy: &DeployConfig,
+    owner: &UserId,
+    agent: &AgentId,
+    served_before: Option<String>,
+) {
+    let Ok(Some(now)) = store.agent(owner, agent).await else {
+        return;
+    };
+    if now.active_deployment_id == served_before {
+        return;
+    }
+    if let Ok(data) = serde_json::to_value(&now) {
+        publish_now(
+            env,
+            owner,
+            Publication {
+                kind: FeedKind::Agent,
+                data,
+            },
+        )
+        .await;
+    }
+    if let Some(previous) = served_before {
+        publish_deployment(env, store, deploy, owner, agent, &previous).await;
+    }
+}
+
 pub(super) fn in_background(
     ctx: &Context,
     env: &Env,
@@ -122,6 +175,13 @@ pub(super) fn in_background(
                     Ok(db) => D1Store::new(db),
                     Err(e) => return console_error!("deploy {id}: no database: {}", e.message),
                 };
+                // What the agent served before, to report it inactive if this deploy replaces it.
+                let served_before = store
+                    .agent(&owner, &agent)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|a| a.active_deployment_id);
                 let provider = FetchProvider {
                     base_url: &deploy.api_base_url,
                     api_token: &deploy.api_token,
@@ -137,20 +197,9 @@ pub(super) fn in_background(
                 )
                 .await
                 .map(|status| console_log!("deploy {id} finished {}", status.as_str()));
-                // The owner's live feed: the deployment as it ended, and the agent (its active deployment).
-                if let Ok(Some(done)) = store.deployment(&owner, &agent, &id).await {
-                    let shown = deployments::for_owner(done, Some(deploy));
-                    if let Ok(data) = serde_json::to_value(&shown) {
-                        let kind = FeedKind::Deployment;
-                        publish_now(&env, &owner, Publication { kind, data }).await;
-                    }
-                }
-                if let Ok(Some(changed)) = store.agent(&owner, &agent).await {
-                    if let Ok(data) = serde_json::to_value(&changed) {
-                        let kind = FeedKind::Agent;
-                        publish_now(&env, &owner, Publication { kind, data }).await;
-                    }
-                }
+                // The owner's live feed: the deployment as it ended, and the pointer if it moved.
+                publish_deployment(&env, &store, deploy, &owner, &agent, id.as_str()).await;
+                publish_pointer_moved(&env, &store, deploy, &owner, &agent, served_before).await;
                 outcome
             }
             Background::CleanUp => clean_up(&env, deploy).await.map(|_| ()),

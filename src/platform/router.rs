@@ -5,7 +5,7 @@ use super::bindings::d1_database;
 use super::d1::D1Store;
 use super::durable::user_feed::{self, publish};
 use super::durable::user_gate::UserGateClient;
-use super::jobs::{in_background, Background};
+use super::jobs::{in_background, publish_pointer_moved, Background};
 use super::reply::{json_reply, Reply};
 use super::request::{header, read_json};
 use super::{admin, gateway, identity, telemetry, JsClock};
@@ -15,7 +15,7 @@ use crate::app::{agents, api_keys, invocations, secrets, usage};
 use crate::config::ServiceConfig;
 use crate::domain::agent::AgentStatus;
 use crate::domain::feed::FeedKind;
-use crate::domain::ids::{RequestId, UserId};
+use crate::domain::ids::{AgentId, RequestId, UserId};
 use crate::domain::rate_limit::Buckets;
 use crate::domain::telemetry::DEPLOYMENT_HEADER;
 use crate::domain::{ApiError, ErrorCode};
@@ -127,15 +127,18 @@ pub(super) async fn handle(
             &json!({ "events": usage::recent(&store, &user, &query).await? }),
         ),
         Route::Events => {
-            let stream =
-                user_feed::open_stream(env, &user.id, header(req, "Last-Event-ID").as_deref())
-                    .await
-                    .map_err(|e| {
-                        ApiError::unavailable(
-                            "The live feed is not reachable; reconnect in a moment.",
-                            format!("feed: {e}"),
-                        )
-                    })?;
+            let until = header(req, "Authorization")
+                .and_then(|h| h.strip_prefix("Bearer ").map(str::to_owned))
+                .and_then(|token| crate::auth::jwt::expiry_ms_of_verified(&token));
+            let last_event_id = header(req, "Last-Event-ID");
+            let stream = user_feed::open_stream(env, &user.id, last_event_id.as_deref(), until)
+                .await
+                .map_err(|e| {
+                    ApiError::unavailable(
+                        "The live feed is not reachable; reconnect in a moment.",
+                        format!("feed: {e}"),
+                    )
+                })?;
             Ok(Reply::Stream(stream))
         }
         Route::Me => {
@@ -253,15 +256,26 @@ pub(super) async fn handle(
             ),
         ),
         Route::ActivateDeployment(agent, dep) => {
+            let served_before = agents::get_agent(&store, &user, &agent)
+                .await?
+                .active_deployment_id;
             let shown = deployments::for_owner(
                 deployments::activate_deployment(&store, &gate, &clock, &user, &agent, &dep)
                     .await?,
                 config.deploy.as_ref(),
             );
-            // The pointer moved: the agent (its active deployment) and the deployments changed.
+            // The pointer moved: the deployment now serving, the agent, and the one it replaced.
             publish(ctx, env, &user.id, FeedKind::Deployment, &shown);
-            if let Ok(changed) = agents::get_agent(&store, &user, &agent).await {
-                publish(ctx, env, &user.id, FeedKind::Agent, &changed);
+            if let Some(agent_id) = AgentId::parse(&agent) {
+                let (env, owner, config) = (env.clone(), user.id.clone(), config.clone());
+                ctx.wait_until(async move {
+                    let (Some(deploy), Ok(db)) = (config.deploy.as_ref(), d1_database(&env)) else {
+                        return;
+                    };
+                    let store = D1Store::new(db);
+                    publish_pointer_moved(&env, &store, deploy, &owner, &agent_id, served_before)
+                        .await;
+                });
             }
             json_reply(200, &shown)
         }

@@ -1,14 +1,16 @@
 // One agent: its deployments (status, version, source, error with step, endpoint and provider message, times;
 // the active one marked), deploying the template or a module file, rollback with confirmation, and its secrets.
 import { Fragment } from "preact";
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import { api, type Agent, type Deployment, type Secret } from "../api";
 import { useLive, useLiveStatus } from "../live";
 import { Link, navigate } from "../router";
 import { Confirm, ErrorBox, ListTable, Loading, StatusBadge, time } from "../ui";
 
-// How often a deploy in progress is looked at again while the live feed is reconnecting.
+// How often a deploy in progress is looked at again: often while the live feed is reconnecting, seldom while it
+// is connected (in case its event is lost, the page never stays on "deploying").
 const POLL_MS = 1000;
+const POLL_WHILE_LIVE_MS = 5000;
 // The control plane's limit on one module (docs/openapi.yaml, DeployRequest.moduleCode).
 const MAX_MODULE_BYTES = 1024 * 1024;
 
@@ -16,18 +18,22 @@ export function AgentPage({ agentId }: { agentId: string }) {
   const [agent, setAgent] = useState<Agent | null>(null);
   const [deployments, setDeployments] = useState<Deployment[] | null>(null);
   const [error, setError] = useState<unknown>(null);
+  // Only the latest refresh's answers are shown: an older one arriving late never overwrites a newer one.
+  const latest = useRef(0);
 
   async function refresh() {
+    const mine = ++latest.current;
     try {
       const [a, d] = await Promise.all([
         api<Agent>("GET", `/v1/agents/${agentId}`),
-        api<{ deployments: Deployment[] }>("GET", `/v1/agents/${agentId}/deployments?limit=50`),
+        api<{ deployments: Deployment[] }>("GET", `/v1/agents/${agentId}/deployments?limit=200`),
       ]);
+      if (mine !== latest.current) return;
       setAgent(a);
       setDeployments(d.deployments);
       setError(null);
     } catch (e) {
-      setError(e);
+      if (mine === latest.current) setError(e);
     }
   }
   useEffect(() => void refresh(), [agentId]);
@@ -40,12 +46,12 @@ export function AgentPage({ agentId }: { agentId: string }) {
     },
     [agentId],
   );
-  // Without the feed (reconnecting), a deploy in progress is followed by asking again.
+  // A deploy in progress is also followed by asking again: seldom with the feed, often without it.
   const live = useLiveStatus();
   const deploying = deployments?.some((d) => d.status === "deploying") ?? false;
   useEffect(() => {
-    if (!deploying || live) return;
-    const timer = setInterval(refresh, POLL_MS);
+    if (!deploying) return;
+    const timer = setInterval(refresh, live ? POLL_WHILE_LIVE_MS : POLL_MS);
     return () => clearInterval(timer);
   }, [deploying, live, agentId]);
 

@@ -16,11 +16,18 @@ export function UsagePage() {
   const [history, setHistory] = useState<UsagePeriod[] | null>(null);
   const [error, setError] = useState<unknown>(null);
   useEffect(() => {
-    Promise.all([api<UsageCurrent>("GET", "/v1/usage/current"), api<{ periods: UsagePeriod[] }>("GET", `/v1/usage/history?periods=${HISTORY_PERIODS}`)]).then(([c, h]) => {
-      setCurrent(c);
-      setHistory(h.periods);
-      setError(null);
-    }, setError);
+    // A later refresh supersedes this one: its answers are dropped if they arrive after.
+    let superseded = false;
+    Promise.all([api<UsageCurrent>("GET", "/v1/usage/current"), api<{ periods: UsagePeriod[] }>("GET", `/v1/usage/history?periods=${HISTORY_PERIODS}`)]).then(
+      ([c, h]) => {
+        if (superseded) return;
+        setCurrent(c);
+        setHistory(h.periods);
+        setError(null);
+      },
+      (e) => superseded || setError(e),
+    );
+    return () => void (superseded = true);
   }, [refreshKey]);
 
   if (!current) return error ? <ErrorBox error={error} /> : <Loading what="usage" />;
@@ -53,7 +60,7 @@ export function UsagePage() {
         runs, until the period resets. Nothing is deleted and deployed agents keep their state.
       </p>
       {history && <HistoryChart periods={history} />}
-      <RecentEvents />
+      <RecentEvents refreshKey={refreshKey} />
     </section>
   );
 }
@@ -134,7 +141,7 @@ function HistoryChart({ periods }: { periods: UsagePeriod[] }) {
   );
 }
 
-function RecentEvents() {
+function RecentEvents({ refreshKey }: { refreshKey: number }) {
   const [agents, setAgents] = useState<Agent[] | null>(null);
   const [agentId, setAgentId] = useState("");
   const [events, setEvents] = useState<MetricsEvent[] | null>(null);
@@ -147,9 +154,13 @@ function RecentEvents() {
   }, []);
   useEffect(() => {
     if (!agentId) return;
-    setEvents(null);
-    api<{ events: MetricsEvent[] }>("GET", `/v1/metrics/recent?agentId=${agentId}&limit=20`).then((r) => setEvents(r.events), setError);
-  }, [agentId]);
+    let superseded = false;
+    api<{ events: MetricsEvent[] }>("GET", `/v1/metrics/recent?agentId=${agentId}&limit=20`).then(
+      (r) => superseded || setEvents(r.events),
+      (e) => superseded || setError(e),
+    );
+    return () => void (superseded = true);
+  }, [agentId, refreshKey]);
   return (
     <div class="card">
       <h2>Recent telemetry</h2>

@@ -309,3 +309,13 @@ fn a_token_issued_for_longer_than_the_maximum_is_refused() {
         Err(ErrorCode::TokenLifetimeTooLong)
     );
 }
+
+#[test]
+fn a_verified_tokens_expiry_is_read_for_the_live_feed() {
+    let token = sign(TestKey::get(0), claims());
+    assert_eq!(expiry_ms_of_verified(&token), Some((NOW_S + 60) * 1000));
+    let mut no_exp = claims();
+    no_exp.as_object_mut().unwrap().remove("exp");
+    assert_eq!(expiry_ms_of_verified(&sign(TestKey::get(0), no_exp)), None);
+    assert_eq!(expiry_ms_of_verified("not.a.token"), None);
+}

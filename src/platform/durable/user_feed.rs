@@ -3,7 +3,8 @@
 //! the answer (`waitUntil`), and a feed that cannot be reached only costs its clients a missed event.
 
 use crate::domain::feed::{
-    FeedKind, Publication, FEED_PUBLISH_PATH, FEED_STREAM_PATH, USER_FEED_BINDING,
+    FeedKind, Publication, FEED_PUBLISH_PATH, FEED_STREAM_PATH, FEED_UNTIL_HEADER,
+    USER_FEED_BINDING,
 };
 use crate::domain::ids::UserId;
 use serde::Serialize;
@@ -16,10 +17,21 @@ use worker::{console_error, Context, Env, Headers, Method, Request, RequestInit,
 /// Usage moves with every call: at most one `usage` event per user per this long from one isolate, the last
 /// change always published (a call inside the window schedules one at its end).
 const USAGE_EVENT_INTERVAL_MS: f64 = 1_000.0;
+/// A scheduled event not sent by now was dropped with its `waitUntil`: the next change schedules another.
+const USAGE_SCHEDULE_EXPIRES_MS: f64 = 5_000.0;
+/// Users remembered per isolate; past it, those idle for longer than the expiry are forgotten.
+const USAGE_USERS_REMEMBERED: usize = 10_000;
+
+#[derive(Clone, Copy)]
+struct UsageSent {
+    /// When this isolate last published `usage` for the user.
+    last_ms: f64,
+    /// When the pending publication was scheduled, if one is.
+    scheduled_at_ms: Option<f64>,
+}
 
 thread_local! {
-    /// Per user: when this isolate last published `usage`, and whether one is already scheduled.
-    static USAGE_SENT: RefCell<HashMap<String, (f64, bool)>> = RefCell::new(HashMap::new());
+    static USAGE_SENT: RefCell<HashMap<String, UsageSent>> = RefCell::new(HashMap::new());
 }
 
 fn stub(env: &Env, user: &UserId) -> worker::Result<worker::Stub> {
@@ -73,29 +85,36 @@ pub async fn usage_moved(env: &Env, user: &UserId, period_key: &str) {
     let now = worker::Date::now().as_millis() as f64;
     let wait = USAGE_SENT.with(|sent| {
         let mut sent = sent.borrow_mut();
-        let (last, scheduled) = sent
-            .get(user.as_str())
-            .copied()
-            .unwrap_or((f64::MIN, false));
-        if scheduled {
+        if sent.len() >= USAGE_USERS_REMEMBERED {
+            sent.retain(|_, s| {
+                now - s.last_ms < USAGE_SCHEDULE_EXPIRES_MS || s.scheduled_at_ms.is_some()
+            });
+        }
+        let entry = sent.entry(user.as_str().to_owned()).or_insert(UsageSent {
+            last_ms: f64::MIN,
+            scheduled_at_ms: None,
+        });
+        if entry
+            .scheduled_at_ms
+            .is_some_and(|at| now - at < USAGE_SCHEDULE_EXPIRES_MS)
+        {
+            // One is on its way and will carry this change too.
             return None;
         }
-        let wait = (last + USAGE_EVENT_INTERVAL_MS - now).max(0.0);
-        sent.insert(user.as_str().to_owned(), (last, true));
-        Some(wait)
+        entry.scheduled_at_ms = Some(now);
+        Some((entry.last_ms + USAGE_EVENT_INTERVAL_MS - now).max(0.0))
     });
     let Some(wait) = wait else { return };
     if wait > 0.0 {
         worker::Delay::from(Duration::from_millis(wait as u64)).await;
     }
     USAGE_SENT.with(|sent| {
-        let mut sent = sent.borrow_mut();
-        if sent.len() > 10_000 {
-            sent.clear();
-        }
-        sent.insert(
+        sent.borrow_mut().insert(
             user.as_str().to_owned(),
-            (worker::Date::now().as_millis() as f64, false),
+            UsageSent {
+                last_ms: worker::Date::now().as_millis() as f64,
+                scheduled_at_ms: None,
+            },
         );
     });
     let data = serde_json::json!({ "periodKey": period_key });
@@ -110,15 +129,20 @@ pub async fn usage_moved(env: &Env, user: &UserId, period_key: &str) {
     .await;
 }
 
-/// Opens `user`'s feed from `last_event_id` (the client's header, passed on as is): the object's SSE stream.
+/// Opens `user`'s feed from `last_event_id` (the client's header, passed on as is): the object's SSE stream,
+/// which ends at `until_ms` (the caller's token expiry: a stream never outlives the credential that opened it).
 pub async fn open_stream(
     env: &Env,
     user: &UserId,
     last_event_id: Option<&str>,
+    until_ms: Option<i64>,
 ) -> worker::Result<Response> {
     let headers = Headers::new();
     if let Some(id) = last_event_id {
         headers.set("Last-Event-ID", id)?;
+    }
+    if let Some(until) = until_ms {
+        headers.set(FEED_UNTIL_HEADER, &until.to_string())?;
     }
     let mut init = RequestInit::new();
     init.with_method(Method::Get).with_headers(headers);
