@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { existsSync, mkdirSync } from "node:fs";
 import path from "node:path";
 import { chromium } from "playwright-core";
-import { ROOT } from "./support/harness.mjs";
+import { ROOT, mintToken } from "./support/harness.mjs";
 import { startDevStack } from "./support/dev_stack.mjs";
 
 const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
@@ -69,6 +69,11 @@ test("a person signs in, creates an agent, deploys it, sets a secret, rolls back
     const deepLink = await fetch(`${stack.base}/agents/agt_000000000000000000000000`);
     assert.equal(deepLink.status, 200);
     assert.match(deepLink.headers.get("content-type"), /text\/html/);
+    // The control plane accepts the identity provider's tokens only when issued to the dashboard (`azp`).
+    const issuedElsewhere = await mintToken(stack.key, "dash-alice", { claims: { iss: stack.issuer, aud: stack.audience, azp: "https://other-app.example" } });
+    const elsewhere = await fetch(`${stack.base}/v1/me`, { headers: { Authorization: `Bearer ${issuedElsewhere}` } });
+    assert.equal(elsewhere.status, 401);
+    assert.equal((await elsewhere.json()).error.code, "unauthorized_party");
     const apiMiss = await fetch(`${stack.base}/v1/no-such-route`);
     assert.equal(apiMiss.status, 404);
     assert.equal((await apiMiss.json()).error.code, "route_not_found", "API paths never fall back to the app");

@@ -25,7 +25,7 @@ export async function startDevStack({ vars = {}, identity = false } = {}) {
   const base = `http://127.0.0.1:${port}`;
   const state = mkdtempSync(path.join(tmpdir(), "dev-stack-"));
   const key = await makeSigningKey();
-  const stack = { base, state, key, output: "", exited: null, lcf: null, idp: null, dev: null };
+  const stack = { base, state, key, issuer: ISSUER, audience: AUDIENCE, output: "", exited: null, lcf: null, idp: null, dev: null };
   try {
     let settings = { DRAIN_UNREAD_BODIES: "true", AUTH_ISSUER: ISSUER, ...vars };
     if (identity) {
@@ -40,6 +40,8 @@ export async function startDevStack({ vars = {}, identity = false } = {}) {
         ...settings,
         AUTH_JWKS_URL: stack.idp.jwksUrl,
         AUTH_AUDIENCES: AUDIENCE,
+        // As in production with Clerk: only tokens issued to the dashboard's origin (`azp`) are accepted.
+        AUTH_AUTHORIZED_PARTIES: base,
         DASHBOARD_CLERK_PUBLISHABLE_KEY: stack.idp.publishableKey,
         DASHBOARD_CLERK_JS_URL: stack.idp.scriptUrl,
         DEPLOY_TARGET: "workers_dev",
