@@ -3,6 +3,7 @@
 pub mod admission;
 pub mod agent;
 pub mod api_key;
+pub mod billing;
 pub mod bounded_map;
 pub mod dashboard_sign_in;
 pub mod deployment;
