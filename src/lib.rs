@@ -11,6 +11,7 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod http;
+pub mod stripe;
 
 #[cfg(target_arch = "wasm32")]
 mod platform;

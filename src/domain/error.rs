@@ -70,6 +70,11 @@ pub enum ErrorCode {
     UsagePeriodPruned,
     DeployLimitReached,
     RateLimited,
+    InvalidWebhookSignature,
+    BillingNotConfigured,
+    BillingProviderError,
+    NoBillingCustomer,
+    BillingEventNotFound,
 }
 
 impl ErrorCode {
@@ -137,6 +142,11 @@ impl ErrorCode {
         ErrorCode::UsagePeriodPruned,
         ErrorCode::DeployLimitReached,
         ErrorCode::RateLimited,
+        ErrorCode::InvalidWebhookSignature,
+        ErrorCode::BillingNotConfigured,
+        ErrorCode::BillingProviderError,
+        ErrorCode::NoBillingCustomer,
+        ErrorCode::BillingEventNotFound,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -203,6 +213,11 @@ impl ErrorCode {
             ErrorCode::UsagePeriodPruned => "usage_period_pruned",
             ErrorCode::DeployLimitReached => "deploy_limit_reached",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::InvalidWebhookSignature => "invalid_webhook_signature",
+            ErrorCode::BillingNotConfigured => "billing_not_configured",
+            ErrorCode::BillingProviderError => "billing_provider_error",
+            ErrorCode::NoBillingCustomer => "no_billing_customer",
+            ErrorCode::BillingEventNotFound => "billing_event_not_found",
         }
     }
 
@@ -265,6 +280,11 @@ impl ErrorCode {
             ErrorCode::UsagePeriodPruned => 409,
             ErrorCode::DeployLimitReached => 429,
             ErrorCode::RateLimited => 429,
+            ErrorCode::InvalidWebhookSignature => 400,
+            ErrorCode::BillingNotConfigured => 503,
+            ErrorCode::BillingProviderError => 502,
+            ErrorCode::NoBillingCustomer => 409,
+            ErrorCode::BillingEventNotFound => 404,
         }
     }
 
