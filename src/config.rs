@@ -1,15 +1,19 @@
 //! The worker's configuration, parsed once from its variables and secrets. Anything unreadable is an error
 //! reported on the first request, never a silently permissive default.
 
+use crate::app::billing::BillingConfig;
 use crate::auth::AuthConfig;
 use crate::cloudflare::api::DeployTarget;
 use crate::crypto::keyring::Keyring;
 use crate::crypto::secret_box::EncryptionKey;
+use crate::domain::billing::plan::Prices;
+use crate::domain::billing::signature::DEFAULT_TOLERANCE_S;
 use crate::domain::dashboard_sign_in::SignIn;
 use crate::domain::entitlements::TierOverrides;
 use crate::domain::rate_limit::Rate;
 use crate::domain::usage::{DEFAULT_RETENTION_DAYS, MAX_RETENTION_DAYS};
 use crate::http::cors::CorsPolicy;
+use crate::stripe::api::DEFAULT_API_BASE_URL as DEFAULT_STRIPE_API_BASE_URL;
 
 pub struct ServiceConfig {
     pub auth: AuthConfig,
@@ -42,6 +46,8 @@ pub struct ServiceConfig {
     /// How the dashboard signs people in (`DASHBOARD_CLERK_PUBLISHABLE_KEY`); `None`: the dashboard says sign-in
     /// is not configured.
     pub dashboard_sign_in: Option<SignIn>,
+    /// Billing with Stripe (`STRIPE_SECRET_KEY` and what it needs); `None`: billing routes answer 503.
+    pub billing: Option<BillingConfig>,
 }
 
 pub const DEFAULT_INVOKE_TIMEOUT_MS: u64 = 30_000;
@@ -201,6 +207,7 @@ impl ServiceConfig {
             telemetry_rate: rate(&get, "TELEMETRY_RATE_LIMIT", DEFAULT_TELEMETRY_RATE)?,
             drain_unread_bodies: get("DRAIN_UNREAD_BODIES").as_deref() == Some("true"),
             dashboard_sign_in: SignIn::from_vars(&get)?,
+            billing: billing_from_vars(&get)?,
             rejects_retention_days: days(&get, "TELEMETRY_REJECTS_RETENTION_DAYS", 30)?,
             metrics_retention_days: match get("METRICS_RETENTION_DAYS").filter(|v| !v.trim().is_empty())
             {
@@ -252,6 +259,84 @@ fn days(get: &impl Fn(&str) -> Option<String>, name: &str, default: u32) -> Resu
     }
 }
 
+/// Reads billing's settings. Unset `STRIPE_SECRET_KEY` means billing is off (`Ok(None)`); set, everything it
+/// needs must be there and well-formed, or every request fails with the reason logged.
+pub fn billing_from_vars(
+    get: impl Fn(&str) -> Option<String>,
+) -> Result<Option<BillingConfig>, String> {
+    let nonempty = |name: &str| {
+        get(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let Some(secret_key) = nonempty("STRIPE_SECRET_KEY") else {
+        return Ok(None);
+    };
+    if !["sk_test_", "sk_live_", "rk_test_", "rk_live_"]
+        .iter()
+        .any(|p| secret_key.starts_with(p))
+    {
+        return Err(
+            "STRIPE_SECRET_KEY must be a Stripe secret or restricted key (sk_… or rk_…)".into(),
+        );
+    }
+    let webhook_secrets: Vec<String> = nonempty("STRIPE_WEBHOOK_SECRETS")
+        .ok_or("STRIPE_WEBHOOK_SECRETS is required with STRIPE_SECRET_KEY")?
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if webhook_secrets.is_empty() || webhook_secrets.iter().any(|s| !s.starts_with("whsec_")) {
+        return Err(
+            "STRIPE_WEBHOOK_SECRETS must be whsec_… signing secrets, comma-separated".into(),
+        );
+    }
+    let prices = Prices {
+        pro: nonempty("STRIPE_PRICE_PRO"),
+        enterprise: nonempty("STRIPE_PRICE_ENTERPRISE"),
+    };
+    let priced = [&prices.pro, &prices.enterprise];
+    if priced.iter().all(|p| p.is_none()) {
+        return Err(
+            "set STRIPE_PRICE_PRO and/or STRIPE_PRICE_ENTERPRISE with STRIPE_SECRET_KEY".into(),
+        );
+    }
+    if priced
+        .iter()
+        .flat_map(|p| p.iter())
+        .any(|p| !p.starts_with("price_"))
+    {
+        return Err(
+            "STRIPE_PRICE_PRO and STRIPE_PRICE_ENTERPRISE must be Stripe price ids (price_…)"
+                .into(),
+        );
+    }
+    let return_url = nonempty("BILLING_RETURN_URL")
+        .ok_or("BILLING_RETURN_URL is required with STRIPE_SECRET_KEY")?;
+    if !(return_url.starts_with("https://") || return_url.starts_with("http://")) {
+        return Err("BILLING_RETURN_URL must be an http(s) URL".into());
+    }
+    let tolerance_s = match nonempty("STRIPE_WEBHOOK_TOLERANCE_S") {
+        None => DEFAULT_TOLERANCE_S,
+        Some(raw) => raw
+            .parse::<i64>()
+            .ok()
+            .filter(|s| (1..=3600).contains(s))
+            .ok_or_else(|| {
+                format!("STRIPE_WEBHOOK_TOLERANCE_S must be seconds from 1 to 3600, not {raw:?}")
+            })?,
+    };
+    Ok(Some(BillingConfig {
+        api_base_url: nonempty("STRIPE_API_BASE_URL")
+            .unwrap_or_else(|| DEFAULT_STRIPE_API_BASE_URL.into()),
+        secret_key,
+        webhook_secrets,
+        tolerance_s,
+        prices,
+        return_url,
+    }))
+}
+
 /// Every variable the worker reads, so the platform can fingerprint the configuration and reparse on change.
 pub const CONFIG_VARS: &[&str] = &[
     "AUTH_ISSUER",
@@ -283,6 +368,13 @@ pub const CONFIG_VARS: &[&str] = &[
     "DRAIN_UNREAD_BODIES",
     "DASHBOARD_CLERK_PUBLISHABLE_KEY",
     "DASHBOARD_CLERK_JS_URL",
+    "STRIPE_SECRET_KEY",
+    "STRIPE_WEBHOOK_SECRETS",
+    "STRIPE_PRICE_PRO",
+    "STRIPE_PRICE_ENTERPRISE",
+    "STRIPE_API_BASE_URL",
+    "STRIPE_WEBHOOK_TOLERANCE_S",
+    "BILLING_RETURN_URL",
 ];
 
 #[cfg(test)]
@@ -304,17 +396,87 @@ mod tests {
                 "DASHBOARD_CLERK_PUBLISHABLE_KEY" => {
                     Some("pk_test_Y2xlcmsuZXhhbXBsZS5jb20k".into())
                 }
+                "STRIPE_SECRET_KEY" => Some("sk_test_1".into()),
+                "STRIPE_WEBHOOK_SECRETS" => Some("whsec_1".into()),
+                "STRIPE_PRICE_PRO" => Some("price_1".into()),
+                "BILLING_RETURN_URL" => Some("https://app.example/billing".into()),
                 _ => None,
             }
         });
         assert!(parsed.is_ok(), "{:?}", parsed.err());
         let asked = asked.into_inner();
         assert!(asked.iter().any(|n| n == "DASHBOARD_CLERK_JS_URL"));
+        assert!(asked.iter().any(|n| n == "STRIPE_WEBHOOK_TOLERANCE_S"));
         for name in asked {
             assert!(
                 CONFIG_VARS.contains(&name.as_str()),
                 "{name} is read but not in CONFIG_VARS"
             );
+        }
+    }
+
+    #[test]
+    fn billing_is_off_without_a_key_and_complete_with_one() {
+        let get = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert!(billing_from_vars(get(&[])).unwrap().is_none());
+        let full: &'static [(&str, &str)] = &[
+            ("STRIPE_SECRET_KEY", "sk_test_1"),
+            ("STRIPE_WEBHOOK_SECRETS", "whsec_new, whsec_old"),
+            ("STRIPE_PRICE_PRO", "price_pro"),
+            ("BILLING_RETURN_URL", "https://app.example/billing"),
+        ];
+        let config = billing_from_vars(get(full)).unwrap().unwrap();
+        assert_eq!(config.webhook_secrets, vec!["whsec_new", "whsec_old"]);
+        assert_eq!(config.tolerance_s, 300);
+        assert_eq!(config.api_base_url, "https://api.stripe.com");
+        assert!(!config.livemode());
+        let broken: [(&'static [(&'static str, &'static str)], &str); 6] = [
+            (&[("STRIPE_SECRET_KEY", "pk_test_1")], "STRIPE_SECRET_KEY"),
+            (
+                &[("STRIPE_SECRET_KEY", "sk_test_1")],
+                "STRIPE_WEBHOOK_SECRETS",
+            ),
+            (
+                &[
+                    ("STRIPE_SECRET_KEY", "sk_test_1"),
+                    ("STRIPE_WEBHOOK_SECRETS", "secret"),
+                ],
+                "whsec_",
+            ),
+            (
+                &[
+                    ("STRIPE_SECRET_KEY", "sk_test_1"),
+                    ("STRIPE_WEBHOOK_SECRETS", "whsec_1"),
+                ],
+                "STRIPE_PRICE_PRO",
+            ),
+            (
+                &[
+                    ("STRIPE_SECRET_KEY", "sk_test_1"),
+                    ("STRIPE_WEBHOOK_SECRETS", "whsec_1"),
+                    ("STRIPE_PRICE_PRO", "prod_1"),
+                ],
+                "price ids",
+            ),
+            (
+                &[
+                    ("STRIPE_SECRET_KEY", "sk_test_1"),
+                    ("STRIPE_WEBHOOK_SECRETS", "whsec_1"),
+                    ("STRIPE_PRICE_PRO", "price_1"),
+                ],
+                "BILLING_RETURN_URL",
+            ),
+        ];
+        for (pairs, expected) in broken {
+            let err = billing_from_vars(get(pairs)).unwrap_err();
+            assert!(err.contains(expected), "{err}");
         }
     }
 

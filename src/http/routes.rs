@@ -37,6 +37,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/telemetry/report"),
     ("GET", "/v1/dashboard/config"),
     ("GET", "/v1/events"),
+    ("GET", "/v1/billing"),
+    ("POST", "/v1/billing/checkout"),
+    ("POST", "/v1/billing/portal"),
+    ("POST", "/v1/billing/webhook"),
+    ("GET", "/v1/admin/billing/events"),
+    ("POST", "/v1/admin/billing/events/{eventId}/retry"),
     ("GET", "/v1/usage/current"),
     ("GET", "/v1/usage/history"),
     ("GET", "/v1/metrics/recent"),
@@ -50,6 +56,13 @@ pub enum Route {
     DashboardConfig,
     /// The caller's live feed (SSE).
     Events,
+    Billing,
+    BillingCheckout,
+    BillingPortal,
+    /// Stripe's signed events: authenticated by their signature, not a user.
+    BillingWebhook,
+    AdminBillingEvents,
+    AdminRetryBillingEvent(String),
     Me,
     ListAgents,
     CreateAgent,
@@ -116,6 +129,14 @@ fn build(method: &str, template: &str, params: Vec<String>) -> Option<Route> {
         ("GET", "/health") => Route::Health,
         ("GET", "/v1/dashboard/config") => Route::DashboardConfig,
         ("GET", "/v1/events") => Route::Events,
+        ("GET", "/v1/billing") => Route::Billing,
+        ("POST", "/v1/billing/checkout") => Route::BillingCheckout,
+        ("POST", "/v1/billing/portal") => Route::BillingPortal,
+        ("POST", "/v1/billing/webhook") => Route::BillingWebhook,
+        ("GET", "/v1/admin/billing/events") => Route::AdminBillingEvents,
+        ("POST", "/v1/admin/billing/events/{eventId}/retry") => {
+            Route::AdminRetryBillingEvent(param())
+        }
         ("GET", "/v1/me") => Route::Me,
         ("GET", "/v1/agents") => Route::ListAgents,
         ("POST", "/v1/agents") => Route::CreateAgent,

@@ -34,6 +34,8 @@ pub(super) async fn run_scheduled(env: Env) {
     match d1_database(&env).map(D1Store::new) {
         Ok(store) => {
             let now = JsClock.now_ms();
+            // Billing events whose processing failed (or never ran), once their backoff is over.
+            super::billing::process_due_events(&env, &config, &store).await;
             match usage::run_rollups(&store, config.metrics_retention_days, now).await {
                 Ok(run) => console_log!(
                     "usage rollup: {} periods recomputed ({} drifted users corrected), {} raw events pruned",

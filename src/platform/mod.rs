@@ -2,6 +2,7 @@
 //! Requests go through `router`; every response leaves through `reply::respond`.
 
 mod admin;
+mod billing;
 mod bindings;
 mod cloudflare;
 mod config_cache;
@@ -14,6 +15,7 @@ mod jwks;
 mod reply;
 mod request;
 mod router;
+mod stripe;
 mod telemetry;
 mod upstream;
 

@@ -8,7 +8,7 @@ use super::durable::user_gate::UserGateClient;
 use super::jobs::{in_background, publish_pointer_moved, Background};
 use super::reply::{json_reply, Reply};
 use super::request::{header, read_json};
-use super::{admin, gateway, identity, telemetry, JsClock};
+use super::{admin, billing, gateway, identity, telemetry, JsClock};
 use crate::app::deployments::{self, deploys_not_configured};
 use crate::app::ports::{Clock, Store};
 use crate::app::{agents, api_keys, invocations, secrets, usage};
@@ -69,6 +69,10 @@ pub(super) async fn handle(
         Route::DashboardConfig => {
             return json_reply(200, &json!({ "signIn": config.dashboard_sign_in }))
         }
+        Route::BillingWebhook => return billing::webhook(req, env, ctx, &store, config).await,
+        Route::AdminBillingEvents | Route::AdminRetryBillingEvent(_) => {
+            return billing::for_operator(req, env, &store, config, &route, &query).await
+        }
         Route::Invoke(agent, streaming) => {
             return gateway::invoke(req, env, ctx, config, request_id, agent, *streaming).await
         }
@@ -106,6 +110,9 @@ pub(super) async fn handle(
     match route {
         Route::Health
         | Route::DashboardConfig
+        | Route::BillingWebhook
+        | Route::AdminBillingEvents
+        | Route::AdminRetryBillingEvent(_)
         | Route::Invoke(..)
         | Route::AdminSetTier(_)
         | Route::AdminSetEntitlements(_)
@@ -126,6 +133,9 @@ pub(super) async fn handle(
             200,
             &json!({ "events": usage::recent(&store, &user, &query).await? }),
         ),
+        Route::Billing | Route::BillingCheckout | Route::BillingPortal => {
+            billing::for_user(req, &store, config, &route, &user).await
+        }
         Route::Events => {
             let until = header(req, "Authorization")
                 .and_then(|h| h.strip_prefix("Bearer ").map(str::to_owned))
@@ -336,7 +346,12 @@ fn admit_unauthenticated(
 ) -> Result<(), ApiError> {
     let anonymous = matches!(
         route,
-        Route::Health | Route::DashboardConfig | Route::TelemetryReport
+        Route::Health
+            | Route::DashboardConfig
+            | Route::TelemetryReport
+            | Route::BillingWebhook
+            | Route::AdminBillingEvents
+            | Route::AdminRetryBillingEvent(_)
     ) || route.is_admin()
         || header(req, "Authorization").is_none();
     if !anonymous {

@@ -203,10 +203,6 @@ impl D1Store {
                 request_sha256,
             }))
     }
-
-    fn statement(&self, sql: &str, params: &[JsValue]) -> StoreResult<worker::D1PreparedStatement> {
-        self.db().prepare(sql).bind(params).map_err(fail)
-    }
 }
 
 impl DeploymentStore for D1Store {

@@ -164,6 +164,15 @@ fn is_unique_violation_message(message: &str) -> bool {
 }
 
 impl D1Store {
+    /// One statement with its parameters bound, to run or to put in a batch.
+    pub(super) fn statement(
+        &self,
+        sql: &str,
+        params: &[JsValue],
+    ) -> StoreResult<worker::D1PreparedStatement> {
+        self.db.prepare(sql).bind(params).map_err(fail)
+    }
+
     /// Runs one statement and deserialises every row it returns.
     pub(super) async fn rows<T: DeserializeOwned>(
         &self,
