@@ -6,7 +6,8 @@ SHELL := /bin/bash
 PORT ?= 8787
 LOCAL_CLOUDFLARE_PORT ?= 8788
 LOCAL_IDENTITY_PORT ?= 8789
-export PORT LOCAL_CLOUDFLARE_PORT LOCAL_IDENTITY_PORT
+LOCAL_STRIPE_PORT ?= 8790
+export PORT LOCAL_CLOUDFLARE_PORT LOCAL_IDENTITY_PORT LOCAL_STRIPE_PORT
 USER ?= local-user
 WORKER_BUILD_VERSION := 0.8.7
 # The wasm-bindgen CLI must equal the wasm-bindgen crate in Cargo.lock, or the generated glue will not load.
@@ -124,12 +125,14 @@ dev: setup .dev.vars
 	@echo "  Dashboard:        http://127.0.0.1:$(PORT)/   (sign in with any user name)"
 	@echo "  Local Cloudflare: http://127.0.0.1:$(LOCAL_CLOUDFLARE_PORT)/client/v4 (deployed agents at /__workers/<script>)"
 	@echo "  Local identity:   http://127.0.0.1:$(LOCAL_IDENTITY_PORT)/sign-in (Clerk stand-in; keys at /.well-known/jwks.json)"
+	@echo "  Local Stripe:     http://127.0.0.1:$(LOCAL_STRIPE_PORT)/v1 (checkout pages, signed webhooks to /v1/billing/webhook)"
 	@echo "  A token:          TOKEN=\$$(make -s token USER=alice)"
 	@echo "  Try:              curl -H \"Authorization: Bearer \$$TOKEN\" http://127.0.0.1:$(PORT)/v1/me"
 	@echo "  Operator token:   make -s admin-token"
 	@echo
 	@node local-cloudflare/server.mjs & lcf=$$!; node local-identity/server.mjs & idp=$$!; \
-	  trap 'kill $$lcf $$idp 2>/dev/null' EXIT INT TERM; \
+	  node local-stripe/server.mjs & stripe=$$!; \
+	  trap 'kill $$lcf $$idp $$stripe 2>/dev/null' EXIT INT TERM; \
 	  $(WRANGLER) dev --local --ip 127.0.0.1 --port $(PORT)
 
 token: .dev.vars

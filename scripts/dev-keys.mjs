@@ -34,6 +34,7 @@ const port = process.env.PORT || "8787";
 const lcfPort = process.env.LOCAL_CLOUDFLARE_PORT || "8788";
 const lcf = `http://127.0.0.1:${lcfPort}`;
 const identity = `127.0.0.1:${process.env.LOCAL_IDENTITY_PORT || "8789"}`;
+const localStripe = `http://127.0.0.1:${process.env.LOCAL_STRIPE_PORT || "8790"}`;
 const managed = {
   AUTH_ISSUER: DEV_ISSUER,
   // The local identity provider (local-identity/server.mjs) publishes the local key, as Clerk publishes its own.
@@ -52,6 +53,13 @@ const managed = {
   TELEMETRY_SECRETS_ENCRYPTION_KEY: loadOrCreate(ENCRYPTION_KEY_FILE, () => randomBytes(32).toString("base64")),
   ADMIN_TOKEN: loadOrCreate(ADMIN_TOKEN_FILE, () => randomBytes(32).toString("hex")),
   TELEMETRY_REPORT_URL: `http://127.0.0.1:${port}/v1/telemetry/report`,
+  // Billing against the local Stripe (local-stripe/server.mjs): its test key, its webhook secret, its prices.
+  STRIPE_SECRET_KEY: "sk_test_local",
+  STRIPE_WEBHOOK_SECRETS: "whsec_local",
+  STRIPE_PRICE_PRO: "price_local_pro",
+  STRIPE_PRICE_ENTERPRISE: "price_local_enterprise",
+  STRIPE_API_BASE_URL: localStripe,
+  BILLING_RETURN_URL: `http://127.0.0.1:${port}/billing`,
 };
 // Settings earlier versions of this script wrote, dropped from .dev.vars (AUTH_JWKS gave way to AUTH_JWKS_URL).
 const RETIRED = ["AUTH_JWKS"];

@@ -283,6 +283,31 @@ test("a module file deploys from the browser; a broken one fails and shows the s
   }
 });
 
+test("a person upgrades to Pro: checkout on the local Stripe, back to the dashboard, the plan moves without a reload", { timeout: 90_000 }, async () => {
+  const { page, context, problems } = await newPage();
+  try {
+    await signIn(page, "dash-buyer");
+    await page.getByTestId("live").filter({ hasText: "Live" }).waitFor();
+    await page.getByRole("link", { name: "Billing" }).click();
+    await page.getByTestId("plan").filter({ hasText: "Free" }).waitFor();
+    await shot(page, "12-billing-free");
+    await page.getByRole("button", { name: "Upgrade to Pro" }).click();
+    await page.waitForURL(`${stack.stripe.origin}/checkout/**`);
+    await shot(page, "13-local-stripe-checkout");
+    await page.getByRole("button", { name: "Pay and subscribe" }).click();
+    await page.waitForURL(`${stack.base}/billing?checkout=success**`);
+    // Stripe's signed events reach the control plane; the plan event reaches the page.
+    await page.getByTestId("plan").filter({ hasText: "Pro" }).waitFor({ timeout: 30_000 });
+    assert.match(await page.getByTestId("subscription").textContent(), /Subscription active; renews /);
+    await page.getByRole("button", { name: "Manage subscription" }).waitFor();
+    assert.match(await page.locator(".account .badge").textContent(), /pro/i, "the header shows the new tier");
+    await shot(page, "14-billing-pro");
+    assert.deepEqual(problems, [], "no errors in the page");
+  } finally {
+    await context.close();
+  }
+});
+
 test("the dashboard's forms are labelled and reachable with the keyboard", { timeout: 60_000 }, async () => {
   const { page, context } = await newPage();
   try {

@@ -151,3 +151,8 @@ export interface MetricsEvent {
   computeMs: number;
   errors: number;
 }
+export interface BillingView {
+  tier: "free" | "pro" | "enterprise";
+  subscription: { status: string; tier: string; currentPeriodEnd: number | null; cancelAtPeriodEnd: boolean } | null;
+  purchasable: ("pro" | "enterprise")[];
+}

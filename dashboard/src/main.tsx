@@ -7,6 +7,7 @@ import { currentUser, onAuthChange, signIn, signOut, startAuth, type SignInConfi
 import { AgentPage } from "./pages/Agent";
 import { AgentsPage } from "./pages/Agents";
 import { ApiKeysPage } from "./pages/ApiKeys";
+import { BillingPage } from "./pages/Billing";
 import { PlaygroundPage } from "./pages/Playground";
 import { UsagePage } from "./pages/Usage";
 import { startLive, stopLive, useLive, useLiveStatus } from "./live";
@@ -76,6 +77,7 @@ function SignedIn({ label }: { label: string }) {
   else if (path === "/" || path === "/agents") page = <AgentsPage me={me} />;
   else if (path === "/usage") page = <UsagePage />;
   else if (path === "/api-keys") page = <ApiKeysPage />;
+  else if (path === "/billing") page = <BillingPage me={me} />;
   else if (agentMatch?.[2]) page = <PlaygroundPage agentId={agentMatch[1]} />;
   else if (agentMatch) page = <AgentPage agentId={agentMatch[1]} />;
   else
@@ -92,6 +94,7 @@ function SignedIn({ label }: { label: string }) {
             <Link href="/">Agents</Link>
             <Link href="/usage">Usage</Link>
             <Link href="/api-keys">API keys</Link>
+            <Link href="/billing">Billing</Link>
           </nav>
           <div class="account">
             <span class={live ? "live on" : "live"} data-testid="live" title={live ? "Changes appear as they happen" : "Reconnecting to the live feed"}>

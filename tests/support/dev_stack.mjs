@@ -9,6 +9,7 @@ import { promisify } from "node:util";
 import { exportJWK } from "jose";
 import { startLocalCloudflare } from "../../local-cloudflare/server.mjs";
 import { startLocalIdentity } from "../../local-identity/server.mjs";
+import { startLocalStripe } from "../../local-stripe/server.mjs";
 import { ISSUER, ROOT, freePort, makeSigningKey } from "./harness.mjs";
 
 const run = promisify(execFile);
@@ -25,11 +26,12 @@ export async function startDevStack({ vars = {}, identity = false } = {}) {
   const base = `http://127.0.0.1:${port}`;
   const state = mkdtempSync(path.join(tmpdir(), "dev-stack-"));
   const key = await makeSigningKey();
-  const stack = { base, state, key, issuer: ISSUER, audience: AUDIENCE, output: "", exited: null, lcf: null, idp: null, dev: null };
+  const stack = { base, state, key, issuer: ISSUER, audience: AUDIENCE, output: "", exited: null, lcf: null, idp: null, stripe: null, dev: null };
   try {
     let settings = { DRAIN_UNREAD_BODIES: "true", AUTH_ISSUER: ISSUER, ...vars };
     if (identity) {
       stack.lcf = await startLocalCloudflare();
+      stack.stripe = await startLocalStripe({ webhookUrl: `${base}/v1/billing/webhook`, retryDelaysMs: [500, 1_000, 2_000, 4_000] });
       stack.idp = await startLocalIdentity({
         signingKey: { ...(await exportJWK(key.privateKey)), kid: key.kid },
         issuer: ISSUER,
@@ -51,6 +53,12 @@ export async function startDevStack({ vars = {}, identity = false } = {}) {
         WORKERS_DEV_URL_TEMPLATE: `${stack.lcf.origin}/__workers/{script}`,
         TELEMETRY_SECRETS_ENCRYPTION_KEY: Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64"),
         TELEMETRY_REPORT_URL: `${base}/v1/telemetry/report`,
+        STRIPE_SECRET_KEY: stack.stripe.secretKey,
+        STRIPE_WEBHOOK_SECRETS: stack.stripe.webhookSecret,
+        STRIPE_PRICE_PRO: "price_local_pro",
+        STRIPE_PRICE_ENTERPRISE: "price_local_enterprise",
+        STRIPE_API_BASE_URL: stack.stripe.origin,
+        BILLING_RETURN_URL: `${base}/billing`,
         ...vars,
       };
     }
@@ -103,6 +111,7 @@ async function stop(stack) {
     await stopped;
   }
   await stack.idp?.close();
+  await stack.stripe?.close();
   await stack.lcf?.close();
   rmSync(stack.state, { recursive: true, force: true });
 }
