@@ -30,6 +30,8 @@ CREATE TABLE billing_events (
   status          TEXT NOT NULL CHECK (status IN ('pending', 'processed', 'ignored', 'rejected', 'failed', 'dead')),
   attempts        INTEGER NOT NULL DEFAULT 0,
   next_attempt_at INTEGER,
+  -- A run processing it holds it until then (ms): no two runs process one event at once.
+  lease_until     INTEGER,
   last_error      TEXT,
   user_id         TEXT,
   received_at     INTEGER NOT NULL,

@@ -326,9 +326,17 @@ pub fn billing_from_vars(
                 format!("STRIPE_WEBHOOK_TOLERANCE_S must be seconds from 1 to 3600, not {raw:?}")
             })?,
     };
+    let api_base_url =
+        nonempty("STRIPE_API_BASE_URL").unwrap_or_else(|| DEFAULT_STRIPE_API_BASE_URL.into());
+    // The secret key travels to this address: in clear only to this machine (the local Stripe).
+    let loopback = ["http://127.0.0.1:", "http://localhost:", "http://[::1]:"]
+        .iter()
+        .any(|p| api_base_url.starts_with(p));
+    if !(api_base_url.starts_with("https://") || loopback) {
+        return Err("STRIPE_API_BASE_URL must be https:// (http:// only for this machine)".into());
+    }
     Ok(Some(BillingConfig {
-        api_base_url: nonempty("STRIPE_API_BASE_URL")
-            .unwrap_or_else(|| DEFAULT_STRIPE_API_BASE_URL.into()),
+        api_base_url,
         secret_key,
         webhook_secrets,
         tolerance_s,
@@ -437,6 +445,20 @@ mod tests {
         assert_eq!(config.tolerance_s, 300);
         assert_eq!(config.api_base_url, "https://api.stripe.com");
         assert!(!config.livemode());
+        assert!(
+            !format!("{config:?}").contains("sk_test_1"),
+            "Debug never shows the key"
+        );
+        let in_clear: &'static [(&str, &str)] = &[
+            ("STRIPE_SECRET_KEY", "sk_test_1"),
+            ("STRIPE_WEBHOOK_SECRETS", "whsec_1"),
+            ("STRIPE_PRICE_PRO", "price_1"),
+            ("BILLING_RETURN_URL", "https://app.example/billing"),
+            ("STRIPE_API_BASE_URL", "http://stripe.example.com"),
+        ];
+        assert!(billing_from_vars(get(in_clear))
+            .unwrap_err()
+            .contains("https://"));
         let broken: [(&'static [(&'static str, &'static str)], &str); 6] = [
             (&[("STRIPE_SECRET_KEY", "pk_test_1")], "STRIPE_SECRET_KEY"),
             (

@@ -137,7 +137,9 @@ test("a paid checkout moves the user to the tier from their next call; the porta
   // Each event was delivered once and acknowledged at the first attempt.
   await until(() => stripe.deliveries().every((d) => d.delivered), "every delivery acknowledged");
 
-  // A second checkout reuses the customer; the portal works now.
+  // No second subscription: plans change in the portal.
+  expectError(assert, await app.request("POST", "/v1/billing/checkout", { token: alice, json: { tier: "enterprise" } }), 409, "already_subscribed");
+  // The portal works now.
   const portal = await app.request("POST", "/v1/billing/portal", { token: alice });
   assert.equal(portal.status, 200, portal.text);
   const cancel = await fetch(`${portal.body.url}/cancel`, { method: "POST", redirect: "manual" });

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod agents;
 pub mod api_keys;
+pub mod audit;
 pub mod billing;
 pub mod deployments;
 pub mod gate;

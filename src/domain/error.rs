@@ -75,6 +75,7 @@ pub enum ErrorCode {
     BillingProviderError,
     NoBillingCustomer,
     BillingEventNotFound,
+    AlreadySubscribed,
 }
 
 impl ErrorCode {
@@ -147,6 +148,7 @@ impl ErrorCode {
         ErrorCode::BillingProviderError,
         ErrorCode::NoBillingCustomer,
         ErrorCode::BillingEventNotFound,
+        ErrorCode::AlreadySubscribed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -218,6 +220,7 @@ impl ErrorCode {
             ErrorCode::BillingProviderError => "billing_provider_error",
             ErrorCode::NoBillingCustomer => "no_billing_customer",
             ErrorCode::BillingEventNotFound => "billing_event_not_found",
+            ErrorCode::AlreadySubscribed => "already_subscribed",
         }
     }
 
@@ -285,6 +288,7 @@ impl ErrorCode {
             ErrorCode::BillingProviderError => 502,
             ErrorCode::NoBillingCustomer => 409,
             ErrorCode::BillingEventNotFound => 404,
+            ErrorCode::AlreadySubscribed => 409,
         }
     }
 

@@ -96,22 +96,21 @@ pub(super) async fn webhook(
                 return;
             };
             let store = D1Store::new(db);
-            let Ok(Some(event)) = store.event(&id).await else {
-                return;
-            };
             let gate = UserGateClient::new(&env);
             match process_and_record(
                 &store,
                 &gate,
                 &stripe(&billing),
                 &billing,
-                &event,
-                JsClock.now_ms(),
+                &id,
+                &JsClock,
+                false,
             )
             .await
             {
-                Ok(processed) => announce(&env, &processed).await,
-                // Stored as pending: the scheduled job processes it.
+                Ok(Some(processed)) => announce(&env, &processed).await,
+                Ok(None) => {}
+                // Its lease ends and the scheduled job processes it.
                 Err(e) => console_error!(
                     "billing event {id}: {}",
                     e.internal_cause.unwrap_or(e.message)
@@ -174,15 +173,8 @@ pub(super) async fn for_operator(
         ),
         Route::AdminRetryBillingEvent(id) => {
             let gate = UserGateClient::new(env);
-            let processed = retry_event(
-                store,
-                &gate,
-                &stripe(billing),
-                billing,
-                id,
-                JsClock.now_ms(),
-            )
-            .await?;
+            let processed =
+                retry_event(store, &gate, &stripe(billing), billing, id, &JsClock).await?;
             announce(env, &processed).await;
             let event = store.event(id).await?;
             json_reply(200, &json!({ "event": event }))
@@ -197,7 +189,7 @@ pub(super) async fn process_due_events(env: &Env, config: &ServiceConfig, store:
         return;
     };
     let gate = UserGateClient::new(env);
-    match process_due(store, &gate, &stripe(billing), billing, JsClock.now_ms()).await {
+    match process_due(store, &gate, &stripe(billing), billing, &JsClock).await {
         Ok(done) if !done.is_empty() => {
             console_log!("billing: {} due events processed", done.len());
             for processed in &done {

@@ -3,6 +3,9 @@
 //! Stripe's event id) and acknowledged first; it is processed after, and a failed processing is retried by the
 //! scheduled job until it succeeds or is marked dead for an operator.
 
+/// How long one processing attempt holds an event (longer than a Stripe call's timeout and the writes after it).
+pub const CLAIM_LEASE_MS: i64 = 60_000;
+
 pub mod process;
 pub mod requests;
 pub mod webhook;
@@ -19,8 +22,9 @@ use crate::stripe::api::{StripeError, StripeRequest};
 use serde::Serialize;
 use serde_json::Value;
 
-/// Billing's configuration (`STRIPE_*`, `BILLING_RETURN_URL`); absent when billing is off.
-#[derive(Debug, Clone)]
+/// Billing's configuration (`STRIPE_*`, `BILLING_RETURN_URL`); absent when billing is off. Its `Debug` leaves the
+/// secret key and the signing secrets out.
+#[derive(Clone)]
 pub struct BillingConfig {
     pub api_base_url: String,
     pub secret_key: String,
@@ -30,6 +34,22 @@ pub struct BillingConfig {
     pub prices: Prices,
     /// Where Checkout and the portal send a person back (the dashboard's billing page).
     pub return_url: String,
+}
+
+impl std::fmt::Debug for BillingConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BillingConfig")
+            .field("api_base_url", &self.api_base_url)
+            .field("secret_key", &"<redacted>")
+            .field(
+                "webhook_secrets",
+                &format!("<{} redacted>", self.webhook_secrets.len()),
+            )
+            .field("tolerance_s", &self.tolerance_s)
+            .field("prices", &self.prices)
+            .field("return_url", &self.return_url)
+            .finish()
+    }
 }
 
 impl BillingConfig {
@@ -149,8 +169,19 @@ pub trait BillingStore {
     /// Inserts the event unless one with its id exists; `false` for a redelivery.
     async fn insert_event(&self, event: &StoredEvent) -> StoreResult<bool>;
     async fn event(&self, id: &str) -> StoreResult<Option<StoredEvent>>;
+    /// Takes `id` for one processing attempt: counts the attempt and holds the event until `lease_until`, so no
+    /// concurrent run (the webhook's own, the scheduled job, an operator) processes it at the same time. Only a
+    /// pending or failed event (`by_operator`: also a dead or rejected one, its attempts counted from 1 again)
+    /// whose lease is over is taken; `None` otherwise.
+    async fn claim_event(
+        &self,
+        id: &str,
+        now: i64,
+        lease_until: i64,
+        by_operator: bool,
+    ) -> StoreResult<Option<StoredEvent>>;
     async fn finish_event(&self, id: &str, outcome: &EventOutcome) -> StoreResult<()>;
-    /// Pending or failed events whose next attempt is due, oldest first.
+    /// Pending or failed events whose next attempt is due and which no run holds, oldest first.
     async fn due_events(&self, now: i64, limit: u32) -> StoreResult<Vec<StoredEvent>>;
     async fn list_events(
         &self,

@@ -7,7 +7,7 @@ use super::{
     StripeApi,
 };
 use crate::app::gate::protocol::Forget;
-use crate::app::ports::{tell, GateNotifier};
+use crate::app::ports::{tell, Clock, GateNotifier};
 use crate::domain::billing::event::{Meaning, StripeEvent};
 use crate::domain::billing::plan::retry_after_ms;
 use crate::domain::entitlements::Tier;
@@ -30,18 +30,19 @@ enum Stop {
     Retry(String),
 }
 
-/// Processes `event` once and records how it ended.
+/// Processes `event` once (it was claimed: its `attempts` already count this one) and says how it ended.
 pub async fn process(
     store: &impl BillingStore,
     gate: &impl GateNotifier,
     stripe: &impl StripeApi,
     config: &BillingConfig,
     event: &StoredEvent,
-    now: i64,
+    clock: &impl Clock,
 ) -> Processed {
-    let attempts = event.attempts + 1;
+    let attempts = event.attempts;
     let mut owner: Option<UserId> = None;
-    let result = run(store, gate, stripe, config, event, now, &mut owner).await;
+    let result = run(store, gate, stripe, config, event, clock, &mut owner).await;
+    let now = clock.now_ms();
     let (status, error, next, tier_change) = match result {
         Ok(change) => (EventStatus::Processed, None, None, change),
         Err(Stop::Reject(why)) => (EventStatus::Rejected, Some(why), None, None),
@@ -70,9 +71,15 @@ async fn run(
     stripe: &impl StripeApi,
     config: &BillingConfig,
     event: &StoredEvent,
-    now: i64,
+    clock: &impl Clock,
     owner_seen: &mut Option<UserId>,
 ) -> Result<Option<(UserId, Tier, Tier)>, Stop> {
+    // Checked here too, not only on arrival: an operator's retry of a rejected event must not act on it.
+    if event.livemode != config.livemode() {
+        return Err(Stop::Reject(
+            "the event's mode (livemode) is not this endpoint's".into(),
+        ));
+    }
     let json: Value = serde_json::from_str(&event.payload)
         .map_err(|_| Stop::Reject("the stored payload is not JSON".into()))?;
     let parsed = StripeEvent::parse(&json)
@@ -122,6 +129,8 @@ async fn run(
         _ => Stop::Retry(e.to_string()),
     })?;
     let current = subscription(&request, &answer).map_err(|e| Stop::Retry(e.to_string()))?;
+    // Stamped when the answer came: of two reads, the one answered later saw the newer subscription.
+    let read_at = clock.now_ms();
     if current.customer != customer {
         return Err(Stop::Reject(
             "the subscription belongs to another customer".into(),
@@ -132,7 +141,7 @@ async fn run(
         .subscription_of(&owner)
         .await
         .map_err(|e| Stop::Retry(e.0))?;
-    let state = StoredSubscription::from_stripe(&current, tier, now);
+    let state = StoredSubscription::from_stripe(&current, tier, read_at);
     let applied = store
         .apply_subscription(&owner, &state)
         .await

@@ -1,7 +1,11 @@
 //! What users and operators ask of billing: a checkout, the portal, their plan; the events, and a retry.
 
 use super::process::{process, Processed};
-use super::{BillingConfig, BillingStore, EventStatus, StoredEvent, StoredSubscription, StripeApi};
+use super::{
+    BillingConfig, BillingStore, EventStatus, StoredEvent, StoredSubscription, StripeApi,
+    CLAIM_LEASE_MS,
+};
+use crate::app::ports::Clock;
 use crate::app::ports::GateNotifier;
 use crate::domain::entitlements::Tier;
 use crate::domain::user::User;
@@ -87,6 +91,16 @@ pub async fn checkout(
     now: i64,
 ) -> Result<SessionUrl, ApiError> {
     let (tier, price) = requested_tier(body, config)?;
+    // One subscription per user: a second checkout would charge twice. Plans change in the portal.
+    if let Some(current) = store.subscription_of(&user.id).await? {
+        if matches!(current.status.as_str(), "active" | "trialing" | "past_due") {
+            return Err(ApiError::new(
+                ErrorCode::AlreadySubscribed,
+                "You already have a subscription; change or cancel it in the billing portal (POST /v1/billing/portal).",
+            )
+            .with_details(json!({ "tier": current.tier, "status": current.status })));
+        }
+    }
     let customer = customer_for(store, stripe, user, now).await?;
     let back = &config.return_url;
     let request = create_checkout_session(&Checkout {
@@ -168,32 +182,45 @@ pub async fn view(
     })
 }
 
-/// Processes `event` and stores how it ended.
+/// Claims event `id`, processes it and stores how it ended; `None` when another run holds it (or it is not
+/// pending or failed, or, for an operator, also dead or rejected).
 pub async fn process_and_record(
     store: &impl BillingStore,
     gate: &impl GateNotifier,
     stripe: &impl StripeApi,
     config: &BillingConfig,
-    event: &StoredEvent,
-    now: i64,
-) -> Result<Processed, ApiError> {
-    let processed = process(store, gate, stripe, config, event, now).await;
+    id: &str,
+    clock: &impl Clock,
+    by_operator: bool,
+) -> Result<Option<Processed>, ApiError> {
+    let now = clock.now_ms();
+    let Some(event) = store
+        .claim_event(id, now, now + CLAIM_LEASE_MS, by_operator)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let processed = process(store, gate, stripe, config, &event, clock).await;
     store.finish_event(&event.id, &processed.outcome).await?;
-    Ok(processed)
+    Ok(Some(processed))
 }
 
-/// The scheduled job: every event due (new ones whose first processing did not happen, failed ones whose
-/// backoff is over).
+/// The scheduled job: every event due (new ones whose first processing did not finish, failed ones whose
+/// backoff is over). One event's failure to be recorded does not stop the others.
 pub async fn process_due(
     store: &impl BillingStore,
     gate: &impl GateNotifier,
     stripe: &impl StripeApi,
     config: &BillingConfig,
-    now: i64,
+    clock: &impl Clock,
 ) -> Result<Vec<Processed>, ApiError> {
     let mut done = Vec::new();
-    for event in store.due_events(now, DUE_PER_RUN).await? {
-        done.push(process_and_record(store, gate, stripe, config, &event, now).await?);
+    for event in store.due_events(clock.now_ms(), DUE_PER_RUN).await? {
+        match process_and_record(store, gate, stripe, config, &event.id, clock, false).await {
+            Ok(Some(processed)) => done.push(processed),
+            Ok(None) => {}
+            Err(_) => {} // Its lease ends and a later run takes it again.
+        }
     }
     Ok(done)
 }
@@ -216,14 +243,15 @@ pub async fn list_events(
     Ok(store.list_events(status, EVENTS_LISTED).await?)
 }
 
-/// `POST /v1/admin/billing/events/{id}/retry`: processes a failed, dead or rejected event again, now.
+/// `POST /v1/admin/billing/events/{id}/retry`: processes a pending, failed, dead or rejected event again, now,
+/// its attempts counted from 1.
 pub async fn retry_event(
     store: &impl BillingStore,
     gate: &impl GateNotifier,
     stripe: &impl StripeApi,
     config: &BillingConfig,
     id: &str,
-    now: i64,
+    clock: &impl Clock,
 ) -> Result<Processed, ApiError> {
     let event = store.event(id).await?.ok_or_else(|| {
         ApiError::new(
@@ -231,22 +259,15 @@ pub async fn retry_event(
             "No billing event with this id was received.",
         )
     })?;
-    if !matches!(
-        event.status,
-        EventStatus::Failed | EventStatus::Dead | EventStatus::Rejected | EventStatus::Pending
-    ) {
-        return Err(ApiError::new(
-            ErrorCode::ValidationFailed,
-            format!(
-                "The event is {}; only pending, failed, dead or rejected events are retried.",
-                event.status.as_str()
-            ),
-        ));
-    }
-    // An operator's retry starts the attempts again.
-    let fresh = StoredEvent {
-        attempts: 0,
-        ..event
-    };
-    process_and_record(store, gate, stripe, config, &fresh, now).await
+    process_and_record(store, gate, stripe, config, id, clock, true)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::ValidationFailed,
+                format!(
+                    "The event is {} or being processed right now; only pending, failed, dead or rejected events are retried.",
+                    event.status.as_str()
+                ),
+            )
+        })
 }

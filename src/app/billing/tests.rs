@@ -2,7 +2,7 @@ use super::process::Processed;
 use super::requests::{checkout, portal, process_and_record, process_due, retry_event, view};
 use super::webhook::receive;
 use super::*;
-use crate::app::memory::RecordingGate;
+use crate::app::memory::{RecordingGate, TestClock};
 use crate::crypto::hmac_sha256;
 use crate::domain::billing::plan::{is_newer, MAX_ATTEMPTS};
 use crate::domain::entitlements::Overrides;
@@ -37,6 +37,7 @@ struct Store {
     subscriptions: RefCell<HashMap<String, StoredSubscription>>,
     tiers: RefCell<HashMap<String, Tier>>,
     events: RefCell<Vec<StoredEvent>>,
+    leases: RefCell<HashMap<String, i64>>,
 }
 
 impl BillingStore for Store {
@@ -93,7 +94,36 @@ impl BillingStore for Store {
     async fn event(&self, id: &str) -> StoreResult<Option<StoredEvent>> {
         Ok(self.events.borrow().iter().find(|e| e.id == id).cloned())
     }
+    async fn claim_event(
+        &self,
+        id: &str,
+        now: i64,
+        lease_until: i64,
+        by_operator: bool,
+    ) -> StoreResult<Option<StoredEvent>> {
+        if self
+            .leases
+            .borrow()
+            .get(id)
+            .is_some_and(|until| *until >= now)
+        {
+            return Ok(None);
+        }
+        let mut events = self.events.borrow_mut();
+        let Some(e) = events.iter_mut().find(|e| e.id == id) else {
+            return Ok(None);
+        };
+        let takeable = matches!(e.status, EventStatus::Pending | EventStatus::Failed)
+            || (by_operator && matches!(e.status, EventStatus::Dead | EventStatus::Rejected));
+        if !takeable {
+            return Ok(None);
+        }
+        e.attempts = if by_operator { 1 } else { e.attempts + 1 };
+        self.leases.borrow_mut().insert(id.to_owned(), lease_until);
+        Ok(Some(e.clone()))
+    }
     async fn finish_event(&self, id: &str, o: &EventOutcome) -> StoreResult<()> {
+        self.leases.borrow_mut().remove(id);
         for e in self.events.borrow_mut().iter_mut().filter(|e| e.id == id) {
             e.status = o.status;
             e.attempts = o.attempts;
@@ -245,20 +275,16 @@ impl World {
         if !received.needs_processing {
             return None;
         }
-        let event = block_on(self.store.event(&received.event_id))
-            .unwrap()
-            .unwrap();
-        Some(
-            block_on(process_and_record(
-                &self.store,
-                &self.gate,
-                &self.stripe,
-                &self.config,
-                &event,
-                NOW,
-            ))
-            .unwrap(),
-        )
+        block_on(process_and_record(
+            &self.store,
+            &self.gate,
+            &self.stripe,
+            &self.config,
+            &received.event_id,
+            &TestClock::new(NOW),
+            false,
+        ))
+        .unwrap()
     }
 
     fn tier(&self, user: &str) -> Option<Tier> {
@@ -481,14 +507,21 @@ fn a_failure_is_retried_with_backoff_then_dead_and_an_operator_can_retry_it() {
         &w.gate,
         &w.stripe,
         &w.config,
-        NOW + 1
+        &TestClock::new(NOW + 1)
     ))
     .unwrap()
     .is_empty());
     let mut at = NOW;
     for _ in 1..MAX_ATTEMPTS {
         at += 24 * 3_600_000;
-        block_on(process_due(&w.store, &w.gate, &w.stripe, &w.config, at)).unwrap();
+        block_on(process_due(
+            &w.store,
+            &w.gate,
+            &w.stripe,
+            &w.config,
+            &TestClock::new(at),
+        ))
+        .unwrap();
     }
     assert_eq!(w.status("evt_retry"), EventStatus::Dead);
     assert!(
@@ -497,7 +530,7 @@ fn a_failure_is_retried_with_backoff_then_dead_and_an_operator_can_retry_it() {
             &w.gate,
             &w.stripe,
             &w.config,
-            at + 10 * 24 * 3_600_000
+            &TestClock::new(at + 10 * 24 * 3_600_000)
         ))
         .unwrap()
         .is_empty(),
@@ -510,13 +543,18 @@ fn a_failure_is_retried_with_backoff_then_dead_and_an_operator_can_retry_it() {
         &w.stripe,
         &w.config,
         "evt_retry",
-        at,
+        &TestClock::new(at),
     ))
     .unwrap();
     assert_eq!(retried.outcome.status, EventStatus::Processed);
     assert_eq!(w.tier("usr_alice"), Some(Tier::Pro));
     let missing = block_on(retry_event(
-        &w.store, &w.gate, &w.stripe, &w.config, "evt_nope", at,
+        &w.store,
+        &w.gate,
+        &w.stripe,
+        &w.config,
+        "evt_nope",
+        &TestClock::new(at),
     ))
     .unwrap_err();
     assert_eq!(missing.code, ErrorCode::BillingEventNotFound);
@@ -545,7 +583,7 @@ fn a_plan_saved_while_the_gate_is_unreachable_is_retried_until_the_gate_is_told(
         &w.gate,
         &w.stripe,
         &w.config,
-        NOW + 60_000,
+        &TestClock::new(NOW + 60_000),
     ))
     .unwrap();
     assert_eq!(w.status("evt_gate"), EventStatus::Processed);
@@ -641,4 +679,142 @@ fn checkout_uses_one_customer_per_user_and_the_tiers_price() {
         (err.code, err.retryable()),
         (ErrorCode::BillingProviderError, true)
     );
+}
+
+#[test]
+fn an_event_held_by_one_run_is_not_processed_by_another() {
+    let w = World::new();
+    let body = event_json(
+        "evt_held",
+        "invoice.paid",
+        json!({ "customer": "cus_alice" }),
+    );
+    let received = block_on(receive(
+        &w.store,
+        &w.config,
+        Some(&sign(&body, NOW / 1000)),
+        body.as_bytes(),
+        NOW,
+    ))
+    .unwrap();
+    // The webhook's own run takes it…
+    let first = block_on(
+        w.store
+            .claim_event(&received.event_id, NOW, NOW + CLAIM_LEASE_MS, false),
+    )
+    .unwrap();
+    assert_eq!(first.map(|e| e.attempts), Some(1));
+    // …so neither the scheduled job nor an operator can while it holds it.
+    assert!(block_on(w.store.claim_event(
+        &received.event_id,
+        NOW + 1,
+        NOW + 1 + CLAIM_LEASE_MS,
+        false
+    ))
+    .unwrap()
+    .is_none());
+    assert!(block_on(process_due(
+        &w.store,
+        &w.gate,
+        &w.stripe,
+        &w.config,
+        &TestClock::new(NOW + CLAIM_LEASE_MS)
+    ))
+    .unwrap()
+    .is_empty());
+    let busy = block_on(retry_event(
+        &w.store,
+        &w.gate,
+        &w.stripe,
+        &w.config,
+        "evt_held",
+        &TestClock::new(NOW + 2),
+    ))
+    .unwrap_err();
+    assert_eq!(busy.code, ErrorCode::ValidationFailed);
+    // A run that died leaves the lease to expire; then the job takes it, counting the lost attempt.
+    let done = block_on(process_due(
+        &w.store,
+        &w.gate,
+        &w.stripe,
+        &w.config,
+        &TestClock::new(NOW + CLAIM_LEASE_MS + 1),
+    ))
+    .unwrap();
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].outcome.attempts, 2);
+    assert_eq!(done[0].outcome.status, EventStatus::Processed);
+}
+
+#[test]
+fn a_second_checkout_is_refused_while_a_subscription_is_active() {
+    let w = World::new();
+    w.stripe.subscriptions.borrow_mut().insert(
+        "sub_1".into(),
+        subscription("sub_1", "cus_alice", "active", "price_pro"),
+    );
+    w.deliver(&event_json("evt_c", "checkout.session.completed", json!({ "customer": "cus_alice", "subscription": "sub_1", "client_reference_id": "usr_alice" })));
+    let again = block_on(checkout(
+        &w.store,
+        &w.stripe,
+        &w.config,
+        &user("usr_alice"),
+        &json!({ "tier": "enterprise" }),
+        "k".into(),
+        NOW,
+    ))
+    .unwrap_err();
+    assert_eq!(
+        (again.code, again.status()),
+        (ErrorCode::AlreadySubscribed, 409)
+    );
+    assert!(w
+        .stripe
+        .calls
+        .borrow()
+        .iter()
+        .all(|c| c.path != "/v1/checkout/sessions"));
+    // Once it has ended, a new checkout is allowed.
+    w.stripe.subscriptions.borrow_mut().insert(
+        "sub_1".into(),
+        subscription("sub_1", "cus_alice", "canceled", "price_pro"),
+    );
+    w.deliver(&event_json(
+        "evt_d",
+        "customer.subscription.deleted",
+        subscription("sub_1", "cus_alice", "canceled", "price_pro"),
+    ));
+    assert!(block_on(checkout(
+        &w.store,
+        &w.stripe,
+        &w.config,
+        &user("usr_alice"),
+        &json!({ "tier": "enterprise" }),
+        "k2".into(),
+        NOW
+    ))
+    .is_ok());
+}
+
+#[test]
+fn an_operators_retry_of_a_wrong_mode_event_still_does_not_act_on_it() {
+    let w = World::new();
+    w.stripe.subscriptions.borrow_mut().insert(
+        "sub_1".into(),
+        subscription("sub_1", "cus_alice", "active", "price_ent"),
+    );
+    let live = json!({ "id": "evt_live2", "object": "event", "type": "customer.subscription.updated", "created": NOW / 1000,
+                       "livemode": true, "data": { "object": subscription("sub_1", "cus_alice", "active", "price_ent") } }).to_string();
+    assert!(w.deliver(&live).is_none());
+    let retried = block_on(retry_event(
+        &w.store,
+        &w.gate,
+        &w.stripe,
+        &w.config,
+        "evt_live2",
+        &TestClock::new(NOW),
+    ))
+    .unwrap();
+    assert_eq!(retried.outcome.status, EventStatus::Rejected);
+    assert_eq!(w.tier("usr_alice"), None);
 }

@@ -66,7 +66,8 @@ pub async fn receive(
         payload: String::from_utf8_lossy(body).into_owned(),
         status,
         attempts: 0,
-        next_attempt_at: (status == EventStatus::Pending).then_some(now_ms),
+        // The webhook's own processing goes first; the scheduled job only takes it if that never finished.
+        next_attempt_at: (status == EventStatus::Pending).then_some(now_ms + super::CLAIM_LEASE_MS),
         last_error: error,
         user_id: None,
         received_at: now_ms,

@@ -4,7 +4,7 @@
 //! pair accepts. `v0` and unknown schemes are ignored. The timestamp must be within the tolerance of now, either
 //! way, so a captured request cannot be replayed later.
 
-use crate::crypto::hmac_sha256_verify;
+use crate::crypto::{constant_time_eq, hmac_sha256};
 
 /// Stripe's own default tolerance.
 pub const DEFAULT_TOLERANCE_S: i64 = 300;
@@ -124,11 +124,13 @@ pub fn verify(
     signed.extend_from_slice(parsed.timestamp.to_string().as_bytes());
     signed.push(b'.');
     signed.extend_from_slice(body);
-    // Every pair is tried (no early exit on the first secret), so timing says nothing about which one matched.
+    // One HMAC per secret (the body may be large), compared with every tag in constant time; every pair is
+    // compared (no early exit), so timing says nothing about which one matched.
     let mut matched = false;
     for secret in secrets {
+        let expected = hmac_sha256(secret.as_bytes(), &signed);
         for tag in &parsed.signatures {
-            matched |= hmac_sha256_verify(secret.as_bytes(), &signed, tag);
+            matched |= constant_time_eq(&expected, tag);
         }
     }
     if matched {

@@ -39,7 +39,7 @@ const EVENT_COLUMNS: &str =
      last_error, user_id, received_at, processed_at";
 const FINISH_EVENT: &str =
     "UPDATE billing_events SET status = ?2, attempts = ?3, next_attempt_at = ?4, \
-     last_error = ?5, user_id = COALESCE(?6, user_id), processed_at = ?7 WHERE id = ?1";
+     last_error = ?5, user_id = COALESCE(?6, user_id), processed_at = ?7, lease_until = NULL WHERE id = ?1";
 
 #[derive(Deserialize)]
 struct CustomerRow {
@@ -225,6 +225,36 @@ impl BillingStore for D1Store {
         Ok(self.events(&sql, &[text(id)]).await?.into_iter().next())
     }
 
+    async fn claim_event(
+        &self,
+        id: &str,
+        now: i64,
+        lease_until: i64,
+        by_operator: bool,
+    ) -> StoreResult<Option<StoredEvent>> {
+        // One statement: the check and the take cannot be split by a concurrent run.
+        let sql = format!(
+            "UPDATE billing_events SET lease_until = ?3, \
+             attempts = CASE WHEN ?4 THEN 1 ELSE attempts + 1 END \
+             WHERE id = ?1 AND (lease_until IS NULL OR lease_until < ?2) \
+             AND (status IN ('pending', 'failed') OR (?4 AND status IN ('dead', 'rejected'))) \
+             RETURNING {EVENT_COLUMNS}"
+        );
+        Ok(self
+            .events(
+                &sql,
+                &[
+                    text(id),
+                    number(now),
+                    number(lease_until),
+                    number(by_operator as i64),
+                ],
+            )
+            .await?
+            .into_iter()
+            .next())
+    }
+
     async fn finish_event(&self, id: &str, o: &EventOutcome) -> StoreResult<()> {
         self.statement(
             FINISH_EVENT,
@@ -247,7 +277,8 @@ impl BillingStore for D1Store {
     async fn due_events(&self, now: i64, limit: u32) -> StoreResult<Vec<StoredEvent>> {
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM billing_events WHERE status IN ('pending', 'failed') \
-             AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?2"
+             AND next_attempt_at <= ?1 AND (lease_until IS NULL OR lease_until < ?1) \
+             ORDER BY next_attempt_at LIMIT ?2"
         );
         self.events(&sql, &[number(now), number(limit as i64)])
             .await

@@ -2,6 +2,7 @@
 //! every other file holds the statements of one table group, as methods on the same `D1Store`.
 
 mod api_keys;
+mod audit;
 mod billing;
 mod deployments;
 mod gate;
