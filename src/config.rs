@@ -46,6 +46,8 @@ pub struct ServiceConfig {
     /// How the dashboard signs people in (`DASHBOARD_CLERK_PUBLISHABLE_KEY`); `None`: the dashboard says sign-in
     /// is not configured.
     pub dashboard_sign_in: Option<SignIn>,
+    /// Days audit rows are kept (`AUDIT_RETENTION_DAYS`).
+    pub audit_retention_days: u32,
     /// Billing with Stripe (`STRIPE_SECRET_KEY` and what it needs); `None`: billing routes answer 503.
     pub billing: Option<BillingConfig>,
 }
@@ -208,6 +210,11 @@ impl ServiceConfig {
             drain_unread_bodies: get("DRAIN_UNREAD_BODIES").as_deref() == Some("true"),
             dashboard_sign_in: SignIn::from_vars(&get)?,
             billing: billing_from_vars(&get)?,
+            audit_retention_days: days(
+                &get,
+                "AUDIT_RETENTION_DAYS",
+                crate::app::audit::DEFAULT_AUDIT_RETENTION_DAYS,
+            )?,
             rejects_retention_days: days(&get, "TELEMETRY_REJECTS_RETENTION_DAYS", 30)?,
             metrics_retention_days: match get("METRICS_RETENTION_DAYS").filter(|v| !v.trim().is_empty())
             {
@@ -383,6 +390,7 @@ pub const CONFIG_VARS: &[&str] = &[
     "STRIPE_API_BASE_URL",
     "STRIPE_WEBHOOK_TOLERANCE_S",
     "BILLING_RETURN_URL",
+    "AUDIT_RETENTION_DAYS",
 ];
 
 #[cfg(test)]

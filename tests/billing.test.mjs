@@ -34,15 +34,6 @@ after(async () => {
 /** Stripe's SDK, pointed at the local Stripe. */
 const sdk = () => new Stripe(stripe.secretKey, { host: "127.0.0.1", port: new URL(stripe.origin).port, protocol: "http", maxNetworkRetries: 0 });
 
-async function until(check, what, timeoutMs = 15_000) {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 const tierOf = async (token) => (await app.me(token)).body.tier;
 
@@ -104,7 +95,7 @@ test("Stripe's SDK talks to the local Stripe, and verifies the events it signs",
     const cus = await c.customers.create({});
     const cs = await c.checkout.sessions.create({ mode: "subscription", customer: cus.id, line_items: [{ price: "price_local_pro", quantity: 1 }], success_url: "http://127.0.0.1/ok", cancel_url: "http://127.0.0.1/no" });
     local.pay(cs.id);
-    await until(() => received.length >= 3, "three deliveries");
+    await app.until("three deliveries", () => received.length >= 3);
     for (const { body, signature } of received) {
       const event = c.webhooks.constructEvent(body, signature, local.webhookSecret);
       assert.ok(["customer.subscription.created", "checkout.session.completed", "invoice.paid"].includes(event.type));
@@ -126,7 +117,7 @@ test("a paid checkout moves the user to the tier from their next call; the porta
   expectError(assert, await app.request("POST", "/v1/billing/portal", { token: alice }), 409, "no_billing_customer");
 
   await subscribe(alice, "pro");
-  await until(async () => (await tierOf(alice)) === "pro", "the pro tier");
+  await app.until("the pro tier", async () => (await tierOf(alice)) === "pro");
   const me = (await app.me(alice)).body;
   assert.ok(me.entitlements.maxAgents > 3, "the pro plan's entitlements hold at once");
   const billing = (await app.request("GET", "/v1/billing", { token: alice })).body;
@@ -135,7 +126,7 @@ test("a paid checkout moves the user to the tier from their next call; the porta
   assert.equal(billing.subscription.cancelAtPeriodEnd, false);
   assert.ok(billing.subscription.currentPeriodEnd > Date.now());
   // Each event was delivered once and acknowledged at the first attempt.
-  await until(() => stripe.deliveries().every((d) => d.delivered), "every delivery acknowledged");
+  await app.until("every delivery acknowledged", () => stripe.deliveries().every((d) => d.delivered));
 
   // No second subscription: plans change in the portal.
   expectError(assert, await app.request("POST", "/v1/billing/checkout", { token: alice, json: { tier: "enterprise" } }), 409, "already_subscribed");
@@ -144,7 +135,7 @@ test("a paid checkout moves the user to the tier from their next call; the porta
   assert.equal(portal.status, 200, portal.text);
   const cancel = await fetch(`${portal.body.url}/cancel`, { method: "POST", redirect: "manual" });
   assert.equal(cancel.status, 303);
-  await until(async () => (await app.request("GET", "/v1/billing", { token: alice })).body.subscription.cancelAtPeriodEnd, "cancel at period end");
+  await app.until("cancel at period end", async () => (await app.request("GET", "/v1/billing", { token: alice })).body.subscription.cancelAtPeriodEnd);
   assert.equal(await tierOf(alice), "pro", "still paid until the period ends");
 
 });
@@ -184,7 +175,7 @@ test("an event about another user's customer, or a checkout naming another user,
   const carol = await app.token("user_billing_carol");
   const dave = await app.token("user_billing_dave");
   await subscribe(carol, "enterprise");
-  await until(async () => (await tierOf(carol)) === "enterprise", "carol on enterprise");
+  await app.until("carol on enterprise", async () => (await tierOf(carol)) === "enterprise");
   const daveId = (await app.me(dave)).body.id;
   const carolId = (await app.me(carol)).body.id;
   const admin = { headers: { Authorization: `Bearer ${ADMIN}` } };
@@ -194,17 +185,17 @@ test("an event about another user's customer, or a checkout naming another user,
   // A checkout completion for Carol's customer that names Dave: Dave stays free, Carol is untouched.
   const forged = eventOf("checkout.session.completed", { object: "checkout.session", customer: await customerOf(carol), subscription: await subscriptionOf(carol), client_reference_id: daveId });
   assert.equal((await postEvent(forged)).status, 200);
-  const rejected = await until(async () => {
+  const rejected = await app.until("the forged checkout rejected", async () => {
     const list = (await app.request("GET", "/v1/admin/billing/events?status=rejected", admin)).body.events;
     return list.find((e) => e.id === forged.id);
-  }, "the forged checkout rejected");
+  });
   assert.match(rejected.lastError, /client_reference_id/);
   assert.equal(await tierOf(dave), "free");
 
   // A subscription event naming a customer nobody here owns.
   const stray = eventOf("customer.subscription.updated", { id: "sub_stray", object: "subscription", customer: "cus_stray", status: "active", items: { data: [{ price: { id: "price_local_enterprise" } }] } });
   assert.equal((await postEvent(stray)).status, 200);
-  await until(async () => (await app.request("GET", "/v1/admin/billing/events?status=rejected", admin)).body.events.some((e) => e.id === stray.id), "the stray event rejected");
+  await app.until("the stray event rejected", async () => (await app.request("GET", "/v1/admin/billing/events?status=rejected", admin)).body.events.some((e) => e.id === stray.id));
   assert.equal(await tierOf(carol), "enterprise");
   assert.equal(await tierOf(dave), "free");
 });
@@ -212,16 +203,16 @@ test("an event about another user's customer, or a checkout naming another user,
 test("a stale event cannot regress a user: the subscription is read again from Stripe", { timeout: 60_000 }, async () => {
   const erin = await app.token("user_billing_erin");
   await subscribe(erin, "pro");
-  await until(async () => (await tierOf(erin)) === "pro", "erin on pro");
+  await app.until("erin on pro", async () => (await tierOf(erin)) === "pro");
   const subId = await subscriptionOf(erin);
   // Stripe cancels; the deletion is delivered.
   stripe.update(subId, { status: "canceled" }, "deleted");
-  await until(async () => (await tierOf(erin)) === "free", "erin back on free");
+  await app.until("erin back on free", async () => (await tierOf(erin)) === "free");
   // A late copy of an older "active" update arrives afterwards: Erin stays on free.
   const stale = eventOf("customer.subscription.updated", { id: subId, object: "subscription", customer: await customerOf(erin), status: "active", items: { data: [{ price: { id: "price_local_pro" } }] } });
   assert.equal((await postEvent(stale)).status, 200);
   const admin = { headers: { Authorization: `Bearer ${ADMIN}` } };
-  await until(async () => (await app.request("GET", "/v1/admin/billing/events", admin)).body.events.some((e) => e.id === stale.id && e.status === "processed"), "the stale event processed");
+  await app.until("the stale event processed", async () => (await app.request("GET", "/v1/admin/billing/events", admin)).body.events.some((e) => e.id === stale.id && e.status === "processed"));
   assert.equal(await tierOf(erin), "free");
   assert.equal((await app.request("GET", "/v1/billing", { token: erin })).body.subscription.status, "canceled");
 

@@ -186,3 +186,24 @@ pub async fn full_trail(
 
 /// Default days audit rows are kept (`AUDIT_RETENTION_DAYS`).
 pub const DEFAULT_AUDIT_RETENTION_DAYS: u32 = 365;
+/// Rows deleted per statement, and statements per scheduled run: bounded work per tick.
+const PRUNE_CHUNK: u32 = 1_000;
+const PRUNE_CHUNKS_PER_RUN: u32 = 10;
+
+/// Deletes rows older than `retention_days`; returns how many.
+pub async fn prune(
+    store: &impl AuditStore,
+    retention_days: u32,
+    now: i64,
+) -> Result<u64, ApiError> {
+    let before = now - i64::from(retention_days) * 86_400_000;
+    let mut pruned = 0u64;
+    for _ in 0..PRUNE_CHUNKS_PER_RUN {
+        let n = store.prune_audit(before, PRUNE_CHUNK).await?;
+        pruned += u64::from(n);
+        if n < PRUNE_CHUNK {
+            break;
+        }
+    }
+    Ok(pruned)
+}

@@ -42,11 +42,23 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/billing/portal"),
     ("POST", "/v1/billing/webhook"),
     ("GET", "/v1/admin/billing/events"),
+    ("GET", "/v1/audit"),
+    ("GET", "/v1/admin/audit"),
     ("POST", "/v1/admin/billing/events/{eventId}/retry"),
     ("GET", "/v1/usage/current"),
     ("GET", "/v1/usage/history"),
     ("GET", "/v1/metrics/recent"),
 ];
+
+/// How the audit trail records a route (`Route::audited`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audited {
+    pub action: &'static str,
+    pub target: Option<String>,
+    pub agent: Option<String>,
+    /// For an operator's action on one user: that user (whose trail it joins).
+    pub subject: Option<String>,
+}
 
 /// A matched route with its path parameters. Parameters are raw path segments; handlers parse them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +75,10 @@ pub enum Route {
     BillingWebhook,
     AdminBillingEvents,
     AdminRetryBillingEvent(String),
+    /// The caller's own audit trail.
+    Audit,
+    /// Everyone's, for operators.
+    AdminAudit,
     Me,
     ListAgents,
     CreateAgent,
@@ -98,6 +114,59 @@ pub enum Route {
 
 impl Route {
     /// Routes authenticated by the operator token rather than a user's credentials.
+    /// The audit trail's record of this route, if it is a privileged action: what it is called, and what it acts
+    /// on as its path names it (a created resource's id comes from the answer).
+    pub fn audited(&self) -> Option<Audited> {
+        let on = |action, target: Option<&String>, agent: Option<&String>| {
+            Some(Audited {
+                action,
+                target: target.cloned(),
+                agent: agent.cloned(),
+                subject: None,
+            })
+        };
+        let operator = |action, user: &String| {
+            Some(Audited {
+                action,
+                target: Some(user.clone()),
+                agent: None,
+                subject: Some(user.clone()),
+            })
+        };
+        match self {
+            Route::CreateAgent => on("agent.create", None, None),
+            Route::UpdateAgent(a) => on("agent.update", Some(a), Some(a)),
+            Route::DeleteAgent(a) => on("agent.delete", Some(a), Some(a)),
+            Route::DisableAgent(a) => on("agent.disable", Some(a), Some(a)),
+            Route::EnableAgent(a) => on("agent.enable", Some(a), Some(a)),
+            Route::Deploy(a) => on("deploy.request", None, Some(a)),
+            Route::ActivateDeployment(a, d) => on("deployment.activate", Some(d), Some(a)),
+            // The secret's name only; its value is never part of a route.
+            Route::PutSecret(a, name) => on("secret.set", Some(name), Some(a)),
+            Route::DeleteSecret(a, name) => on("secret.delete", Some(name), Some(a)),
+            Route::CreateApiKey => on("api_key.create", None, None),
+            Route::RevokeApiKey(k) => on("api_key.revoke", Some(k), None),
+            Route::BillingCheckout => on("billing.checkout", None, None),
+            Route::BillingPortal => on("billing.portal", None, None),
+            Route::AdminSetTier(u) => operator("tier.set", u),
+            Route::AdminSetEntitlements(u) => operator("entitlements.set", u),
+            Route::AdminRefreshGate(u) => operator("gate.refresh", u),
+            Route::AdminRecompute => on("usage.recompute", None, None),
+            Route::AdminReseal => on("secrets.reseal", None, None),
+            Route::AdminRetryBillingEvent(e) => on("billing.retry", Some(e), None),
+            _ => None,
+        }
+    }
+
+    /// Routes only an operator calls (with `ADMIN_TOKEN`).
+    pub fn is_operator(&self) -> bool {
+        self.is_admin()
+            || matches!(
+                self,
+                Route::AdminBillingEvents | Route::AdminRetryBillingEvent(_) | Route::AdminAudit
+            )
+    }
+
     pub fn is_admin(&self) -> bool {
         matches!(
             self,
@@ -134,6 +203,8 @@ fn build(method: &str, template: &str, params: Vec<String>) -> Option<Route> {
         ("POST", "/v1/billing/portal") => Route::BillingPortal,
         ("POST", "/v1/billing/webhook") => Route::BillingWebhook,
         ("GET", "/v1/admin/billing/events") => Route::AdminBillingEvents,
+        ("GET", "/v1/audit") => Route::Audit,
+        ("GET", "/v1/admin/audit") => Route::AdminAudit,
         ("POST", "/v1/admin/billing/events/{eventId}/retry") => {
             Route::AdminRetryBillingEvent(param())
         }

@@ -23,6 +23,14 @@ thread_local! {
         Box::leak(Box::new(std::cell::RefCell::new(RejectThrottle::default())));
 }
 
+/// Refuses a request without the operator's token (for operator routes outside `app::admin`).
+pub(super) fn require_operator(req: &Request, config: &ServiceConfig) -> Result<(), ApiError> {
+    admin::check_token(
+        config.admin_token.as_deref(),
+        header(req, "Authorization").as_deref(),
+    )
+}
+
 pub(super) async fn handle(
     req: &mut Request,
     store: &D1Store,

@@ -1,6 +1,8 @@
 //! The billing routes on the Workers side: the webhook (verified, stored, acknowledged, then processed after the
 //! answer), a user's checkout, portal and plan, the operators' event list and retry, and the scheduled retries.
 
+use super::admin::require_operator;
+use super::audit::{record, record_now};
 use super::d1::D1Store;
 use super::durable::user_feed::publish_now;
 use super::durable::user_gate::UserGateClient;
@@ -8,17 +10,18 @@ use super::reply::{json_reply, Reply};
 use super::request::{header, read_body, read_json};
 use super::stripe::FetchStripe;
 use super::JsClock;
-use crate::app::admin::check_token;
+use crate::app::audit::{Actor, AuditRecord};
 use crate::app::billing::process::Processed;
 use crate::app::billing::requests::{
     checkout, list_events, portal, process_and_record, process_due, retry_event, view,
 };
 use crate::app::billing::webhook::receive;
-use crate::app::billing::{BillingConfig, BillingStore};
+use crate::app::billing::{BillingConfig, BillingStore, EventStatus};
 use crate::app::ports::Clock;
 use crate::config::ServiceConfig;
 use crate::domain::feed::{FeedKind, Publication};
-use crate::domain::ids::random_hex;
+use crate::domain::ids::{random_hex, RequestId};
+use crate::domain::telemetry::RejectThrottle;
 use crate::domain::user::User;
 use crate::domain::{ApiError, ErrorCode};
 use crate::http::body::MAX_JSON_BODY_BYTES;
@@ -55,8 +58,36 @@ fn idempotency_key(req: &Request, user: &User, what: &str) -> String {
     }
 }
 
-/// After processing: the user's plan changed, so their live feed says so.
+/// After processing: the owner's audit trail records the event and what it did, and if their plan changed, their
+/// live feed says so.
 async fn announce(env: &Env, processed: &Processed) {
+    let o = &processed.outcome;
+    let (from, to) = processed
+        .tier_change
+        .as_ref()
+        .map_or((None, None), |(_, from, to)| {
+            (Some(from.as_str()), Some(to.as_str()))
+        });
+    record_now(
+        env,
+        &AuditRecord {
+            at: o.at,
+            request_id: None,
+            actor: Actor::Stripe,
+            user_id: o.user_id.clone(),
+            action: "billing.event",
+            target: Some(processed.event_id.clone()),
+            agent_id: None,
+            outcome: match o.status {
+                EventStatus::Processed | EventStatus::Ignored => "ok",
+                EventStatus::Rejected => "refused",
+                _ => "failed",
+            },
+            status: None,
+            detail: Some(json!({ "type": processed.kind, "status": o.status.as_str(), "tierFrom": from, "tierTo": to, "error": o.error })),
+        },
+    )
+    .await;
     if let Some((user, from, to)) = &processed.tier_change {
         console_log!(
             "billing: {user} moved from {} to {}",
@@ -76,6 +107,37 @@ async fn announce(env: &Env, processed: &Processed) {
     }
 }
 
+thread_local! {
+    /// Refused webhooks written to the audit trail per minute and isolate; the rest are counted into the next row.
+    static REFUSED: std::cell::RefCell<RejectThrottle> = std::cell::RefCell::new(RejectThrottle::default());
+}
+
+/// A refused webhook's record (throttled): the reason, never the body.
+fn record_refusal(ctx: &Context, env: &Env, request_id: &RequestId, error: &ApiError) {
+    let now = JsClock.now_ms();
+    let Some(suppressed) = REFUSED.with(|t| t.borrow_mut().admit(now)) else {
+        return;
+    };
+    record(
+        ctx,
+        env,
+        AuditRecord {
+            at: now,
+            request_id: Some(request_id.as_str().to_owned()),
+            actor: Actor::Stripe,
+            user_id: None,
+            action: "billing.webhook_refused",
+            target: None,
+            agent_id: None,
+            outcome: "refused",
+            status: Some(error.status()),
+            detail: Some(
+                json!({ "code": error.code.as_str(), "reason": error.details.as_ref().and_then(|d| d.get("reason")), "suppressed": suppressed }),
+            ),
+        },
+    );
+}
+
 /// `POST /v1/billing/webhook`.
 pub(super) async fn webhook(
     req: &mut Request,
@@ -83,12 +145,21 @@ pub(super) async fn webhook(
     ctx: &Context,
     store: &D1Store,
     config: &ServiceConfig,
+    request_id: &RequestId,
 ) -> Result<Reply, ApiError> {
     let billing = configured(config)?;
     let signature = header(req, "Stripe-Signature");
     let body = read_body(req, MAX_WEBHOOK_BYTES).await?;
     let now = JsClock.now_ms();
-    let received = receive(store, billing, signature.as_deref(), &body, now).await?;
+    let received = match receive(store, billing, signature.as_deref(), &body, now).await {
+        Ok(received) => received,
+        Err(e) => {
+            if e.status() < 500 {
+                record_refusal(ctx, env, request_id, &e);
+            }
+            return Err(e);
+        }
+    };
     if received.needs_processing {
         let (env, billing, id) = (env.clone(), billing.clone(), received.event_id.clone());
         ctx.wait_until(async move {
@@ -161,10 +232,7 @@ pub(super) async fn for_operator(
     route: &Route,
     query: &HashMap<String, String>,
 ) -> Result<Reply, ApiError> {
-    check_token(
-        config.admin_token.as_deref(),
-        header(req, "Authorization").as_deref(),
-    )?;
+    require_operator(req, config)?;
     let billing = configured(config)?;
     match route {
         Route::AdminBillingEvents => json_reply(

@@ -7,6 +7,7 @@ use super::d1::D1Store;
 use super::durable::user_feed::publish_now;
 use super::durable::user_gate::UserGateClient;
 use super::JsClock;
+use crate::app::audit::{Actor, AuditRecord};
 use crate::app::deployments;
 use crate::app::ports::{Clock, DeploymentStore, Sleeper, Store};
 use crate::app::{invocations, key_rotation, usage};
@@ -60,6 +61,14 @@ pub(super) async fn run_scheduled(env: Env) {
                 ),
                 Err(e) => console_error!(
                     "retention failed: {}",
+                    e.internal_cause.unwrap_or(e.message)
+                ),
+            }
+            match crate::app::audit::prune(&store, config.audit_retention_days, now).await {
+                Ok(n) if n > 0 => console_log!("retention: {n} audit rows pruned"),
+                Ok(_) => {}
+                Err(e) => console_error!(
+                    "audit retention failed: {}",
                     e.internal_cause.unwrap_or(e.message)
                 ),
             }
@@ -198,7 +207,30 @@ pub(super) fn in_background(
                     *pending,
                 )
                 .await
-                .map(|status| console_log!("deploy {id} finished {}", status.as_str()));
+                .inspect(|status| console_log!("deploy {id} finished {}", status.as_str()));
+                // The owner's trail: how the deploy they asked for ended.
+                let (result, status) = match &outcome {
+                    Ok(status) if status.as_str() == "active" => ("ok", status.as_str()),
+                    Ok(status) => ("failed", status.as_str()),
+                    Err(_) => ("failed", "unknown"),
+                };
+                super::audit::record_now(
+                    &env,
+                    &AuditRecord {
+                        at: JsClock.now_ms(),
+                        request_id: None,
+                        actor: Actor::System,
+                        user_id: Some(owner.clone()),
+                        action: "deploy.finish",
+                        target: Some(id.as_str().to_owned()),
+                        agent_id: Some(agent.as_str().to_owned()),
+                        outcome: result,
+                        status: None,
+                        detail: Some(serde_json::json!({ "status": status })),
+                    },
+                )
+                .await;
+                let outcome = outcome.map(|_| ());
                 // The owner's live feed: the deployment as it ended, and the pointer if it moved.
                 publish_deployment(&env, &store, deploy, &owner, &agent, id.as_str()).await;
                 publish_pointer_moved(&env, &store, deploy, &owner, &agent, served_before).await;

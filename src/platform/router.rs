@@ -8,7 +8,7 @@ use super::durable::user_gate::UserGateClient;
 use super::jobs::{in_background, publish_pointer_moved, Background};
 use super::reply::{json_reply, Reply};
 use super::request::{header, read_json};
-use super::{admin, billing, gateway, identity, telemetry, JsClock};
+use super::{admin, audit, billing, gateway, identity, telemetry, JsClock};
 use crate::app::deployments::{self, deploys_not_configured};
 use crate::app::ports::{Clock, Store};
 use crate::app::{agents, api_keys, invocations, secrets, usage};
@@ -59,20 +59,54 @@ pub(super) async fn handle(
         .with_details(json!({ "allow": allow })),
     })?;
 
+    let query: HashMap<String, String> = url.query_pairs().into_owned().collect();
+    // Who acted, once known (set when the caller is authenticated).
+    let mut caller: Option<UserId> = None;
+    let outcome = dispatch(
+        req,
+        env,
+        ctx,
+        config,
+        request_id,
+        &route,
+        &query,
+        &mut caller,
+    )
+    .await;
+    if let Some(audited) = route.audited() {
+        audit::record_route(ctx, env, request_id, &route, audited, caller, &outcome);
+    }
+    outcome
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn dispatch(
+    req: &mut Request,
+    env: &Env,
+    ctx: &Context,
+    config: &Rc<ServiceConfig>,
+    request_id: &RequestId,
+    route: &Route,
+    query: &HashMap<String, String>,
+    caller: &mut Option<UserId>,
+) -> Result<Reply, ApiError> {
+    let route = route.clone();
     admit_unauthenticated(req, config, &route)?;
     let store = D1Store::new(d1_database(env)?);
     let clock = JsClock;
-    let query: HashMap<String, String> = url.query_pairs().into_owned().collect();
 
     match &route {
         Route::Health => return health(&store).await,
         Route::DashboardConfig => {
             return json_reply(200, &json!({ "signIn": config.dashboard_sign_in }))
         }
-        Route::BillingWebhook => return billing::webhook(req, env, ctx, &store, config).await,
-        Route::AdminBillingEvents | Route::AdminRetryBillingEvent(_) => {
-            return billing::for_operator(req, env, &store, config, &route, &query).await
+        Route::BillingWebhook => {
+            return billing::webhook(req, env, ctx, &store, config, request_id).await
         }
+        Route::AdminBillingEvents | Route::AdminRetryBillingEvent(_) => {
+            return billing::for_operator(req, env, &store, config, &route, query).await
+        }
+        Route::AdminAudit => return audit::for_operator(req, &store, config, query).await,
         Route::Invoke(agent, streaming) => {
             return gateway::invoke(req, env, ctx, config, request_id, agent, *streaming).await
         }
@@ -103,6 +137,7 @@ pub(super) async fn handle(
     }
     let user =
         identity::authenticate(header(req, "Authorization").as_deref(), config, &store).await?;
+    *caller = Some(user.id.clone());
     let gate = UserGateClient::new(env);
     // Only the routes that need them resolve the caller's entitlements.
     let entitlements = || config.tiers.resolve(user.tier, &user.overrides);
@@ -113,6 +148,7 @@ pub(super) async fn handle(
         | Route::BillingWebhook
         | Route::AdminBillingEvents
         | Route::AdminRetryBillingEvent(_)
+        | Route::AdminAudit
         | Route::Invoke(..)
         | Route::AdminSetTier(_)
         | Route::AdminSetEntitlements(_)
@@ -127,11 +163,15 @@ pub(super) async fn handle(
         ),
         Route::UsageHistory => json_reply(
             200,
-            &json!({ "periods": usage::history(&store, &user, &query, clock.now_ms()).await? }),
+            &json!({ "periods": usage::history(&store, &user, query, clock.now_ms()).await? }),
         ),
         Route::MetricsRecent => json_reply(
             200,
-            &json!({ "events": usage::recent(&store, &user, &query).await? }),
+            &json!({ "events": usage::recent(&store, &user, query).await? }),
+        ),
+        Route::Audit => json_reply(
+            200,
+            &crate::app::audit::own_trail(&store, &user, query).await?,
         ),
         Route::Billing | Route::BillingCheckout | Route::BillingPortal => {
             billing::for_user(req, &store, config, &route, &user).await
@@ -248,7 +288,7 @@ pub(super) async fn handle(
             json_reply(202, &shown)
         }
         Route::ListDeployments(id) => {
-            let query = query.into_iter().collect();
+            let query = query.clone().into_iter().collect();
             json_reply(
                 200,
                 &json!({ "deployments": deployments::list_deployments(&store, &user, &id, &query)
@@ -352,6 +392,7 @@ fn admit_unauthenticated(
             | Route::BillingWebhook
             | Route::AdminBillingEvents
             | Route::AdminRetryBillingEvent(_)
+            | Route::AdminAudit
     ) || route.is_admin()
         || header(req, "Authorization").is_none();
     if !anonymous {

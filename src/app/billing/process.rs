@@ -18,6 +18,9 @@ use serde_json::Value;
 /// What processing did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Processed {
+    pub event_id: String,
+    /// The event's type.
+    pub kind: String,
     pub outcome: EventOutcome,
     /// The user whose tier changed (from, to), if one did.
     pub tier_change: Option<(UserId, Tier, Tier)>,
@@ -60,6 +63,8 @@ pub async fn process(
         at: now,
     };
     Processed {
+        event_id: event.id.clone(),
+        kind: event.kind.clone(),
         outcome,
         tier_change,
     }
