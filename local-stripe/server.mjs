@@ -51,6 +51,7 @@ export async function startLocalStripe({
   const subscriptions = new Map();
   const idempotent = new Map(); // key → {fingerprint, status, body}
   const deliveries = []; // {event, attempts: [{status, at}], delivered}
+  const requests = []; // every API request: {method, path, idempotencyKey, version}
   const timers = new Set();
   let origin = null;
 
@@ -199,6 +200,7 @@ a{color:#635bff}.muted{font-size:.85rem}</style></head><body><main>${body}</main
           return json(401, { error: { type: "invalid_request_error", message: "Invalid API Key provided." } });
         }
         const form = parseForm(body);
+        requests.push({ method: req.method, path: url.pathname, idempotencyKey: req.headers["idempotency-key"] ?? null, version: req.headers["stripe-version"] ?? null, contentType: req.headers["content-type"] ?? null, userAgent: req.headers["user-agent"] ?? "" });
         // Idempotency: the same key with the same request answers the first answer; with another, 400 (Stripe's
         // idempotency_error).
         const key = req.headers["idempotency-key"];
@@ -263,6 +265,8 @@ ${active.some((s) => !s.cancelAtPeriodEnd) ? `<form method="post" action="/porta
     setWebhookUrl: (url) => (webhookUrl = url),
     deliveries: () => deliveries.map((d) => ({ id: d.event.id, type: d.event.type, attempts: d.attempts.map((a) => a.status), delivered: d.delivered })),
     subscription: (subId) => subscriptions.get(subId) ?? null,
+    /** Every API request received: method, path, Idempotency-Key, Stripe-Version, Content-Type. */
+    requests: () => [...requests],
     /** An event as it was sent. */
     event: (eventId) => deliveries.find((d) => d.event.id === eventId)?.event ?? null,
     /** Pays a checkout session as the page's button does. */
