@@ -48,6 +48,8 @@ pub struct ServiceConfig {
     pub dashboard_sign_in: Option<SignIn>,
     /// Days audit rows are kept (`AUDIT_RETENTION_DAYS`).
     pub audit_retention_days: u32,
+    /// Days finished billing events (their payloads hold customer data) are kept (`BILLING_EVENTS_RETENTION_DAYS`).
+    pub billing_events_retention_days: u32,
     /// Billing with Stripe (`STRIPE_SECRET_KEY` and what it needs); `None`: billing routes answer 503.
     pub billing: Option<BillingConfig>,
 }
@@ -210,6 +212,11 @@ impl ServiceConfig {
             drain_unread_bodies: get("DRAIN_UNREAD_BODIES").as_deref() == Some("true"),
             dashboard_sign_in: SignIn::from_vars(&get)?,
             billing: billing_from_vars(&get)?,
+            billing_events_retention_days: days(
+                &get,
+                "BILLING_EVENTS_RETENTION_DAYS",
+                crate::app::billing::requests::DEFAULT_EVENTS_RETENTION_DAYS,
+            )?,
             audit_retention_days: days(
                 &get,
                 "AUDIT_RETENTION_DAYS",
@@ -391,6 +398,7 @@ pub const CONFIG_VARS: &[&str] = &[
     "STRIPE_WEBHOOK_TOLERANCE_S",
     "BILLING_RETURN_URL",
     "AUDIT_RETENTION_DAYS",
+    "BILLING_EVENTS_RETENTION_DAYS",
 ];
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use super::JsClock;
 use crate::app::audit::{Actor, AuditRecord};
 use crate::app::billing::process::Processed;
 use crate::app::billing::requests::{
-    checkout, list_events, portal, process_and_record, process_due, retry_event, view,
+    checkout, list_events, portal, process_and_record, process_due, prune_events, retry_event, view,
 };
 use crate::app::billing::webhook::receive;
 use crate::app::billing::{BillingConfig, BillingStore, EventStatus};
@@ -267,6 +267,20 @@ pub(super) async fn process_due_events(env: &Env, config: &ServiceConfig, store:
         Ok(_) => {}
         Err(e) => console_error!(
             "billing retries failed: {}",
+            e.internal_cause.unwrap_or(e.message)
+        ),
+    }
+    match prune_events(
+        store,
+        config.billing_events_retention_days,
+        JsClock.now_ms(),
+    )
+    .await
+    {
+        Ok(n) if n > 0 => console_log!("retention: {n} billing events pruned"),
+        Ok(_) => {}
+        Err(e) => console_error!(
+            "billing retention failed: {}",
             e.internal_cause.unwrap_or(e.message)
         ),
     }

@@ -225,6 +225,21 @@ pub async fn process_due(
     Ok(done)
 }
 
+/// Default days finished billing events are kept (`BILLING_EVENTS_RETENTION_DAYS`). Stripe stops redelivering
+/// an event after three days, so deduplication never needs one this old.
+pub const DEFAULT_EVENTS_RETENTION_DAYS: u32 = 90;
+
+/// Deletes finished events older than `retention_days` (a bounded batch per run); returns how many.
+pub async fn prune_events(
+    store: &impl BillingStore,
+    retention_days: u32,
+    now: i64,
+) -> Result<u32, ApiError> {
+    Ok(store
+        .prune_events(now - i64::from(retention_days) * 86_400_000, 1_000)
+        .await?)
+}
+
 /// `GET /v1/admin/billing/events?status=`: the newest events, optionally of one status.
 pub async fn list_events(
     store: &impl BillingStore,

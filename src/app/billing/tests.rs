@@ -94,6 +94,21 @@ impl BillingStore for Store {
     async fn event(&self, id: &str) -> StoreResult<Option<StoredEvent>> {
         Ok(self.events.borrow().iter().find(|e| e.id == id).cloned())
     }
+    async fn prune_events(&self, before: i64, limit: u32) -> StoreResult<u32> {
+        let mut events = self.events.borrow_mut();
+        let old = events.len();
+        let mut removed = 0;
+        events.retain(|e| {
+            let finished = matches!(
+                e.status,
+                EventStatus::Processed | EventStatus::Ignored | EventStatus::Rejected
+            );
+            let drop = finished && e.received_at < before && removed < limit;
+            removed += u32::from(drop);
+            !drop
+        });
+        Ok((old - events.len()) as u32)
+    }
     async fn claim_event(
         &self,
         id: &str,
@@ -817,4 +832,29 @@ fn an_operators_retry_of_a_wrong_mode_event_still_does_not_act_on_it() {
     .unwrap();
     assert_eq!(retried.outcome.status, EventStatus::Rejected);
     assert_eq!(w.tier("usr_alice"), None);
+}
+
+#[test]
+fn finished_events_are_pruned_after_the_retention_and_failed_ones_kept() {
+    let w = World::new();
+    w.deliver(&event_json("evt_old_ignored", "charge.refunded", json!({})));
+    w.stripe.down.set(true);
+    w.deliver(&event_json(
+        "evt_old_failed",
+        "invoice.paid",
+        json!({ "customer": "cus_alice", "subscription": "sub_1" }),
+    ));
+    let day = 86_400_000;
+    let pruned = block_on(super::requests::prune_events(&w.store, 90, NOW + 89 * day)).unwrap();
+    assert_eq!(pruned, 0, "not yet");
+    let pruned = block_on(super::requests::prune_events(&w.store, 90, NOW + 91 * day)).unwrap();
+    assert_eq!(pruned, 1);
+    assert!(block_on(w.store.event("evt_old_ignored"))
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        w.status("evt_old_failed"),
+        EventStatus::Failed,
+        "kept for an operator"
+    );
 }

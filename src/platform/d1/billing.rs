@@ -225,6 +225,18 @@ impl BillingStore for D1Store {
         Ok(self.events(&sql, &[text(id)]).await?.into_iter().next())
     }
 
+    async fn prune_events(&self, before: i64, limit: u32) -> StoreResult<u32> {
+        let rows: Vec<serde_json::Value> = self
+            .rows(
+                "DELETE FROM billing_events WHERE id IN (SELECT id FROM billing_events \
+                 WHERE status IN ('processed', 'ignored', 'rejected') AND received_at < ?1 \
+                 ORDER BY received_at LIMIT ?2) RETURNING id",
+                &[number(before), number(limit as i64)],
+            )
+            .await?;
+        Ok(rows.len() as u32)
+    }
+
     async fn claim_event(
         &self,
         id: &str,
