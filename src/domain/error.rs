@@ -76,6 +76,8 @@ pub enum ErrorCode {
     NoBillingCustomer,
     BillingEventNotFound,
     AlreadySubscribed,
+    InvalidManifest,
+    BundleTooLarge,
 }
 
 impl ErrorCode {
@@ -149,6 +151,8 @@ impl ErrorCode {
         ErrorCode::NoBillingCustomer,
         ErrorCode::BillingEventNotFound,
         ErrorCode::AlreadySubscribed,
+        ErrorCode::InvalidManifest,
+        ErrorCode::BundleTooLarge,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -221,6 +225,8 @@ impl ErrorCode {
             ErrorCode::NoBillingCustomer => "no_billing_customer",
             ErrorCode::BillingEventNotFound => "billing_event_not_found",
             ErrorCode::AlreadySubscribed => "already_subscribed",
+            ErrorCode::InvalidManifest => "invalid_manifest",
+            ErrorCode::BundleTooLarge => "bundle_too_large",
         }
     }
 
@@ -289,6 +295,8 @@ impl ErrorCode {
             ErrorCode::NoBillingCustomer => 409,
             ErrorCode::BillingEventNotFound => 404,
             ErrorCode::AlreadySubscribed => 409,
+            ErrorCode::InvalidManifest => 400,
+            ErrorCode::BundleTooLarge => 413,
         }
     }
 

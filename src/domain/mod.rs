@@ -5,6 +5,7 @@ pub mod agent;
 pub mod api_key;
 pub mod billing;
 pub mod bounded_map;
+pub mod bundle;
 pub mod dashboard_sign_in;
 pub mod deployment;
 pub mod entitlements;

@@ -4,4 +4,5 @@
 pub mod body;
 pub mod cors;
 pub mod envelope;
+pub mod form_data;
 pub mod routes;
