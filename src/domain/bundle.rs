@@ -101,8 +101,9 @@ impl BundleModule {
     }
 }
 
-/// Limits checked before anything is uploaded. Cloudflare's own (paid plans): 64 MB uncompressed per Worker;
-/// entitlements may set lower ones per tier.
+/// Limits checked before anything is uploaded. Cloudflare allows 64 MB uncompressed (10 MB compressed) per Worker
+/// on paid plans; the control plane holds a bundle in its own memory while it checks and uploads it, so its
+/// defaults are lower.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BundleLimits {
     pub max_modules: usize,
@@ -114,8 +115,8 @@ impl Default for BundleLimits {
     fn default() -> Self {
         BundleLimits {
             max_modules: 100,
-            max_module_bytes: 25 * 1024 * 1024,
-            max_total_bytes: 64 * 1024 * 1024,
+            max_module_bytes: 5 * 1024 * 1024,
+            max_total_bytes: 10 * 1024 * 1024,
         }
     }
 }

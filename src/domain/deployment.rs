@@ -167,6 +167,11 @@ pub struct DeploySpec {
     pub compatibility_date: String,
     pub invoke_path: String,
     pub env: BTreeMap<String, String>,
+    /// A bundle's other modules (none for a single-module deploy), uploaded beside the main one.
+    pub extra_modules: Vec<crate::domain::bundle::BundleModule>,
+    pub compatibility_flags: Vec<String>,
+    /// A bundle's content address, recorded as the deployment's `codeSha256` (else the main module's SHA-256).
+    pub bundle_sha256: Option<String>,
 }
 
 pub const MAX_MODULE_BYTES: usize = 1024 * 1024;
@@ -246,18 +251,15 @@ impl DeployRequest {
         let main_module_name = self
             .main_module_name
             .unwrap_or_else(|| DEFAULT_MAIN_MODULE.into());
-        if !(1..=64).contains(&main_module_name.len())
-            || !main_module_name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        // A relative path (a bundle's main module may sit in a folder), never one of the platform's own modules
+        // (the gateway guard is `__webhost…`).
+        if !crate::domain::bundle::is_module_name(&main_module_name)
             || !(main_module_name.ends_with(".js") || main_module_name.ends_with(".mjs"))
             || main_module_name.starts_with('.')
-            // The platform's own modules (the gateway guard) are named `__webhost…`.
-            || main_module_name.starts_with("__webhost")
         {
             return Err(ApiError::validation(
                 "mainModuleName",
-                "must be a file name ending in .js or .mjs (letters, digits, '.', '_', '-')",
+                "must be a relative path ending in .js or .mjs (letters, digits, '.', '_', '-', '/')",
             ));
         }
         let compatibility_date = self
@@ -324,6 +326,9 @@ impl DeployRequest {
             compatibility_date,
             invoke_path,
             env,
+            extra_modules: Vec::new(),
+            compatibility_flags: Vec::new(),
+            bundle_sha256: None,
         })
     }
 }

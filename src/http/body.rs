@@ -9,6 +9,9 @@ pub const MAX_JSON_BODY_BYTES: usize = 64 * 1024;
 
 /// Largest deploy request: a module of up to 1 MiB, JSON-escaped, plus the other fields.
 pub const MAX_DEPLOY_BODY_BYTES: usize = 3 * 1024 * 1024;
+/// A bundle deploy's multipart body: its modules (at most `BundleLimits::max_total_bytes` together, checked
+/// once read) and their part headers. Held in the worker's memory while it is checked and uploaded.
+pub const MAX_BUNDLE_BODY_BYTES: usize = 12 * 1024 * 1024;
 
 pub fn too_large(limit: usize) -> ApiError {
     ApiError::new(

@@ -7,19 +7,22 @@ use super::durable::user_feed::{self, publish};
 use super::durable::user_gate::UserGateClient;
 use super::jobs::{in_background, publish_pointer_moved, Background};
 use super::reply::{json_reply, Reply};
-use super::request::{header, read_json};
+use super::request::{header, read_body, read_json};
 use super::{admin, audit, billing, gateway, identity, telemetry, JsClock};
 use crate::app::deployments::{self, deploys_not_configured};
 use crate::app::ports::{Clock, Store};
 use crate::app::{agents, api_keys, invocations, secrets, usage};
 use crate::config::ServiceConfig;
 use crate::domain::agent::AgentStatus;
+use crate::domain::bundle::BundleLimits;
 use crate::domain::feed::FeedKind;
 use crate::domain::ids::{AgentId, RequestId, UserId};
 use crate::domain::rate_limit::Buckets;
 use crate::domain::telemetry::DEPLOYMENT_HEADER;
 use crate::domain::{ApiError, ErrorCode};
-use crate::http::body::{MAX_DEPLOY_BODY_BYTES, MAX_JSON_BODY_BYTES};
+use crate::http::body::{
+    check_declared_length, MAX_BUNDLE_BODY_BYTES, MAX_DEPLOY_BODY_BYTES, MAX_JSON_BODY_BYTES,
+};
 use crate::http::routes::{match_route, Route, RouteMiss};
 use serde_json::json;
 use std::cell::RefCell;
@@ -262,7 +265,27 @@ async fn dispatch(
         }
         Route::Deploy(id) => {
             let deploy = config.deploy.as_ref().ok_or_else(deploys_not_configured)?;
-            let (raw, body) = read_json(req, MAX_DEPLOY_BODY_BYTES).await?;
+            // A bundle (multipart, agent.config.json and its modules) or a JSON deploy.
+            let bundle_boundary = header(req, "Content-Type")
+                .as_deref()
+                .and_then(crate::http::form_data::boundary);
+            let (raw, body, bundle) = match bundle_boundary {
+                Some(boundary) => {
+                    let limits = BundleLimits::default();
+                    check_declared_length(
+                        header(req, "Content-Length").as_deref(),
+                        MAX_BUNDLE_BODY_BYTES,
+                    )?;
+                    let raw = read_body(req, MAX_BUNDLE_BODY_BYTES).await?;
+                    let (request, bundle) =
+                        deployments::bundle_request::read_bundle(&raw, &boundary, &limits)?;
+                    (raw, request, Some(bundle))
+                }
+                None => {
+                    let (raw, body) = read_json(req, MAX_DEPLOY_BODY_BYTES).await?;
+                    (raw, body, None)
+                }
+            };
             let key = header(req, "Idempotency-Key");
             let (deployment, pending) = deployments::request_deploy(
                 &store,
@@ -273,6 +296,7 @@ async fn dispatch(
                 &id,
                 &raw,
                 body,
+                bundle,
                 key.as_deref(),
             )
             .await?;

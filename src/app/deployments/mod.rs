@@ -1,6 +1,7 @@
 //! Deploy orchestration: accept a deploy (an immutable `deploying` row, answered at once), run it against the
 //! provider (upload, secrets, workers.dev route), and finish it `active` or `failed`. Also rollback and reads.
 
+pub mod bundle_request;
 mod cleanup;
 mod limits;
 mod retries;
@@ -101,6 +102,7 @@ pub async fn request_deploy<S: Store + DeploymentStore, C: Clock>(
     raw_agent_id: &str,
     raw_body: &[u8],
     request: DeployRequest,
+    bundle: Option<crate::domain::bundle::Bundle>,
     idempotency_key: Option<&str>,
 ) -> Result<(Deployment, Option<PendingDeploy>), ApiError> {
     // A runtime the plan lacks is the entitlement's refusal, whatever this control plane can deploy.
@@ -115,6 +117,10 @@ pub async fn request_deploy<S: Store + DeploymentStore, C: Clock>(
     let idempotency_key = parse_idempotency_key(idempotency_key)?;
     let agent = get_agent(store, owner, raw_agent_id).await?;
     let spec = request.validate(TEMPLATE_MODULE, &config.default_compatibility_date)?;
+    let spec = match bundle {
+        Some(bundle) => bundle_request::with_bundle(spec, bundle),
+        None => spec,
+    };
     if agent.status == AgentStatus::Disabled {
         return Err(ApiError::new(
             ErrorCode::AgentDisabled,
@@ -154,7 +160,10 @@ pub async fn request_deploy<S: Store + DeploymentStore, C: Clock>(
         compatibility_date: spec.compatibility_date.clone(),
         invoke_path: spec.invoke_path.clone(),
         source: spec.source.into(),
-        code_sha256: sha256_hex(spec.module_code.as_bytes()),
+        code_sha256: spec
+            .bundle_sha256
+            .clone()
+            .unwrap_or_else(|| sha256_hex(spec.module_code.as_bytes())),
         env: spec.env.clone(),
         provider_ref: None,
         error: None,
@@ -360,7 +369,7 @@ async fn deploy_steps<S: DeploymentStore, P: ProviderApi>(
     let metadata = ScriptMetadata {
         main_module: GUARD_MODULE_NAME.into(),
         compatibility_date: pending.spec.compatibility_date.clone(),
-        compatibility_flags: Vec::new(),
+        compatibility_flags: pending.spec.compatibility_flags.clone(),
         bindings,
         tags: tags_for(d),
     };
@@ -377,12 +386,13 @@ async fn deploy_steps<S: DeploymentStore, P: ProviderApi>(
     let count = || async {
         let _ = store.record_retry(&d.id).await;
     };
-    let upload = target.upload(
-        &d.script_name,
-        &metadata,
-        &[guard_module(&pending.spec.main_module_name), module],
-        &boundary,
-    );
+    let mut modules = vec![guard_module(&pending.spec.main_module_name), module];
+    modules.extend(pending.spec.extra_modules.iter().map(|m| Module {
+        name: m.name.clone(),
+        content_type: m.kind.upload_content_type(),
+        bytes: m.cloudflare_body(),
+    }));
+    let upload = target.upload(&d.script_name, &metadata, &modules, &boundary);
     call_retrying(provider, sleeper, &upload, &mut waited_ms, count)
         .await
         .map_err(step)?;

@@ -1,0 +1,110 @@
+// Bundle deploys: agent.config.json and several modules (an ES module importing a Wasm module, JSON and text, a
+// CommonJS helper) uploaded as multipart, deployed into the local Cloudflare and invoked through the gateway; bad
+// manifests and oversized bundles refused before anything is uploaded.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { startLocalCloudflare } from "../local-cloudflare/server.mjs";
+import { deployVars, expectError, startControlPlane } from "./support/harness.mjs";
+
+let lcf, app, dev;
+before(async () => {
+  lcf = await startLocalCloudflare();
+  app = await startControlPlane({ vars: deployVars(lcf, "workers_dev") });
+  dev = await app.token("user_bundle_dev");
+});
+after(async () => {
+  await app?.close();
+  await lcf?.close();
+});
+
+// (module (func (export "add") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add))
+const ADD_WASM = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 7, 1, 96, 2, 127, 127, 1, 127, 3, 2, 1, 0, 7, 7, 1, 3, 97, 100, 100, 0, 0, 10, 9, 1, 7, 0, 32, 0, 32, 1, 106, 11]);
+const MAIN = `import add from "./add.wasm";
+import words from "./data/words.json";
+import greeting from "./greeting.txt";
+import helper from "./helper.cjs";
+export default {
+  async fetch(request, env) {
+    const body = await request.json();
+    const text = body.input.messages.at(-1).content;
+    const sum = new WebAssembly.Instance(add).exports.add(words.a, words.b);
+    return Response.json({ protocol: "invoke/v1", output: { text: \`\${greeting.trim()} \${text}: \${sum} \${helper.shout("ok")} \${env.MODE}\` } });
+  },
+};`;
+
+function bundleForm(manifest, modules) {
+  const form = new FormData();
+  form.set("manifest", new Blob([JSON.stringify(manifest)], { type: "application/json" }), "agent.config.json");
+  for (const [name, bytes] of modules) form.append("files", new Blob([bytes]), name);
+  return form;
+}
+
+const MODULES = [
+  ["src/index.js", MAIN.replaceAll('"./', '"../')],
+  ["add.wasm", ADD_WASM],
+  ["data/words.json", JSON.stringify({ a: 20, b: 22 })],
+  ["greeting.txt", "hello from a bundle,\n"],
+  ["helper.cjs", "module.exports = { shout: (s) => s.toUpperCase() };"],
+];
+
+async function deployBundle(agentId, form, headers = {}) {
+  // Over a real socket, with the platform's own FormData encoding (as a client sends it).
+  const res = await fetch(new URL(`/v1/agents/${agentId}/deploy`, app.url), {
+    method: "POST",
+    headers: { Authorization: `Bearer ${dev}`, ...headers },
+    body: form,
+  });
+  return { status: res.status, headers: res.headers, body: await res.json() };
+}
+
+const invokeBody = (text) => ({ protocol: "invoke/v1", input: { messages: [{ role: "user", content: text }] } });
+
+test("a multi-module bundle deploys and answers: Wasm, JSON, text and CommonJS modules load", { timeout: 60_000 }, async () => {
+  const agent = (await app.createAgent(dev, { name: "bundled-agent" })).body;
+  const manifest = { main: "src/index.js", compatibilityDate: "2026-07-30", vars: { MODE: "bundled" } };
+  const res = await deployBundle(agent.id, bundleForm(manifest, MODULES));
+  assert.equal(res.status, 202, JSON.stringify(res.body));
+  assert.equal(res.body.source, "custom");
+  assert.equal(res.body.mainModuleName, "src/index.js");
+  assert.match(res.body.codeSha256, /^[0-9a-f]{64}$/);
+  const deployment = await app.settled(dev, agent.id, res.body.id);
+  assert.equal(deployment.status, "active", JSON.stringify(deployment.error));
+  const answer = await app.invoke(dev, agent.id, invokeBody("sum"));
+  assert.equal(answer.status, 200, answer.text);
+  assert.equal(answer.body.output.text, "hello from a bundle, sum: 42 OK bundled");
+
+  // The same bundle packed in another order has the same content address.
+  const again = await deployBundle(agent.id, bundleForm(manifest, [...MODULES].reverse()));
+  assert.equal(again.status, 202);
+  assert.equal(again.body.codeSha256, res.body.codeSha256);
+  await app.settled(dev, agent.id, again.body.id);
+});
+
+test("a bad manifest or module is refused naming the field, before anything is uploaded", async () => {
+  const agent = (await app.createAgent(dev, { name: "refused-bundle" })).body;
+  const uploadsBefore = lcf.scripts().length;
+  const cases = [
+    [{ compatibilityDate: "2026-07-30" }, MODULES, "main"],
+    [{ main: "src/index.js", vars: { lower: "x" } }, MODULES, "vars.lower"],
+    [{ main: "src/index.js", routes: ["*"] }, MODULES, "routes"],
+    [{ main: "src/missing.js" }, MODULES, "main"],
+    [{ main: "src/index.js" }, [...MODULES, ["notes.xyz", "?"]], "modules[notes.xyz]"],
+    [{ main: "src/index.js" }, [...MODULES, ["../escape.js", "x"]], "modules[../escape.js]"],
+  ];
+  for (const [manifest, modules, field] of cases) {
+    const res = await deployBundle(agent.id, bundleForm(manifest, modules));
+    assert.equal(res.status, 400, JSON.stringify(res.body));
+    assert.equal(res.body.error.code, "invalid_manifest");
+    assert.equal(res.body.error.details.field, field);
+  }
+  const noManifest = new FormData();
+  noManifest.append("files", new Blob(["export default {}"]), "index.js");
+  expectError(assert, await deployBundle(agent.id, noManifest), 400, "invalid_manifest");
+  // Over the per-module limit (5 MiB): 413 with the limit named.
+  const big = await deployBundle(agent.id, bundleForm({ main: "src/index.js" }, [...MODULES, ["big.bin", new Uint8Array(5 * 1024 * 1024 + 1)]]));
+  assert.equal(big.status, 413);
+  assert.equal(big.body.error.code, "bundle_too_large");
+  assert.equal(big.body.error.details.limit, "moduleBytes");
+  assert.equal(lcf.scripts().length, uploadsBefore, "nothing was uploaded");
+  assert.deepEqual((await app.listDeployments(dev, agent.id)).body.deployments, [], "and no deployment was made");
+});
