@@ -108,3 +108,12 @@ test("a bad manifest or module is refused naming the field, before anything is u
   assert.equal(lcf.scripts().length, uploadsBefore, "nothing was uploaded");
   assert.deepEqual((await app.listDeployments(dev, agent.id)).body.deployments, [], "and no deployment was made");
 });
+
+test("a bundle's main module may be larger than a JSON deploy's 1 MiB (bundlers make big ones)", { timeout: 60_000 }, async () => {
+  const agent = (await app.createAgent(dev, { name: "big-main-bundle" })).body;
+  const big = `// ${"x".repeat(1_300_000)}\nexport default { fetch() { return Response.json({ protocol: "invoke/v1", output: { text: "big" } }); } };`;
+  const res = await deployBundle(agent.id, bundleForm({ main: "index.js" }, [["index.js", big]]));
+  assert.equal(res.status, 202, JSON.stringify(res.body));
+  assert.equal((await app.settled(dev, agent.id, res.body.id)).status, "active");
+  assert.equal((await app.invoke(dev, agent.id, invokeBody("x"))).body.output.text, "big");
+});

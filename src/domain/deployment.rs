@@ -235,6 +235,17 @@ impl DeployRequest {
         template: &str,
         default_compatibility_date: &str,
     ) -> Result<DeploySpec, ApiError> {
+        self.validate_within(template, default_compatibility_date, MAX_MODULE_BYTES)
+    }
+
+    /// `validate` with the main module allowed up to `max_module_bytes` (a bundle's own limits, checked when it
+    /// was assembled, are larger than a JSON deploy's).
+    pub fn validate_within(
+        self,
+        template: &str,
+        default_compatibility_date: &str,
+        max_module_bytes: usize,
+    ) -> Result<DeploySpec, ApiError> {
         let (module_code, source) = match self.module_code {
             Some(code) if code.trim().is_empty() => {
                 return Err(ApiError::validation(
@@ -242,8 +253,11 @@ impl DeployRequest {
                     "must not be empty; omit it to deploy the template",
                 ))
             }
-            Some(code) if code.len() > MAX_MODULE_BYTES => {
-                return Err(ApiError::validation("moduleCode", "must be at most 1 MiB"))
+            Some(code) if code.len() > max_module_bytes => {
+                return Err(ApiError::validation(
+                    "moduleCode",
+                    format!("must be at most {} bytes", max_module_bytes),
+                ))
             }
             Some(code) => (code, "custom"),
             None => (template.to_owned(), "template"),

@@ -116,10 +116,16 @@ pub async fn request_deploy<S: Store + DeploymentStore, C: Clock>(
     }
     let idempotency_key = parse_idempotency_key(idempotency_key)?;
     let agent = get_agent(store, owner, raw_agent_id).await?;
-    let spec = request.validate(TEMPLATE_MODULE, &config.default_compatibility_date)?;
     let spec = match bundle {
-        Some(bundle) => bundle_request::with_bundle(spec, bundle),
-        None => spec,
+        Some(bundle) => bundle_request::with_bundle(
+            request.validate_within(
+                TEMPLATE_MODULE,
+                &config.default_compatibility_date,
+                crate::domain::bundle::BundleLimits::default().max_module_bytes,
+            )?,
+            bundle,
+        ),
+        None => request.validate(TEMPLATE_MODULE, &config.default_compatibility_date)?,
     };
     if agent.status == AgentStatus::Disabled {
         return Err(ApiError::new(
