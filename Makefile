@@ -84,7 +84,7 @@ WASM_FEATURES := mutable-globals sign-ext nontrapping-float-to-int bulk-memory m
 # module replaces the old one in one rename for the same reason.
 WORKER_SOURCES := $(shell find src -name '*.rs' -o -name '*.mjs') Cargo.toml Cargo.lock $(wildcard worker-template/*.js)
 
-build: setup build/index_bg.wasm dashboard/dist/index.html
+build: setup build/index_bg.wasm dashboard/dist/index.html target/debug/webhost
 	@printf 'build/index_bg.wasm: %s bytes raw, %s gzip\n' "$$(wc -c < build/index_bg.wasm)" "$$(gzip -9 -c build/index_bg.wasm | wc -c)"
 	@printf 'dashboard JavaScript: %s bytes gzip (budget 150 KB)\n' "$$(cat dashboard/dist/assets/*.js | gzip -9 | wc -c)"
 
@@ -110,6 +110,10 @@ FORCE:
 dashboard/dist/index.html: node_modules/.package-lock.json $(DASHBOARD_SOURCES) .make/dashboard-script-origins
 	vite build --config dashboard/vite.config.mjs --logLevel warn
 
+# The `webhost` CLI (cli/, a workspace member), for this machine.
+target/debug/webhost: $(shell find cli/src -name '*.rs') cli/Cargo.toml Cargo.lock
+	cargo build -q -p webhost-cli
+
 ## Local stack ------------------------------------------------------------------------------------------------
 
 .dev.vars: node_modules/.package-lock.json scripts/dev-keys.mjs scripts/dev-identity.mjs
@@ -129,6 +133,8 @@ dev: setup .dev.vars
 	@echo "  A token:          TOKEN=\$$(make -s token USER=alice)"
 	@echo "  Try:              curl -H \"Authorization: Bearer \$$TOKEN\" http://127.0.0.1:$(PORT)/v1/me"
 	@echo "  Operator token:   make -s admin-token"
+	@echo "  CLI:              make -s token USER=alice | target/debug/webhost login --endpoint http://127.0.0.1:$(PORT)"
+	@echo "                    target/debug/webhost deploy examples/wasm-agent && target/debug/webhost invoke wasm-agent hi"
 	@echo
 	@node local-cloudflare/server.mjs & lcf=$$!; node local-identity/server.mjs & idp=$$!; \
 	  node local-stripe/server.mjs & stripe=$$!; \
@@ -160,10 +166,11 @@ lint: setup
 	tsc -p dashboard
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
+	cargo clippy -p webhost-cli --all-targets -- -D warnings
 	cargo clippy --target wasm32-unknown-unknown -- -D warnings
 
 test-native:
-	cargo test
+	cargo test --workspace
 
 test-workerd: build $(CHROMIUM)
 	node --test --test-concurrency=2 --test-timeout=180000 --test-force-exit "tests/**/*.test.mjs"
