@@ -72,10 +72,10 @@ test("log in, deploy both examples, invoke them, set a secret, list, roll back",
   // A second version, then back to the first.
   const again = await webhost(["deploy", "examples/wasm-agent"]);
   assert.match(again.stdout, /v2 is active/);
-  const deployments = JSON.parse((await webhost(["deployments", "wasm-agent", "--json"])).stdout).deployments;
+  const deployments = JSON.parse((await webhost(["deployments", "list", "wasm-agent", "--json"])).stdout).deployments;
   assert.deepEqual(deployments.map((d) => d.version), [2, 1]);
   assert.equal(deployments[0].codeSha256, deployments[1].codeSha256, "the same bundle, the same content address");
-  const back = await webhost(["rollback", "wasm-agent", deployments[1].id]);
+  const back = await webhost(["rollback", deployments[1].id]);
   assert.equal(back.code, 0, back.stderr);
   assert.match(back.stdout, /is active \(v1\)/);
 

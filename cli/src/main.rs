@@ -52,9 +52,16 @@ enum Command {
         agent: Option<String>,
     },
     /// An agent's deployments, newest first.
-    Deployments { agent: String },
-    /// Make an earlier deployment the active one.
-    Rollback { agent: String, deployment: String },
+    Deployments {
+        #[command(subcommand)]
+        action: DeploymentAction,
+    },
+    /// Make an earlier deployment the active one (its agent is found when --agent is not given).
+    Rollback {
+        deployment: String,
+        #[arg(long)]
+        agent: Option<String>,
+    },
     /// Set (value from stdin, never echoed), list or delete an agent's secrets.
     Secrets {
         #[command(subcommand)]
@@ -82,6 +89,11 @@ enum AgentAction {
     Create { name: String },
     Disable { agent: String },
     Enable { agent: String },
+}
+
+#[derive(Subcommand)]
+enum DeploymentAction {
+    List { agent: String },
 }
 
 #[derive(Subcommand)]
@@ -136,6 +148,21 @@ fn agent_id(client: &Client, agent: &str) -> Result<String, Failure> {
         return Ok(agent.to_owned());
     }
     find_agent(client, agent)?.ok_or_else(|| Failure::Usage(format!("no agent named {agent}")))
+}
+
+/// The agent a deployment belongs to, looked for among the caller's agents.
+fn agent_of_deployment(client: &Client, deployment: &str) -> Result<String, Failure> {
+    let agents = client.json("GET", "/v1/agents?limit=100", None)?;
+    for agent in agents["agents"].as_array().into_iter().flatten() {
+        let id = agent["id"].as_str().unwrap_or_default();
+        let path = format!("/v1/agents/{id}/deployments/{deployment}");
+        if client.json("GET", &path, None).is_ok() {
+            return Ok(id.to_owned());
+        }
+    }
+    Err(Failure::Usage(format!(
+        "no agent of yours has deployment {deployment} (give --agent)"
+    )))
 }
 
 fn find_agent(client: &Client, name: &str) -> Result<Option<String>, Failure> {
@@ -240,7 +267,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             });
         }
         Command::Deploy { dir, agent } => deploy(j, &dir, agent)?,
-        Command::Deployments { agent } => {
+        Command::Deployments {
+            action: DeploymentAction::List { agent },
+        } => {
             let client = client()?;
             let value = client.json(
                 "GET",
@@ -268,9 +297,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     .join("\n")
             });
         }
-        Command::Rollback { agent, deployment } => {
+        Command::Rollback { deployment, agent } => {
             let client = client()?;
-            let id = agent_id(&client, &agent)?;
+            let id = match agent {
+                Some(agent) => agent_id(&client, &agent)?,
+                None => agent_of_deployment(&client, &deployment)?,
+            };
             let value = client.json(
                 "POST",
                 &format!("/v1/agents/{id}/deployments/{deployment}/activate"),
