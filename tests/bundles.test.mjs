@@ -3,6 +3,7 @@
 // manifests and oversized bundles refused before anything is uploaded.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { startLocalCloudflare } from "../local-cloudflare/server.mjs";
 import { deployVars, expectError, startControlPlane } from "./support/harness.mjs";
 
@@ -73,11 +74,33 @@ test("a multi-module bundle deploys and answers: Wasm, JSON, text and CommonJS m
   assert.equal(answer.status, 200, answer.text);
   assert.equal(answer.body.output.text, "hello from a bundle, sum: 42 OK bundled");
 
-  // The same bundle packed in another order has the same content address.
+  // Its artifact: the manifest and every module's name, type, size and hash — never the bytes.
+  const artifact = await app.request("GET", `/v1/agents/${agent.id}/deployments/${res.body.id}/artifact`, { token: dev });
+  assert.equal(artifact.status, 200, artifact.text);
+  assert.equal(artifact.body.codeSha256, res.body.codeSha256);
+  assert.equal(artifact.body.manifest.main, "src/index.js");
+  assert.deepEqual(artifact.body.manifest.vars, { MODE: "bundled" });
+  assert.deepEqual(
+    artifact.body.modules.map((m) => [m.name, m.type]),
+    [["add.wasm", "wasm"], ["data/words.json", "json"], ["greeting.txt", "text"], ["helper.cjs", "commonjs"], ["src/index.js", "es_module"]],
+  );
+  const wasmEntry = artifact.body.modules.find((m) => m.name === "add.wasm");
+  assert.deepEqual([wasmEntry.size, wasmEntry.sha256], [ADD_WASM.length, createHash("sha256").update(ADD_WASM).digest("hex")]);
+  assert.ok(!artifact.text.includes("WebAssembly.Instance"), "no module's bytes are shown");
+  // Someone else cannot see it.
+  const stranger = await app.token("user_bundle_stranger");
+  expectError(assert, await app.request("GET", `/v1/agents/${agent.id}/deployments/${res.body.id}/artifact`, { token: stranger }), 404, "agent_not_found");
+
+  // The same bundle packed in another order has the same content address, and is stored once.
   const again = await deployBundle(agent.id, bundleForm(manifest, [...MODULES].reverse()));
   assert.equal(again.status, 202);
   assert.equal(again.body.codeSha256, res.body.codeSha256);
   await app.settled(dev, agent.id, again.body.id);
+  const bucket = await app.mf.getR2Bucket("ARTIFACTS");
+  const stored = (await bucket.list({ prefix: "artifacts/" })).objects.filter((o) => o.key === `artifacts/${res.body.codeSha256}.json`);
+  assert.equal(stored.length, 1);
+  const againArtifact = await app.request("GET", `/v1/agents/${agent.id}/deployments/${again.body.id}/artifact`, { token: dev });
+  assert.deepEqual(againArtifact.body, artifact.body);
 });
 
 test("a bad manifest or module is refused naming the field, before anything is uploaded", async () => {

@@ -78,6 +78,7 @@ pub enum ErrorCode {
     AlreadySubscribed,
     InvalidManifest,
     BundleTooLarge,
+    ArtifactNotFound,
 }
 
 impl ErrorCode {
@@ -153,6 +154,7 @@ impl ErrorCode {
         ErrorCode::AlreadySubscribed,
         ErrorCode::InvalidManifest,
         ErrorCode::BundleTooLarge,
+        ErrorCode::ArtifactNotFound,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -227,6 +229,7 @@ impl ErrorCode {
             ErrorCode::AlreadySubscribed => "already_subscribed",
             ErrorCode::InvalidManifest => "invalid_manifest",
             ErrorCode::BundleTooLarge => "bundle_too_large",
+            ErrorCode::ArtifactNotFound => "artifact_not_found",
         }
     }
 
@@ -297,6 +300,7 @@ impl ErrorCode {
             ErrorCode::AlreadySubscribed => 409,
             ErrorCode::InvalidManifest => 400,
             ErrorCode::BundleTooLarge => 413,
+            ErrorCode::ArtifactNotFound => 404,
         }
     }
 

@@ -43,6 +43,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/billing/webhook"),
     ("GET", "/v1/admin/billing/events"),
     ("GET", "/v1/audit"),
+    (
+        "GET",
+        "/v1/agents/{agentId}/deployments/{deploymentId}/artifact",
+    ),
     ("GET", "/v1/admin/audit"),
     ("POST", "/v1/admin/billing/events/{eventId}/retry"),
     ("GET", "/v1/usage/current"),
@@ -77,6 +81,8 @@ pub enum Route {
     AdminRetryBillingEvent(String),
     /// The caller's own audit trail.
     Audit,
+    /// A deployment's stored code: the manifest and the modules' names, types, sizes and hashes.
+    GetArtifact(String, String),
     /// Everyone's, for operators.
     AdminAudit,
     Me,
@@ -204,6 +210,9 @@ fn build(method: &str, template: &str, params: Vec<String>) -> Option<Route> {
         ("POST", "/v1/billing/webhook") => Route::BillingWebhook,
         ("GET", "/v1/admin/billing/events") => Route::AdminBillingEvents,
         ("GET", "/v1/audit") => Route::Audit,
+        ("GET", "/v1/agents/{agentId}/deployments/{deploymentId}/artifact") => {
+            Route::GetArtifact(param(), param())
+        }
         ("GET", "/v1/admin/audit") => Route::AdminAudit,
         ("POST", "/v1/admin/billing/events/{eventId}/retry") => {
             Route::AdminRetryBillingEvent(param())

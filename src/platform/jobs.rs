@@ -113,6 +113,28 @@ async fn clean_up(env: &Env, deploy: &DeployConfig) -> Result<(u32, u32), ApiErr
 }
 
 /// Runs `work` after the response is sent (the deploy itself, clean-up after a delete).
+/// The R2 bucket of deployment artifacts (wrangler.toml `[[r2_buckets]]`).
+pub(super) const ARTIFACTS_BINDING: &str = "ARTIFACTS";
+
+/// Stores `spec`'s artifact under `sha256` unless it is there already. A failure is logged: the deploy goes on
+/// (only showing the artifact needs it).
+async fn store_artifact(env: &Env, spec: &crate::domain::deployment::DeploySpec, sha256: &str) {
+    let key = deployments::artifact::key(sha256);
+    let stored = async {
+        let bucket = env.bucket(ARTIFACTS_BINDING)?;
+        if bucket.head(key.clone()).await?.is_none() {
+            bucket
+                .put(key.clone(), deployments::artifact::encode(spec))
+                .execute()
+                .await?;
+        }
+        Ok::<_, worker::Error>(())
+    };
+    if let Err(e) = stored.await {
+        console_error!("artifact {sha256} not stored: {e}");
+    }
+}
+
 /// Publishes deployment `id` as it stands now to its owner's live feed.
 pub(super) async fn publish_deployment(
     env: &Env,
@@ -186,6 +208,8 @@ pub(super) fn in_background(
                     Ok(db) => D1Store::new(db),
                     Err(e) => return console_error!("deploy {id}: no database: {}", e.message),
                 };
+                // The code, kept by its content address before it is uploaded (once per address).
+                store_artifact(&env, &pending.spec, &pending.deployment.code_sha256).await;
                 // What the agent served before, to report it inactive if this deploy replaces it.
                 let served_before = store
                     .agent(&owner, &agent)

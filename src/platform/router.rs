@@ -176,6 +176,31 @@ async fn dispatch(
             200,
             &crate::app::audit::own_trail(&store, &user, query).await?,
         ),
+        Route::GetArtifact(agent, dep) => {
+            // Only the owner's deployment (someone else's is not found), then its stored code.
+            let deployment = deployments::get_deployment(&store, &user, &agent, &dep).await?;
+            let key = deployments::artifact::key(&deployment.code_sha256);
+            let unreachable =
+                |e: worker::Error| ApiError::unavailable("The artifact store is not reachable.", e);
+            let object = env
+                .bucket(super::jobs::ARTIFACTS_BINDING)
+                .map_err(ApiError::internal)?
+                .get(key)
+                .execute()
+                .await
+                .map_err(unreachable)?
+                .ok_or_else(deployments::artifact::not_found)?;
+            let bytes = object
+                .body()
+                .ok_or_else(deployments::artifact::not_found)?
+                .bytes()
+                .await
+                .map_err(unreachable)?;
+            json_reply(
+                200,
+                &deployments::artifact::view(&deployment.code_sha256, &bytes)?,
+            )
+        }
         Route::Billing | Route::BillingCheckout | Route::BillingPortal => {
             billing::for_user(req, &store, config, &route, &user).await
         }

@@ -72,6 +72,7 @@ export function miniflareOptions(bindings, extra = {}, dispatcher = null) {
     compatibilityDate: COMPATIBILITY_DATE,
     compatibilityFlags: COMPATIBILITY_FLAGS,
     d1Databases: { DB: "control-plane-test" },
+    r2Buckets: { ARTIFACTS: "artifacts-test" },
     durableObjects: {
       USER_GATE: { className: "UserGate", useSQLite: true },
       USER_FEED: { className: "UserFeed", useSQLite: true },

@@ -1,6 +1,7 @@
 //! Deploy orchestration: accept a deploy (an immutable `deploying` row, answered at once), run it against the
 //! provider (upload, secrets, workers.dev route), and finish it `active` or `failed`. Also rollback and reads.
 
+pub mod artifact;
 pub mod bundle_request;
 mod cleanup;
 mod limits;
