@@ -140,3 +140,35 @@ test("a bundle's main module may be larger than a JSON deploy's 1 MiB (bundlers 
   assert.equal((await app.settled(dev, agent.id, res.body.id)).status, "active");
   assert.equal((await app.invoke(dev, agent.id, invokeBody("x"))).body.output.text, "big");
 });
+
+test("the clean-up job removes artifacts only deleted agents used, after the grace period, and keeps shared ones", { timeout: 90_000 }, async () => {
+  const bucket = await app.mf.getR2Bucket("ARTIFACTS");
+  const stored = async (sha) => (await bucket.head(`artifacts/${sha}.json`)) !== null;
+  const deploy = async (agentId, text) => {
+    const res = await deployBundle(agentId, bundleForm({ main: "index.js" }, [["index.js", `export default { fetch() { return new Response(${JSON.stringify(text)}); } };`]]));
+    assert.equal(res.status, 202, JSON.stringify(res.body));
+    await app.settled(dev, agentId, res.body.id);
+    return res.body.codeSha256;
+  };
+  const leaving = (await app.createAgent(dev, { name: "leaving-agent" })).body;
+  const staying = (await app.createAgent(dev, { name: "staying-agent" })).body;
+  const onlyLeaving = await deploy(leaving.id, "only the leaving agent");
+  const shared = await deploy(leaving.id, "shared code");
+  assert.equal(await deploy(staying.id, "shared code"), shared);
+  assert.ok((await stored(onlyLeaving)) && (await stored(shared)));
+
+  assert.equal((await app.deleteAgent(dev, leaving.id)).status, 204);
+  // Within the grace period nothing goes.
+  await app.runScheduled();
+  assert.ok(await stored(onlyLeaving), "kept during the grace period");
+  // Eight days later: the leaving agent's own code goes; the code the staying agent also runs stays.
+  await app.db.prepare("UPDATE agents SET deleted_at = deleted_at - ?1 WHERE id = ?2").bind(8 * 86_400_000, leaving.id).run();
+  await app.runScheduled();
+  assert.equal(await stored(onlyLeaving), false, "removed");
+  assert.ok(await stored(shared), "a live deployment's artifact is never removed");
+  const live = (await app.listDeployments(dev, staying.id)).body.deployments[0];
+  assert.equal((await app.request("GET", `/v1/agents/${staying.id}/deployments/${live.id}/artifact`, { token: dev })).status, 200);
+  // Again: nothing more to do, nothing else removed.
+  await app.runScheduled();
+  assert.ok(await stored(shared));
+});

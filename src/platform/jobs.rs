@@ -101,6 +101,37 @@ pub(super) async fn run_scheduled(env: Env) {
         }
         Err(e) => console_error!("clean-up failed: {}", e.internal_cause.unwrap_or(e.message)),
     }
+    match remove_orphaned_artifacts(&env).await {
+        Ok(0) => {}
+        Ok(n) => console_log!("clean-up: {n} artifacts of deleted agents removed"),
+        Err(e) => console_error!("artifact clean-up failed: {e}"),
+    }
+}
+
+/// Removes the artifacts only deleted agents used, once they have been deleted for `ARTIFACT_GRACE_MS`. An
+/// artifact any other deployment references (of a live agent, or of one deleted more recently) is kept: the same
+/// code may be shared (the template, a bundle deployed twice).
+async fn remove_orphaned_artifacts(env: &Env) -> Result<u32, String> {
+    let store = D1Store::new(d1_database(env).map_err(|e| e.message)?);
+    let now = JsClock.now_ms();
+    let orphans = store
+        .orphaned_artifacts(now - deployments::artifact::ARTIFACT_GRACE_MS, 50)
+        .await
+        .map_err(|e| e.0)?;
+    let bucket = env.bucket(ARTIFACTS_BINDING).map_err(|e| e.to_string())?;
+    let mut removed = 0;
+    for sha256 in orphans {
+        bucket
+            .delete(deployments::artifact::key(&sha256))
+            .await
+            .map_err(|e| e.to_string())?;
+        store
+            .mark_artifact_deleted(&sha256, now)
+            .await
+            .map_err(|e| e.0)?;
+        removed += 1;
+    }
+    Ok(removed)
 }
 
 async fn clean_up(env: &Env, deploy: &DeployConfig) -> Result<(u32, u32), ApiError> {
@@ -112,7 +143,6 @@ async fn clean_up(env: &Env, deploy: &DeployConfig) -> Result<(u32, u32), ApiErr
     deployments::clean_up(&store, &provider, &JsClock, deploy).await
 }
 
-/// Runs `work` after the response is sent (the deploy itself, clean-up after a delete).
 /// The R2 bucket of deployment artifacts (wrangler.toml `[[r2_buckets]]`).
 pub(super) const ARTIFACTS_BINDING: &str = "ARTIFACTS";
 
@@ -187,6 +217,7 @@ pub(super) async fn publish_pointer_moved(
     }
 }
 
+/// Runs `work` after the response is sent (the deploy itself, clean-up after a delete).
 pub(super) fn in_background(
     ctx: &Context,
     env: &Env,

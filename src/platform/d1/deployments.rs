@@ -515,3 +515,45 @@ impl DeploymentStore for D1Store {
             .collect())
     }
 }
+
+// Artifacts used only by agents deleted before ?1 and not removed yet: no deployment of any other agent (live, or
+// deleted at or after ?1) has the same code.
+const ORPHANED_ARTIFACTS: &str = "SELECT DISTINCT d.code_sha256 AS code_sha256 FROM deployments d \
+     JOIN agents a ON a.id = d.agent_id \
+     WHERE a.deleted_at IS NOT NULL AND a.deleted_at < ?1 AND d.artifact_deleted_at IS NULL \
+     AND NOT EXISTS (SELECT 1 FROM deployments d2 JOIN agents a2 ON a2.id = d2.agent_id \
+       WHERE d2.code_sha256 = d.code_sha256 AND (a2.deleted_at IS NULL OR a2.deleted_at >= ?1)) \
+     LIMIT ?2";
+
+#[derive(serde::Deserialize)]
+struct CodeRow {
+    code_sha256: String,
+}
+
+impl D1Store {
+    /// See `ORPHANED_ARTIFACTS`.
+    pub async fn orphaned_artifacts(
+        &self,
+        deleted_before: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<String>> {
+        let rows: Vec<CodeRow> = self
+            .rows(
+                ORPHANED_ARTIFACTS,
+                &[number(deleted_before), number(limit as i64)],
+            )
+            .await?;
+        Ok(rows.into_iter().map(|r| r.code_sha256).collect())
+    }
+
+    pub async fn mark_artifact_deleted(&self, sha256: &str, now: i64) -> StoreResult<()> {
+        self.statement(
+            "UPDATE deployments SET artifact_deleted_at = ?2 WHERE code_sha256 = ?1 AND artifact_deleted_at IS NULL",
+            &[text(sha256), number(now)],
+        )?
+        .run()
+        .await
+        .map_err(fail)?;
+        Ok(())
+    }
+}
