@@ -11,7 +11,7 @@ use crate::app::ports::Clock;
 use crate::config::ServiceConfig;
 use crate::domain::ids::{RequestId, UserId};
 use crate::domain::ApiError;
-use crate::http::routes::{Audited, Route};
+use crate::http::routes::Audited;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use worker::{console_error, Context, Env, Request};
@@ -32,13 +32,13 @@ pub(super) async fn record_now(env: &Env, record: &AuditRecord) {
     }
 }
 
-/// Records a privileged route's outcome: the caller (a user, or the operator on operator routes), the target
+/// Records a privileged route's outcome: the caller (a user, or the operator on an operator route), the target
 /// from the path or, for a creation, from the answer, and the error code when it was refused.
 pub(super) fn record_route(
     ctx: &Context,
     env: &Env,
     request_id: &RequestId,
-    route: &Route,
+    by_operator: bool,
     audited: Audited,
     caller: Option<UserId>,
     outcome: &Result<Reply, ApiError>,
@@ -50,7 +50,7 @@ pub(super) fn record_route(
         Ok(_) => (204, None, None),
         Err(e) => (e.status(), None, Some(e)),
     };
-    let actor = if route.is_operator() {
+    let actor = if by_operator {
         Actor::Operator
     } else {
         match &caller {

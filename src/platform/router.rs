@@ -65,19 +65,22 @@ pub(super) async fn handle(
     let query: HashMap<String, String> = url.query_pairs().into_owned().collect();
     // Who acted, once known (set when the caller is authenticated).
     let mut caller: Option<UserId> = None;
+    // Read before the route is handed over: the audit record needs only these.
+    let audited = route.audited();
+    let by_operator = route.is_operator();
     let outcome = dispatch(
         req,
         env,
         ctx,
         config,
         request_id,
-        &route,
+        route,
         &query,
         &mut caller,
     )
     .await;
-    if let Some(audited) = route.audited() {
-        audit::record_route(ctx, env, request_id, &route, audited, caller, &outcome);
+    if let Some(audited) = audited {
+        audit::record_route(ctx, env, request_id, by_operator, audited, caller, &outcome);
     }
     outcome
 }
@@ -89,11 +92,10 @@ async fn dispatch(
     ctx: &Context,
     config: &Rc<ServiceConfig>,
     request_id: &RequestId,
-    route: &Route,
+    route: Route,
     query: &HashMap<String, String>,
     caller: &mut Option<UserId>,
 ) -> Result<Reply, ApiError> {
-    let route = route.clone();
     admit_unauthenticated(req, config, &route)?;
     let store = D1Store::new(d1_database(env)?);
     let clock = JsClock;
