@@ -15,6 +15,13 @@ use crate::domain::usage::{DEFAULT_RETENTION_DAYS, MAX_RETENTION_DAYS};
 use crate::http::cors::CorsPolicy;
 use crate::stripe::api::DEFAULT_API_BASE_URL as DEFAULT_STRIPE_API_BASE_URL;
 
+/// A variable's value, trimmed; `None` when it is unset or blank (blank means "not configured" everywhere).
+pub fn nonempty_var(get: &impl Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+    get(name)
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
 pub struct ServiceConfig {
     pub auth: AuthConfig,
     pub cors: CorsPolicy,
@@ -79,11 +86,7 @@ pub const DEFAULT_AGENT_COMPATIBILITY_DATE: &str = "2026-07-30";
 impl DeployConfig {
     /// Reads `DEPLOY_TARGET` and what it needs. Unset `DEPLOY_TARGET` means deploys are off (`Ok(None)`).
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, String> {
-        let nonempty = |name: &str| {
-            get(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
+        let nonempty = |name: &str| crate::config::nonempty_var(&get, name);
         let require = |name: &str| {
             nonempty(name).ok_or_else(|| format!("{name} is required when DEPLOY_TARGET is set"))
         };
@@ -278,11 +281,7 @@ fn days(get: &impl Fn(&str) -> Option<String>, name: &str, default: u32) -> Resu
 pub fn billing_from_vars(
     get: impl Fn(&str) -> Option<String>,
 ) -> Result<Option<BillingConfig>, String> {
-    let nonempty = |name: &str| {
-        get(name)
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-    };
+    let nonempty = |name: &str| nonempty_var(&get, name);
     let Some(secret_key) = nonempty("STRIPE_SECRET_KEY") else {
         return Ok(None);
     };

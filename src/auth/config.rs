@@ -51,11 +51,7 @@ fn list(get: &impl Fn(&str) -> Option<String>, name: &str) -> Result<Option<Vec<
 impl AuthConfig {
     /// Reads `AUTH_ISSUER`, `AUTH_JWKS_URL` or `AUTH_JWKS`, and `AUTH_AUTHORIZED_PARTIES`.
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let nonempty = |name: &str| {
-            get(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
+        let nonempty = |name: &str| crate::config::nonempty_var(&get, name);
         let issuer = nonempty("AUTH_ISSUER").ok_or("AUTH_ISSUER is not set")?;
         let jwks = match (nonempty("AUTH_JWKS_URL"), nonempty("AUTH_JWKS")) {
             (Some(_), Some(_)) => return Err("set only one of AUTH_JWKS_URL and AUTH_JWKS".into()),

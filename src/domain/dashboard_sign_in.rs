@@ -24,11 +24,7 @@ impl SignIn {
     /// Reads `DASHBOARD_CLERK_PUBLISHABLE_KEY` (and the optional `DASHBOARD_CLERK_JS_URL`). Unset: the dashboard
     /// has no sign-in (`Ok(None)`) and says so; a key that is not a Clerk publishable key is an error.
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Option<SignIn>, String> {
-        let nonempty = |name: &str| {
-            get(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
+        let nonempty = |name: &str| crate::config::nonempty_var(&get, name);
         let Some(key) = nonempty("DASHBOARD_CLERK_PUBLISHABLE_KEY") else {
             return Ok(None);
         };
