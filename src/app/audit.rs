@@ -109,7 +109,7 @@ pub trait AuditStore {
         limit: u32,
     ) -> StoreResult<Vec<AuditView>>;
     /// Deletes up to `limit` rows older than `before` (ms); returns how many.
-    async fn prune_audit(&self, before: i64, limit: u32) -> StoreResult<u32>;
+    async fn prune_audit(&self, before: i64, limit: u32) -> StoreResult<u64>;
 }
 
 #[derive(Debug, Serialize)]
@@ -186,8 +186,7 @@ pub async fn full_trail(
 
 /// Default days audit rows are kept (`AUDIT_RETENTION_DAYS`).
 pub const DEFAULT_AUDIT_RETENTION_DAYS: u32 = 365;
-/// Rows deleted per statement, and statements per scheduled run: bounded work per tick.
-const PRUNE_CHUNK: u32 = 1_000;
+/// Statements per scheduled run, each of `retention::PRUNE_CHUNK` rows: bounded work per tick.
 const PRUNE_CHUNKS_PER_RUN: u32 = 10;
 
 /// Deletes rows older than `retention_days`; returns how many.
@@ -196,14 +195,11 @@ pub async fn prune(
     retention_days: u32,
     now: i64,
 ) -> Result<u64, ApiError> {
-    let before = now - i64::from(retention_days) * 86_400_000;
-    let mut pruned = 0u64;
-    for _ in 0..PRUNE_CHUNKS_PER_RUN {
-        let n = store.prune_audit(before, PRUNE_CHUNK).await?;
-        pruned += u64::from(n);
-        if n < PRUNE_CHUNK {
-            break;
-        }
-    }
-    Ok(pruned)
+    let before = super::retention::cutoff(now, retention_days);
+    Ok(
+        super::retention::delete_in_chunks(PRUNE_CHUNKS_PER_RUN, |limit| {
+            store.prune_audit(before, limit)
+        })
+        .await?,
+    )
 }

@@ -4,6 +4,9 @@
 
 use super::agents::get_agent;
 use super::ports::{Store, StoreResult};
+use super::retention::{cutoff, delete_in_chunks};
+#[cfg(test)]
+use super::retention::{DAY_MS, PRUNE_CHUNK};
 use crate::domain::ids::{AgentId, UserId};
 use crate::domain::invoke::AnswerUsage;
 use crate::domain::pagination::{Cursor, PageLimit};
@@ -97,10 +100,8 @@ pub async fn list_invocations<S: Store + InvocationStore>(
     })
 }
 
-/// Rows deleted per statement and statements per run: bounded work per cron tick.
-pub const PRUNE_CHUNK: u32 = 1_000;
+/// Statements per run, each of `PRUNE_CHUNK` rows: bounded work per cron tick.
 pub const PRUNE_CHUNKS_PER_RUN: u32 = 20;
-const DAY_MS: i64 = 86_400_000;
 
 /// What one retention run deleted.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Serialize)]
@@ -118,30 +119,18 @@ pub async fn prune(
     reject_days: u32,
     now: i64,
 ) -> Result<PruneRun, ApiError> {
-    let invocations_cutoff = now - i64::from(invocation_days) * DAY_MS;
-    let rejects_cutoff = now - i64::from(reject_days) * DAY_MS;
+    let invocations_cutoff = cutoff(now, invocation_days);
+    let rejects_cutoff = cutoff(now, reject_days);
     Ok(PruneRun {
-        invocations: delete_in_chunks(|limit| store.prune_invocations(invocations_cutoff, limit))
-            .await?,
-        rejects: delete_in_chunks(|limit| store.prune_rejects(rejects_cutoff, limit)).await?,
+        invocations: delete_in_chunks(PRUNE_CHUNKS_PER_RUN, |limit| {
+            store.prune_invocations(invocations_cutoff, limit)
+        })
+        .await?,
+        rejects: delete_in_chunks(PRUNE_CHUNKS_PER_RUN, |limit| {
+            store.prune_rejects(rejects_cutoff, limit)
+        })
+        .await?,
     })
-}
-
-/// Runs `delete_chunk` until a chunk comes back short or the run's budget of chunks is spent.
-async fn delete_in_chunks<F, Fut>(mut delete_chunk: F) -> StoreResult<u64>
-where
-    F: FnMut(u32) -> Fut,
-    Fut: std::future::Future<Output = StoreResult<u64>>,
-{
-    let mut total = 0;
-    for _ in 0..PRUNE_CHUNKS_PER_RUN {
-        let deleted = delete_chunk(PRUNE_CHUNK).await?;
-        total += deleted;
-        if deleted < u64::from(PRUNE_CHUNK) {
-            break;
-        }
-    }
-    Ok(total)
 }
 
 #[cfg(test)]

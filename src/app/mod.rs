@@ -13,6 +13,7 @@ pub mod key_rotation;
 #[cfg(test)]
 pub(crate) mod memory;
 pub mod ports;
+pub mod retention;
 pub mod secrets;
 pub mod telemetry;
 pub mod usage;

@@ -190,7 +190,7 @@ pub trait BillingStore {
     ) -> StoreResult<Vec<StoredEvent>>;
     /// Deletes up to `limit` finished events (processed, ignored, rejected) received before `before`; their
     /// payloads hold customer data. Failed and dead ones stay for an operator. Returns how many.
-    async fn prune_events(&self, before: i64, limit: u32) -> StoreResult<u32>;
+    async fn prune_events(&self, before: i64, limit: u32) -> StoreResult<u64>;
 }
 
 /// Stripe, over HTTP (the platform adds the secret key and the pinned version).

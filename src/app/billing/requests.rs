@@ -229,15 +229,17 @@ pub async fn process_due(
 /// an event after three days, so deduplication never needs one this old.
 pub const DEFAULT_EVENTS_RETENTION_DAYS: u32 = 90;
 
-/// Deletes finished events older than `retention_days` (a bounded batch per run); returns how many.
+/// Deletes finished events older than `retention_days` (one batch per run); returns how many.
 pub async fn prune_events(
     store: &impl BillingStore,
     retention_days: u32,
     now: i64,
-) -> Result<u32, ApiError> {
-    Ok(store
-        .prune_events(now - i64::from(retention_days) * 86_400_000, 1_000)
-        .await?)
+) -> Result<u64, ApiError> {
+    let before = crate::app::retention::cutoff(now, retention_days);
+    Ok(
+        crate::app::retention::delete_in_chunks(1, |limit| store.prune_events(before, limit))
+            .await?,
+    )
 }
 
 /// `GET /v1/admin/billing/events?status=`: the newest events, optionally of one status.

@@ -94,7 +94,7 @@ impl BillingStore for Store {
     async fn event(&self, id: &str) -> StoreResult<Option<StoredEvent>> {
         Ok(self.events.borrow().iter().find(|e| e.id == id).cloned())
     }
-    async fn prune_events(&self, before: i64, limit: u32) -> StoreResult<u32> {
+    async fn prune_events(&self, before: i64, limit: u32) -> StoreResult<u64> {
         let mut events = self.events.borrow_mut();
         let old = events.len();
         let mut removed = 0;
@@ -107,7 +107,7 @@ impl BillingStore for Store {
             removed += u32::from(drop);
             !drop
         });
-        Ok((old - events.len()) as u32)
+        Ok((old - events.len()) as u64)
     }
     async fn claim_event(
         &self,
@@ -277,6 +277,14 @@ impl World {
         w
     }
 
+    /// Stripe's current state of subscription `id`.
+    fn stripe_has(&self, id: &str, customer: &str, status: &str, price: &str) {
+        self.stripe
+            .subscriptions
+            .borrow_mut()
+            .insert(id.into(), subscription(id, customer, status, price));
+    }
+
     /// Receives `body` signed now and processes it like the platform does.
     fn deliver(&self, body: &str) -> Option<Processed> {
         let received = block_on(receive(
@@ -361,10 +369,7 @@ fn bad_signatures_are_refused_and_store_nothing() {
 #[test]
 fn a_checkout_upgrades_its_customers_owner_and_tells_the_gate() {
     let w = World::new();
-    w.stripe.subscriptions.borrow_mut().insert(
-        "sub_1".into(),
-        subscription("sub_1", "cus_alice", "active", "price_pro"),
-    );
+    w.stripe_has("sub_1", "cus_alice", "active", "price_pro");
     let body = event_json(
         "evt_checkout",
         "checkout.session.completed",
@@ -404,10 +409,7 @@ fn a_checkout_upgrades_its_customers_owner_and_tells_the_gate() {
 #[test]
 fn a_checkout_naming_another_user_or_an_unknown_customer_moves_no_plan() {
     let w = World::new();
-    w.stripe.subscriptions.borrow_mut().insert(
-        "sub_1".into(),
-        subscription("sub_1", "cus_alice", "active", "price_ent"),
-    );
+    w.stripe_has("sub_1", "cus_alice", "active", "price_ent");
     let forged = event_json(
         "evt_forged",
         "checkout.session.completed",
@@ -446,10 +448,7 @@ fn a_checkout_naming_another_user_or_an_unknown_customer_moves_no_plan() {
 fn the_subscription_is_read_again_so_a_stale_event_cannot_regress_a_user() {
     let w = World::new();
     // Stripe now: canceled. A late `updated` event still says active/enterprise.
-    w.stripe.subscriptions.borrow_mut().insert(
-        "sub_1".into(),
-        subscription("sub_1", "cus_alice", "canceled", "price_ent"),
-    );
+    w.stripe_has("sub_1", "cus_alice", "canceled", "price_ent");
     let stale = event_json(
         "evt_stale",
         "customer.subscription.updated",
@@ -503,10 +502,7 @@ fn unknown_types_are_stored_and_ignored_and_the_wrong_mode_is_rejected() {
 #[test]
 fn a_failure_is_retried_with_backoff_then_dead_and_an_operator_can_retry_it() {
     let w = World::new();
-    w.stripe.subscriptions.borrow_mut().insert(
-        "sub_1".into(),
-        subscription("sub_1", "cus_alice", "active", "price_pro"),
-    );
+    w.stripe_has("sub_1", "cus_alice", "active", "price_pro");
     w.stripe.down.set(true);
     let body = event_json(
         "evt_retry",
@@ -578,10 +574,7 @@ fn a_failure_is_retried_with_backoff_then_dead_and_an_operator_can_retry_it() {
 #[test]
 fn a_plan_saved_while_the_gate_is_unreachable_is_retried_until_the_gate_is_told() {
     let w = World::new();
-    w.stripe.subscriptions.borrow_mut().insert(
-        "sub_1".into(),
-        subscription("sub_1", "cus_alice", "active", "price_pro"),
-    );
+    w.stripe_has("sub_1", "cus_alice", "active", "price_pro");
     w.gate.fail.set(true);
     let body = event_json(
         "evt_gate",
@@ -764,10 +757,7 @@ fn an_event_held_by_one_run_is_not_processed_by_another() {
 #[test]
 fn a_second_checkout_is_refused_while_a_subscription_is_active() {
     let w = World::new();
-    w.stripe.subscriptions.borrow_mut().insert(
-        "sub_1".into(),
-        subscription("sub_1", "cus_alice", "active", "price_pro"),
-    );
+    w.stripe_has("sub_1", "cus_alice", "active", "price_pro");
     w.deliver(&event_json("evt_c", "checkout.session.completed", json!({ "customer": "cus_alice", "subscription": "sub_1", "client_reference_id": "usr_alice" })));
     let again = block_on(checkout(
         &w.store,
@@ -790,10 +780,7 @@ fn a_second_checkout_is_refused_while_a_subscription_is_active() {
         .iter()
         .all(|c| c.path != "/v1/checkout/sessions"));
     // Once it has ended, a new checkout is allowed.
-    w.stripe.subscriptions.borrow_mut().insert(
-        "sub_1".into(),
-        subscription("sub_1", "cus_alice", "canceled", "price_pro"),
-    );
+    w.stripe_has("sub_1", "cus_alice", "canceled", "price_pro");
     w.deliver(&event_json(
         "evt_d",
         "customer.subscription.deleted",
@@ -814,10 +801,7 @@ fn a_second_checkout_is_refused_while_a_subscription_is_active() {
 #[test]
 fn an_operators_retry_of_a_wrong_mode_event_still_does_not_act_on_it() {
     let w = World::new();
-    w.stripe.subscriptions.borrow_mut().insert(
-        "sub_1".into(),
-        subscription("sub_1", "cus_alice", "active", "price_ent"),
-    );
+    w.stripe_has("sub_1", "cus_alice", "active", "price_ent");
     let live = json!({ "id": "evt_live2", "object": "event", "type": "customer.subscription.updated", "created": NOW / 1000,
                        "livemode": true, "data": { "object": subscription("sub_1", "cus_alice", "active", "price_ent") } }).to_string();
     assert!(w.deliver(&live).is_none());

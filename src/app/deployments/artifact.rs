@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 /// How long after its agent was deleted an artifact only that agent used is removed.
-pub const ARTIFACT_GRACE_MS: i64 = 7 * 86_400_000;
+pub const ARTIFACT_GRACE_MS: i64 = 7 * crate::app::retention::DAY_MS;
 
 /// The object key of the artifact with content address `sha256`.
 pub fn key(sha256: &str) -> String {

@@ -100,10 +100,10 @@ impl AuditStore for D1Store {
             .collect())
     }
 
-    async fn prune_audit(&self, before: i64, limit: u32) -> StoreResult<u32> {
+    async fn prune_audit(&self, before: i64, limit: u32) -> StoreResult<u64> {
         let rows: Vec<serde_json::Value> = self
             .rows(PRUNE, &[number(before), number(limit as i64)])
             .await?;
-        Ok(rows.len() as u32)
+        Ok(rows.len() as u64)
     }
 }

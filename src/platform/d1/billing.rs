@@ -225,7 +225,7 @@ impl BillingStore for D1Store {
         Ok(self.events(&sql, &[text(id)]).await?.into_iter().next())
     }
 
-    async fn prune_events(&self, before: i64, limit: u32) -> StoreResult<u32> {
+    async fn prune_events(&self, before: i64, limit: u32) -> StoreResult<u64> {
         let rows: Vec<serde_json::Value> = self
             .rows(
                 "DELETE FROM billing_events WHERE id IN (SELECT id FROM billing_events \
@@ -234,7 +234,7 @@ impl BillingStore for D1Store {
                 &[number(before), number(limit as i64)],
             )
             .await?;
-        Ok(rows.len() as u32)
+        Ok(rows.len() as u64)
     }
 
     async fn claim_event(
