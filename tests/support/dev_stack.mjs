@@ -21,7 +21,18 @@ const env = { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "1" };
  * Starts `wrangler dev` with `vars` (written to an env file). With `identity: true` the local Cloudflare and the
  * local identity provider start too, and the control plane is configured like `make dev` configures it.
  */
-export async function startDevStack({ vars = {}, identity = false } = {}) {
+export async function startDevStack(options = {}) {
+  // The port is chosen before wrangler listens on it; another test file may take it in between: choose again.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startDevStackOnce(options);
+    } catch (error) {
+      if (!/address already in use|EADDRINUSE/i.test(error?.message ?? "") || attempt >= 3) throw error;
+    }
+  }
+}
+
+async function startDevStackOnce({ vars = {}, identity = false } = {}) {
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
   const state = mkdtempSync(path.join(tmpdir(), "dev-stack-"));

@@ -125,7 +125,19 @@ export async function freePort() {
  * plane on its own socket, as a deployed worker is reached, instead of through Miniflare's entry worker (which
  * adds a hop of its own; the benchmark uses this).
  */
-export async function startControlPlane({ vars = {}, migrate = true, miniflare = {}, dispatcher = null, telemetryToSelf = false, directSocket = false } = {}) {
+export async function startControlPlane(options = {}) {
+  // A port chosen up front (telemetryToSelf) may be taken by another test file between the choice and the listen:
+  // then another one is chosen.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startControlPlaneOnce(options);
+    } catch (error) {
+      if (error?.code !== "ERR_ADDRESS_IN_USE" || !options.telemetryToSelf || attempt >= 5) throw error;
+    }
+  }
+}
+
+async function startControlPlaneOnce({ vars = {}, migrate = true, miniflare = {}, dispatcher = null, telemetryToSelf = false, directSocket = false } = {}) {
   const key = await makeSigningKey();
   if (telemetryToSelf) {
     const port = await freePort();
@@ -147,7 +159,13 @@ export async function startControlPlane({ vars = {}, migrate = true, miniflare =
   const options = miniflareOptions(bindings, miniflare, dispatcher);
   if (directSocket) options.workers[0].unsafeDirectSockets = [{ host: "127.0.0.1", port: 0 }];
   const mf = new Miniflare(options);
-  const ready = await mf.ready;
+  let ready;
+  try {
+    ready = await mf.ready;
+  } catch (error) {
+    await mf.dispose().catch(() => {});
+    throw error;
+  }
   const url = directSocket ? await mf.unsafeGetDirectURL("control-plane") : ready;
   const db = await mf.getD1Database("DB");
   if (migrate) await db.batch(migrationStatements().map((sql) => db.prepare(sql)));
