@@ -171,4 +171,16 @@ test("the clean-up job removes artifacts only deleted agents used, after the gra
   // Again: nothing more to do, nothing else removed.
   await app.runScheduled();
   assert.ok(await stored(shared));
+
+  // The removed code deployed again by another agent is stored again and counts as kept, so that agent can see
+  // it and roll back to it, and its own deletion later removes it again.
+  assert.equal(await deploy(staying.id, "only the leaving agent"), onlyLeaving);
+  assert.ok(await stored(onlyLeaving), "stored again");
+  const marked = await app.db.prepare("SELECT COUNT(*) AS n FROM deployments WHERE code_sha256 = ?1 AND artifact_deleted_at IS NOT NULL").bind(onlyLeaving).first();
+  assert.equal(marked.n, 0, "no deployment counts it removed any more");
+  assert.equal((await app.deleteAgent(dev, staying.id)).status, 204);
+  await app.db.prepare("UPDATE agents SET deleted_at = deleted_at - ?1 WHERE id = ?2").bind(8 * 86_400_000, staying.id).run();
+  await app.runScheduled();
+  assert.equal(await stored(onlyLeaving), false);
+  assert.equal(await stored(shared), false, "once no live agent uses it, shared code goes too");
 });

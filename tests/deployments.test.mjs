@@ -307,7 +307,7 @@ test("the clean-up job fails stuck deploys and keeps only a few inactive scripts
   const names = lcf.scripts().map((s) => s.name);
   // Active v6 plus the 3 newest inactive (v3–v5) stay; v1 and v2 go.
   assert.deepEqual(done.map((d) => names.includes(d.scriptName)), [false, false, true, true, true, true]);
-  expectError(assert, await app.activate(alice, agent.id, done[0].id), 409, "deployment_not_activatable");
+  // Rolling back to v1 uploads its script again from its artifact (tests below); v3's still exists.
   assert.equal((await app.activate(alice, agent.id, done[2].id)).status, 200);
 
   // A deploy that never finished (its worker died) is failed once it is older than the timeout.
@@ -318,6 +318,81 @@ test("the clean-up job fails stuck deploys and keeps only a few inactive scripts
   const after = (await app.getDeployment(alice, agent.id, stuck.body.id)).body;
   assert.equal(after.status, "failed");
   assert.equal(after.error.step, "timeout");
+});
+
+const VERSIONED_MODULE = (label) => `export default { async fetch(req, env) {
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(env.TELEMETRY_SECRET || ""));
+  return Response.json({ protocol: "invoke/v1", output: { label: ${JSON.stringify(label)}, greeting: env.GREETING ?? null,
+    apiKey: env.API_KEY ?? null, deploymentId: env.DEPLOYMENT_ID,
+    telemetrySecretSha: [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("") } });
+} };`;
+const answerOf = async (agentId, text) => {
+  const res = await app.invoke(alice, agentId, invokeBody(text));
+  assert.equal(res.status, 200, res.text);
+  return res.body.output;
+};
+
+test("rolling back to a deployment whose script was cleaned up uploads it again from its artifact", { timeout: 90_000 }, async () => {
+  const agent = await newAgent(alice, "restored-agent");
+  await app.putSecret(alice, agent.id, "API_KEY", "first-key");
+  const first = await deployAndSettle(alice, agent.id, { moduleCode: VERSIONED_MODULE("first"), env: { GREETING: "hello from v1" } });
+  assert.equal(first.status, "active", JSON.stringify(first.error));
+  const before = await answerOf(agent.id, "v1 before");
+  assert.equal(before.label, "first");
+  for (let i = 0; i < 4; i++) await deployAndSettle(alice, agent.id, { moduleCode: VERSIONED_MODULE(`later-${i}`) });
+  await app.runScheduled();
+  assert.ok(!lcf.scripts().some((s) => s.name === first.scriptName), "the clean-up job removed v1's script");
+  await app.putSecret(alice, agent.id, "API_KEY", "rotated-key");
+
+  const rolledBack = await app.activate(alice, agent.id, first.id);
+  assert.equal(rolledBack.status, 200, rolledBack.text);
+  assert.equal(rolledBack.body.status, "active");
+  assert.equal((await app.getAgent(alice, agent.id)).body.activeDeploymentId, first.id);
+  assert.ok(lcf.scripts().some((s) => s.name === first.scriptName), "v1's script is back under its own name");
+
+  // Through the gateway: v1's code and settings, its own credentials (the gateway's credential and the telemetry
+  // secret it was deployed with), and the agent's secrets as they are now.
+  assert.deepEqual(await answerOf(agent.id, "are you v1?"), {
+    label: "first", greeting: "hello from v1", apiKey: "rotated-key", deploymentId: first.id, telemetrySecretSha: before.telemetrySecretSha,
+  });
+  // Active now, so the next clean-up keeps it.
+  await app.runScheduled();
+  assert.ok(lcf.scripts().some((s) => s.name === first.scriptName));
+  assert.equal((await answerOf(agent.id, "still there?")).label, "first");
+});
+
+test("a cleaned-up deployment with no artifact, or whose upload fails, is refused and nothing changes", { timeout: 90_000 }, async () => {
+  const agent = await newAgent(alice, "unrestorable-agent");
+  const done = [];
+  for (let i = 0; i < 6; i++) done.push(await deployAndSettle(alice, agent.id, { moduleCode: VERSIONED_MODULE(`unrestorable-${i}`) }));
+  await app.runScheduled();
+  const [gone, alsoGone] = done;
+  assert.ok(!lcf.scripts().some((s) => s.name === gone.scriptName || s.name === alsoGone.scriptName));
+  const active = done[5].id;
+
+  // The upload fails: 502 restore_failed with the step and the provider's message; the pointer stays.
+  lcf.injectFault({ step: "upload", status: 400, code: 10021, message: "injected upload refusal" });
+  const failed = expectError(assert, await app.activate(alice, agent.id, gone.id), 502, "restore_failed");
+  assert.equal(failed.details.step, "upload");
+  assert.match(failed.details.message, /injected upload refusal/);
+  assert.equal((await app.getAgent(alice, agent.id)).body.activeDeploymentId, active);
+  assert.equal((await app.getDeployment(alice, agent.id, gone.id)).body.status, "inactive");
+  assert.ok(!lcf.scripts().some((s) => s.name === gone.scriptName));
+
+  // No artifact kept for its code: 409, and the pointer stays.
+  const bucket = await app.mf.getR2Bucket("ARTIFACTS");
+  await bucket.delete(`artifacts/${alsoGone.codeSha256}.json`);
+  const refused = expectError(assert, await app.activate(alice, agent.id, alsoGone.id), 409, "deployment_not_activatable");
+  assert.match(refused.message, /not kept as an artifact/);
+  assert.equal((await app.getAgent(alice, agent.id)).body.activeDeploymentId, active);
+
+  // Someone else's cleaned-up deployment is not found, and is not uploaded.
+  expectError(assert, await app.activate(mallory, agent.id, gone.id), 404, "agent_not_found");
+  assert.ok(!lcf.scripts().some((s) => s.name === gone.scriptName));
+
+  // Once the provider answers again, the same rollback works.
+  assert.equal((await app.activate(alice, agent.id, gone.id)).status, 200);
+  assert.equal((await answerOf(agent.id, "x")).label, "unrestorable-0");
 });
 
 test("cross-tenant: every deployment and secret route answers 404 and changes nothing", async () => {

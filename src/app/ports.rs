@@ -174,6 +174,15 @@ pub struct SealedSecret {
     pub updated_at: i64,
 }
 
+/// What uploading a deployment's script again needs: whether the clean-up job removed it, and the secrets the
+/// platform gave it (sealed), so the script comes back with the credentials the gateway and telemetry expect.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemovedScript {
+    pub telemetry_secret_sealed: String,
+    /// `None` for a deployment made before the gateway guard.
+    pub gateway_secret_sealed: Option<String>,
+}
+
 /// A provider script that no deployment needs any more.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UnneededScript {
@@ -219,14 +228,23 @@ pub trait DeploymentStore {
         now: i64,
     ) -> StoreResult<()>;
     /// Moves the pointer to a successfully deployed deployment whose script still exists; `false` otherwise.
+    /// With `script_restored`, first records that the deployment's script exists again (it was just uploaded
+    /// again), in the same transaction.
     async fn activate(
         &self,
         owner: &UserId,
         agent: &AgentId,
         id: &DeploymentId,
         now: i64,
+        script_restored: bool,
     ) -> StoreResult<bool>;
     async fn mark_script_deleted(&self, id: &DeploymentId, now: i64) -> StoreResult<()>;
+    /// The owner's deployment `id`, when the clean-up job has removed its script; `None` otherwise.
+    async fn removed_script(
+        &self,
+        owner: &UserId,
+        id: &DeploymentId,
+    ) -> StoreResult<Option<RemovedScript>>;
 
     async fn secrets(&self, owner: &UserId, agent: &AgentId) -> StoreResult<Vec<SealedSecret>>;
     async fn put_secret(
@@ -247,6 +265,15 @@ pub trait DeploymentStore {
     ) -> StoreResult<u32>;
     /// Clean-up: scripts of failed deployments, of deleted agents, and inactive ones beyond the newest `keep`.
     async fn unneeded_scripts(&self, keep: u32, limit: u32) -> StoreResult<Vec<UnneededScript>>;
+}
+
+/// Deployment artifacts by content address (an R2 bucket on the platform).
+#[allow(async_fn_in_trait)]
+pub trait ArtifactStore {
+    async fn artifact(&self, sha256: &str) -> StoreResult<Option<Vec<u8>>>;
+    /// Stores `bytes` under `sha256` unless something is stored there already (the same address is the same code);
+    /// `true` when it stored them.
+    async fn put_artifact_once(&self, sha256: &str, bytes: Vec<u8>) -> StoreResult<bool>;
 }
 
 /// Waiting, for retries with backoff (the Workers timer on the platform, a recorder in tests).

@@ -79,6 +79,7 @@ pub enum ErrorCode {
     InvalidManifest,
     BundleTooLarge,
     ArtifactNotFound,
+    RestoreFailed,
 }
 
 impl ErrorCode {
@@ -155,6 +156,7 @@ impl ErrorCode {
         ErrorCode::InvalidManifest,
         ErrorCode::BundleTooLarge,
         ErrorCode::ArtifactNotFound,
+        ErrorCode::RestoreFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -230,6 +232,7 @@ impl ErrorCode {
             ErrorCode::InvalidManifest => "invalid_manifest",
             ErrorCode::BundleTooLarge => "bundle_too_large",
             ErrorCode::ArtifactNotFound => "artifact_not_found",
+            ErrorCode::RestoreFailed => "restore_failed",
         }
     }
 
@@ -301,6 +304,7 @@ impl ErrorCode {
             ErrorCode::InvalidManifest => 400,
             ErrorCode::BundleTooLarge => 413,
             ErrorCode::ArtifactNotFound => 404,
+            ErrorCode::RestoreFailed => 502,
         }
     }
 

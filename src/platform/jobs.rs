@@ -1,5 +1,6 @@
 //! Work that is not a request: the cron jobs and what a request leaves running after its answer.
 
+use super::artifacts::R2Artifacts;
 use super::bindings::d1_database;
 use super::cloudflare::FetchProvider;
 use super::config_cache::load_config;
@@ -9,7 +10,7 @@ use super::durable::user_gate::UserGateClient;
 use super::JsClock;
 use crate::app::audit::{Actor, AuditRecord};
 use crate::app::deployments;
-use crate::app::ports::{Clock, DeploymentStore, Sleeper, Store};
+use crate::app::ports::{ArtifactStore, Clock, DeploymentStore, Sleeper, Store};
 use crate::app::{invocations, key_rotation, usage};
 use crate::config::{DeployConfig, ServiceConfig};
 use crate::domain::feed::{FeedKind, Publication};
@@ -114,21 +115,28 @@ pub(super) async fn run_scheduled(env: Env) {
 async fn remove_orphaned_artifacts(env: &Env) -> Result<u32, String> {
     let store = D1Store::new(d1_database(env).map_err(|e| e.message)?);
     let now = JsClock.now_ms();
+    let deleted_before = now - deployments::artifact::ARTIFACT_GRACE_MS;
     let orphans = store
-        .orphaned_artifacts(now - deployments::artifact::ARTIFACT_GRACE_MS, 50)
+        .orphaned_artifacts(deleted_before, 50)
         .await
         .map_err(|e| e.0)?;
-    let bucket = env.bucket(ARTIFACTS_BINDING).map_err(|e| e.to_string())?;
+    let artifacts = R2Artifacts::new(env);
     let mut removed = 0;
     for sha256 in orphans {
-        bucket
-            .delete(deployments::artifact::key(&sha256))
+        // Marked first, in one statement that checks again it is orphaned, so a deploy of the same code recorded
+        // since the list was read keeps it; a deploy recorded after the mark stores it again (`store_artifact`).
+        if !store
+            .claim_orphaned_artifact(&sha256, deleted_before, now)
             .await
-            .map_err(|e| e.to_string())?;
-        store
-            .mark_artifact_deleted(&sha256, now)
-            .await
-            .map_err(|e| e.0)?;
+            .map_err(|e| e.0)?
+        {
+            continue;
+        }
+        if let Err(e) = artifacts.remove(&sha256).await {
+            // Unmarked, so the next run tries again.
+            let _ = store.artifact_stored(&sha256).await;
+            return Err(e.0);
+        }
         removed += 1;
     }
     Ok(removed)
@@ -143,25 +151,26 @@ async fn clean_up(env: &Env, deploy: &DeployConfig) -> Result<(u32, u32), ApiErr
     deployments::clean_up(&store, &provider, &JsClock, deploy).await
 }
 
-/// The R2 bucket of deployment artifacts (wrangler.toml `[[r2_buckets]]`).
-pub(super) const ARTIFACTS_BINDING: &str = "ARTIFACTS";
-
 /// Stores `spec`'s artifact under `sha256` unless it is there already. A failure is logged: the deploy goes on
-/// (only showing the artifact needs it).
-async fn store_artifact(env: &Env, spec: &crate::domain::deployment::DeploySpec, sha256: &str) {
-    let key = deployments::artifact::key(sha256);
+/// (only showing the artifact, and restoring a cleaned-up script, need it).
+async fn store_artifact(
+    env: &Env,
+    store: &D1Store,
+    spec: &crate::domain::deployment::DeploySpec,
+    sha256: &str,
+) {
     let stored = async {
-        let bucket = env.bucket(ARTIFACTS_BINDING)?;
-        if bucket.head(key.clone()).await?.is_none() {
-            bucket
-                .put(key.clone(), deployments::artifact::encode(spec))
-                .execute()
-                .await?;
+        if R2Artifacts::new(env)
+            .put_artifact_once(sha256, deployments::artifact::encode(spec))
+            .await?
+        {
+            // Stored anew (first time, or after the clean-up removed it): no deployment counts it removed.
+            store.artifact_stored(sha256).await?;
         }
-        Ok::<_, worker::Error>(())
+        Ok::<_, crate::app::ports::StoreError>(())
     };
     if let Err(e) = stored.await {
-        console_error!("artifact {sha256} not stored: {e}");
+        console_error!("artifact {sha256} not stored: {}", e.0);
     }
 }
 
@@ -240,7 +249,8 @@ pub(super) fn in_background(
                     Err(e) => return console_error!("deploy {id}: no database: {}", e.message),
                 };
                 // The code, kept by its content address before it is uploaded (once per address).
-                store_artifact(&env, &pending.spec, &pending.deployment.code_sha256).await;
+                let sha256 = &pending.deployment.code_sha256;
+                store_artifact(&env, &store, &pending.spec, sha256).await;
                 // What the agent served before, to report it inactive if this deploy replaces it.
                 let served_before = store
                     .agent(&owner, &agent)
@@ -259,10 +269,13 @@ pub(super) fn in_background(
                     &WorkersTimer,
                     &JsClock,
                     deploy,
-                    *pending,
+                    &pending,
                 )
                 .await
                 .inspect(|status| console_log!("deploy {id} finished {}", status.as_str()));
+                // Once more (a HEAD when it is there): had the clean-up removed this code between its check of
+                // references and its delete, while this deploy was recorded, it is stored again.
+                store_artifact(&env, &store, &pending.spec, sha256).await;
                 // The owner's trail: how the deploy they asked for ended.
                 let (result, status) = match &outcome {
                     Ok(status) if status.as_str() == "active" => ("ok", status.as_str()),
@@ -303,7 +316,7 @@ pub(super) fn in_background(
 }
 
 /// Waits on the Workers timer (a deploy's backoff between provider retries).
-struct WorkersTimer;
+pub(super) struct WorkersTimer;
 
 impl Sleeper for WorkersTimer {
     async fn sleep(&self, ms: u64) {

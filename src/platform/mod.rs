@@ -2,6 +2,7 @@
 //! Requests go through `router`; every response leaves through `reply::respond`.
 
 mod admin;
+mod artifacts;
 mod audit;
 mod billing;
 mod bindings;

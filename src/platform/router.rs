@@ -1,16 +1,18 @@
 //! The route table applied: a matched route to its handler, with the caller authenticated where the route needs
 //! it. Handlers live in files named for their area; this file only dispatches.
 
+use super::artifacts::R2Artifacts;
 use super::bindings::d1_database;
+use super::cloudflare::FetchProvider;
 use super::d1::D1Store;
 use super::durable::user_feed::{self, publish};
 use super::durable::user_gate::UserGateClient;
-use super::jobs::{in_background, publish_pointer_moved, Background};
+use super::jobs::{in_background, publish_pointer_moved, Background, WorkersTimer};
 use super::reply::{json_reply, Reply};
 use super::request::{header, read_body, read_json};
 use super::{admin, audit, billing, gateway, identity, telemetry, JsClock};
 use crate::app::deployments::{self, deploys_not_configured};
-use crate::app::ports::{Clock, Store};
+use crate::app::ports::{ArtifactStore, Clock, Store};
 use crate::app::{agents, api_keys, invocations, secrets, usage};
 use crate::config::ServiceConfig;
 use crate::domain::agent::AgentStatus;
@@ -181,23 +183,11 @@ async fn dispatch(
         Route::GetArtifact(agent, dep) => {
             // Only the owner's deployment (someone else's is not found), then its stored code.
             let deployment = deployments::get_deployment(&store, &user, &agent, &dep).await?;
-            let key = deployments::artifact::key(&deployment.code_sha256);
-            let unreachable =
-                |e: worker::Error| ApiError::unavailable("The artifact store is not reachable.", e);
-            let object = env
-                .bucket(super::jobs::ARTIFACTS_BINDING)
-                .map_err(ApiError::internal)?
-                .get(key)
-                .execute()
+            let bytes = R2Artifacts::new(env)
+                .artifact(&deployment.code_sha256)
                 .await
-                .map_err(unreachable)?
+                .map_err(|e| ApiError::unavailable("The artifact store is not reachable.", e.0))?
                 .ok_or_else(deployments::artifact::not_found)?;
-            let bytes = object
-                .body()
-                .ok_or_else(deployments::artifact::not_found)?
-                .bytes()
-                .await
-                .map_err(unreachable)?;
             json_reply(
                 200,
                 &deployments::artifact::view(&deployment.code_sha256, &bytes)?,
@@ -357,12 +347,37 @@ async fn dispatch(
             ),
         ),
         Route::ActivateDeployment(agent, dep) => {
+            // Rolling back to a deployment whose script was cleaned up uploads it again from its artifact.
+            let artifacts = R2Artifacts::new(env);
+            let provider = config.deploy.as_ref().map(|deploy| FetchProvider {
+                base_url: &deploy.api_base_url,
+                api_token: &deploy.api_token,
+            });
+            let uploader =
+                config
+                    .deploy
+                    .as_ref()
+                    .zip(provider.as_ref())
+                    .map(|(config, provider)| deployments::Uploader {
+                        artifacts: &artifacts,
+                        provider,
+                        sleeper: &WorkersTimer,
+                        config,
+                    });
             let served_before = agents::get_agent(&store, &user, &agent)
                 .await?
                 .active_deployment_id;
             let shown = deployments::for_owner(
-                deployments::activate_deployment(&store, &gate, &clock, &user, &agent, &dep)
-                    .await?,
+                deployments::activate_deployment(
+                    &store,
+                    &gate,
+                    &clock,
+                    uploader.as_ref(),
+                    &user,
+                    &agent,
+                    &dep,
+                )
+                .await?,
                 config.deploy.as_ref(),
             );
             // The pointer moved: the deployment now serving, the agent, and the one it replaced.

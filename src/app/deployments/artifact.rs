@@ -1,8 +1,8 @@
 //! A deployment's artifact: every module it was deployed with and its manifest, stored content-addressed (by the
-//! deployment's `codeSha256`) so the same code is stored once and any deployment can be shown — and, later,
-//! uploaded again — from it. Never a secret: secrets are bound at deploy time, not part of the code.
+//! deployment's `codeSha256`) so the same code is stored once and any deployment can be shown — and uploaded
+//! again when the clean-up job has removed its script — from it. Never a secret: secrets are bound at deploy time, not part of the code.
 
-use crate::domain::bundle::ModuleKind;
+use crate::domain::bundle::{BundleModule, ModuleKind};
 use crate::domain::deployment::DeploySpec;
 use crate::domain::{ApiError, ErrorCode};
 use base64::engine::general_purpose::STANDARD;
@@ -86,6 +86,76 @@ pub fn view(sha256: &str, stored: &[u8]) -> Result<Value, ApiError> {
     }))
 }
 
+/// The code and settings of a stored artifact, as the spec its deployment was uploaded from. Every module is
+/// checked against the hash stored beside it, so damaged bytes are never uploaded.
+pub fn decode(sha256: &str, stored: &[u8]) -> Result<DeploySpec, String> {
+    let stored: Stored =
+        serde_json::from_slice(stored).map_err(|e| format!("artifact {sha256}: {e}"))?;
+    let text = |field: &str| {
+        stored.manifest[field]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("artifact {sha256}: the manifest has no {field}"))
+    };
+    let main = text("main")?;
+    let mut module_code = None;
+    let mut extra_modules = Vec::new();
+    for m in stored.modules {
+        let bytes = STANDARD
+            .decode(&m.base64)
+            .map_err(|e| format!("artifact {sha256}: module {}: {e}", m.name))?;
+        if crate::crypto::sha256_hex(&bytes) != m.sha256 {
+            return Err(format!(
+                "artifact {sha256}: module {} does not match its hash",
+                m.name
+            ));
+        }
+        if m.name == main {
+            module_code = Some(
+                String::from_utf8(bytes)
+                    .map_err(|_| format!("artifact {sha256}: the main module is not UTF-8"))?,
+            );
+            continue;
+        }
+        let kind = ModuleKind::parse(&m.kind)
+            .ok_or_else(|| format!("artifact {sha256}: module {} has type {}", m.name, m.kind))?;
+        extra_modules.push(BundleModule {
+            name: m.name,
+            kind,
+            bytes,
+        });
+    }
+    let strings = |field: &str| -> Vec<(String, String)> {
+        stored.manifest[field]
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    Ok(DeploySpec {
+        module_code: module_code
+            .ok_or_else(|| format!("artifact {sha256}: the main module {main} is missing"))?,
+        source: "custom",
+        main_module_name: main,
+        compatibility_date: text("compatibilityDate")?,
+        invoke_path: text("invokePath")?,
+        env: strings("vars").into_iter().collect(),
+        extra_modules,
+        compatibility_flags: stored.manifest["compatibilityFlags"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|f| f.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        bundle_sha256: Some(sha256.to_owned()),
+    })
+}
+
 pub fn not_found() -> ApiError {
     ApiError::new(
         ErrorCode::ArtifactNotFound,
@@ -96,7 +166,6 @@ pub fn not_found() -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::bundle::BundleModule;
     use std::collections::BTreeMap;
 
     #[test]
@@ -128,5 +197,26 @@ mod tests {
         assert!(!shown.to_string().contains("base64"), "no bytes are shown");
         assert_eq!(key("abc"), "artifacts/abc.json");
         assert!(view("abc", b"not json").is_err());
+
+        // What is stored is what comes back to be uploaded again, whatever order it was stored in.
+        let restored = decode("abc", &stored).unwrap();
+        assert_eq!(restored.module_code, spec.module_code);
+        assert_eq!(restored.main_module_name, spec.main_module_name);
+        assert_eq!(restored.extra_modules, spec.extra_modules);
+        assert_eq!(restored.env, spec.env);
+        assert_eq!(restored.compatibility_flags, spec.compatibility_flags);
+        assert_eq!(
+            (restored.compatibility_date, restored.invoke_path),
+            (spec.compatibility_date, spec.invoke_path)
+        );
+
+        // Damaged bytes are refused, never uploaded.
+        let mut damaged: Value = serde_json::from_slice(&stored).unwrap();
+        damaged["modules"][0]["base64"] = json!(STANDARD.encode(b"\0asm\x01\0\0\x02"));
+        let err = decode("abc", &serde_json::to_vec(&damaged).unwrap()).unwrap_err();
+        assert!(err.contains("add.wasm does not match its hash"), "{err}");
+        let mut headless: Value = serde_json::from_slice(&stored).unwrap();
+        headless["manifest"]["main"] = json!("src/other.js");
+        assert!(decode("abc", &serde_json::to_vec(&headless).unwrap()).is_err());
     }
 }

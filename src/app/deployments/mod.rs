@@ -5,7 +5,10 @@ pub mod artifact;
 pub mod bundle_request;
 mod cleanup;
 mod limits;
+mod restore;
 mod retries;
+
+pub use restore::Uploader;
 
 pub use cleanup::clean_up;
 use cleanup::delete_script;
@@ -17,8 +20,8 @@ pub use retries::{retry_wait_ms, MAX_RETRY_WAIT_MS};
 use super::agents::get_agent;
 use super::gate::protocol::Forget;
 use super::ports::{
-    gate_not_told, tell, Clock, DeployLimits, DeploymentStore, GateNotifier, Inserted,
-    NewDeployment, ProviderApi, Sleeper, Store, UnneededScript,
+    gate_not_told, tell, ArtifactStore, Clock, DeployLimits, DeploymentStore, GateNotifier,
+    Inserted, NewDeployment, ProviderApi, Sleeper, Store, UnneededScript,
 };
 use super::secrets::{open_secret, secret_aad};
 use crate::cloudflare::api::{Binding, Module, ScriptMetadata, Step, JS_MODULE};
@@ -285,10 +288,10 @@ pub async fn run_deploy<S: DeploymentStore, P: ProviderApi, C: Clock>(
     sleeper: &impl Sleeper,
     clock: &C,
     config: &DeployConfig,
-    pending: PendingDeploy,
+    pending: &PendingDeploy,
 ) -> Result<DeploymentStatus, ApiError> {
     let d = &pending.deployment;
-    let outcome = deploy_steps(store, provider, sleeper, clock, config, &pending).await;
+    let outcome = deploy_steps(store, provider, sleeper, clock, config, pending).await;
     let now = clock.now_ms();
     match outcome {
         Ok(()) => {
@@ -529,11 +532,14 @@ pub async fn list_deployments<S: Store + DeploymentStore>(
 }
 
 /// `POST …/deployments/{id}/activate`: instant rollback (or roll-forward) to a deployment that deployed
-/// successfully and whose script still exists.
+/// successfully. A deployment whose script the clean-up job removed is first uploaded again from its artifact
+/// (`restore`), so any deployment with stored code can be rolled back to.
+/// `uploader` is `None` on a control plane that cannot deploy: only deployments whose scripts exist activate.
 pub async fn activate_deployment<S: Store + DeploymentStore, C: Clock>(
     store: &S,
     gate: &impl GateNotifier,
     clock: &C,
+    uploader: Option<&restore::Uploader<'_, impl ArtifactStore, impl ProviderApi, impl Sleeper>>,
     owner: &User,
     raw_agent_id: &str,
     raw_deployment_id: &str,
@@ -548,17 +554,23 @@ pub async fn activate_deployment<S: Store + DeploymentStore, C: Clock>(
             "Only a deployment that deployed successfully can be activated.",
         ));
     }
-    if !store
-        .activate(
-            &owner.id,
-            &deployment.agent_id,
-            &deployment.id,
-            clock.now_ms(),
-        )
-        .await?
-    {
+    let (owner_id, agent_id, id) = (&owner.id, &deployment.agent_id, &deployment.id);
+    let mut moved = store
+        .activate(owner_id, agent_id, id, clock.now_ms(), false)
+        .await?;
+    if !moved {
+        if let Some(removed) = store.removed_script(owner_id, id).await? {
+            let uploader = uploader.ok_or_else(deploys_not_configured)?;
+            restore::upload_again(store, uploader, clock, &deployment, &removed).await?;
+            moved = store
+                .activate(owner_id, agent_id, id, clock.now_ms(), true)
+                .await?;
+        }
+    }
+    if !moved {
         return Err(not_activatable(
-            "This deployment's script has been cleaned up; deploy again instead.",
+            "This deployment can no longer be activated (its agent changed while it was being activated); \
+             try again.",
         ));
     }
     // A rollback is visible to the very next invocation, from any isolate: they all ask this gate.

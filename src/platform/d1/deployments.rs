@@ -3,8 +3,8 @@
 
 use super::store::{fail, is_unique_violation, number, text, D1Store, IdRow};
 use crate::app::ports::{
-    DeployCounts, DeploymentStore, Inserted, NewDeployment, SealedSecret, StoreError, StoreResult,
-    UnneededScript,
+    DeployCounts, DeploymentStore, Inserted, NewDeployment, RemovedScript, SealedSecret,
+    StoreError, StoreResult, UnneededScript,
 };
 use crate::domain::deployment::{Deployment, DeploymentError, DeploymentStatus};
 use crate::domain::ids::{AgentId, DeploymentId, UserId};
@@ -160,6 +160,16 @@ struct ScriptRow {
     id: String,
     script_name: String,
 }
+
+#[derive(Deserialize)]
+struct RemovedScriptRow {
+    telemetry_secret_sealed: String,
+    gateway_secret_sealed: Option<String>,
+}
+
+// ?1 id, ?2 owner: the script exists again (uploaded again from the deployment's artifact).
+const SCRIPT_RESTORED: &str =
+    "UPDATE deployments SET script_deleted_at = NULL WHERE id = ?1 AND user_id = ?2";
 
 fn optional(value: Option<&str>) -> JsValue {
     value.map_or(JsValue::NULL, text)
@@ -397,28 +407,29 @@ impl DeploymentStore for D1Store {
         agent: &AgentId,
         id: &DeploymentId,
         now: i64,
+        script_restored: bool,
     ) -> StoreResult<bool> {
-        let results = self
-            .db()
-            .batch(vec![
-                self.statement(
-                    ACTIVATE,
-                    &[
-                        text(owner.as_str()),
-                        text(agent.as_str()),
-                        text(id.as_str()),
-                        number(now),
-                    ],
-                )?,
-                self.statement(
-                    STATUSES_FOLLOW_POINTER,
-                    &[text(agent.as_str()), number(now)],
-                )?,
-            ])
-            .await
-            .map_err(fail)?;
+        let mut statements = Vec::new();
+        if script_restored {
+            statements
+                .push(self.statement(SCRIPT_RESTORED, &[text(id.as_str()), text(owner.as_str())])?);
+        }
+        statements.push(self.statement(
+            ACTIVATE,
+            &[
+                text(owner.as_str()),
+                text(agent.as_str()),
+                text(id.as_str()),
+                number(now),
+            ],
+        )?);
+        statements.push(self.statement(
+            STATUSES_FOLLOW_POINTER,
+            &[text(agent.as_str()), number(now)],
+        )?);
+        let results = self.db().batch(statements).await.map_err(fail)?;
         let moved: Vec<IdRow> = results
-            .first()
+            .get(usize::from(script_restored))
             .map(|r| r.results())
             .transpose()
             .map_err(fail)?
@@ -435,6 +446,24 @@ impl DeploymentStore for D1Store {
         .await
         .map_err(fail)?;
         Ok(())
+    }
+
+    async fn removed_script(
+        &self,
+        owner: &UserId,
+        id: &DeploymentId,
+    ) -> StoreResult<Option<RemovedScript>> {
+        let rows: Vec<RemovedScriptRow> = self
+            .rows(
+                "SELECT telemetry_secret_sealed, gateway_secret_sealed FROM deployments \
+                 WHERE id = ?1 AND user_id = ?2 AND script_deleted_at IS NOT NULL",
+                &[text(id.as_str()), text(owner.as_str())],
+            )
+            .await?;
+        Ok(rows.into_iter().next().map(|r| RemovedScript {
+            telemetry_secret_sealed: r.telemetry_secret_sealed,
+            gateway_secret_sealed: r.gateway_secret_sealed,
+        }))
     }
 
     async fn secrets(&self, owner: &UserId, agent: &AgentId) -> StoreResult<Vec<SealedSecret>> {
@@ -546,10 +575,34 @@ impl D1Store {
         Ok(rows.into_iter().map(|r| r.code_sha256).collect())
     }
 
-    pub async fn mark_artifact_deleted(&self, sha256: &str, now: i64) -> StoreResult<()> {
+    /// Marks the artifact `sha256` removed on every deployment that has it, in one statement and only while it is
+    /// still orphaned (see `ORPHANED_ARTIFACTS`); `true` when it was, and the caller may delete the object. A deploy
+    /// of the same code recorded before this statement keeps the artifact.
+    pub async fn claim_orphaned_artifact(
+        &self,
+        sha256: &str,
+        deleted_before: i64,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let rows: Vec<IdRow> = self
+            .rows(
+                "UPDATE deployments SET artifact_deleted_at = ?3 \
+                 WHERE code_sha256 = ?1 AND artifact_deleted_at IS NULL \
+                 AND NOT EXISTS (SELECT 1 FROM deployments d2 JOIN agents a2 ON a2.id = d2.agent_id \
+                   WHERE d2.code_sha256 = ?1 AND (a2.deleted_at IS NULL OR a2.deleted_at >= ?2)) \
+                 RETURNING id",
+                &[text(sha256), number(deleted_before), number(now)],
+            )
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
+    /// The artifact `sha256` was stored (again): no deployment counts it as removed.
+    pub async fn artifact_stored(&self, sha256: &str) -> StoreResult<()> {
         self.statement(
-            "UPDATE deployments SET artifact_deleted_at = ?2 WHERE code_sha256 = ?1 AND artifact_deleted_at IS NULL",
-            &[text(sha256), number(now)],
+            "UPDATE deployments SET artifact_deleted_at = NULL \
+             WHERE code_sha256 = ?1 AND artifact_deleted_at IS NOT NULL",
+            &[text(sha256)],
         )?
         .run()
         .await

@@ -1,0 +1,102 @@
+//! Rolling back to a deployment whose script the clean-up job removed: its script is uploaded again from its
+//! artifact, under its own script name and with the platform secrets it was deployed with (so the gateway's
+//! credential and its telemetry signatures still hold), before the pointer moves to it.
+
+use super::*;
+use crate::app::ports::RemovedScript;
+
+fn cannot_restore(deployment: &Deployment, why: &str) -> ApiError {
+    ApiError::new(ErrorCode::DeploymentNotActivatable, why.to_string())
+        .with_details(serde_json::json!({ "status": deployment.status }))
+}
+
+/// What uploading a script again uses: where the code is kept, the provider and its settings.
+pub struct Uploader<'a, A, P, W> {
+    pub artifacts: &'a A,
+    pub provider: &'a P,
+    pub sleeper: &'a W,
+    pub config: &'a DeployConfig,
+}
+
+/// Uploads `deployment`'s script again from its artifact and waits until it answers. The agent's secrets are
+/// bound as they are now (what a deploy today would bind); its code, settings and platform secrets are the
+/// deployment's own. A failure changes nothing the caller can see: the pointer has not moved.
+pub(super) async fn upload_again<S: DeploymentStore>(
+    store: &S,
+    uploader: &Uploader<'_, impl ArtifactStore, impl ProviderApi, impl Sleeper>,
+    clock: &impl Clock,
+    deployment: &Deployment,
+    removed: &RemovedScript,
+) -> Result<(), ApiError> {
+    let Uploader {
+        artifacts,
+        provider,
+        sleeper,
+        config,
+    } = uploader;
+    let stored = artifacts
+        .artifact(&deployment.code_sha256)
+        .await
+        .map_err(|e| ApiError::unavailable("The artifact store is not reachable.", e.0))?
+        .ok_or_else(|| {
+            cannot_restore(
+                deployment,
+                "This deployment's script has been cleaned up and its code was not kept as an artifact; \
+                 deploy again instead.",
+            )
+        })?;
+    let spec = artifact::decode(&deployment.code_sha256, &stored).map_err(ApiError::internal)?;
+    let aad = deployment.id.as_str().as_bytes();
+    let telemetry_key = config
+        .encryption_key
+        .open(&removed.telemetry_secret_sealed, aad)
+        .map_err(|e| ApiError::internal(format!("telemetry secret of {}: {e}", deployment.id)))?;
+    let Some(gateway_sealed) = &removed.gateway_secret_sealed else {
+        return Err(cannot_restore(
+            deployment,
+            "This deployment predates the gateway guard and its script has been cleaned up; deploy again instead.",
+        ));
+    };
+    let gateway_secret = config
+        .encryption_key
+        .open(
+            gateway_sealed,
+            gateway_credential::sealing_aad(deployment.id.as_str()).as_bytes(),
+        )
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| ApiError::internal(format!("gateway secret of {}", deployment.id)))?;
+    let pending = PendingDeploy {
+        deployment: deployment.clone(),
+        spec,
+        telemetry_secret: URL_SAFE_NO_PAD.encode(telemetry_key),
+        gateway_secret,
+    };
+    if let Err(error) = deploy_steps(store, *provider, *sleeper, clock, config, &pending).await {
+        // Whatever part of it was uploaded goes again: its row still says the script is removed.
+        let _ = delete_script(
+            store,
+            *provider,
+            config,
+            &deployment.id,
+            &deployment.script_name,
+            clock.now_ms(),
+        )
+        .await;
+        return Err(ApiError::new(
+            ErrorCode::RestoreFailed,
+            format!(
+                "This deployment's script had been cleaned up and could not be uploaded again from its \
+                 artifact ({}: {}); nothing changed.",
+                error.step, error.message
+            ),
+        )
+        .with_details(serde_json::json!({
+            "step": error.step,
+            "kind": error.kind,
+            "message": error.message,
+            "endpoint": error.endpoint,
+        })));
+    }
+    Ok(())
+}
