@@ -3,14 +3,15 @@
 // manifests and oversized bundles refused before anything is uploaded.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { startLocalCloudflare } from "../local-cloudflare/server.mjs";
 import { deployVars, expectError, startControlPlane } from "./support/harness.mjs";
 
+const ADMIN = randomBytes(24).toString("hex");
 let lcf, app, dev;
 before(async () => {
   lcf = await startLocalCloudflare();
-  app = await startControlPlane({ vars: deployVars(lcf, "workers_dev") });
+  app = await startControlPlane({ vars: { ...deployVars(lcf, "workers_dev"), ADMIN_TOKEN: ADMIN } });
   dev = await app.token("user_bundle_dev");
 });
 after(async () => {
@@ -48,11 +49,11 @@ const MODULES = [
   ["helper.cjs", "module.exports = { shout: (s) => s.toUpperCase() };"],
 ];
 
-async function deployBundle(agentId, form, headers = {}) {
+async function deployBundle(agentId, form, headers = {}, token = dev) {
   // Over a real socket, with the platform's own FormData encoding (as a client sends it).
   const res = await fetch(new URL(`/v1/agents/${agentId}/deploy`, app.url), {
     method: "POST",
-    headers: { Authorization: `Bearer ${dev}`, ...headers },
+    headers: { Authorization: `Bearer ${token}`, ...headers },
     body: form,
   });
   return { status: res.status, headers: res.headers, body: await res.json() };
@@ -139,6 +140,32 @@ test("a bundle's main module may be larger than a JSON deploy's 1 MiB (bundlers 
   assert.equal(res.status, 202, JSON.stringify(res.body));
   assert.equal((await app.settled(dev, agent.id, res.body.id)).status, "active");
   assert.equal((await app.invoke(dev, agent.id, invokeBody("x"))).body.output.text, "big");
+});
+
+test("the plan's bundleBytes bounds a deployment's code: 3 MiB on free, raised or lowered per user", { timeout: 60_000 }, async () => {
+  const token = await app.token("user_bundle_sizes");
+  const userId = (await app.me(token)).body.id;
+  const agent = (await app.createAgent(token, { name: "sized-bundle" })).body;
+  const deploy = (form) => deployBundle(agent.id, form, {}, token);
+  const MiB = 1024 * 1024;
+  const main = `export default { fetch() { return Response.json({ protocol: "invoke/v1", output: { text: "sized" } }); } };`;
+  // 3.5 MiB: two data files under the 5 MiB per-module limit, over the free plan's 3 MiB together.
+  const form = () => bundleForm({ main: "index.js" }, [["index.js", main], ["a.bin", new Uint8Array(2 * MiB)], ["b.bin", new Uint8Array(1.5 * MiB)]]);
+  const refused = expectError(assert, await deploy(form()), 413, "bundle_too_large");
+  assert.deepEqual(refused.details, { limit: "totalBytes", max: 3 * MiB, actual: 3.5 * MiB + main.length });
+  assert.equal(lcf.scripts().filter((s) => s.tags?.includes(`agent-${agent.id}`)).length, 0, "nothing uploaded");
+
+  const setBundleBytes = (bundleBytes) => app.admin("PUT", `/users/${userId}/entitlements`, ADMIN, { bundleBytes });
+  assert.equal((await setBundleBytes(10 * MiB)).status, 200);
+  const accepted = await deploy(form());
+  assert.equal(accepted.status, 202, JSON.stringify(accepted.body));
+  assert.equal((await app.settled(token, agent.id, accepted.body.id)).status, "active");
+
+  // Lowered: a single-module JSON deploy counts too.
+  assert.equal((await setBundleBytes(64 * 1024)).status, 200);
+  const json = await app.deploy(token, agent.id, { moduleCode: `// ${"x".repeat(70_000)}\n${main}` });
+  assert.equal(expectError(assert, json, 413, "bundle_too_large").details.max, 64 * 1024);
+  expectError(assert, await setBundleBytes(1024), 400, "validation_failed");
 });
 
 test("the clean-up job removes artifacts only deleted agents used, after the grace period, and keeps shared ones", { timeout: 90_000 }, async () => {

@@ -103,3 +103,23 @@ test("failures print the envelope's code and request id and end with the documen
   assert.equal(badLogin.code, 1);
   assert.match(badLogin.stderr, /error invalid_token/);
 });
+
+test("in a terminal, deploy shows the upload's progress and a spinner while it waits; piped or --json, neither", { timeout: 60_000 }, async () => {
+  // `script` (util-linux) runs the CLI on a pseudo-terminal, as a person's shell would.
+  const inTerminal = await new Promise((resolve) => {
+    execFile("script", ["-qfec", `${BIN} deploy examples/streaming-agent`, "/dev/null"], {
+      env: { ...process.env, WEBHOST_CONFIG: path.join(home, "config.json") }, cwd: ROOT,
+    }, (error, stdout) => resolve({ code: error ? error.code : 0, stdout }));
+  });
+  assert.equal(inTerminal.code, 0, inTerminal.stdout);
+  assert.match(inTerminal.stdout, /uploading \[=+\] [\d.]+ (B|KiB)\/[\d.]+ (B|KiB)/, "the bar reaches the whole body");
+  assert.match(inTerminal.stdout, /v\d+ deploying \(\d+s\)/);
+  assert.match(inTerminal.stdout, /Deployed: dep_[0-9a-f]{24} v\d+ is active/);
+
+  const piped = await webhost(["deploy", "examples/streaming-agent"]);
+  assert.equal(piped.code, 0, piped.stderr);
+  assert.ok(!/uploading \[|deploying \(/.test(piped.stderr), piped.stderr);
+  const json = await webhost(["deploy", "examples/streaming-agent", "--json"]);
+  assert.equal(JSON.parse(json.stdout).status, "active");
+  assert.equal(json.stderr, "");
+});

@@ -1,8 +1,10 @@
 //! The control plane's API over HTTP: the bearer credential, JSON in and out, and every failure turned into the
 //! envelope's code, message and request id.
 
+use indicatif::ProgressBar;
 use serde_json::Value;
-use std::io::Read;
+use std::io::{Cursor, Read};
+use ureq::SendBody;
 
 /// Why a command failed, and the exit code it ends with.
 #[derive(Debug)]
@@ -102,6 +104,18 @@ impl Client {
         body: Option<(&str, Vec<u8>)>,
         headers: &[(&str, &str)],
     ) -> Result<Response, Failure> {
+        self.send_observed(method, path, body, headers, &ProgressBar::hidden())
+    }
+
+    /// `send`, moving `progress` on as the body's bytes are written to the connection.
+    pub fn send_observed(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+        headers: &[(&str, &str)],
+        progress: &ProgressBar,
+    ) -> Result<Response, Failure> {
         let url = format!("{}{}", self.endpoint, path);
         let auth = format!("Bearer {}", self.token);
         let mut builder = ureq::http::Request::builder()
@@ -113,9 +127,14 @@ impl Client {
         }
         let result = match body {
             Some((content_type, bytes)) => {
+                let length = bytes.len();
+                progress.set_length(length as u64);
+                let mut reader = progress.wrap_read(Cursor::new(bytes));
                 let request = builder
                     .header("Content-Type", content_type)
-                    .body(bytes)
+                    // Known up front, so the body is sent as it is read, not chunked.
+                    .header("Content-Length", length.to_string())
+                    .body(SendBody::from_reader(&mut reader))
                     .map_err(|e| Failure::Usage(e.to_string()))?;
                 self.agent.run(request)
             }

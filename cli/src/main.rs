@@ -7,6 +7,7 @@
 mod api;
 mod bundle;
 mod config;
+mod progress;
 
 use api::{envelope_failure, read_json, Client, Failure};
 use clap::{Parser, Subcommand};
@@ -453,13 +454,16 @@ fn deploy(j: bool, dir: &std::path::Path, agent: Option<String>) -> Result<(), F
         );
     }
     let (content_type, body) = bundle::multipart(&folder);
-    let response = client.send(
+    let upload = progress::upload(j);
+    let response = client.send_observed(
         "POST",
         &format!("/v1/agents/{id}/deploy"),
         Some((&content_type, body)),
         &[],
-    )?;
-    let deployment = read_json(response)?;
+        &upload,
+    );
+    upload.finish_and_clear();
+    let deployment = read_json(response?)?;
     let dep = deployment["id"].as_str().unwrap_or_default().to_owned();
     if !j {
         eprintln!(
@@ -469,10 +473,25 @@ fn deploy(j: bool, dir: &std::path::Path, agent: Option<String>) -> Result<(), F
     }
     // Followed until it leaves `deploying` (the control plane fails a stuck one within minutes).
     let started = Instant::now();
+    let waiting = progress::waiting(j, &format!("v{} deploying", deployment["version"]));
     let done = loop {
-        let current = client.json("GET", &format!("/v1/agents/{id}/deployments/{dep}"), None)?;
+        let current = client.json("GET", &format!("/v1/agents/{id}/deployments/{dep}"), None);
+        let current = match current {
+            Ok(current) => current,
+            Err(e) => {
+                waiting.finish_and_clear();
+                return Err(e);
+            }
+        };
         if current["status"] != "deploying" || started.elapsed() > Duration::from_secs(300) {
+            waiting.finish_and_clear();
             break current;
+        }
+        if let Some(retries) = current["retries"].as_u64().filter(|n| *n > 0) {
+            waiting.set_message(format!(
+                "v{} deploying (the provider is busy: {retries} retries)",
+                deployment["version"]
+            ));
         }
         std::thread::sleep(Duration::from_millis(500));
     };

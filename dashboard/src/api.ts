@@ -26,6 +26,7 @@ export interface Entitlements {
   deploysPerHour: number;
   deploysInFlight: number;
   liveScripts: number;
+  bundleBytes: number;
 }
 export interface Me {
   id: string;

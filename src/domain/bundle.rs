@@ -111,13 +111,49 @@ pub struct BundleLimits {
     pub max_total_bytes: usize,
 }
 
+/// The most code one deployment may have, whatever the tier (the request body is bounded just above it).
+pub const MAX_TOTAL_BYTES: usize = 10 * 1024 * 1024;
+const MAX_MODULES: usize = 100;
+const MAX_MODULE_BYTES: usize = 5 * 1024 * 1024;
+
 impl Default for BundleLimits {
     fn default() -> Self {
         BundleLimits {
-            max_modules: 100,
-            max_module_bytes: 5 * 1024 * 1024,
-            max_total_bytes: 10 * 1024 * 1024,
+            max_modules: MAX_MODULES,
+            max_module_bytes: MAX_MODULE_BYTES,
+            max_total_bytes: MAX_TOTAL_BYTES,
         }
+    }
+}
+
+impl BundleLimits {
+    /// The limits of a user entitled to `bundle_bytes` of code per deployment (entitlement `bundleBytes`).
+    pub fn entitled(bundle_bytes: u64) -> Self {
+        let total = usize::try_from(bundle_bytes)
+            .unwrap_or(MAX_TOTAL_BYTES)
+            .min(MAX_TOTAL_BYTES);
+        BundleLimits {
+            max_modules: MAX_MODULES,
+            max_module_bytes: MAX_MODULE_BYTES.min(total),
+            max_total_bytes: total,
+        }
+    }
+
+    /// Refuses code of `total` bytes over the limit (a single-module deploy is a bundle of one).
+    pub fn check_total(&self, total: usize) -> Result<(), ApiError> {
+        if total <= self.max_total_bytes {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            ErrorCode::BundleTooLarge,
+            format!(
+                "The bundle is {total} bytes; at most {} are allowed.",
+                self.max_total_bytes
+            ),
+        )
+        .with_details(
+            json!({ "limit": "totalBytes", "max": self.max_total_bytes, "actual": total }),
+        ))
     }
 }
 
@@ -412,18 +448,7 @@ impl Bundle {
             }
             modules.push(BundleModule { name, kind, bytes });
         }
-        if total > limits.max_total_bytes {
-            return Err(ApiError::new(
-                ErrorCode::BundleTooLarge,
-                format!(
-                    "The bundle is {total} bytes; at most {} are allowed.",
-                    limits.max_total_bytes
-                ),
-            )
-            .with_details(
-                json!({ "limit": "totalBytes", "max": limits.max_total_bytes, "actual": total }),
-            ));
-        }
+        limits.check_total(total)?;
         if !modules.iter().any(|m| m.name == manifest.main) {
             return Err(invalid(
                 "main",
@@ -656,6 +681,27 @@ mod tests {
                 .unwrap()["limit"],
             "totalBytes"
         );
+    }
+
+    #[test]
+    fn a_plan_narrows_the_limits_and_never_widens_them() {
+        let free = BundleLimits::entitled(3 * 1024 * 1024);
+        assert_eq!(free.max_total_bytes, 3 * 1024 * 1024);
+        assert_eq!(
+            free.max_module_bytes,
+            3 * 1024 * 1024,
+            "no module larger than the whole"
+        );
+        assert_eq!(free.max_modules, 100);
+        assert_eq!(BundleLimits::entitled(u64::MAX), BundleLimits::default());
+        assert_eq!(
+            BundleLimits::entitled(7 * 1024 * 1024).max_module_bytes,
+            5 * 1024 * 1024
+        );
+        assert!(free.check_total(3 * 1024 * 1024).is_ok());
+        let over = free.check_total(3 * 1024 * 1024 + 1).unwrap_err();
+        assert_eq!((over.code, over.status()), (ErrorCode::BundleTooLarge, 413));
+        assert_eq!(over.details.unwrap()["limit"], "totalBytes");
     }
 
     #[test]

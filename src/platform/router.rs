@@ -288,7 +288,7 @@ async fn dispatch(
                 .and_then(crate::http::form_data::boundary);
             let (raw, body, bundle) = match bundle_boundary {
                 Some(boundary) => {
-                    let limits = BundleLimits::default();
+                    let limits = BundleLimits::entitled(entitlements().bundle_bytes);
                     check_declared_length(
                         header(req, "Content-Length").as_deref(),
                         MAX_BUNDLE_BODY_BYTES,

@@ -29,6 +29,7 @@ use crate::cloudflare::envelope::{FailureKind, ProviderError};
 use crate::config::DeployConfig;
 use crate::crypto::sha256_hex;
 use crate::domain::agent::AgentStatus;
+use crate::domain::bundle::BundleLimits;
 use crate::domain::deployment::RESERVED_BINDINGS;
 use crate::domain::deployment::{
     parse_idempotency_key, script_name_for, DeployRequest, DeploySpec, Deployment, DeploymentError,
@@ -120,16 +121,22 @@ pub async fn request_deploy<S: Store + DeploymentStore, C: Clock>(
     }
     let idempotency_key = parse_idempotency_key(idempotency_key)?;
     let agent = get_agent(store, owner, raw_agent_id).await?;
+    let limits = BundleLimits::entitled(entitlements.bundle_bytes);
     let spec = match bundle {
         Some(bundle) => bundle_request::with_bundle(
             request.validate_within(
                 TEMPLATE_MODULE,
                 &config.default_compatibility_date,
-                crate::domain::bundle::BundleLimits::default().max_module_bytes,
+                limits.max_module_bytes,
             )?,
             bundle,
         ),
-        None => request.validate(TEMPLATE_MODULE, &config.default_compatibility_date)?,
+        None => {
+            let spec = request.validate(TEMPLATE_MODULE, &config.default_compatibility_date)?;
+            // A single module is a bundle of one: the plan's limit on code applies to it too.
+            limits.check_total(spec.module_code.len())?;
+            spec
+        }
     };
     if agent.status == AgentStatus::Disabled {
         return Err(ApiError::new(

@@ -16,6 +16,10 @@ const MAX_COUNTER: u64 = 1_000_000_000_000;
 /// Cloudflare's own ceiling for a Worker invocation's CPU time (5 minutes).
 const MAX_CPU_MS: u64 = 300_000;
 const MAX_SUBREQUESTS: u64 = 10_000;
+/// The most code one deployment may have (`domain::bundle::MAX_TOTAL_BYTES`), whatever the tier.
+const MAX_BUNDLE_BYTES: u64 = crate::domain::bundle::MAX_TOTAL_BYTES as u64;
+/// The least: no real agent is smaller, and a tiny limit would only be a typo.
+const MIN_BUNDLE_BYTES: u64 = 64 * 1024;
 
 /// Pricing tiers; each has default entitlements (`entitlements`). New users start on `free`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,7 +70,8 @@ macro_rules! each_entitlement {
             streaming,
             deploys_per_hour,
             deploys_in_flight,
-            live_scripts
+            live_scripts,
+            bundle_bytes
         )
     };
 }
@@ -96,6 +101,14 @@ pub struct Entitlements {
     pub deploys_in_flight: u64,
     /// Scripts kept on the provider at once (active ones and those kept for rollback).
     pub live_scripts: u64,
+    /// Bytes of one deployment's code, every module together (Cloudflare's own Worker size limit is lower on its
+    /// free plan than on paid ones). Defaulted for entitlements cached before it existed.
+    #[serde(default = "max_bundle_bytes")]
+    pub bundle_bytes: u64,
+}
+
+fn max_bundle_bytes() -> u64 {
+    MAX_BUNDLE_BYTES
 }
 
 impl Entitlements {
@@ -115,6 +128,7 @@ impl Entitlements {
                 deploys_per_hour: 30,
                 deploys_in_flight: 2,
                 live_scripts: 20,
+                bundle_bytes: 3 * 1024 * 1024,
             },
             Tier::Pro => Entitlements {
                 requests_per_period: 100_000,
@@ -128,6 +142,7 @@ impl Entitlements {
                 deploys_per_hour: 300,
                 deploys_in_flight: 5,
                 live_scripts: 300,
+                bundle_bytes: MAX_BUNDLE_BYTES,
             },
             Tier::Enterprise => Entitlements {
                 requests_per_period: 10_000_000,
@@ -141,6 +156,7 @@ impl Entitlements {
                 deploys_per_hour: 3_000,
                 deploys_in_flight: 20,
                 live_scripts: 5_000,
+                bundle_bytes: MAX_BUNDLE_BYTES,
             },
         }
     }
@@ -206,6 +222,8 @@ pub struct Overrides {
     pub deploys_in_flight: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live_scripts: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle_bytes: Option<u64>,
 }
 
 impl Overrides {
@@ -239,6 +257,12 @@ impl Overrides {
         bounded("deploysPerHour", self.deploys_per_hour, 1_000_000, 0)?;
         bounded("deploysInFlight", self.deploys_in_flight, 10_000, 0)?;
         bounded("liveScripts", self.live_scripts, 1_000_000, 0)?;
+        bounded(
+            "bundleBytes",
+            self.bundle_bytes,
+            MAX_BUNDLE_BYTES,
+            MIN_BUNDLE_BYTES,
+        )?;
         bounded(
             "cpuMsPerInvocation",
             self.cpu_ms_per_invocation,
@@ -349,6 +373,8 @@ pub struct OverridesChange {
     pub deploys_in_flight: Option<Option<u64>>,
     #[serde(default, deserialize_with = "double_option")]
     pub live_scripts: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub bundle_bytes: Option<Option<u64>>,
 }
 
 impl OverridesChange {

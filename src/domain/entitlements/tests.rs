@@ -68,6 +68,29 @@ fn bad_changes_are_refused() {
     assert_eq!(err.details.unwrap()["field"], "runtimeProviders");
     let zero_cpu = OverridesChange::from_json(json!({"cpuMsPerInvocation": 0})).unwrap();
     assert!(zero_cpu.apply_to(&Overrides::default()).is_err());
+    // Code per deployment: between 64 KiB and the platform's 10 MiB ceiling.
+    for bytes in [1024, 10 * 1024 * 1024 + 1] {
+        let change = OverridesChange::from_json(json!({ "bundleBytes": bytes })).unwrap();
+        let err = change.apply_to(&Overrides::default()).unwrap_err();
+        assert_eq!(err.details.unwrap()["field"], "bundleBytes");
+    }
+    let fine = OverridesChange::from_json(json!({ "bundleBytes": 1024 * 1024 })).unwrap();
+    assert_eq!(
+        fine.apply_to(&Overrides::default()).unwrap().bundle_bytes,
+        Some(1024 * 1024)
+    );
+}
+
+#[test]
+fn entitlements_cached_before_bundle_bytes_existed_still_read() {
+    let mut old = serde_json::to_value(Entitlements::tier_default(Tier::Free)).unwrap();
+    old.as_object_mut().unwrap().remove("bundleBytes");
+    let read: Entitlements = serde_json::from_value(old).unwrap();
+    assert_eq!(read.bundle_bytes, 10 * 1024 * 1024);
+    assert_eq!(
+        Entitlements::tier_default(Tier::Free).bundle_bytes,
+        3 * 1024 * 1024
+    );
 }
 
 #[test]
