@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod aws;
 pub mod cloudflare;
 pub mod config;
 pub mod crypto;

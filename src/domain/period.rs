@@ -13,7 +13,7 @@ const MS_PER_DAY: i64 = 86_400_000;
 
 /// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant, "chrono-compatible
 /// low-level date algorithms").
-fn civil_from_days(days: i64) -> (i32, u32, u32) {
+pub(crate) fn civil_from_days(days: i64) -> (i32, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
