@@ -142,6 +142,26 @@ test("a bundle's main module may be larger than a JSON deploy's 1 MiB (bundlers 
   assert.equal((await app.invoke(dev, agent.id, invokeBody("x"))).body.output.text, "big");
 });
 
+test("one module's artifact is its own: the same code with other settings is other content, shown only as deployed", { timeout: 60_000 }, async () => {
+  const other = await app.token("user_bundle_other");
+  const code = `export default { fetch() { return Response.json({ protocol: "invoke/v1", output: { text: "same" } }); } };`;
+  const mine = (await app.createAgent(dev, { name: "same-code-mine" })).body;
+  const theirs = (await app.createAgent(other, { name: "same-code-theirs" })).body;
+  const first = await app.deploy(dev, mine.id, { moduleCode: code, env: { OWNER: "dev" } });
+  const second = await app.deploy(other, theirs.id, { moduleCode: code, env: { OWNER: "other" } });
+  assert.equal(first.status, 202);
+  assert.equal(second.status, 202);
+  assert.notEqual(first.body.codeSha256, second.body.codeSha256, "settings are part of the address");
+  await app.settled(dev, mine.id, first.body.id);
+  await app.settled(other, theirs.id, second.body.id);
+  const shown = await app.request("GET", `/v1/agents/${theirs.id}/deployments/${second.body.id}/artifact`, { token: other });
+  assert.equal(shown.status, 200, shown.text);
+  assert.deepEqual(shown.body.manifest.vars, { OWNER: "other" }, "never another tenant's settings");
+  // The same code and settings again is the same content, stored once.
+  const again = await app.deploy(dev, mine.id, { moduleCode: code, env: { OWNER: "dev" } });
+  assert.equal(again.body.codeSha256, first.body.codeSha256);
+});
+
 test("the plan's bundleBytes bounds a deployment's code: 3 MiB on free, raised or lowered per user", { timeout: 60_000 }, async () => {
   const token = await app.token("user_bundle_sizes");
   const userId = (await app.me(token)).body.id;
@@ -171,6 +191,7 @@ test("the plan's bundleBytes bounds a deployment's code: 3 MiB on free, raised o
 test("the clean-up job removes artifacts only deleted agents used, after the grace period, and keeps shared ones", { timeout: 90_000 }, async () => {
   const bucket = await app.mf.getR2Bucket("ARTIFACTS");
   const stored = async (sha) => (await bucket.head(`artifacts/${sha}.json`)) !== null;
+  const claimsAgeBy = (ms) => app.db.prepare("UPDATE deployments SET artifact_deleted_at = artifact_deleted_at - ?1 WHERE artifact_deleted_at IS NOT NULL").bind(ms).run();
   const deploy = async (agentId, text) => {
     const res = await deployBundle(agentId, bundleForm({ main: "index.js" }, [["index.js", `export default { fetch() { return new Response(${JSON.stringify(text)}); } };`]]));
     assert.equal(res.status, 202, JSON.stringify(res.body));
@@ -188,8 +209,12 @@ test("the clean-up job removes artifacts only deleted agents used, after the gra
   // Within the grace period nothing goes.
   await app.runScheduled();
   assert.ok(await stored(onlyLeaving), "kept during the grace period");
-  // Eight days later: the leaving agent's own code goes; the code the staying agent also runs stays.
+  // Eight days later: the leaving agent's own code is claimed, and removed by a run 15 minutes later; the code
+  // the staying agent also runs stays.
   await app.db.prepare("UPDATE agents SET deleted_at = deleted_at - ?1 WHERE id = ?2").bind(8 * 86_400_000, leaving.id).run();
+  await app.runScheduled();
+  assert.ok(await stored(onlyLeaving), "claimed, not removed yet");
+  await claimsAgeBy(16 * 60_000);
   await app.runScheduled();
   assert.equal(await stored(onlyLeaving), false, "removed");
   assert.ok(await stored(shared), "a live deployment's artifact is never removed");
@@ -203,10 +228,24 @@ test("the clean-up job removes artifacts only deleted agents used, after the gra
   // it and roll back to it, and its own deletion later removes it again.
   assert.equal(await deploy(staying.id, "only the leaving agent"), onlyLeaving);
   assert.ok(await stored(onlyLeaving), "stored again");
-  const marked = await app.db.prepare("SELECT COUNT(*) AS n FROM deployments WHERE code_sha256 = ?1 AND artifact_deleted_at IS NOT NULL").bind(onlyLeaving).first();
+  const marked = await app.db.prepare("SELECT COUNT(*) AS n FROM deployments WHERE code_sha256 = ?1 AND (artifact_deleted_at IS NOT NULL OR artifact_removed_at IS NOT NULL)").bind(onlyLeaving).first();
   assert.equal(marked.n, 0, "no deployment counts it removed any more");
+  // A deploy of claimed code clears the claim: it is never removed under a deployment recorded after the claim.
+  const third = (await app.createAgent(dev, { name: "third-agent" })).body;
+  const thirdCode = await deploy(third.id, "third's code");
+  assert.equal((await app.deleteAgent(dev, third.id)).status, 204);
+  await app.db.prepare("UPDATE agents SET deleted_at = deleted_at - ?1 WHERE id = ?2").bind(8 * 86_400_000, third.id).run();
+  await app.runScheduled();
+  const fourth = (await app.createAgent(dev, { name: "fourth-agent" })).body;
+  assert.equal(await deploy(fourth.id, "third's code"), thirdCode);
+  await claimsAgeBy(16 * 60_000);
+  await app.runScheduled();
+  assert.ok(await stored(thirdCode), "the claim was cleared by the later deploy");
+
   assert.equal((await app.deleteAgent(dev, staying.id)).status, 204);
   await app.db.prepare("UPDATE agents SET deleted_at = deleted_at - ?1 WHERE id = ?2").bind(8 * 86_400_000, staying.id).run();
+  await app.runScheduled();
+  await claimsAgeBy(16 * 60_000);
   await app.runScheduled();
   assert.equal(await stored(onlyLeaving), false);
   assert.equal(await stored(shared), false, "once no live agent uses it, shared code goes too");

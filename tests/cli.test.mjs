@@ -116,6 +116,19 @@ test("in a terminal, deploy shows the upload's progress and a spinner while it w
   assert.match(inTerminal.stdout, /v\d+ deploying \(\d+s\)/);
   assert.match(inTerminal.stdout, /Deployed: dep_[0-9a-f]{24} v\d+ is active/);
 
+  // A secret typed at a terminal is asked for and never echoed.
+  const typed = await new Promise((resolve) => {
+    const child = execFile("script", ["-qfec", `${BIN} secrets set streaming-agent TYPED_SECRET`, "/dev/null"], {
+      env: { ...process.env, WEBHOST_CONFIG: path.join(home, "config.json") }, cwd: ROOT,
+    }, (error, stdout) => resolve({ code: error ? error.code : 0, stdout }));
+    // Typed once the prompt is up (the terminal would drop what comes before echo is off).
+    setTimeout(() => child.stdin.end("typed-secret-value\n"), 2_000);
+  });
+  assert.equal(typed.code, 0, typed.stdout);
+  assert.match(typed.stdout, /Value of TYPED_SECRET:/);
+  assert.ok(!typed.stdout.includes("typed-secret-value"), typed.stdout);
+  assert.match((await webhost(["secrets", "list", "streaming-agent"])).stdout, /TYPED_SECRET/);
+
   const piped = await webhost(["deploy", "examples/streaming-agent"]);
   assert.equal(piped.code, 0, piped.stderr);
   assert.ok(!/uploading \[|deploying \(/.test(piped.stderr), piped.stderr);

@@ -68,3 +68,26 @@ test("deploys an hour and live scripts are limited, each refusal naming its limi
   const next = (await app.createAgent(busy, { name: "after-cleanup" })).body;
   assert.equal((await app.deploy(busy, next.id)).status, 202);
 });
+
+test("uploading a cleaned-up deployment again counts as a deploy: past the plan's limits it is refused before any upload", { timeout: 60_000 }, async () => {
+  const token = await app.token("limits-restore");
+  const agent = (await app.createAgent(token, { name: "restoring" })).body;
+  const done = [];
+  for (let i = 0; i < 4; i++) {
+    const r = await app.deploy(token, agent.id, { moduleCode: `export default { fetch() { return new Response("v${i}"); } };` });
+    assert.equal(r.status, 202, r.text);
+    done.push(await app.settled(token, agent.id, r.body.id));
+  }
+  // As the clean-up job records them: the scripts of v1 and v2 deleted.
+  const removeScript = (d) => app.db.prepare("UPDATE deployments SET script_deleted_at = ?1 WHERE id = ?2").bind(Date.now(), d.id).run();
+  await removeScript(done[0]);
+  await removeScript(done[1]);
+  // The first restore is the fifth deploy of the hour: allowed.
+  assert.equal((await app.activate(token, agent.id, done[0].id)).status, 200);
+  // The second would be the sixth: refused, naming the limit, and nothing is uploaded.
+  const calls = lcf.apiCalls(done[1].scriptName);
+  const refused = expectError(assert, await app.activate(token, agent.id, done[1].id), 429, "deploy_limit_reached");
+  assert.equal(refused.details.entitlement, "deploysPerHour");
+  assert.equal(lcf.apiCalls(done[1].scriptName), calls, "no provider call");
+  assert.equal((await app.getAgent(token, agent.id)).body.activeDeploymentId, done[0].id);
+});

@@ -361,6 +361,28 @@ test("rolling back to a deployment whose script was cleaned up uploads it again 
   assert.equal((await answerOf(agent.id, "still there?")).label, "first");
 });
 
+test("two rollbacks to the same cleaned-up deployment at once: one uploads it, the other is told a restore is under way", { timeout: 90_000 }, async () => {
+  const agent = await newAgent(alice, "raced-restore");
+  const done = [];
+  for (let i = 0; i < 5; i++) done.push(await deployAndSettle(alice, agent.id, { moduleCode: VERSIONED_MODULE(`raced-${i}`) }));
+  await app.runScheduled();
+  assert.ok(!lcf.scripts().some((s) => s.name === done[0].scriptName));
+  lcf.setPropagationDelay(1_500);
+  try {
+    const answers = await Promise.all([app.activate(alice, agent.id, done[0].id), app.activate(alice, agent.id, done[0].id)]);
+    const statuses = answers.map((r) => r.status).sort();
+    assert.deepEqual(statuses, [200, 409], answers.map((r) => r.text).join("\n"));
+    const busy = answers.find((r) => r.status === 409);
+    expectError(assert, busy, 409, "restore_in_progress");
+    assert.equal(busy.body.error.retryable, true);
+  } finally {
+    lcf.setPropagationDelay(0);
+  }
+  assert.equal((await answerOf(agent.id, "after the race")).label, "raced-0");
+  // Once done, the same rollback is instant.
+  assert.equal((await app.activate(alice, agent.id, done[0].id)).status, 200);
+});
+
 test("a cleaned-up deployment with no artifact, or whose upload fails, is refused and nothing changes", { timeout: 90_000 }, async () => {
   const agent = await newAgent(alice, "unrestorable-agent");
   const done = [];

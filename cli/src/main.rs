@@ -12,7 +12,7 @@ mod progress;
 use api::{envelope_failure, read_json, Client, Failure};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -189,19 +189,33 @@ fn find_agent(client: &Client, name: &str) -> Result<Option<String>, Failure> {
     }
 }
 
+/// A secret from stdin: typed at a terminal after `prompt`, never echoed; piped, read whole (`one_line`: the
+/// first line), without its final newline.
+fn read_secret(prompt: &str, one_line: bool) -> Result<String, Failure> {
+    let failed = |e: std::io::Error| Failure::Usage(e.to_string());
+    if std::io::stdin().is_terminal() {
+        let term = console::Term::stderr();
+        term.write_str(prompt).map_err(failed)?;
+        return term.read_secure_line().map_err(failed);
+    }
+    let mut value = String::new();
+    if one_line {
+        std::io::stdin().read_line(&mut value).map_err(failed)?;
+    } else {
+        std::io::stdin()
+            .read_to_string(&mut value)
+            .map_err(failed)?;
+    }
+    Ok(value.strip_suffix('\n').unwrap_or(&value).to_owned())
+}
+
 fn run(cli: Cli) -> Result<(), Failure> {
     let j = cli.json;
     match cli.command {
         Command::Login { endpoint, token } => {
             let token = match token {
                 Some(t) => t,
-                None => {
-                    let mut line = String::new();
-                    std::io::stdin()
-                        .read_line(&mut line)
-                        .map_err(|e| Failure::Usage(e.to_string()))?;
-                    line.trim().to_owned()
-                }
+                None => read_secret("Token or API key: ", true)?.trim().to_owned(),
             };
             if token.is_empty() {
                 return Err(Failure::Usage("an empty token".into()));
@@ -322,11 +336,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let value = match action {
                 SecretAction::Set { agent, name } => {
                     // The value from stdin, so it never appears in the shell's history or the process list.
-                    let mut value = String::new();
-                    std::io::stdin()
-                        .read_to_string(&mut value)
-                        .map_err(|e| Failure::Usage(e.to_string()))?;
-                    let value = value.strip_suffix('\n').unwrap_or(&value).to_owned();
+                    let value = read_secret(&format!("Value of {name}: "), false)?;
                     client.json(
                         "PUT",
                         &format!("/v1/agents/{}/secrets/{name}", agent_id(&client, &agent)?),

@@ -155,6 +155,16 @@ pub struct DeployLimits {
     pub live_scripts: u64,
 }
 
+impl DeployLimits {
+    pub fn of(entitlements: &crate::domain::entitlements::Entitlements) -> Self {
+        DeployLimits {
+            in_flight: entitlements.deploys_in_flight,
+            per_hour: entitlements.deploys_per_hour,
+            live_scripts: entitlements.live_scripts,
+        }
+    }
+}
+
 /// What the deploy limits count, right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeployCounts {
@@ -182,6 +192,16 @@ pub struct RemovedScript {
     /// `None` for a deployment made before the gateway guard.
     pub gateway_secret_sealed: Option<String>,
 }
+
+/// What an activation did: moved the pointer (from `previous`), or could not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Activation {
+    Moved { previous: Option<String> },
+    NotMoved,
+}
+
+/// How long a restore may hold its deployment before another may start (it takes seconds).
+pub const RESTORE_LEASE_MS: i64 = 120_000;
 
 /// A provider script that no deployment needs any more.
 #[derive(Debug, Clone, PartialEq)]
@@ -227,9 +247,9 @@ pub trait DeploymentStore {
         error: &DeploymentError,
         now: i64,
     ) -> StoreResult<()>;
-    /// Moves the pointer to a successfully deployed deployment whose script still exists; `false` otherwise.
-    /// With `script_restored`, first records that the deployment's script exists again (it was just uploaded
-    /// again), in the same transaction.
+    /// Moves the pointer to a successfully deployed deployment whose script still exists. With
+    /// `script_restored`, first records that the deployment's script exists again (it was just uploaded again)
+    /// and ends its restore, in the same transaction.
     async fn activate(
         &self,
         owner: &UserId,
@@ -237,7 +257,19 @@ pub trait DeploymentStore {
         id: &DeploymentId,
         now: i64,
         script_restored: bool,
+    ) -> StoreResult<Activation>;
+    /// Takes the restore lease of the owner's deployment `id` (its script removed, no restore under way), within
+    /// the deploy limits (a restore counts as a deploy in flight and in the hour); `false` otherwise.
+    async fn claim_restore(
+        &self,
+        owner: &UserId,
+        id: &DeploymentId,
+        now: i64,
+        limits: &DeployLimits,
     ) -> StoreResult<bool>;
+    /// Ends a restore that failed; `script_left` when its script could not be deleted again, so the clean-up job
+    /// finds and deletes it.
+    async fn end_restore(&self, id: &DeploymentId, script_left: bool) -> StoreResult<()>;
     async fn mark_script_deleted(&self, id: &DeploymentId, now: i64) -> StoreResult<()>;
     /// The owner's deployment `id`, when the clean-up job has removed its script; `None` otherwise.
     async fn removed_script(
@@ -271,9 +303,13 @@ pub trait DeploymentStore {
 #[allow(async_fn_in_trait)]
 pub trait ArtifactStore {
     async fn artifact(&self, sha256: &str) -> StoreResult<Option<Vec<u8>>>;
-    /// Stores `bytes` under `sha256` unless something is stored there already (the same address is the same code);
-    /// `true` when it stored them.
-    async fn put_artifact_once(&self, sha256: &str, bytes: Vec<u8>) -> StoreResult<bool>;
+    /// Stores `encode()` under `sha256` unless something is stored there already (the same address is the same
+    /// code; encoding is skipped then); `true` when it stored it.
+    async fn put_artifact_once(
+        &self,
+        sha256: &str,
+        encode: impl FnOnce() -> Vec<u8>,
+    ) -> StoreResult<bool>;
 }
 
 /// Waiting, for retries with backoff (the Workers timer on the platform, a recorder in tests).

@@ -474,15 +474,62 @@ impl Bundle {
             .collect()
     }
 
+    /// The manifest as the content address covers it (and as the artifact stores it).
+    pub fn manifest_value(&self) -> Value {
+        serde_json::to_value(&self.manifest).unwrap_or(Value::Null)
+    }
+
     /// The content address: SHA-256 of the canonical form — the manifest as canonical JSON (keys sorted) and each
     /// module's name, kind and SHA-256, in name order — so packing order and whitespace of the upload do not
     /// matter, and any change of a byte, a name, a type or a setting does.
     pub fn content_hash(&self) -> String {
-        let manifest = serde_json::to_value(&self.manifest).unwrap_or(Value::Null);
-        let canonical = json!({ "manifest": manifest, "modules": self.summaries().iter().map(|m| json!([m.name, m.kind, m.sha256])).collect::<Vec<_>>() });
-        // serde_json's maps are ordered by key: this is canonical JSON.
-        sha256_hex(canonical.to_string().as_bytes())
+        let modules: Vec<(String, &str, String)> = self
+            .summaries()
+            .into_iter()
+            .map(|m| (m.name, m.kind.as_str(), m.sha256))
+            .collect();
+        content_address(&self.manifest_value(), &modules)
     }
+
+    /// A single-module deploy as the bundle of one it stands for, so its content address covers its settings as
+    /// a bundle's does (the same code deployed with other settings is other content).
+    pub fn of_one_module(
+        main: &str,
+        code: &str,
+        compatibility_date: &str,
+        vars: &BTreeMap<String, String>,
+        invoke_path: &str,
+    ) -> Bundle {
+        Bundle {
+            manifest: Manifest {
+                name: None,
+                main: main.to_owned(),
+                compatibility_date: Some(compatibility_date.to_owned()),
+                compatibility_flags: Vec::new(),
+                vars: vars.clone(),
+                invoke_path: Some(invoke_path.to_owned()),
+                runtime_provider: None,
+                module_types: BTreeMap::new(),
+            },
+            modules: vec![BundleModule {
+                name: main.to_owned(),
+                kind: ModuleKind::EsModule,
+                bytes: code.as_bytes().to_vec(),
+            }],
+        }
+    }
+}
+
+/// SHA-256 of `{"manifest": …, "modules": [[name, type, sha256], …]}` as canonical JSON (serde_json's maps are
+/// ordered by key), the modules in name order. Checked again when an artifact is read back.
+pub fn content_address(manifest: &Value, modules: &[(String, &str, String)]) -> String {
+    let mut modules: Vec<&(String, &str, String)> = modules.iter().collect();
+    modules.sort_by(|a, b| a.0.cmp(&b.0));
+    let canonical = json!({
+        "manifest": manifest,
+        "modules": modules.iter().map(|(name, kind, sha)| json!([name, kind, sha])).collect::<Vec<_>>(),
+    });
+    sha256_hex(canonical.to_string().as_bytes())
 }
 
 #[cfg(test)]

@@ -170,8 +170,25 @@ pub struct DeploySpec {
     /// A bundle's other modules (none for a single-module deploy), uploaded beside the main one.
     pub extra_modules: Vec<crate::domain::bundle::BundleModule>,
     pub compatibility_flags: Vec<String>,
-    /// A bundle's content address, recorded as the deployment's `codeSha256` (else the main module's SHA-256).
-    pub bundle_sha256: Option<String>,
+    /// The content address (`domain::bundle::content_address`), recorded as the deployment's `codeSha256`, and
+    /// the manifest it covers: a single module's settings as a bundle of one, or the bundle's own manifest.
+    pub address: CodeAddress,
+}
+
+/// What a deployment's code is stored under, and the manifest that address covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeAddress {
+    pub sha256: String,
+    pub manifest: Value,
+}
+
+impl CodeAddress {
+    pub fn of(bundle: &crate::domain::bundle::Bundle) -> Self {
+        CodeAddress {
+            sha256: bundle.content_hash(),
+            manifest: bundle.manifest_value(),
+        }
+    }
 }
 
 pub const MAX_MODULE_BYTES: usize = 1024 * 1024;
@@ -333,6 +350,13 @@ impl DeployRequest {
             }
             env.insert(name, value);
         }
+        let address = CodeAddress::of(&crate::domain::bundle::Bundle::of_one_module(
+            &main_module_name,
+            &module_code,
+            &compatibility_date,
+            &env,
+            &invoke_path,
+        ));
         Ok(DeploySpec {
             module_code,
             source,
@@ -342,7 +366,7 @@ impl DeployRequest {
             env,
             extra_modules: Vec::new(),
             compatibility_flags: Vec::new(),
-            bundle_sha256: None,
+            address,
         })
     }
 }

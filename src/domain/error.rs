@@ -80,6 +80,7 @@ pub enum ErrorCode {
     BundleTooLarge,
     ArtifactNotFound,
     RestoreFailed,
+    RestoreInProgress,
 }
 
 impl ErrorCode {
@@ -157,6 +158,7 @@ impl ErrorCode {
         ErrorCode::BundleTooLarge,
         ErrorCode::ArtifactNotFound,
         ErrorCode::RestoreFailed,
+        ErrorCode::RestoreInProgress,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -233,6 +235,7 @@ impl ErrorCode {
             ErrorCode::BundleTooLarge => "bundle_too_large",
             ErrorCode::ArtifactNotFound => "artifact_not_found",
             ErrorCode::RestoreFailed => "restore_failed",
+            ErrorCode::RestoreInProgress => "restore_in_progress",
         }
     }
 
@@ -305,6 +308,7 @@ impl ErrorCode {
             ErrorCode::BundleTooLarge => 413,
             ErrorCode::ArtifactNotFound => 404,
             ErrorCode::RestoreFailed => 502,
+            ErrorCode::RestoreInProgress => 409,
         }
     }
 

@@ -49,7 +49,11 @@ impl ArtifactStore for R2Artifacts {
         }
     }
 
-    async fn put_artifact_once(&self, sha256: &str, bytes: Vec<u8>) -> StoreResult<bool> {
+    async fn put_artifact_once(
+        &self,
+        sha256: &str,
+        encode: impl FnOnce() -> Vec<u8>,
+    ) -> StoreResult<bool> {
         let (bucket, key) = (self.bucket()?, key(sha256));
         if bucket
             .head(key.clone())
@@ -60,7 +64,7 @@ impl ArtifactStore for R2Artifacts {
             return Ok(false);
         }
         bucket
-            .put(key, bytes)
+            .put(key, encode())
             .execute()
             .await
             .map_err(unreachable)?;

@@ -109,34 +109,42 @@ pub(super) async fn run_scheduled(env: Env) {
     }
 }
 
-/// Removes the artifacts only deleted agents used, once they have been deleted for `ARTIFACT_GRACE_MS`. An
-/// artifact any other deployment references (of a live agent, or of one deleted more recently) is kept: the same
-/// code may be shared (the template, a bundle deployed twice).
+/// Removes the artifacts only deleted agents used, once they have been deleted for `ARTIFACT_GRACE_MS`, in two
+/// steps. An artifact any other deployment references (of a live agent, or of one deleted more recently) is kept:
+/// the same code may be shared (the template, a bundle deployed twice). First it is claimed, in one statement that
+/// checks it is orphaned; a deploy of the same code after that stores it (if need be) and clears the claim. Only
+/// a claim older than `ARTIFACT_CLAIM_MS` that nothing cleared is removed, by a later run, so a deploy recorded
+/// around the claim has long finished (and stored its code again) or cleared it. A run that dies midway leaves
+/// claims or removals the next run completes.
 async fn remove_orphaned_artifacts(env: &Env) -> Result<u32, String> {
     let store = D1Store::new(d1_database(env).map_err(|e| e.message)?);
     let now = JsClock.now_ms();
     let deleted_before = now - deployments::artifact::ARTIFACT_GRACE_MS;
-    let orphans = store
+    for sha256 in store
         .orphaned_artifacts(deleted_before, 50)
         .await
-        .map_err(|e| e.0)?;
-    let artifacts = R2Artifacts::new(env);
-    let mut removed = 0;
-    for sha256 in orphans {
-        // Marked first, in one statement that checks again it is orphaned, so a deploy of the same code recorded
-        // since the list was read keeps it; a deploy recorded after the mark stores it again (`store_artifact`).
-        if !store
+        .map_err(|e| e.0)?
+    {
+        store
             .claim_orphaned_artifact(&sha256, deleted_before, now)
             .await
-            .map_err(|e| e.0)?
-        {
+            .map_err(|e| e.0)?;
+    }
+    let artifacts = R2Artifacts::new(env);
+    let mut removed = 0;
+    for sha256 in store
+        .claimed_artifacts(now - deployments::artifact::ARTIFACT_CLAIM_MS, 50)
+        .await
+        .map_err(|e| e.0)?
+    {
+        if !store.still_claimed(&sha256).await.map_err(|e| e.0)? {
             continue;
         }
-        if let Err(e) = artifacts.remove(&sha256).await {
-            // Unmarked, so the next run tries again.
-            let _ = store.artifact_stored(&sha256).await;
-            return Err(e.0);
-        }
+        artifacts.remove(&sha256).await.map_err(|e| e.0)?;
+        store
+            .mark_artifact_removed(&sha256, now)
+            .await
+            .map_err(|e| e.0)?;
         removed += 1;
     }
     Ok(removed)
@@ -160,14 +168,11 @@ async fn store_artifact(
     sha256: &str,
 ) {
     let stored = async {
-        if R2Artifacts::new(env)
-            .put_artifact_once(sha256, deployments::artifact::encode(spec))
-            .await?
-        {
-            // Stored anew (first time, or after the clean-up removed it): no deployment counts it removed.
-            store.artifact_stored(sha256).await?;
-        }
-        Ok::<_, crate::app::ports::StoreError>(())
+        R2Artifacts::new(env)
+            .put_artifact_once(sha256, || deployments::artifact::encode(spec))
+            .await?;
+        // In use again: a claim of the clean-up job on it no longer holds (a no-op unless there is one).
+        store.artifact_stored(sha256).await
     };
     if let Err(e) = stored.await {
         console_error!("artifact {sha256} not stored: {}", e.0);

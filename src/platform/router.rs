@@ -12,7 +12,7 @@ use super::reply::{json_reply, Reply};
 use super::request::{header, read_body, read_json};
 use super::{admin, audit, billing, gateway, identity, telemetry, JsClock};
 use crate::app::deployments::{self, deploys_not_configured};
-use crate::app::ports::{ArtifactStore, Clock, Store};
+use crate::app::ports::{ArtifactStore, Clock, DeployLimits, Store};
 use crate::app::{agents, api_keys, invocations, secrets, usage};
 use crate::config::ServiceConfig;
 use crate::domain::agent::AgentStatus;
@@ -353,6 +353,7 @@ async fn dispatch(
                 base_url: &deploy.api_base_url,
                 api_token: &deploy.api_token,
             });
+            let plan = entitlements();
             let uploader =
                 config
                     .deploy
@@ -363,23 +364,20 @@ async fn dispatch(
                         provider,
                         sleeper: &WorkersTimer,
                         config,
+                        limits: DeployLimits::of(&plan),
+                        bundle_limits: BundleLimits::entitled(plan.bundle_bytes),
                     });
-            let served_before = agents::get_agent(&store, &user, &agent)
-                .await?
-                .active_deployment_id;
-            let shown = deployments::for_owner(
-                deployments::activate_deployment(
-                    &store,
-                    &gate,
-                    &clock,
-                    uploader.as_ref(),
-                    &user,
-                    &agent,
-                    &dep,
-                )
-                .await?,
-                config.deploy.as_ref(),
-            );
+            let (activated, served_before) = deployments::activate_deployment(
+                &store,
+                &gate,
+                &clock,
+                uploader.as_ref(),
+                &user,
+                &agent,
+                &dep,
+            )
+            .await?;
+            let shown = deployments::for_owner(activated, config.deploy.as_ref());
             // The pointer moved: the deployment now serving, the agent, and the one it replaced.
             publish(ctx, env, &user.id, FeedKind::Deployment, &shown);
             if let Some(agent_id) = AgentId::parse(&agent) {

@@ -74,7 +74,7 @@ pub fn with_bundle(
     mut spec: crate::domain::deployment::DeploySpec,
     bundle: Bundle,
 ) -> crate::domain::deployment::DeploySpec {
-    spec.bundle_sha256 = Some(bundle.content_hash());
+    spec.address = crate::domain::deployment::CodeAddress::of(&bundle);
     spec.compatibility_flags = bundle.manifest.compatibility_flags.clone();
     // Uploaded code, like a single module: `source` stays `custom`; the bundle shows in `codeSha256`.
     spec.source = "custom";

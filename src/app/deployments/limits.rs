@@ -3,6 +3,13 @@
 use crate::app::ports::{DeployCounts, DeployLimits};
 use crate::domain::{ApiError, ErrorCode};
 
+/// Whether any deploy limit is reached (a restore refused for this, rather than for another restore under way).
+pub fn any_reached(limits: &DeployLimits, counts: &DeployCounts) -> bool {
+    counts.in_flight >= limits.in_flight
+        || counts.last_hour >= limits.per_hour
+        || counts.live_scripts >= limits.live_scripts
+}
+
 /// Which deploy limit a refused deploy hit, and when trying again can help. Checked before any Cloudflare API
 /// call: one tenant's deploys cannot spend the platform's API rate limit or script quota for everyone.
 pub fn deploy_limit_error(limits: &DeployLimits, counts: &DeployCounts, now: i64) -> ApiError {

@@ -20,8 +20,8 @@ pub use retries::{retry_wait_ms, MAX_RETRY_WAIT_MS};
 use super::agents::get_agent;
 use super::gate::protocol::Forget;
 use super::ports::{
-    gate_not_told, tell, ArtifactStore, Clock, DeployLimits, DeploymentStore, GateNotifier,
-    Inserted, NewDeployment, ProviderApi, Sleeper, Store, UnneededScript,
+    gate_not_told, tell, Activation, ArtifactStore, Clock, DeployLimits, DeploymentStore,
+    GateNotifier, Inserted, NewDeployment, ProviderApi, Sleeper, Store, UnneededScript,
 };
 use super::secrets::{open_secret, secret_aad};
 use crate::cloudflare::api::{Binding, Module, ScriptMetadata, Step, JS_MODULE};
@@ -177,10 +177,7 @@ pub async fn request_deploy<S: Store + DeploymentStore, C: Clock>(
         compatibility_date: spec.compatibility_date.clone(),
         invoke_path: spec.invoke_path.clone(),
         source: spec.source.into(),
-        code_sha256: spec
-            .bundle_sha256
-            .clone()
-            .unwrap_or_else(|| sha256_hex(spec.module_code.as_bytes())),
+        code_sha256: spec.address.sha256.clone(),
         env: spec.env.clone(),
         provider_ref: None,
         error: None,
@@ -199,11 +196,7 @@ pub async fn request_deploy<S: Store + DeploymentStore, C: Clock>(
         ),
         idempotency_key,
         request_sha256: sha256_hex(raw_body),
-        limits: DeployLimits {
-            in_flight: entitlements.deploys_in_flight,
-            per_hour: entitlements.deploys_per_hour,
-            live_scripts: entitlements.live_scripts,
-        },
+        limits: DeployLimits::of(entitlements),
         deployment,
     };
     match store.insert_deployment(&new).await? {
@@ -540,7 +533,8 @@ pub async fn list_deployments<S: Store + DeploymentStore>(
 
 /// `POST …/deployments/{id}/activate`: instant rollback (or roll-forward) to a deployment that deployed
 /// successfully. A deployment whose script the clean-up job removed is first uploaded again from its artifact
-/// (`restore`), so any deployment with stored code can be rolled back to.
+/// (`restore`), so any deployment with stored code can be rolled back to. Returns the deployment and the one the
+/// pointer moved from.
 /// `uploader` is `None` on a control plane that cannot deploy: only deployments whose scripts exist activate.
 pub async fn activate_deployment<S: Store + DeploymentStore, C: Clock>(
     store: &S,
@@ -550,7 +544,7 @@ pub async fn activate_deployment<S: Store + DeploymentStore, C: Clock>(
     owner: &User,
     raw_agent_id: &str,
     raw_deployment_id: &str,
-) -> Result<Deployment, ApiError> {
+) -> Result<(Deployment, Option<String>), ApiError> {
     let deployment = get_deployment(store, owner, raw_agent_id, raw_deployment_id).await?;
     let not_activatable = |why: &str| {
         ApiError::new(ErrorCode::DeploymentNotActivatable, why.to_string())
@@ -562,24 +556,25 @@ pub async fn activate_deployment<S: Store + DeploymentStore, C: Clock>(
         ));
     }
     let (owner_id, agent_id, id) = (&owner.id, &deployment.agent_id, &deployment.id);
-    let mut moved = store
+    let mut activation = store
         .activate(owner_id, agent_id, id, clock.now_ms(), false)
         .await?;
-    if !moved {
+    if activation == Activation::NotMoved {
         if let Some(removed) = store.removed_script(owner_id, id).await? {
             let uploader = uploader.ok_or_else(deploys_not_configured)?;
             restore::upload_again(store, uploader, clock, &deployment, &removed).await?;
-            moved = store
+            activation = store
                 .activate(owner_id, agent_id, id, clock.now_ms(), true)
                 .await?;
         }
     }
-    if !moved {
+    let Activation::Moved { previous } = activation else {
+        // The agent was deleted, or the deployment's script removed, while this request ran.
         return Err(not_activatable(
-            "This deployment can no longer be activated (its agent changed while it was being activated); \
-             try again.",
+            "This deployment can no longer be activated (its agent or its script went while it was being \
+             activated).",
         ));
-    }
+    };
     // A rollback is visible to the very next invocation, from any isolate: they all ask this gate.
     tell(
         gate,
@@ -587,7 +582,8 @@ pub async fn activate_deployment<S: Store + DeploymentStore, C: Clock>(
         Forget::Agent(deployment.agent_id.as_str().to_owned()),
     )
     .await?;
-    get_deployment(store, owner, raw_agent_id, raw_deployment_id).await
+    let now = get_deployment(store, owner, raw_agent_id, raw_deployment_id).await?;
+    Ok((now, previous))
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 
 use super::store::{fail, is_unique_violation, number, text, D1Store, IdRow};
 use crate::app::ports::{
-    DeployCounts, DeploymentStore, Inserted, NewDeployment, RemovedScript, SealedSecret,
-    StoreError, StoreResult, UnneededScript,
+    Activation, DeployCounts, DeployLimits, DeploymentStore, Inserted, NewDeployment,
+    RemovedScript, SealedSecret, StoreError, StoreResult, UnneededScript, RESTORE_LEASE_MS,
 };
 use crate::domain::deployment::{Deployment, DeploymentError, DeploymentStatus};
 use crate::domain::ids::{AgentId, DeploymentId, UserId};
@@ -21,15 +21,33 @@ const INSERT_DEPLOYMENT: &str = "INSERT INTO deployments (id, agent_id, user_id,
      telemetry_secret_sealed, idempotency_key, request_sha256, created_at, updated_at, gateway_secret_sealed) \
      SELECT ?1, ?2, ?3, COALESCE(MAX(version), 0) + 1, 'deploying', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
      ?15, ?16, ?16, ?17 FROM deployments WHERE agent_id = ?2 \
-     HAVING (SELECT COUNT(*) FROM deployments WHERE user_id = ?3 AND status = 'deploying') < ?18 \
-     AND (SELECT COUNT(*) FROM deployments WHERE user_id = ?3 AND created_at > ?16 - 3600000) < ?19 \
+     HAVING (SELECT COUNT(*) FROM deployments WHERE user_id = ?3 \
+             AND (status = 'deploying' OR restoring_until > ?16)) < ?18 \
+     AND (SELECT COUNT(*) FROM deployments WHERE user_id = ?3 AND created_at > ?16 - 3600000) \
+         + (SELECT COUNT(*) FROM deployments WHERE user_id = ?3 AND restore_started_at > ?16 - 3600000) < ?19 \
      AND (SELECT COUNT(*) FROM deployments WHERE user_id = ?3 AND status != 'failed' \
           AND script_deleted_at IS NULL) < ?20";
+// ?1 id, ?2 owner, ?3 now, ?4 lease end, ?5 in flight, ?6 per hour, ?7 live scripts: the deploy limits as above,
+// a restore counting as a deploy.
+const CLAIM_RESTORE: &str = "UPDATE deployments SET restoring_until = ?4, restore_started_at = ?3 \
+     WHERE id = ?1 AND user_id = ?2 AND script_deleted_at IS NOT NULL \
+     AND (restoring_until IS NULL OR restoring_until <= ?3) \
+     AND (SELECT COUNT(*) FROM deployments WHERE user_id = ?2 \
+          AND (status = 'deploying' OR restoring_until > ?3)) < ?5 \
+     AND (SELECT COUNT(*) FROM deployments WHERE user_id = ?2 AND created_at > ?3 - 3600000) \
+         + (SELECT COUNT(*) FROM deployments WHERE user_id = ?2 AND restore_started_at > ?3 - 3600000) < ?6 \
+     AND (SELECT COUNT(*) FROM deployments WHERE user_id = ?2 AND status != 'failed' \
+          AND script_deleted_at IS NULL) < ?7 \
+     RETURNING id";
 // ?1 user_id, ?2 now. What the deploy limits count, for saying which one a refused deploy hit.
 const DEPLOY_COUNTS: &str = "SELECT \
-     (SELECT COUNT(*) FROM deployments WHERE user_id = ?1 AND status = 'deploying') AS in_flight, \
-     (SELECT COUNT(*) FROM deployments WHERE user_id = ?1 AND created_at > ?2 - 3600000) AS last_hour, \
-     (SELECT MIN(created_at) FROM deployments WHERE user_id = ?1 AND created_at > ?2 - 3600000) AS oldest_in_hour, \
+     (SELECT COUNT(*) FROM deployments WHERE user_id = ?1 \
+      AND (status = 'deploying' OR restoring_until > ?2)) AS in_flight, \
+     (SELECT COUNT(*) FROM deployments WHERE user_id = ?1 AND created_at > ?2 - 3600000) \
+      + (SELECT COUNT(*) FROM deployments WHERE user_id = ?1 AND restore_started_at > ?2 - 3600000) AS last_hour, \
+     (SELECT MIN(t) FROM (SELECT created_at AS t FROM deployments WHERE user_id = ?1 AND created_at > ?2 - 3600000 \
+      UNION ALL SELECT restore_started_at FROM deployments WHERE user_id = ?1 \
+      AND restore_started_at > ?2 - 3600000)) AS oldest_in_hour, \
      (SELECT COUNT(*) FROM deployments WHERE user_id = ?1 AND status != 'failed' \
       AND script_deleted_at IS NULL) AS live_scripts";
 
@@ -167,9 +185,13 @@ struct RemovedScriptRow {
     gateway_secret_sealed: Option<String>,
 }
 
-// ?1 id, ?2 owner: the script exists again (uploaded again from the deployment's artifact).
+// ?1 id, ?2 owner: the script exists again (uploaded again from the deployment's artifact); the restore is over.
 const SCRIPT_RESTORED: &str =
-    "UPDATE deployments SET script_deleted_at = NULL WHERE id = ?1 AND user_id = ?2";
+    "UPDATE deployments SET script_deleted_at = NULL, restoring_until = NULL \
+     WHERE id = ?1 AND user_id = ?2";
+// ?1 agent, ?2 owner: where the pointer was before an activation (read in its transaction).
+const POINTER_BEFORE: &str =
+    "SELECT active_deployment_id FROM agents WHERE id = ?1 AND user_id = ?2";
 
 fn optional(value: Option<&str>) -> JsValue {
     value.map_or(JsValue::NULL, text)
@@ -408,12 +430,16 @@ impl DeploymentStore for D1Store {
         id: &DeploymentId,
         now: i64,
         script_restored: bool,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Activation> {
         let mut statements = Vec::new();
         if script_restored {
             statements
                 .push(self.statement(SCRIPT_RESTORED, &[text(id.as_str()), text(owner.as_str())])?);
         }
+        statements.push(self.statement(
+            POINTER_BEFORE,
+            &[text(agent.as_str()), text(owner.as_str())],
+        )?);
         statements.push(self.statement(
             ACTIVATE,
             &[
@@ -428,13 +454,70 @@ impl DeploymentStore for D1Store {
             &[text(agent.as_str()), number(now)],
         )?);
         let results = self.db().batch(statements).await.map_err(fail)?;
-        let moved: Vec<IdRow> = results
-            .get(usize::from(script_restored))
+        let first = usize::from(script_restored);
+        #[derive(Deserialize)]
+        struct PointerRow {
+            active_deployment_id: Option<String>,
+        }
+        let before: Vec<PointerRow> = results
+            .get(first)
             .map(|r| r.results())
             .transpose()
             .map_err(fail)?
             .unwrap_or_default();
-        Ok(!moved.is_empty())
+        let moved: Vec<IdRow> = results
+            .get(first + 1)
+            .map(|r| r.results())
+            .transpose()
+            .map_err(fail)?
+            .unwrap_or_default();
+        Ok(if moved.is_empty() {
+            Activation::NotMoved
+        } else {
+            Activation::Moved {
+                previous: before
+                    .into_iter()
+                    .next()
+                    .and_then(|r| r.active_deployment_id),
+            }
+        })
+    }
+
+    async fn claim_restore(
+        &self,
+        owner: &UserId,
+        id: &DeploymentId,
+        now: i64,
+        limits: &DeployLimits,
+    ) -> StoreResult<bool> {
+        let rows: Vec<IdRow> = self
+            .rows(
+                CLAIM_RESTORE,
+                &[
+                    text(id.as_str()),
+                    text(owner.as_str()),
+                    number(now),
+                    number(now + RESTORE_LEASE_MS),
+                    number(limits.in_flight as i64),
+                    number(limits.per_hour as i64),
+                    number(limits.live_scripts as i64),
+                ],
+            )
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
+    async fn end_restore(&self, id: &DeploymentId, script_left: bool) -> StoreResult<()> {
+        let sql = if script_left {
+            "UPDATE deployments SET restoring_until = NULL, script_deleted_at = NULL WHERE id = ?1"
+        } else {
+            "UPDATE deployments SET restoring_until = NULL WHERE id = ?1"
+        };
+        self.statement(sql, &[text(id.as_str())])?
+            .run()
+            .await
+            .map_err(fail)?;
+        Ok(())
     }
 
     async fn mark_script_deleted(&self, id: &DeploymentId, now: i64) -> StoreResult<()> {
@@ -575,9 +658,9 @@ impl D1Store {
         Ok(rows.into_iter().map(|r| r.code_sha256).collect())
     }
 
-    /// Marks the artifact `sha256` removed on every deployment that has it, in one statement and only while it is
-    /// still orphaned (see `ORPHANED_ARTIFACTS`); `true` when it was, and the caller may delete the object. A deploy
-    /// of the same code recorded before this statement keeps the artifact.
+    /// Claims the artifact `sha256` for removal on every deployment that has it, in one statement and only while
+    /// it is still orphaned (see `ORPHANED_ARTIFACTS`); `true` when it was. A deploy of the same code recorded
+    /// before this statement keeps the artifact; one recorded after it clears the claim (`artifact_stored`).
     pub async fn claim_orphaned_artifact(
         &self,
         sha256: &str,
@@ -597,10 +680,54 @@ impl D1Store {
         Ok(!rows.is_empty())
     }
 
-    /// The artifact `sha256` was stored (again): no deployment counts it as removed.
+    /// Artifacts claimed before `claimed_before` that no deployment recorded since still uses: every deployment
+    /// with that code is claimed (a deploy of it after the claim is not), and it is not removed yet.
+    pub async fn claimed_artifacts(
+        &self,
+        claimed_before: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<String>> {
+        let rows: Vec<CodeRow> = self
+            .rows(
+                "SELECT DISTINCT d.code_sha256 AS code_sha256 FROM deployments d \
+                 WHERE d.artifact_deleted_at IS NOT NULL AND d.artifact_deleted_at < ?1 \
+                 AND d.artifact_removed_at IS NULL \
+                 AND NOT EXISTS (SELECT 1 FROM deployments d2 WHERE d2.code_sha256 = d.code_sha256 \
+                   AND d2.artifact_deleted_at IS NULL) \
+                 LIMIT ?2",
+                &[number(claimed_before), number(limit as i64)],
+            )
+            .await?;
+        Ok(rows.into_iter().map(|r| r.code_sha256).collect())
+    }
+
+    /// Whether `sha256` is still claimed by every deployment that has it (checked again just before removing it).
+    pub async fn still_claimed(&self, sha256: &str) -> StoreResult<bool> {
+        let rows: Vec<CodeRow> = self
+            .rows(
+                "SELECT code_sha256 FROM deployments WHERE code_sha256 = ?1 AND artifact_deleted_at IS NULL \
+                 LIMIT 1",
+                &[text(sha256)],
+            )
+            .await?;
+        Ok(rows.is_empty())
+    }
+
+    pub async fn mark_artifact_removed(&self, sha256: &str, now: i64) -> StoreResult<()> {
+        self.statement(
+            "UPDATE deployments SET artifact_removed_at = ?2 WHERE code_sha256 = ?1 AND artifact_removed_at IS NULL",
+            &[text(sha256), number(now)],
+        )?
+        .run()
+        .await
+        .map_err(fail)?;
+        Ok(())
+    }
+
+    /// The artifact `sha256` is stored (a deploy of that code): no deployment counts it claimed or removed.
     pub async fn artifact_stored(&self, sha256: &str) -> StoreResult<()> {
         self.statement(
-            "UPDATE deployments SET artifact_deleted_at = NULL \
+            "UPDATE deployments SET artifact_deleted_at = NULL, artifact_removed_at = NULL \
              WHERE code_sha256 = ?1 AND artifact_deleted_at IS NOT NULL",
             &[text(sha256)],
         )?
