@@ -7,7 +7,9 @@ PORT ?= 8787
 LOCAL_CLOUDFLARE_PORT ?= 8788
 LOCAL_IDENTITY_PORT ?= 8789
 LOCAL_STRIPE_PORT ?= 8790
-export PORT LOCAL_CLOUDFLARE_PORT LOCAL_IDENTITY_PORT LOCAL_STRIPE_PORT
+LOCAL_AGENTCORE_CONTROL_PORT ?= 8791
+LOCAL_AGENTCORE_DATA_PORT ?= 8792
+export PORT LOCAL_CLOUDFLARE_PORT LOCAL_IDENTITY_PORT LOCAL_STRIPE_PORT LOCAL_AGENTCORE_CONTROL_PORT LOCAL_AGENTCORE_DATA_PORT
 USER ?= local-user
 WORKER_BUILD_VERSION := 0.8.7
 # The wasm-bindgen CLI must equal the wasm-bindgen crate in Cargo.lock, or the generated glue will not load.
@@ -130,6 +132,7 @@ dev: setup .dev.vars
 	@echo "  Local Cloudflare: http://127.0.0.1:$(LOCAL_CLOUDFLARE_PORT)/client/v4 (deployed agents at /__workers/<script>)"
 	@echo "  Local identity:   http://127.0.0.1:$(LOCAL_IDENTITY_PORT)/sign-in (Clerk stand-in; keys at /.well-known/jwks.json)"
 	@echo "  Local Stripe:     http://127.0.0.1:$(LOCAL_STRIPE_PORT)/v1 (checkout pages, signed webhooks to /v1/billing/webhook)"
+	@echo "  Local AgentCore:  http://127.0.0.1:$(LOCAL_AGENTCORE_CONTROL_PORT) (control API), :$(LOCAL_AGENTCORE_DATA_PORT) (invocations); SigV4-checked"
 	@echo "  A token:          TOKEN=\$$(make -s token USER=alice)"
 	@echo "  Try:              curl -H \"Authorization: Bearer \$$TOKEN\" http://127.0.0.1:$(PORT)/v1/me"
 	@echo "  Operator token:   make -s admin-token"
@@ -137,8 +140,8 @@ dev: setup .dev.vars
 	@echo "                    target/debug/webhost deploy examples/wasm-agent && target/debug/webhost invoke wasm-agent hi"
 	@echo
 	@node local-cloudflare/server.mjs & lcf=$$!; node local-identity/server.mjs & idp=$$!; \
-	  node local-stripe/server.mjs & stripe=$$!; \
-	  trap 'kill $$lcf $$idp $$stripe 2>/dev/null' EXIT INT TERM; \
+	  node local-stripe/server.mjs & stripe=$$!; node local-agentcore/server.mjs & agentcore=$$!; \
+	  trap 'kill $$lcf $$idp $$stripe $$agentcore 2>/dev/null' EXIT INT TERM; \
 	  $(WRANGLER) dev --local --ip 127.0.0.1 --port $(PORT)
 
 token: .dev.vars
