@@ -151,7 +151,11 @@ export async function startLocalAgentCore({
     if (typeof env !== "object" || Array.isArray(env) || Object.keys(env).length > 50) fields.push({ name: "environmentVariables", message: "at most 50 variables" });
     else for (const [k, v] of Object.entries(env)) if (k.length < 1 || k.length > 100 || typeof v !== "string" || v.length > 5000) fields.push({ name: `environmentVariables.${k}`, message: "keys 1-100 characters, values at most 5000" });
     if (fields.length) return { error: validation(`${fields.length} validation error(s) detected: ${fields.map((f) => `'${f.name}' ${f.message}`).join("; ")}`, fields) };
-    return { containerUri: uri, roleArn: body.roleArn, networkConfiguration: body.networkConfiguration ?? { networkMode: "PUBLIC" }, environmentVariables: env, protocolConfiguration: body.protocolConfiguration ?? { serverProtocol: "HTTP" } };
+    const allowlist = body?.requestHeaderConfiguration?.requestHeaderAllowlist ?? [];
+    if (!Array.isArray(allowlist) || allowlist.length > 20 || allowlist.some((h) => typeof h !== "string" || !/^[A-Za-z][A-Za-z0-9_-]{0,255}$/.test(h))) {
+      return { error: validation("'requestHeaderConfiguration.requestHeaderAllowlist' must list at most 20 header names", [{ name: "requestHeaderConfiguration", message: "invalid" }]) };
+    }
+    return { containerUri: uri, roleArn: body.roleArn, networkConfiguration: body.networkConfiguration ?? { networkMode: "PUBLIC" }, environmentVariables: env, protocolConfiguration: body.protocolConfiguration ?? { serverProtocol: "HTTP" }, requestHeaderAllowlist: allowlist.map((h) => h.toLowerCase()) };
   }
 
   function newVersion(runtime, config) {
@@ -180,6 +184,7 @@ export async function startLocalAgentCore({
       description: runtime.description,
       agentRuntimeArtifact: { containerConfiguration: { containerUri: version.containerUri } },
       protocolConfiguration: version.protocolConfiguration,
+      ...(version.requestHeaderAllowlist.length ? { requestHeaderConfiguration: { requestHeaderAllowlist: version.requestHeaderAllowlist } } : {}),
       environmentVariables: version.environmentVariables,
     };
   }
@@ -325,6 +330,8 @@ export async function startLocalAgentCore({
       answer = await fetch(`http://127.0.0.1:${version.port}/invocations`, {
         method: "POST",
         headers: {
+          // Only the headers the runtime allowlists reach the container (AgentCore's header allowlist).
+          ...Object.fromEntries(version.requestHeaderAllowlist.filter((h) => req.headers[h] !== undefined).map((h) => [h, req.headers[h]])),
           "content-type": req.headers["content-type"] ?? "application/json",
           accept: req.headers.accept ?? "application/json",
           [SESSION_HEADER]: sessionId,

@@ -3,6 +3,8 @@
 
 use crate::app::billing::BillingConfig;
 use crate::auth::AuthConfig;
+use crate::aws::agentcore::AgentCoreTarget;
+use crate::aws::sigv4::Credentials;
 use crate::cloudflare::api::DeployTarget;
 use crate::crypto::keyring::Keyring;
 use crate::crypto::secret_box::EncryptionKey;
@@ -78,6 +80,66 @@ pub struct DeployConfig {
     /// workers_dev only: where a script answers, with `{script}` standing for its name.
     pub workers_dev_url_template: Option<String>,
     pub default_compatibility_date: String,
+    /// The second runtime (`AGENTCORE_REGION` and what it needs); `None`: `agentcore` deploys are refused.
+    pub agentcore: Option<AgentCoreTarget>,
+}
+
+/// Reads the AgentCore settings. Unset `AGENTCORE_REGION` means AgentCore is off (`Ok(None)`); once it is set,
+/// everything it needs is required and checked.
+pub fn agentcore_from_vars(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<AgentCoreTarget>, String> {
+    let nonempty = |name: &str| nonempty_var(get, name);
+    let Some(region) = nonempty("AGENTCORE_REGION") else {
+        return Ok(None);
+    };
+    let require = |name: &str| {
+        nonempty(name).ok_or_else(|| format!("{name} is required when AGENTCORE_REGION is set"))
+    };
+    if !region
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(format!("AGENTCORE_REGION is not a region: {region:?}"));
+    }
+    let account_id = require("AGENTCORE_ACCOUNT_ID")?;
+    if account_id.len() != 12 || !account_id.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("AGENTCORE_ACCOUNT_ID must be a 12-digit AWS account id".into());
+    }
+    let execution_role_arn = require("AGENTCORE_EXECUTION_ROLE_ARN")?;
+    if !crate::aws::agentcore::is_role_arn(&execution_role_arn) {
+        return Err("AGENTCORE_EXECUTION_ROLE_ARN must be an IAM role ARN".into());
+    }
+    // Plain HTTP only to this machine (the local AgentCore); anything else is signed over TLS.
+    let url = |name: &str, default: String| -> Result<String, String> {
+        let url = nonempty(name).unwrap_or(default);
+        let local = ["http://127.0.0.1:", "http://localhost:"]
+            .iter()
+            .any(|p| url.starts_with(p));
+        if url.starts_with("https://") || local {
+            Ok(url.trim_end_matches('/').to_owned())
+        } else {
+            Err(format!("{name} must be an https URL"))
+        }
+    };
+    Ok(Some(AgentCoreTarget {
+        control_url: url(
+            "AGENTCORE_CONTROL_URL",
+            format!("https://bedrock-agentcore-control.{region}.amazonaws.com"),
+        )?,
+        data_url: url(
+            "AGENTCORE_DATA_URL",
+            format!("https://bedrock-agentcore.{region}.amazonaws.com"),
+        )?,
+        region,
+        account_id,
+        execution_role_arn,
+        credentials: Credentials {
+            access_key_id: require("AWS_ACCESS_KEY_ID")?,
+            secret_access_key: require("AWS_SECRET_ACCESS_KEY")?,
+            session_token: nonempty("AWS_SESSION_TOKEN"),
+        },
+    }))
 }
 
 pub const DEFAULT_API_BASE_URL: &str = "https://api.cloudflare.com/client/v4";
@@ -163,6 +225,7 @@ impl DeployConfig {
             workers_dev_url_template,
             default_compatibility_date: nonempty("AGENT_COMPATIBILITY_DATE")
                 .unwrap_or_else(|| DEFAULT_AGENT_COMPATIBILITY_DATE.into()),
+            agentcore: agentcore_from_vars(&get)?,
         }))
     }
 
@@ -378,6 +441,14 @@ pub const CONFIG_VARS: &[&str] = &[
     "PREVIOUS_ENCRYPTION_KEYS",
     "TELEMETRY_REPORT_URL",
     "AGENT_COMPATIBILITY_DATE",
+    "AGENTCORE_REGION",
+    "AGENTCORE_ACCOUNT_ID",
+    "AGENTCORE_EXECUTION_ROLE_ARN",
+    "AGENTCORE_CONTROL_URL",
+    "AGENTCORE_DATA_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
     "TIER_ENTITLEMENTS",
     "ADMIN_TOKEN",
     "INVOKE_TIMEOUT_MS",
@@ -590,5 +661,68 @@ mod tests {
             .err()
             .unwrap()
             .contains("CLOUDFLARE_API_TOKEN"));
+    }
+
+    #[test]
+    fn agentcore_is_off_unless_a_region_is_set_and_then_needs_everything() {
+        let get = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert!(agentcore_from_vars(&get(&[])).unwrap().is_none());
+        let full: &'static [(&str, &str)] = &[
+            ("AGENTCORE_REGION", "eu-west-1"),
+            ("AGENTCORE_ACCOUNT_ID", "123456789012"),
+            (
+                "AGENTCORE_EXECUTION_ROLE_ARN",
+                "arn:aws:iam::123456789012:role/Runtime",
+            ),
+            ("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "very-secret"),
+        ];
+        let target = agentcore_from_vars(&get(full)).unwrap().unwrap();
+        assert_eq!(
+            target.control_url,
+            "https://bedrock-agentcore-control.eu-west-1.amazonaws.com"
+        );
+        assert_eq!(
+            target.data_url,
+            "https://bedrock-agentcore.eu-west-1.amazonaws.com"
+        );
+        assert!(target.credentials.session_token.is_none());
+        assert!(
+            !format!("{target:?}").contains("very-secret"),
+            "Debug never shows the secret"
+        );
+        for (missing, _) in full.iter().skip(1) {
+            let without: Vec<(&str, &str)> =
+                full.iter().filter(|(k, _)| k != missing).cloned().collect();
+            let without: &'static [(&str, &str)] = Box::leak(without.into_boxed_slice());
+            let err = agentcore_from_vars(&get(without)).unwrap_err();
+            assert!(err.contains(missing), "{err}");
+        }
+        let mut bad = full.to_vec();
+        bad.push(("AGENTCORE_CONTROL_URL", "http://agentcore.example.com"));
+        let bad: &'static [(&str, &str)] = Box::leak(bad.into_boxed_slice());
+        assert!(agentcore_from_vars(&get(bad))
+            .unwrap_err()
+            .contains("https"));
+        let mut local = full.to_vec();
+        local.push(("AGENTCORE_DATA_URL", "http://127.0.0.1:8792/"));
+        let local: &'static [(&str, &str)] = Box::leak(local.into_boxed_slice());
+        assert_eq!(
+            agentcore_from_vars(&get(local)).unwrap().unwrap().data_url,
+            "http://127.0.0.1:8792",
+            "plain HTTP only to this machine"
+        );
+        let account: &'static [(&str, &str)] = &[
+            ("AGENTCORE_REGION", "eu-west-1"),
+            ("AGENTCORE_ACCOUNT_ID", "12345"),
+        ];
+        assert!(agentcore_from_vars(&get(account)).is_err());
     }
 }

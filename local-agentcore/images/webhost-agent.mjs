@@ -32,6 +32,9 @@ const server = http.createServer(async (req, res) => {
   }
   const headers = new Headers();
   for (const [name, value] of Object.entries(req.headers)) if (typeof value === "string") headers.set(name, value);
+  // The platform's trace id arrives in an allowlisted custom header; the template reads X-Trace-Id.
+  const trace = req.headers["x-amzn-bedrock-agentcore-runtime-custom-trace-id"];
+  if (trace) headers.set("X-Trace-Id", trace);
   const answer = await template.fetch(new Request(`http://agent${req.url}`, { method: req.method, headers, body: req.method === "GET" ? undefined : body }), env, ctx);
   res.writeHead(answer.status, Object.fromEntries(answer.headers));
   if (answer.body) Readable.fromWeb(answer.body).pipe(res);

@@ -208,6 +208,9 @@ pub const RESTORE_LEASE_MS: i64 = 120_000;
 pub struct UnneededScript {
     pub deployment_id: DeploymentId,
     pub script_name: String,
+    /// `cloudflare` (a script) or `agentcore` (an endpoint and a runtime version, named in `provider_ref`).
+    pub runtime_provider: String,
+    pub provider_ref: Option<String>,
 }
 
 /// Persistence of deployments and secrets. Reads and writes a client can trigger take the owner's id.
@@ -271,6 +274,12 @@ pub trait DeploymentStore {
     /// finds and deletes it.
     async fn end_restore(&self, id: &DeploymentId, script_left: bool) -> StoreResult<()>;
     async fn mark_script_deleted(&self, id: &DeploymentId, now: i64) -> StoreResult<()>;
+    /// The AgentCore runtime of an agent, once its first AgentCore deploy created it.
+    async fn agentcore_runtime(&self, agent: &AgentId) -> StoreResult<Option<String>>;
+    /// Records the agent's AgentCore runtime (kept if one is recorded already).
+    async fn set_agentcore_runtime(&self, agent: &AgentId, runtime_id: &str) -> StoreResult<()>;
+    /// Records where a deployment still `deploying` runs, before it is live (so clean-up can find a failed one).
+    async fn set_provider_ref(&self, id: &DeploymentId, provider_ref: &str) -> StoreResult<()>;
     /// The owner's deployment `id`, when the clean-up job has removed its script; `None` otherwise.
     async fn removed_script(
         &self,
@@ -297,6 +306,19 @@ pub trait DeploymentStore {
     ) -> StoreResult<u32>;
     /// Clean-up: scripts of failed deployments, of deleted agents, and inactive ones beyond the newest `keep`.
     async fn unneeded_scripts(&self, keep: u32, limit: u32) -> StoreResult<Vec<UnneededScript>>;
+    /// Clean-up: the AgentCore runtimes of deleted agents, still to be deleted (agent id, runtime id).
+    async fn deleted_agent_runtimes(&self, limit: u32) -> StoreResult<Vec<(AgentId, String)>>;
+    /// The agent's AgentCore runtime was deleted.
+    async fn forget_agentcore_runtime(&self, agent: &AgentId) -> StoreResult<()>;
+}
+
+/// AgentCore's APIs: sends one signed call built by `aws::agentcore`, reads the answer.
+#[allow(async_fn_in_trait)]
+pub trait AwsApi {
+    async fn send(
+        &self,
+        call: &crate::aws::agentcore::AwsCall,
+    ) -> Result<serde_json::Value, crate::aws::agentcore::AwsFailure>;
 }
 
 /// Deployment artifacts by content address (an R2 bucket on the platform).

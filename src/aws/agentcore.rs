@@ -20,6 +20,9 @@ pub const SERVICE: &str = "bedrock-agentcore";
 /// The header carrying the runtime session id (33–256 characters) on InvokeAgentRuntime.
 pub const SESSION_HEADER: &str = "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id";
 pub const MIN_SESSION_ID: usize = 33;
+/// The header carrying the call's trace id to the agent. AgentCore hands a container only the headers a runtime
+/// allowlists, and only custom ones of this prefix: every runtime the platform makes allowlists this one.
+pub const TRACE_HEADER: &str = "X-Amzn-Bedrock-AgentCore-Runtime-Custom-Trace-Id";
 pub const MAX_SESSION_ID: usize = 256;
 /// AgentCore's limit on a runtime's environment variables (each value at most 5000 characters).
 pub const MAX_ENVIRONMENT_VARIABLES: usize = 50;
@@ -213,6 +216,7 @@ impl AgentCoreTarget {
             "roleArn": spec.role_arn,
             "networkConfiguration": { "networkMode": "PUBLIC" },
             "protocolConfiguration": { "serverProtocol": "HTTP" },
+            "requestHeaderConfiguration": { "requestHeaderAllowlist": [TRACE_HEADER] },
             "environmentVariables": spec.environment,
             "clientToken": client_token,
         });
@@ -346,12 +350,14 @@ impl AgentCoreTarget {
     }
 
     /// InvokeAgentRuntime: `POST /runtimes/{url-encoded ARN}/invocations?qualifier=` on the data API, the
-    /// session id in its header (signed), invoke/v1 as the payload.
+    /// session id and the trace id in their headers (signed), invoke/v1 as the payload.
+    #[allow(clippy::too_many_arguments)]
     pub fn invoke(
         &self,
         runtime_arn: &str,
         qualifier: &str,
         session_id: &str,
+        trace_id: &str,
         streaming: bool,
         body: Vec<u8>,
         now_ms: i64,
@@ -371,6 +377,7 @@ impl AgentCoreTarget {
                 ("Content-Type".into(), "application/json".into()),
                 ("Accept".into(), accept.into()),
                 (SESSION_HEADER.into(), session_id.into()),
+                (TRACE_HEADER.into(), trace_id.into()),
             ],
             body,
             now_ms,
@@ -651,6 +658,7 @@ mod tests {
             arn,
             "DEFAULT",
             "session-0000000000000000000000000000000001",
+            "trace-1",
             false,
             br#"{"prompt": "hi"}"#.to_vec(),
             AUGUST_30_2015,
@@ -669,7 +677,8 @@ mod tests {
         // and the exact signature is the stand-in's to check (tests/agentcore.test.mjs).
         assert!(authorization.starts_with(
             "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/bedrock-agentcore/aws4_request, \
-             SignedHeaders=accept;content-type;host;x-amz-date;x-amzn-bedrock-agentcore-runtime-session-id, Signature="
+             SignedHeaders=accept;content-type;host;x-amz-date;x-amzn-bedrock-agentcore-runtime-custom-trace-id;\
+             x-amzn-bedrock-agentcore-runtime-session-id, Signature="
         ));
         assert!(
             !call.headers.iter().any(|(n, _)| n == "Host"),

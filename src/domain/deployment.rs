@@ -131,6 +131,12 @@ pub struct Deployment {
     pub created_at: i64,
     pub updated_at: i64,
     pub finished_at: Option<i64>,
+    /// AgentCore: the image this deployment runs (absent for Cloudflare deployments).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_uri: Option<String>,
+    /// AgentCore: the IAM role its runtime version runs as.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub execution_role_arn: Option<String>,
 }
 
 /// The script name on the provider: unique per deployment, valid as a Workers script name (lowercase
@@ -156,6 +162,34 @@ pub struct DeployRequest {
     pub invoke_path: Option<String>,
     #[serde(default)]
     pub env: Option<BTreeMap<String, Value>>,
+    /// AgentCore: the container image (an Amazon ECR URI) the deployment runs.
+    #[serde(default)]
+    pub container_uri: Option<String>,
+    /// AgentCore: the IAM role the runtime runs as; the platform's `AGENTCORE_EXECUTION_ROLE_ARN` when absent.
+    #[serde(default)]
+    pub execution_role_arn: Option<String>,
+}
+
+/// An AgentCore deploy after validation: the image, the role, the plain variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSpec {
+    pub container_uri: String,
+    pub execution_role_arn: String,
+    pub env: BTreeMap<String, String>,
+}
+
+/// The path an AgentCore runtime serves invocations on (its HTTP protocol contract).
+pub const AGENTCORE_INVOKE_PATH: &str = "/invocations";
+
+impl ImageSpec {
+    /// The content address of what the deployment runs: the image, the role and the variables.
+    pub fn sha256(&self) -> String {
+        crate::crypto::sha256_hex(
+            serde_json::json!({ "containerUri": self.container_uri, "executionRoleArn": self.execution_role_arn, "env": self.env })
+                .to_string()
+                .as_bytes(),
+        )
+    }
 }
 
 /// A deploy request after validation and defaults.
@@ -232,6 +266,41 @@ fn is_date(value: &str) -> bool {
         && (1..=31).contains(&value[8..10].parse::<u32>().unwrap_or(0))
 }
 
+/// A deploy's plain variables: at most 32, named like bindings, never the platform's own, string values of at
+/// most 4096 bytes.
+fn validate_env(raw_env: BTreeMap<String, Value>) -> Result<BTreeMap<String, String>, ApiError> {
+    if raw_env.len() > MAX_ENV_VARS {
+        return Err(ApiError::validation("env", "at most 32 variables"));
+    }
+    let mut env = BTreeMap::new();
+    for (name, value) in raw_env {
+        let field = format!("env.{name}");
+        if !is_binding_name(&name) {
+            return Err(ApiError::validation(
+                &field,
+                "names must match [A-Z_][A-Z0-9_]* (at most 64)",
+            ));
+        }
+        if RESERVED_BINDINGS.contains(&name.as_str()) {
+            return Err(ApiError::validation(
+                &field,
+                "is set by the platform and cannot be overridden",
+            ));
+        }
+        let Value::String(value) = value else {
+            return Err(ApiError::validation(&field, "values must be strings"));
+        };
+        if value.len() > MAX_ENV_VALUE_BYTES {
+            return Err(ApiError::validation(
+                &field,
+                "values must be at most 4096 bytes",
+            ));
+        }
+        env.insert(name, value);
+    }
+    Ok(env)
+}
+
 impl DeployRequest {
     /// The runtime the deploy asks for: a known provider (`validation_failed` otherwise), `cloudflare` by default.
     /// Whether the caller may use it is the entitlements' to say.
@@ -244,6 +313,50 @@ impl DeployRequest {
                 format!("must be one of {}", KNOWN_RUNTIME_PROVIDERS.join(", ")),
             )),
         }
+    }
+
+    /// Validates an AgentCore deploy: an image, optionally a role (else `default_role`), plain variables; none of
+    /// the fields that only code deploys have.
+    pub fn validate_image(self, default_role: &str) -> Result<ImageSpec, ApiError> {
+        for (field, given) in [
+            ("moduleCode", self.module_code.is_some()),
+            ("mainModuleName", self.main_module_name.is_some()),
+            ("compatibilityDate", self.compatibility_date.is_some()),
+            ("invokePath", self.invoke_path.is_some()),
+        ] {
+            if given {
+                return Err(ApiError::validation(
+                    field,
+                    "is for cloudflare deploys; an agentcore deploy names a containerUri",
+                ));
+            }
+        }
+        let container_uri = self.container_uri.ok_or_else(|| {
+            ApiError::validation(
+                "containerUri",
+                "is required for an agentcore deploy (an Amazon ECR image URI)",
+            )
+        })?;
+        if !crate::aws::agentcore::is_container_uri(&container_uri) {
+            return Err(ApiError::validation(
+                "containerUri",
+                "must be an Amazon ECR image URI (ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPOSITORY[:TAG|@DIGEST] or public.ecr.aws/…)",
+            ));
+        }
+        let execution_role_arn = self
+            .execution_role_arn
+            .unwrap_or_else(|| default_role.to_owned());
+        if !crate::aws::agentcore::is_role_arn(&execution_role_arn) {
+            return Err(ApiError::validation(
+                "executionRoleArn",
+                "must be an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)",
+            ));
+        }
+        Ok(ImageSpec {
+            container_uri,
+            execution_role_arn,
+            env: validate_env(self.env.unwrap_or_default())?,
+        })
     }
 
     /// Validates and fills defaults; `template` is deployed when no `moduleCode` is given.
@@ -320,36 +433,7 @@ impl DeployRequest {
                 "must be a path starting with '/' (letters, digits, '/', '-', '_', '.'; at most 128)",
             ));
         }
-        let raw_env = self.env.unwrap_or_default();
-        if raw_env.len() > MAX_ENV_VARS {
-            return Err(ApiError::validation("env", "at most 32 variables"));
-        }
-        let mut env = BTreeMap::new();
-        for (name, value) in raw_env {
-            let field = format!("env.{name}");
-            if !is_binding_name(&name) {
-                return Err(ApiError::validation(
-                    &field,
-                    "names must match [A-Z_][A-Z0-9_]* (at most 64)",
-                ));
-            }
-            if RESERVED_BINDINGS.contains(&name.as_str()) {
-                return Err(ApiError::validation(
-                    &field,
-                    "is set by the platform and cannot be overridden",
-                ));
-            }
-            let Value::String(value) = value else {
-                return Err(ApiError::validation(&field, "values must be strings"));
-            };
-            if value.len() > MAX_ENV_VALUE_BYTES {
-                return Err(ApiError::validation(
-                    &field,
-                    "values must be at most 4096 bytes",
-                ));
-            }
-            env.insert(name, value);
-        }
+        let env = validate_env(self.env.unwrap_or_default())?;
         let address = CodeAddress::of(&crate::domain::bundle::Bundle::of_one_module(
             &main_module_name,
             &module_code,

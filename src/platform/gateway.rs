@@ -14,7 +14,7 @@ use super::identity::{credential, invoke_caller};
 use super::reply::Reply;
 use super::request::{client_gone, header, read_json};
 use super::router::{charge_address, client_address};
-use super::upstream::{read_bounded, relay, send, StreamEnd, StreamProgress};
+use super::upstream::{read_bounded, relay, send, AgentCoreCall, StreamEnd, StreamProgress};
 use super::JsClock;
 use crate::app::deployments::deploys_not_configured;
 use crate::app::gate::protocol::DeploymentTarget;
@@ -529,6 +529,10 @@ async fn call(
         streaming,
         config.invoke_timeout_ms,
         &upstream_abort,
+        AgentCoreCall {
+            target: config.deploy.as_ref().and_then(|d| d.agentcore.as_ref()),
+            session_id: &granted.runtime_session_id,
+        },
     )
     .await;
     let mut upstream = match upstream {

@@ -156,7 +156,7 @@ async fn clean_up(env: &Env, deploy: &DeployConfig) -> Result<(u32, u32), ApiErr
         base_url: &deploy.api_base_url,
         api_token: &deploy.api_token,
     };
-    deployments::clean_up(&store, &provider, &JsClock, deploy).await
+    deployments::clean_up(&store, &provider, &super::aws::FetchAws, &JsClock, deploy).await
 }
 
 /// Stores `spec`'s artifact under `sha256` unless it is there already. A failure is logged: the deploy goes on
@@ -255,7 +255,9 @@ pub(super) fn in_background(
                 };
                 // The code, kept by its content address before it is uploaded (once per address).
                 let sha256 = &pending.deployment.code_sha256;
-                store_artifact(&env, &store, &pending.spec, sha256).await;
+                if let Some(spec) = pending.code() {
+                    store_artifact(&env, &store, spec, sha256).await;
+                }
                 // What the agent served before, to report it inactive if this deploy replaces it.
                 let served_before = store
                     .agent(&owner, &agent)
@@ -271,6 +273,7 @@ pub(super) fn in_background(
                     &store,
                     &UserGateClient::new(&env),
                     &provider,
+                    &super::aws::FetchAws,
                     &WorkersTimer,
                     &JsClock,
                     deploy,
@@ -280,7 +283,9 @@ pub(super) fn in_background(
                 .inspect(|status| console_log!("deploy {id} finished {}", status.as_str()));
                 // Once more (a HEAD when it is there): had the clean-up removed this code between its check of
                 // references and its delete, while this deploy was recorded, it is stored again.
-                store_artifact(&env, &store, &pending.spec, sha256).await;
+                if let Some(spec) = pending.code() {
+                    store_artifact(&env, &store, spec, sha256).await;
+                }
                 // The owner's trail: how the deploy they asked for ended.
                 let (result, status) = match &outcome {
                     Ok(status) if status.as_str() == "active" => ("ok", status.as_str()),

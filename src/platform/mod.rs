@@ -4,6 +4,7 @@
 mod admin;
 mod artifacts;
 mod audit;
+mod aws;
 mod billing;
 mod bindings;
 mod cloudflare;

@@ -230,6 +230,13 @@ fn rejection(message: String, dispatching: bool) -> UpstreamFailure {
     }
 }
 
+/// What calling an AgentCore deployment needs beyond the invocation: the platform's AgentCore settings and the
+/// runtime session id (AgentCore's session header).
+pub(super) struct AgentCoreCall<'a> {
+    pub target: Option<&'a crate::aws::agentcore::AgentCoreTarget>,
+    pub session_id: &'a str,
+}
+
 /// Sends the invocation to the agent's active deployment and waits (bounded) for the response head.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn send(
@@ -243,6 +250,7 @@ pub(super) async fn send(
     streaming: bool,
     timeout_ms: u64,
     abort: &web_sys::AbortController,
+    agentcore: AgentCoreCall<'_>,
 ) -> Result<Response, UpstreamFailure> {
     let invoke_path = deployment.invoke_path.as_str();
     // Only what the agent needs: never the caller's credentials or cookies.
@@ -279,6 +287,36 @@ pub(super) async fn send(
     let mut prober: Option<(Fetcher, String)> = None;
     let pending: std::pin::Pin<Box<dyn std::future::Future<Output = worker::Result<Response>>>> =
         match deployment.deploy_target.as_str() {
+            // InvokeAgentRuntime, signed: the ARN and the deployment's endpoint from its provider reference,
+            // the session in AgentCore's header (and in the invoke/v1 body, as for any runtime).
+            "agentcore" => {
+                let target = agentcore.target.ok_or_else(|| {
+                    UpstreamFailure::NotDispatched(
+                        "AgentCore is not configured (AGENTCORE_REGION)".into(),
+                    )
+                })?;
+                let (arn, qualifier) =
+                    crate::aws::agentcore::parse_provider_ref(&deployment.provider_ref)
+                        .ok_or_else(|| {
+                            UpstreamFailure::NotDispatched(format!(
+                                "deployment {} has no AgentCore reference",
+                                deployment.deployment_id
+                            ))
+                        })?;
+                let call = target.invoke(
+                    arn,
+                    qualifier,
+                    agentcore.session_id,
+                    trace_id,
+                    streaming,
+                    body.clone(),
+                    js_sys::Date::now() as i64,
+                );
+                let request = super::aws::request_for(&call)
+                    .and_then(|r| cancellable(r, abort))
+                    .map_err(unbuilt)?;
+                Box::pin(async move { Fetch::Request(request).send().await })
+            }
             "dispatch_namespace" => {
                 let script = deployment.script_name.clone();
                 let namespace: DispatchNamespace =

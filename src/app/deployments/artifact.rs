@@ -239,6 +239,8 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             finished_at: None,
+            container_uri: None,
+            execution_role_arn: None,
         }
     }
 

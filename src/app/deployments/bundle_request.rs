@@ -65,6 +65,8 @@ pub fn read_bundle(
                 .map(|(k, v)| (k.clone(), Value::String(v.clone())))
                 .collect(),
         ),
+        container_uri: None,
+        execution_role_arn: None,
     };
     Ok((request, bundle))
 }

@@ -2,10 +2,12 @@
 
 use super::*;
 
-/// The scheduled clean-up: fail stuck deploys, then delete scripts nobody needs. Returns (failed, deleted).
+/// The scheduled clean-up: fail stuck deploys, then delete scripts (and AgentCore versions and the runtimes of
+/// deleted agents) nobody needs. Returns (failed, deleted).
 pub async fn clean_up<S: DeploymentStore, P: ProviderApi, C: Clock>(
     store: &S,
     provider: &P,
+    aws: &impl AwsApi,
     clock: &C,
     config: &DeployConfig,
 ) -> Result<(u32, u32), ApiError> {
@@ -21,18 +23,31 @@ pub async fn clean_up<S: DeploymentStore, P: ProviderApi, C: Clock>(
     let failed = store
         .fail_stuck_deployments(now - DEPLOY_TIMEOUT_MS, &timeout, now)
         .await?;
-    let mut deleted = 0;
+    let mut deleted =
+        super::agentcore::remove_deleted_agents_runtimes(store, aws, clock, config).await?;
     for UnneededScript {
         deployment_id,
         script_name,
+        runtime_provider,
+        provider_ref,
     } in store
         .unneeded_scripts(KEEP_INACTIVE_FOR_ROLLBACK, 50)
         .await?
     {
-        if delete_script(store, provider, config, &deployment_id, &script_name, now)
+        let removed = if runtime_provider == super::agentcore::RUNTIME_PROVIDER {
+            super::agentcore::remove_version(
+                store,
+                aws,
+                clock,
+                config,
+                &deployment_id,
+                provider_ref.as_deref(),
+            )
             .await
-            .is_ok()
-        {
+        } else {
+            delete_script(store, provider, config, &deployment_id, &script_name, now).await
+        };
+        if removed.is_ok() {
             deleted += 1;
         }
     }

@@ -1,6 +1,7 @@
 //! Deploy orchestration: accept a deploy (an immutable `deploying` row, answered at once), run it against the
 //! provider (upload, secrets, workers.dev route), and finish it `active` or `failed`. Also rollback and reads.
 
+pub mod agentcore;
 pub mod artifact;
 pub mod bundle_request;
 mod cleanup;
@@ -20,7 +21,7 @@ pub use retries::{retry_wait_ms, MAX_RETRY_WAIT_MS};
 use super::agents::get_agent;
 use super::gate::protocol::Forget;
 use super::ports::{
-    gate_not_told, tell, Activation, ArtifactStore, Clock, DeployLimits, DeploymentStore,
+    gate_not_told, tell, Activation, ArtifactStore, AwsApi, Clock, DeployLimits, DeploymentStore,
     GateNotifier, Inserted, NewDeployment, ProviderApi, Sleeper, Store, UnneededScript,
 };
 use super::secrets::{open_secret, secret_aad};
@@ -33,7 +34,7 @@ use crate::domain::bundle::BundleLimits;
 use crate::domain::deployment::RESERVED_BINDINGS;
 use crate::domain::deployment::{
     parse_idempotency_key, script_name_for, DeployRequest, DeploySpec, Deployment, DeploymentError,
-    DeploymentStatus,
+    DeploymentStatus, ImageSpec, AGENTCORE_INVOKE_PATH,
 };
 use crate::domain::entitlements::Entitlements;
 use crate::domain::gateway_credential;
@@ -52,12 +53,28 @@ pub const DEPLOY_TIMEOUT_MS: i64 = 10 * 60 * 1000;
 pub const KEEP_INACTIVE_FOR_ROLLBACK: u32 = 3;
 pub const RUNTIME_PROVIDER: &str = "cloudflare";
 
+/// What a deployment runs: code uploaded to Cloudflare, or a container image AgentCore runs.
+pub enum Workload {
+    Code(DeploySpec),
+    Image(ImageSpec),
+}
+
 /// Everything the background part of a deploy needs; only the request that created the row holds it.
 pub struct PendingDeploy {
     pub deployment: Deployment,
-    pub spec: DeploySpec,
+    pub workload: Workload,
     pub telemetry_secret: String,
     pub gateway_secret: String,
+}
+
+impl PendingDeploy {
+    /// The code, for a Cloudflare deploy (what is kept as its artifact).
+    pub fn code(&self) -> Option<&DeploySpec> {
+        match &self.workload {
+            Workload::Code(spec) => Some(spec),
+            Workload::Image(_) => None,
+        }
+    }
 }
 
 /// The guard deployed as every agent's main module, in front of its own code (`domain::gateway_credential`).
@@ -111,33 +128,71 @@ pub async fn request_deploy<S: Store + DeploymentStore, C: Clock>(
     idempotency_key: Option<&str>,
 ) -> Result<(Deployment, Option<PendingDeploy>), ApiError> {
     // A runtime the plan lacks is the entitlement's refusal, whatever this control plane can deploy.
-    let provider = request.runtime_provider()?;
-    entitlements.require_runtime(provider)?;
-    if provider != RUNTIME_PROVIDER {
-        return Err(ApiError::validation(
-            "runtimeProvider",
-            "only cloudflare deploys are available on this control plane",
-        ));
-    }
+    let provider = request.runtime_provider()?.to_owned();
+    entitlements.require_runtime(&provider)?;
     let idempotency_key = parse_idempotency_key(idempotency_key)?;
     let agent = get_agent(store, owner, raw_agent_id).await?;
     let limits = BundleLimits::entitled(entitlements.bundle_bytes);
-    let spec = match bundle {
-        Some(bundle) => bundle_request::with_bundle(
-            request.validate_within(
-                TEMPLATE_MODULE,
-                &config.default_compatibility_date,
-                limits.max_module_bytes,
-            )?,
-            bundle,
-        ),
-        None => {
-            let spec = request.validate(TEMPLATE_MODULE, &config.default_compatibility_date)?;
-            // A single module is a bundle of one: the plan's limit on code applies to it too.
-            limits.check_total(spec.module_code.len())?;
-            spec
+    let workload = if provider == agentcore::RUNTIME_PROVIDER {
+        let target = config.agentcore.as_ref().ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::DeploysNotConfigured,
+                "AgentCore deploys are not configured on this control plane (AGENTCORE_REGION is not set).",
+            )
+        })?;
+        if bundle.is_some() {
+            return Err(ApiError::validation(
+                "runtimeProvider",
+                "an agentcore deploy runs a container image (containerUri), not an uploaded bundle",
+            ));
         }
+        Workload::Image(request.validate_image(&target.execution_role_arn)?)
+    } else {
+        Workload::Code(match bundle {
+            Some(bundle) => bundle_request::with_bundle(
+                request.validate_within(
+                    TEMPLATE_MODULE,
+                    &config.default_compatibility_date,
+                    limits.max_module_bytes,
+                )?,
+                bundle,
+            ),
+            None => {
+                let spec = request.validate(TEMPLATE_MODULE, &config.default_compatibility_date)?;
+                // A single module is a bundle of one: the plan's limit on code applies to it too.
+                limits.check_total(spec.module_code.len())?;
+                spec
+            }
+        })
     };
+    record_deploy(
+        store,
+        clock,
+        config,
+        owner,
+        entitlements,
+        &agent,
+        raw_body,
+        idempotency_key,
+        workload,
+    )
+    .await
+}
+
+/// Records a validated deploy: a `deploying` row within the deploy limits (or the one an idempotent retry
+/// already made), and what its background part needs.
+#[allow(clippy::too_many_arguments)]
+async fn record_deploy<S: Store + DeploymentStore, C: Clock>(
+    store: &S,
+    clock: &C,
+    config: &DeployConfig,
+    owner: &User,
+    entitlements: &Entitlements,
+    agent: &crate::domain::agent::Agent,
+    raw_body: &[u8],
+    idempotency_key: Option<String>,
+    workload: Workload,
+) -> Result<(Deployment, Option<PendingDeploy>), ApiError> {
     if agent.status == AgentStatus::Disabled {
         return Err(ApiError::new(
             ErrorCode::AgentDisabled,
@@ -150,11 +205,18 @@ pub async fn request_deploy<S: Store + DeploymentStore, C: Clock>(
         .into_iter()
         .map(|s| s.name)
         .collect();
-    if let Some(clash) = spec.env.keys().find(|name| secret_names.contains(name)) {
+    let env = match &workload {
+        Workload::Code(spec) => &spec.env,
+        Workload::Image(image) => &image.env,
+    };
+    if let Some(clash) = env.keys().find(|name| secret_names.contains(name)) {
         return Err(ApiError::validation(
             &format!("env.{clash}"),
             "has the same name as one of the agent's secrets",
         ));
+    }
+    if let Workload::Image(image) = &workload {
+        agentcore::check_environment_size(image, secret_names.len())?;
     }
 
     let id = DeploymentId::generate();
@@ -164,27 +226,31 @@ pub async fn request_deploy<S: Store + DeploymentStore, C: Clock>(
     let telemetry_key = random_bytes::<32>();
     let telemetry_secret = URL_SAFE_NO_PAD.encode(telemetry_key);
     let gateway_secret = random_hex(32);
-    let deployment = Deployment {
-        script_name: script_name_for(&id),
-        id: id.clone(),
-        agent_id: agent.id.clone(),
-        user_id: owner.id.clone(),
-        version: 0, // assigned by the store
-        status: DeploymentStatus::Deploying,
-        runtime_provider: RUNTIME_PROVIDER.into(),
-        deploy_target: config.target_name.into(),
-        main_module_name: spec.main_module_name.clone(),
-        compatibility_date: spec.compatibility_date.clone(),
-        invoke_path: spec.invoke_path.clone(),
-        source: spec.source.into(),
-        code_sha256: spec.address.sha256.clone(),
-        env: spec.env.clone(),
-        provider_ref: None,
-        error: None,
-        created_at: now,
-        updated_at: now,
-        finished_at: None,
-        retries: 0,
+    let (runtime_provider, deploy_target) = match &workload {
+        Workload::Code(_) => (RUNTIME_PROVIDER, config.target_name),
+        Workload::Image(_) => (agentcore::RUNTIME_PROVIDER, agentcore::RUNTIME_PROVIDER),
+    };
+    let deployment = match &workload {
+        Workload::Code(spec) => Deployment {
+            main_module_name: spec.main_module_name.clone(),
+            compatibility_date: spec.compatibility_date.clone(),
+            invoke_path: spec.invoke_path.clone(),
+            source: spec.source.into(),
+            code_sha256: spec.address.sha256.clone(),
+            env: spec.env.clone(),
+            container_uri: None,
+            execution_role_arn: None,
+            ..new_deployment(&id, agent, owner, runtime_provider, deploy_target, now)
+        },
+        Workload::Image(image) => Deployment {
+            invoke_path: AGENTCORE_INVOKE_PATH.into(),
+            source: "image".into(),
+            code_sha256: image.sha256(),
+            env: image.env.clone(),
+            container_uri: Some(image.container_uri.clone()),
+            execution_role_arn: Some(image.execution_role_arn.clone()),
+            ..new_deployment(&id, agent, owner, runtime_provider, deploy_target, now)
+        },
     };
     let new = NewDeployment {
         telemetry_secret_sealed: config
@@ -204,7 +270,7 @@ pub async fn request_deploy<S: Store + DeploymentStore, C: Clock>(
             deployment.clone(),
             Some(PendingDeploy {
                 deployment,
-                spec,
+                workload,
                 telemetry_secret,
                 gateway_secret,
             }),
@@ -221,6 +287,41 @@ pub async fn request_deploy<S: Store + DeploymentStore, C: Clock>(
             let counts = store.deploy_counts(&owner.id, now).await?;
             Err(deploy_limit_error(&new.limits, &counts, now))
         }
+    }
+}
+
+/// A `deploying` row's common fields; the caller fills in what it runs.
+fn new_deployment(
+    id: &DeploymentId,
+    agent: &crate::domain::agent::Agent,
+    owner: &User,
+    runtime_provider: &str,
+    deploy_target: &str,
+    now: i64,
+) -> Deployment {
+    Deployment {
+        script_name: script_name_for(id),
+        id: id.clone(),
+        agent_id: agent.id.clone(),
+        user_id: owner.id.clone(),
+        version: 0, // assigned by the store
+        status: DeploymentStatus::Deploying,
+        runtime_provider: runtime_provider.into(),
+        deploy_target: deploy_target.into(),
+        main_module_name: String::new(),
+        compatibility_date: String::new(),
+        invoke_path: String::new(),
+        source: String::new(),
+        code_sha256: String::new(),
+        env: BTreeMap::new(),
+        provider_ref: None,
+        error: None,
+        created_at: now,
+        updated_at: now,
+        finished_at: None,
+        retries: 0,
+        container_uri: None,
+        execution_role_arn: None,
     }
 }
 
@@ -281,27 +382,54 @@ pub fn tags_for(deployment: &Deployment) -> Vec<String> {
 
 /// Runs a pending deploy to completion. Every provider failure ends in the deployment's row (`failed`, with the
 /// step and the provider's message); only a storage failure is returned as an error.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_deploy<S: DeploymentStore, P: ProviderApi, C: Clock>(
     store: &S,
     gate: &impl GateNotifier,
     provider: &P,
+    aws: &impl AwsApi,
     sleeper: &impl Sleeper,
     clock: &C,
     config: &DeployConfig,
     pending: &PendingDeploy,
 ) -> Result<DeploymentStatus, ApiError> {
     let d = &pending.deployment;
-    let outcome = deploy_steps(store, provider, sleeper, clock, config, pending).await;
+    let outcome = match &pending.workload {
+        Workload::Code(spec) => deploy_steps(
+            store,
+            provider,
+            sleeper,
+            clock,
+            config,
+            d,
+            spec,
+            &pending.telemetry_secret,
+            &pending.gateway_secret,
+        )
+        .await
+        .map(|()| config.provider_ref(&d.script_name)),
+        Workload::Image(image) => {
+            agentcore::deploy_image(
+                store,
+                aws,
+                sleeper,
+                clock,
+                config,
+                d,
+                image,
+                &pending.telemetry_secret,
+            )
+            .await
+        }
+    };
     let now = clock.now_ms();
     match outcome {
-        Ok(()) => {
+        Ok(provider_ref) => {
             // Whoever polls this deployment may invoke the moment D1 says `active`, before any notification
             // after the write could arrive: the gate reads the route from D1 from before the write until after.
             let agent = d.agent_id.as_str();
             let held = retried(|| gate.hold(&d.user_id, agent)).await;
-            store
-                .finish_success(d, &config.provider_ref(&d.script_name), now)
-                .await?;
+            store.finish_success(d, &provider_ref, now).await?;
             retried(|| gate.forget(&d.user_id, Forget::Agent(agent.to_owned())))
                 .await
                 .and(held)
@@ -311,21 +439,34 @@ pub async fn run_deploy<S: DeploymentStore, P: ProviderApi, C: Clock>(
         Err(error) => {
             store.finish_failure(&d.id, &error, now).await?;
             // Best effort: the clean-up job deletes what this leaves behind.
-            let _ = delete_script(store, provider, config, &d.id, &d.script_name, now).await;
+            match &pending.workload {
+                Workload::Code(_) => {
+                    let _ =
+                        delete_script(store, provider, config, &d.id, &d.script_name, now).await;
+                }
+                Workload::Image(_) => {
+                    // As stored: the deploy recorded where its version is before it was ready.
+                    if let Ok(Some(stored)) = store.deployment(&d.user_id, &d.agent_id, &d.id).await
+                    {
+                        let reference = stored.provider_ref.as_deref();
+                        let _ =
+                            agentcore::remove_version(store, aws, clock, config, &d.id, reference)
+                                .await;
+                    }
+                }
+            }
             Ok(DeploymentStatus::Failed)
         }
     }
 }
 
-async fn deploy_steps<S: DeploymentStore, P: ProviderApi>(
+/// The agent's secrets, opened, without any of the platform's own names; then the platform's secrets, which win.
+pub(super) async fn agent_secrets<S: DeploymentStore>(
     store: &S,
-    provider: &P,
-    sleeper: &impl Sleeper,
-    clock: &impl Clock,
     config: &DeployConfig,
-    pending: &PendingDeploy,
-) -> Result<(), DeploymentError> {
-    let d = &pending.deployment;
+    d: &Deployment,
+    telemetry_secret: &str,
+) -> Result<Vec<(String, String)>, DeploymentError> {
     let sealed = store.secrets(&d.user_id, &d.agent_id).await.map_err(|e| {
         DeploymentError::platform(
             "secrets",
@@ -352,14 +493,27 @@ async fn deploy_steps<S: DeploymentStore, P: ProviderApi>(
             secrets.push((s.name, value));
         }
     }
-    // The platform's secrets last: whatever came before, these are the values the script gets.
-    secrets.push((
-        "TELEMETRY_SECRET".to_string(),
-        pending.telemetry_secret.clone(),
-    ));
+    // The platform's secrets last: whatever came before, these are the values the agent gets.
+    secrets.push(("TELEMETRY_SECRET".to_string(), telemetry_secret.to_owned()));
+    Ok(secrets)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn deploy_steps<S: DeploymentStore, P: ProviderApi>(
+    store: &S,
+    provider: &P,
+    sleeper: &impl Sleeper,
+    clock: &impl Clock,
+    config: &DeployConfig,
+    d: &Deployment,
+    spec: &DeploySpec,
+    telemetry_secret: &str,
+    gateway_secret: &str,
+) -> Result<(), DeploymentError> {
+    let mut secrets = agent_secrets(store, config, d, telemetry_secret).await?;
     secrets.push((
         gateway_credential::SECRET_BINDING.to_string(),
-        pending.gateway_secret.clone(),
+        gateway_secret.to_owned(),
     ));
     // The guard is the entry point: nothing of the agent runs for a call without the gateway's credential.
     // Secrets travel in the upload itself as `secret_text` bindings: one atomic upload makes one version with
@@ -378,15 +532,15 @@ async fn deploy_steps<S: DeploymentStore, P: ProviderApi>(
     );
     let metadata = ScriptMetadata {
         main_module: GUARD_MODULE_NAME.into(),
-        compatibility_date: pending.spec.compatibility_date.clone(),
-        compatibility_flags: pending.spec.compatibility_flags.clone(),
+        compatibility_date: spec.compatibility_date.clone(),
+        compatibility_flags: spec.compatibility_flags.clone(),
         bindings,
         tags: tags_for(d),
     };
     let module = Module {
-        name: pending.spec.main_module_name.clone(),
+        name: spec.main_module_name.clone(),
         content_type: JS_MODULE,
-        bytes: pending.spec.module_code.clone().into_bytes(),
+        bytes: spec.module_code.clone().into_bytes(),
     };
     let boundary = format!("webhost-{}", random_hex(12));
     let target = &config.target;
@@ -396,8 +550,8 @@ async fn deploy_steps<S: DeploymentStore, P: ProviderApi>(
     let count = || async {
         let _ = store.record_retry(&d.id).await;
     };
-    let mut modules = vec![guard_module(&pending.spec.main_module_name), module];
-    modules.extend(pending.spec.extra_modules.iter().map(|m| Module {
+    let mut modules = vec![guard_module(&spec.main_module_name), module];
+    modules.extend(spec.extra_modules.iter().map(|m| Module {
         name: m.name.clone(),
         content_type: m.kind.upload_content_type(),
         bytes: m.cloudflare_body(),

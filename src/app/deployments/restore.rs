@@ -40,6 +40,12 @@ pub(super) async fn upload_again<S: DeploymentStore>(
         limits,
         bundle_limits,
     } = uploader;
+    if deployment.runtime_provider == super::agentcore::RUNTIME_PROVIDER {
+        return Err(cannot_restore(
+            deployment,
+            "This AgentCore deployment's runtime version has been cleaned up; deploy its image again instead.",
+        ));
+    }
     // Uploaded where the deployment's row says it runs, or the gateway could not reach it.
     if deployment.deploy_target != config.target_name
         || deployment.provider_ref.as_deref()
@@ -91,12 +97,7 @@ pub(super) async fn upload_again<S: DeploymentStore>(
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
         .ok_or_else(|| ApiError::internal(format!("gateway secret of {}", deployment.id)))?;
-    let pending = PendingDeploy {
-        deployment: deployment.clone(),
-        spec,
-        telemetry_secret: URL_SAFE_NO_PAD.encode(telemetry_key),
-        gateway_secret,
-    };
+    let telemetry_secret = URL_SAFE_NO_PAD.encode(telemetry_key);
     // One restore of a deployment at a time, within the plan's deploy limits.
     let now = clock.now_ms();
     if !store
@@ -116,7 +117,19 @@ pub(super) async fn upload_again<S: DeploymentStore>(
         busy.retryable_override = Some(true);
         return Err(busy);
     }
-    if let Err(error) = deploy_steps(store, *provider, *sleeper, clock, config, &pending).await {
+    let uploaded = deploy_steps(
+        store,
+        *provider,
+        *sleeper,
+        clock,
+        config,
+        deployment,
+        &spec,
+        &telemetry_secret,
+        &gateway_secret,
+    )
+    .await;
+    if let Err(error) = uploaded {
         // Whatever part of it was uploaded goes again while this restore holds the deployment; if that fails
         // too, the row says the script exists, so the clean-up job deletes it.
         let deleted = delete_script(

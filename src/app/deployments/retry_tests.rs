@@ -177,6 +177,8 @@ fn sample_deployment() -> Deployment {
         created_at: 0,
         updated_at: 0,
         finished_at: Some(0),
+        container_uri: None,
+        execution_role_arn: None,
     }
 }
 

@@ -13,14 +13,15 @@ use wasm_bindgen::JsValue;
 
 const DEPLOYMENT_COLUMNS: &str = "id, agent_id, user_id, version, status, runtime_provider, deploy_target, script_name, \
      main_module_name, compatibility_date, invoke_path, source, code_sha256, env_json, provider_ref, error_json, \
-     created_at, updated_at, finished_at, request_sha256, retries";
+     created_at, updated_at, finished_at, request_sha256, retries, container_uri, execution_role_arn";
 
 // ?1 id … ?17 gateway_secret_sealed; the version is the agent's next one, computed in the same statement.
 const INSERT_DEPLOYMENT: &str = "INSERT INTO deployments (id, agent_id, user_id, version, status, runtime_provider, \
      deploy_target, script_name, main_module_name, compatibility_date, invoke_path, source, code_sha256, env_json, \
-     telemetry_secret_sealed, idempotency_key, request_sha256, created_at, updated_at, gateway_secret_sealed) \
+     telemetry_secret_sealed, idempotency_key, request_sha256, created_at, updated_at, gateway_secret_sealed, \
+     container_uri, execution_role_arn) \
      SELECT ?1, ?2, ?3, COALESCE(MAX(version), 0) + 1, 'deploying', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
-     ?15, ?16, ?16, ?17 FROM deployments WHERE agent_id = ?2 \
+     ?15, ?16, ?16, ?17, ?21, ?22 FROM deployments WHERE agent_id = ?2 \
      HAVING (SELECT COUNT(*) FROM deployments WHERE user_id = ?3 \
              AND (status = 'deploying' OR restoring_until > ?16)) < ?18 \
      AND (SELECT COUNT(*) FROM deployments WHERE user_id = ?3 AND created_at > ?16 - 3600000) \
@@ -87,7 +88,8 @@ const FAIL_STUCK: &str =
     "UPDATE deployments SET status = 'failed', error_json = ?2, finished_at = ?3, updated_at = ?3 \
      WHERE status = 'deploying' AND created_at < ?1 RETURNING id";
 // ?1 keep, ?2 limit
-const UNNEEDED_SCRIPTS: &str = "SELECT d.id, d.script_name FROM deployments d JOIN agents a ON a.id = d.agent_id \
+const UNNEEDED_SCRIPTS: &str = "SELECT d.id, d.script_name, d.runtime_provider, d.provider_ref \
+     FROM deployments d JOIN agents a ON a.id = d.agent_id \
      WHERE d.script_deleted_at IS NULL AND d.status != 'deploying' AND ( \
        d.status = 'failed' OR a.deleted_at IS NOT NULL OR \
        (d.status = 'inactive' AND (SELECT COUNT(*) FROM deployments n WHERE n.agent_id = d.agent_id \
@@ -117,6 +119,8 @@ struct DeploymentRow {
     finished_at: Option<f64>,
     request_sha256: String,
     retries: f64,
+    container_uri: Option<String>,
+    execution_role_arn: Option<String>,
 }
 
 impl DeploymentRow {
@@ -148,6 +152,8 @@ impl DeploymentRow {
             updated_at: self.updated_at as i64,
             finished_at: self.finished_at.map(|t| t as i64),
             retries: self.retries as u32,
+            container_uri: self.container_uri,
+            execution_role_arn: self.execution_role_arn,
         };
         Ok((deployment, self.request_sha256))
     }
@@ -177,6 +183,8 @@ impl From<SecretRow> for SealedSecret {
 struct ScriptRow {
     id: String,
     script_name: String,
+    runtime_provider: String,
+    provider_ref: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -264,6 +272,8 @@ impl DeploymentStore for D1Store {
             number(new.limits.in_flight as i64),
             number(new.limits.per_hour as i64),
             number(new.limits.live_scripts as i64),
+            optional(d.container_uri.as_deref()),
+            optional(d.execution_role_arn.as_deref()),
         ];
         // Two inserts racing collide on a unique index: on the idempotency key (answer with the winner) or on
         // the version (try again: the next attempt computes a higher one).
@@ -531,6 +541,42 @@ impl DeploymentStore for D1Store {
         Ok(())
     }
 
+    async fn agentcore_runtime(&self, agent: &AgentId) -> StoreResult<Option<String>> {
+        #[derive(Deserialize)]
+        struct Row {
+            agentcore_runtime_id: Option<String>,
+        }
+        let rows: Vec<Row> = self
+            .rows(
+                "SELECT agentcore_runtime_id FROM agents WHERE id = ?1",
+                &[text(agent.as_str())],
+            )
+            .await?;
+        Ok(rows.into_iter().next().and_then(|r| r.agentcore_runtime_id))
+    }
+
+    async fn set_agentcore_runtime(&self, agent: &AgentId, runtime_id: &str) -> StoreResult<()> {
+        self.statement(
+            "UPDATE agents SET agentcore_runtime_id = ?2 WHERE id = ?1 AND agentcore_runtime_id IS NULL",
+            &[text(agent.as_str()), text(runtime_id)],
+        )?
+        .run()
+        .await
+        .map_err(fail)?;
+        Ok(())
+    }
+
+    async fn set_provider_ref(&self, id: &DeploymentId, provider_ref: &str) -> StoreResult<()> {
+        self.statement(
+            "UPDATE deployments SET provider_ref = ?2 WHERE id = ?1 AND status = 'deploying'",
+            &[text(id.as_str()), text(provider_ref)],
+        )?
+        .run()
+        .await
+        .map_err(fail)?;
+        Ok(())
+    }
+
     async fn removed_script(
         &self,
         owner: &UserId,
@@ -623,8 +669,40 @@ impl DeploymentStore for D1Store {
             .map(|r| UnneededScript {
                 deployment_id: DeploymentId::from_trusted(r.id),
                 script_name: r.script_name,
+                runtime_provider: r.runtime_provider,
+                provider_ref: r.provider_ref,
             })
             .collect())
+    }
+
+    async fn deleted_agent_runtimes(&self, limit: u32) -> StoreResult<Vec<(AgentId, String)>> {
+        #[derive(Deserialize)]
+        struct Row {
+            id: String,
+            agentcore_runtime_id: String,
+        }
+        let rows: Vec<Row> = self
+            .rows(
+                "SELECT id, agentcore_runtime_id FROM agents \
+                 WHERE deleted_at IS NOT NULL AND agentcore_runtime_id IS NOT NULL LIMIT ?1",
+                &[number(limit as i64)],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (AgentId::from_trusted(r.id), r.agentcore_runtime_id))
+            .collect())
+    }
+
+    async fn forget_agentcore_runtime(&self, agent: &AgentId) -> StoreResult<()> {
+        self.statement(
+            "UPDATE agents SET agentcore_runtime_id = NULL WHERE id = ?1",
+            &[text(agent.as_str())],
+        )?
+        .run()
+        .await
+        .map_err(fail)?;
+        Ok(())
     }
 }
 
