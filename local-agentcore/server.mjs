@@ -62,6 +62,7 @@ export async function startLocalAgentCore({
   const requests = []; // { operation, accessKeyId, sessionId, qualifier }
   const tokens = new Map(); // clientToken → { fingerprint, answer }
   let failNextVersions = []; // failure reasons for the next versions to start
+  let holding = false; // versions stay CREATING/UPDATING while set (AgentCore often takes minutes)
   let closed = false;
 
   const now = () => new Date().toISOString();
@@ -85,6 +86,7 @@ export async function startLocalAgentCore({
       settleEndpoints(runtime);
     };
     await new Promise((r) => setTimeout(r, readyDelayMs));
+    while (holding && !closed) await new Promise((r) => setTimeout(r, 50));
     if (closed || version.status === "DELETING") return;
     const injected = failNextVersions.shift();
     if (injected) return failed(injected);
@@ -435,6 +437,8 @@ export async function startLocalAgentCore({
     clearFaults: () => (faults.length = 0),
     /** The next versions to start fail with these reasons (…_FAILED, `failureReason`). */
     failNextVersions: (...reasons) => (failNextVersions = reasons),
+    /** While held, versions stay CREATING/UPDATING (as a real runtime takes minutes to start). */
+    holdVersions: (hold) => (holding = hold),
     /** Every request: its operation (or `refused`, with the status and error type). */
     requests: () => [...requests],
     async close() {

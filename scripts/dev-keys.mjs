@@ -35,6 +35,8 @@ const lcfPort = process.env.LOCAL_CLOUDFLARE_PORT || "8788";
 const lcf = `http://127.0.0.1:${lcfPort}`;
 const identity = `127.0.0.1:${process.env.LOCAL_IDENTITY_PORT || "8789"}`;
 const localStripe = `http://127.0.0.1:${process.env.LOCAL_STRIPE_PORT || "8790"}`;
+const agentcoreControl = `http://127.0.0.1:${process.env.LOCAL_AGENTCORE_CONTROL_PORT || "8791"}`;
+const agentcoreData = `http://127.0.0.1:${process.env.LOCAL_AGENTCORE_DATA_PORT || "8792"}`;
 const managed = {
   AUTH_ISSUER: DEV_ISSUER,
   // The local identity provider (local-identity/server.mjs) publishes the local key, as Clerk publishes its own.
@@ -60,6 +62,14 @@ const managed = {
   STRIPE_PRICE_ENTERPRISE: "price_local_enterprise",
   STRIPE_API_BASE_URL: localStripe,
   BILLING_RETURN_URL: `http://127.0.0.1:${port}/billing`,
+  // The second runtime against the local AgentCore (local-agentcore/server.mjs) and the key pair it knows.
+  AGENTCORE_REGION: "us-east-1",
+  AGENTCORE_ACCOUNT_ID: "123456789012",
+  AGENTCORE_EXECUTION_ROLE_ARN: "arn:aws:iam::123456789012:role/WebhostAgentRuntime",
+  AGENTCORE_CONTROL_URL: agentcoreControl,
+  AGENTCORE_DATA_URL: agentcoreData,
+  AWS_ACCESS_KEY_ID: process.env.LOCAL_AGENTCORE_ACCESS_KEY_ID || "AKIALOCALAGENTCORE01",
+  AWS_SECRET_ACCESS_KEY: process.env.LOCAL_AGENTCORE_SECRET_ACCESS_KEY || "local-agentcore-secret-access-key",
 };
 // Settings earlier versions of this script wrote, dropped from .dev.vars (AUTH_JWKS gave way to AUTH_JWKS_URL).
 const RETIRED = ["AUTH_JWKS"];

@@ -198,3 +198,35 @@ test("clean-up: versions beyond the three kept for rollback are deleted from Age
   await app.runScheduled();
   await app.until("the runtime's deletion", async () => !runtime());
 });
+
+test("a version slower than the deploy's 20 s stays deploying, and the cron job follows it to active", { timeout: 120_000 }, async () => {
+  const pro = await user("agentcore_slow", "pro");
+  const agent = (await app.createAgent(pro.token, { name: "slow-container" })).body;
+  agentcore.holdVersions(true);
+  try {
+    const accepted = await app.deploy(pro.token, agent.id, { runtimeProvider: "agentcore", containerUri: IMAGE("slow") });
+    assert.equal(accepted.status, 202, accepted.text);
+    // Past the deploy's own budget: still deploying, its version recorded, nothing failed.
+    await new Promise((r) => setTimeout(r, 23_000));
+    const pending = (await app.getDeployment(pro.token, agent.id, accepted.body.id)).body;
+    assert.equal(pending.status, "deploying", JSON.stringify(pending.error));
+    assert.match(pending.providerRef, /\?version=1&qualifier=/);
+    // The cron job leaves it alone while AgentCore is still at work …
+    await app.db.prepare("UPDATE deployments SET created_at = created_at - 120000 WHERE id = ?1").bind(accepted.body.id).run();
+    await app.runScheduled();
+    assert.equal((await app.getDeployment(pro.token, agent.id, accepted.body.id)).body.status, "deploying");
+    // … and finishes it once the version is READY (the endpoint made on the way).
+    agentcore.holdVersions(false);
+    await app.until("the version to start", async () => agentcore.runtimes().find((r) => r.name === `webhost_${agent.id.slice(4)}`)?.versions[0].status === "READY");
+    const done = await app.until("the follow-up", async () => {
+      await app.runScheduled();
+      const now = (await app.getDeployment(pro.token, agent.id, accepted.body.id)).body;
+      return now.status !== "deploying" ? now : null;
+    });
+    assert.equal(done.status, "active", JSON.stringify(done.error));
+    assert.equal((await app.getAgent(pro.token, agent.id)).body.activeDeploymentId, done.id);
+    assert.equal((await app.invoke(pro.token, agent.id, invokeBody("finally"))).body.output.text, "[slow] finally");
+  } finally {
+    agentcore.holdVersions(false);
+  }
+});

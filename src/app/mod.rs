@@ -14,6 +14,7 @@ pub mod key_rotation;
 pub(crate) mod memory;
 pub mod ports;
 pub mod retention;
+pub mod runtime;
 pub mod secrets;
 pub mod telemetry;
 pub mod usage;

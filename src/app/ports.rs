@@ -274,6 +274,13 @@ pub trait DeploymentStore {
     /// finds and deletes it.
     async fn end_restore(&self, id: &DeploymentId, script_left: bool) -> StoreResult<()>;
     async fn mark_script_deleted(&self, id: &DeploymentId, now: i64) -> StoreResult<()>;
+    /// Deployments still `deploying`, started before `started_before`, that know where they run (a provider
+    /// reference recorded while pending): what the cron job follows.
+    async fn pending_deployments(
+        &self,
+        started_before: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Deployment>>;
     /// The AgentCore runtime of an agent, once its first AgentCore deploy created it.
     async fn agentcore_runtime(&self, agent: &AgentId) -> StoreResult<Option<String>>;
     /// Records the agent's AgentCore runtime (kept if one is recorded already).

@@ -559,6 +559,15 @@ pub fn parse_provider_ref(reference: &str) -> Option<(&str, &str)> {
     arn.starts_with("arn:").then_some((arn, qualifier))
 }
 
+/// The runtime version a provider reference made by `provider_ref` names.
+pub fn version_of_ref(reference: &str) -> Option<&str> {
+    let (_, query) = reference.split_once('?')?;
+    query
+        .split('&')
+        .find_map(|p| p.strip_prefix("version="))
+        .filter(|v| !v.is_empty())
+}
+
 /// The runtime id within a runtime ARN (`…:runtime/{id}`).
 pub fn runtime_id_of(runtime_arn: &str) -> Option<&str> {
     runtime_arn.rsplit_once(":runtime/").map(|(_, id)| id)
@@ -865,6 +874,7 @@ mod tests {
         let arn = "arn:aws:bedrock-agentcore:us-east-1:123456789012:runtime/webhost_abc-AbCdEf1234";
         let r = provider_ref(arn, "4", "dep_0123");
         assert_eq!(parse_provider_ref(&r), Some((arn, "dep_0123")));
+        assert_eq!(version_of_ref(&r), Some("4"));
         assert_eq!(runtime_id_of(arn), Some("webhost_abc-AbCdEf1234"));
         assert_eq!(parse_provider_ref("https://x.workers.dev"), None);
     }

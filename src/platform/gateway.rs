@@ -14,7 +14,7 @@ use super::identity::{credential, invoke_caller};
 use super::reply::Reply;
 use super::request::{client_gone, header, read_json};
 use super::router::{charge_address, client_address};
-use super::upstream::{read_bounded, relay, send, AgentCoreCall, StreamEnd, StreamProgress};
+use super::upstream::{read_bounded, relay, send, StreamEnd, StreamProgress};
 use super::JsClock;
 use crate::app::deployments::deploys_not_configured;
 use crate::app::gate::protocol::DeploymentTarget;
@@ -23,6 +23,7 @@ use crate::app::invoke::{
     stream_outcome, Admitted, InvokeGate, Meter, Refused, REFUSED_ROWS_PER_MINUTE,
 };
 use crate::app::ports::Clock;
+use crate::app::runtime::{upstream_call, CallContext};
 use crate::app::telemetry::UsageCharger;
 use crate::auth::verdict_cache::{VerdictCache, DEFAULT_CAPACITY};
 use crate::config::ServiceConfig;
@@ -518,23 +519,25 @@ async fn call(
             return Err(metering.failed(ctx, env, err, None, false));
         }
     };
-    let upstream = send(
-        env,
+    let call = upstream_call(
         deployment,
-        (granted.cpu_ms, granted.subrequests),
-        body,
-        &trace_id,
-        &request_id,
-        credential.as_deref(),
-        streaming,
-        config.invoke_timeout_ms,
-        &upstream_abort,
-        AgentCoreCall {
-            target: config.deploy.as_ref().and_then(|d| d.agentcore.as_ref()),
-            session_id: &granted.runtime_session_id,
+        config.deploy.as_ref().and_then(|d| d.agentcore.as_ref()),
+        CallContext {
+            body,
+            trace_id: &trace_id,
+            request_id: &request_id,
+            credential: credential.as_deref(),
+            runtime_session_id: &granted.runtime_session_id,
+            streaming,
+            cpu_ms: granted.cpu_ms,
+            subrequests: granted.subrequests,
+            now_ms: JsClock.now_ms(),
         },
-    )
-    .await;
+    );
+    let upstream = match call {
+        Ok(call) => send(env, call, config.invoke_timeout_ms, &upstream_abort).await,
+        Err(failure) => Err(failure),
+    };
     let mut upstream = match upstream {
         Ok(res) => res,
         Err(failure) => {

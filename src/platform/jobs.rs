@@ -1,6 +1,7 @@
 //! Work that is not a request: the cron jobs and what a request leaves running after its answer.
 
 use super::artifacts::R2Artifacts;
+use super::aws::FetchAws;
 use super::bindings::d1_database;
 use super::cloudflare::FetchProvider;
 use super::config_cache::load_config;
@@ -10,9 +11,13 @@ use super::durable::user_gate::UserGateClient;
 use super::JsClock;
 use crate::app::audit::{Actor, AuditRecord};
 use crate::app::deployments;
+use crate::app::deployments::agentcore::AgentCoreRuntime;
+use crate::app::deployments::CloudflareRuntime;
 use crate::app::ports::{ArtifactStore, Clock, DeploymentStore, Sleeper, Store};
+use crate::app::runtime::Runtimes;
 use crate::app::{invocations, key_rotation, usage};
 use crate::config::{DeployConfig, ServiceConfig};
+use crate::domain::deployment::DeploymentStatus;
 use crate::domain::feed::{FeedKind, Publication};
 use crate::domain::ids::{AgentId, DeploymentId, UserId};
 use crate::domain::ApiError;
@@ -156,7 +161,77 @@ async fn clean_up(env: &Env, deploy: &DeployConfig) -> Result<(u32, u32), ApiErr
         base_url: &deploy.api_base_url,
         api_token: &deploy.api_token,
     };
-    deployments::clean_up(&store, &provider, &super::aws::FetchAws, &JsClock, deploy).await
+    let runtime = runtimes(&store, &provider, deploy);
+    // Deploys their runtime is still bringing up (AgentCore), finished as they become ready or fail.
+    for (d, status) in
+        deployments::follow_pending(&store, &UserGateClient::new(env), &runtime, &JsClock).await?
+    {
+        console_log!("deploy {} finished {} (followed)", d.id, status.as_str());
+        report_finished(env, &d.user_id, &d.agent_id, &d.id, Some(status)).await;
+        publish_deployment(env, &store, deploy, &d.user_id, &d.agent_id, d.id.as_str()).await;
+        publish_pointer_moved(env, &store, deploy, &d.user_id, &d.agent_id, None).await;
+    }
+    deployments::clean_up(&store, &runtime, &FetchAws, &JsClock, deploy).await
+}
+
+/// The owner's trail of how a deploy they asked for ended (`status` `None`: it could not be recorded).
+async fn report_finished(
+    env: &Env,
+    owner: &UserId,
+    agent: &AgentId,
+    id: &DeploymentId,
+    status: Option<DeploymentStatus>,
+) {
+    let (result, shown) = match status {
+        Some(DeploymentStatus::Active) => ("ok", "active"),
+        Some(other) => ("failed", other.as_str()),
+        None => ("failed", "unknown"),
+    };
+    super::audit::record_now(
+        env,
+        &AuditRecord {
+            at: JsClock.now_ms(),
+            request_id: None,
+            actor: Actor::System,
+            user_id: Some(owner.clone()),
+            action: "deploy.finish",
+            target: Some(id.as_str().to_owned()),
+            agent_id: Some(agent.as_str().to_owned()),
+            outcome: result,
+            status: None,
+            detail: Some(serde_json::json!({ "status": shown })),
+        },
+    )
+    .await;
+}
+
+/// Both runtime providers over this worker's I/O: Cloudflare through its API, AgentCore through its own.
+type WorkerRuntimes<'a> = Runtimes<
+    CloudflareRuntime<'a, D1Store, FetchProvider<'a>, WorkersTimer, JsClock>,
+    AgentCoreRuntime<'a, D1Store, FetchAws, WorkersTimer, JsClock>,
+>;
+
+fn runtimes<'a>(
+    store: &'a D1Store,
+    provider: &'a FetchProvider<'a>,
+    deploy: &'a DeployConfig,
+) -> WorkerRuntimes<'a> {
+    Runtimes {
+        cloudflare: CloudflareRuntime {
+            store,
+            provider,
+            sleeper: &WorkersTimer,
+            clock: &JsClock,
+            config: deploy,
+        },
+        agentcore: AgentCoreRuntime {
+            store,
+            aws: &FetchAws,
+            sleeper: &WorkersTimer,
+            clock: &JsClock,
+            config: deploy,
+        },
+    }
 }
 
 /// Stores `spec`'s artifact under `sha256` unless it is there already. A failure is logged: the deploy goes on
@@ -272,11 +347,8 @@ pub(super) fn in_background(
                 let outcome = deployments::run_deploy(
                     &store,
                     &UserGateClient::new(&env),
-                    &provider,
-                    &super::aws::FetchAws,
-                    &WorkersTimer,
+                    &runtimes(&store, &provider, deploy),
                     &JsClock,
-                    deploy,
                     &pending,
                 )
                 .await
@@ -286,30 +358,16 @@ pub(super) fn in_background(
                 if let Some(spec) = pending.code() {
                     store_artifact(&env, &store, spec, sha256).await;
                 }
-                // The owner's trail: how the deploy they asked for ended.
-                let (result, status) = match &outcome {
-                    Ok(status) if status.as_str() == "active" => ("ok", status.as_str()),
-                    Ok(status) => ("failed", status.as_str()),
-                    Err(_) => ("failed", "unknown"),
+                let outcome = match outcome {
+                    // Left to the cron job (AgentCore still starting the version): reported when it ends.
+                    Ok(DeploymentStatus::Deploying) => Ok(()),
+                    ended => {
+                        let status = ended.as_ref().ok().copied();
+                        report_finished(&env, &owner, &agent, &id, status).await;
+                        ended.map(|_| ())
+                    }
                 };
-                super::audit::record_now(
-                    &env,
-                    &AuditRecord {
-                        at: JsClock.now_ms(),
-                        request_id: None,
-                        actor: Actor::System,
-                        user_id: Some(owner.clone()),
-                        action: "deploy.finish",
-                        target: Some(id.as_str().to_owned()),
-                        agent_id: Some(agent.as_str().to_owned()),
-                        outcome: result,
-                        status: None,
-                        detail: Some(serde_json::json!({ "status": status })),
-                    },
-                )
-                .await;
-                let outcome = outcome.map(|_| ());
-                // The owner's live feed: the deployment as it ended, and the pointer if it moved.
+                // The owner's live feed: the deployment as it stands, and the pointer if it moved.
                 publish_deployment(&env, &store, deploy, &owner, &agent, id.as_str()).await;
                 publish_pointer_moved(&env, &store, deploy, &owner, &agent, served_before).await;
                 outcome

@@ -3,9 +3,8 @@
 //! and a size bound, and relaying its SSE as it arrives.
 
 use super::bindings::DISPATCHER_BINDING;
-use crate::app::gate::protocol::DeploymentTarget;
 use crate::app::invoke::stream_outcome;
-use crate::domain::gateway_credential;
+use crate::app::runtime::UpstreamCall;
 use crate::domain::invoke::{
     AnswerUsage, UpstreamFailure, UpstreamTarget, MAX_UPSTREAM_BODY_BYTES,
 };
@@ -230,95 +229,43 @@ fn rejection(message: String, dispatching: bool) -> UpstreamFailure {
     }
 }
 
-/// What calling an AgentCore deployment needs beyond the invocation: the platform's AgentCore settings and the
-/// runtime session id (AgentCore's session header).
-pub(super) struct AgentCoreCall<'a> {
-    pub target: Option<&'a crate::aws::agentcore::AgentCoreTarget>,
-    pub session_id: &'a str,
-}
-
-/// Sends the invocation to the agent's active deployment and waits (bounded) for the response head.
-#[allow(clippy::too_many_arguments)]
+/// Sends an invocation (`app::runtime::upstream_call`: an HTTP request, or a call through the dispatch namespace
+/// binding) and waits (bounded) for the response head. Which provider it goes to is not this code's concern.
 pub(super) async fn send(
     env: &Env,
-    deployment: &DeploymentTarget,
-    (cpu_ms, subrequests): (u64, u64),
-    body: Vec<u8>,
-    trace_id: &str,
-    request_id: &str,
-    credential: Option<&str>,
-    streaming: bool,
+    call: UpstreamCall,
     timeout_ms: u64,
     abort: &web_sys::AbortController,
-    agentcore: AgentCoreCall<'_>,
 ) -> Result<Response, UpstreamFailure> {
-    let invoke_path = deployment.invoke_path.as_str();
-    // Only what the agent needs: never the caller's credentials or cookies.
-    let headers = Headers::new();
-    let set = |name: &str, value: &str| {
-        headers
-            .set(name, value)
-            .map_err(|e| UpstreamFailure::NotDispatched(e.to_string()))
+    let init_with = |headers_list: &[(String, String)], body: &[u8]| {
+        let headers = Headers::new();
+        for (name, value) in headers_list {
+            headers
+                .set(name, value)
+                .map_err(|e| UpstreamFailure::NotDispatched(e.to_string()))?;
+        }
+        let mut init = RequestInit::new();
+        // A redirect from an agent is its answer (an upstream error), never a second request on its behalf.
+        init.with_method(Method::Post)
+            .with_headers(headers)
+            .with_redirect(RequestRedirect::Manual)
+            .with_body(Some(js_sys::Uint8Array::from(body).into()));
+        Ok::<_, UpstreamFailure>(init)
     };
-    set("Content-Type", "application/json")?;
-    set(
-        "Accept",
-        if streaming {
-            "text/event-stream"
-        } else {
-            "application/json"
-        },
-    )?;
-    set("X-Trace-Id", trace_id)?;
-    set("X-Request-Id", request_id)?;
-    if let Some(credential) = credential {
-        set(gateway_credential::HEADER, credential)?;
-    }
-    let mut init = RequestInit::new();
-    // A redirect from an agent is its answer (an upstream error), never a second request on its behalf.
-    init.with_method(Method::Post)
-        .with_headers(headers)
-        .with_redirect(RequestRedirect::Manual)
-        .with_body(Some(js_sys::Uint8Array::from(body.as_slice()).into()));
-
     let unbuilt = |e: worker::Error| UpstreamFailure::NotDispatched(e.to_string());
-    let dispatching = deployment.deploy_target == "dispatch_namespace";
+    let dispatching = matches!(call, UpstreamCall::Dispatch { .. });
     // The namespace's fetcher for the script, kept to check a "Worker not found" rejection.
     let mut prober: Option<(Fetcher, String)> = None;
     let pending: std::pin::Pin<Box<dyn std::future::Future<Output = worker::Result<Response>>>> =
-        match deployment.deploy_target.as_str() {
-            // InvokeAgentRuntime, signed: the ARN and the deployment's endpoint from its provider reference,
-            // the session in AgentCore's header (and in the invoke/v1 body, as for any runtime).
-            "agentcore" => {
-                let target = agentcore.target.ok_or_else(|| {
-                    UpstreamFailure::NotDispatched(
-                        "AgentCore is not configured (AGENTCORE_REGION)".into(),
-                    )
-                })?;
-                let (arn, qualifier) =
-                    crate::aws::agentcore::parse_provider_ref(&deployment.provider_ref)
-                        .ok_or_else(|| {
-                            UpstreamFailure::NotDispatched(format!(
-                                "deployment {} has no AgentCore reference",
-                                deployment.deployment_id
-                            ))
-                        })?;
-                let call = target.invoke(
-                    arn,
-                    qualifier,
-                    agentcore.session_id,
-                    trace_id,
-                    streaming,
-                    body.clone(),
-                    js_sys::Date::now() as i64,
-                );
-                let request = super::aws::request_for(&call)
-                    .and_then(|r| cancellable(r, abort))
-                    .map_err(unbuilt)?;
-                Box::pin(async move { Fetch::Request(request).send().await })
-            }
-            "dispatch_namespace" => {
-                let script = deployment.script_name.clone();
+        match call {
+            UpstreamCall::Dispatch {
+                script,
+                path,
+                headers,
+                body,
+                cpu_ms,
+                subrequests,
+            } => {
                 let namespace: DispatchNamespace =
                     env.get_binding(DISPATCHER_BINDING).map_err(|e| {
                         UpstreamFailure::NotDispatched(format!(
@@ -338,17 +285,15 @@ pub(super) async fn send(
                     .into();
                 prober = Some((fetcher.clone(), script.clone()));
                 let request = Request::new_with_init(
-                    &format!("https://{script}.dispatch.internal{invoke_path}"),
-                    &init,
+                    &format!("https://{script}.dispatch.internal{path}"),
+                    &init_with(&headers, &body)?,
                 )
                 .and_then(|r| cancellable(r, abort))
                 .map_err(unbuilt)?;
                 Box::pin(async move { fetcher.fetch_request(request).await })
             }
-            _ => {
-                let base = deployment.provider_ref.clone();
-                let url = format!("{}{invoke_path}", base.trim_end_matches('/'));
-                let request = Request::new_with_init(&url, &init)
+            UpstreamCall::Http { url, headers, body } => {
+                let request = Request::new_with_init(&url, &init_with(&headers, &body)?)
                     .and_then(|r| cancellable(r, abort))
                     .map_err(unbuilt)?;
                 Box::pin(async move { Fetch::Request(request).send().await })

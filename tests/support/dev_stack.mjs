@@ -10,6 +10,7 @@ import { exportJWK } from "jose";
 import { startLocalCloudflare } from "../../local-cloudflare/server.mjs";
 import { startLocalIdentity } from "../../local-identity/server.mjs";
 import { startLocalStripe } from "../../local-stripe/server.mjs";
+import { startLocalAgentCore } from "../../local-agentcore/server.mjs";
 import { ISSUER, ROOT, freePort, makeSigningKey } from "./harness.mjs";
 
 const run = promisify(execFile);
@@ -42,6 +43,7 @@ async function startDevStackOnce({ vars = {}, identity = false } = {}) {
     let settings = { DRAIN_UNREAD_BODIES: "true", AUTH_ISSUER: ISSUER, ...vars };
     if (identity) {
       stack.lcf = await startLocalCloudflare();
+      stack.agentcore = await startLocalAgentCore();
       stack.stripe = await startLocalStripe({ webhookUrl: `${base}/v1/billing/webhook`, retryDelaysMs: [500, 1_000, 2_000, 4_000] });
       stack.idp = await startLocalIdentity({
         signingKey: { ...(await exportJWK(key.privateKey)), kid: key.kid },
@@ -70,6 +72,13 @@ async function startDevStackOnce({ vars = {}, identity = false } = {}) {
         STRIPE_PRICE_ENTERPRISE: "price_local_enterprise",
         STRIPE_API_BASE_URL: stack.stripe.origin,
         BILLING_RETURN_URL: `${base}/billing`,
+        AGENTCORE_REGION: stack.agentcore.region,
+        AGENTCORE_ACCOUNT_ID: stack.agentcore.accountId,
+        AGENTCORE_EXECUTION_ROLE_ARN: `arn:aws:iam::${stack.agentcore.accountId}:role/WebhostAgentRuntime`,
+        AGENTCORE_CONTROL_URL: stack.agentcore.controlUrl,
+        AGENTCORE_DATA_URL: stack.agentcore.dataUrl,
+        AWS_ACCESS_KEY_ID: stack.agentcore.credentials[0].accessKeyId,
+        AWS_SECRET_ACCESS_KEY: stack.agentcore.credentials[0].secretAccessKey,
         ...vars,
       };
     }
@@ -123,6 +132,7 @@ async function stop(stack) {
   }
   await stack.idp?.close();
   await stack.stripe?.close();
+  await stack.agentcore?.close();
   await stack.lcf?.close();
   rmSync(stack.state, { recursive: true, force: true });
 }

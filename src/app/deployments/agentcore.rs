@@ -6,6 +6,8 @@
 //! fails with AgentCore's reason.
 
 use super::*;
+use crate::app::ports::AwsApi;
+use crate::app::runtime::Deployed;
 use crate::aws::agentcore::{
     self as api, client_token, endpoint_name_for, endpoint_state, runtime_name_for, runtime_state,
     AgentCoreTarget, AwsCall, AwsFailure, RuntimeSpec, RuntimeVersion, Status,
@@ -84,64 +86,102 @@ async fn send_retrying<S: DeploymentStore>(
     }
 }
 
-/// Polls `build`'s answer until its state leaves CREATING/UPDATING: `Ok` once READY, the reason once FAILED.
-#[allow(clippy::too_many_arguments)]
-async fn until_ready<S: DeploymentStore>(
+/// One look at a deployment's version and endpoint: `Serving` once both are READY, `Pending` while AgentCore is
+/// still at work (or busy: throttled, 5xx), the reason once either failed. Makes the endpoint once the version is
+/// READY (with a client token, so a repeat is the same request).
+async fn follow_once<S: DeploymentStore>(
     store: &S,
     aws: &impl AwsApi,
-    sleeper: &impl Sleeper,
     clock: &impl Clock,
+    target: &AgentCoreTarget,
     d: &Deployment,
-    step: &str,
-    what: &str,
-    waited_ms: &mut u64,
-    build: impl Fn(i64) -> AwsCall,
-) -> Result<(), DeploymentError> {
-    let mut wait = FIRST_POLL_WAIT_MS;
-    loop {
-        let answer = send_retrying(store, aws, sleeper, clock, d, step, waited_ms, &build).await?;
-        let state = runtime_state(&answer).or_else(|| endpoint_state(&answer));
-        match state.map(|s| (s.status, s.failure_reason)) {
-            Some((Status::Ready, _)) => return Ok(()),
-            Some((Status::Failed, reason)) => {
-                return Err(DeploymentError::platform(
-                    step,
-                    "runtime_failed",
-                    format!(
-                        "AgentCore could not make the {what} ready: {}",
-                        reason.unwrap_or_else(|| "no reason given".into())
-                    ),
-                ))
-            }
-            Some((Status::Deleting, _)) => {
-                return Err(DeploymentError::platform(
-                    step,
-                    "deleted",
-                    format!("The {what} is being deleted."),
-                ))
-            }
-            Some(_) => {}
-            None => {
-                return Err(DeploymentError::platform(
-                    step,
-                    "invalid_response",
-                    format!("AgentCore's answer about the {what} has no status we know."),
-                ))
-            }
+    reference: &str,
+) -> Result<Deployed, DeploymentError> {
+    let unreadable = || {
+        DeploymentError::platform(
+            "ready",
+            "internal",
+            format!("the deployment's AgentCore reference is unreadable: {reference}"),
+        )
+    };
+    let (arn, endpoint) = api::parse_provider_ref(reference).ok_or_else(unreadable)?;
+    let runtime = api::runtime_id_of(arn).ok_or_else(unreadable)?;
+    let version = api::version_of_ref(reference).ok_or_else(unreadable)?;
+    // A busy AgentCore is looked at again later; anything else it says is the deploy's outcome.
+    let busy = |f: &AwsFailure| f.transient();
+    let failed = |step: &str, what: &str, reason: Option<String>| {
+        DeploymentError::platform(
+            step,
+            "runtime_failed",
+            format!(
+                "AgentCore could not make the {what} ready: {}",
+                reason.unwrap_or_else(|| "no reason given".into())
+            ),
+        )
+    };
+    let version_answer = match aws
+        .send(&target.get_runtime(runtime, version, clock.now_ms()))
+        .await
+    {
+        Ok(answer) => answer,
+        Err(f) if busy(&f) => {
+            let _ = store.record_retry(&d.id).await;
+            return Ok(Deployed::Pending);
         }
-        if *waited_ms + wait > MAX_RETRY_WAIT_MS {
+        Err(f) => return Err(deployment_error("ready", &f)),
+    };
+    match runtime_state(&version_answer).map(|s| (s.status, s.failure_reason)) {
+        Some((Status::Ready, _)) => {}
+        Some((Status::Failed, reason)) => return Err(failed("ready", "runtime version", reason)),
+        Some((Status::Deleting, _)) => {
             return Err(DeploymentError::platform(
-                step,
-                "not_ready",
-                format!(
-                    "The {what} was not ready within the deploy's {} s.",
-                    MAX_RETRY_WAIT_MS / 1000
-                ),
-            ));
+                "ready",
+                "deleted",
+                "The runtime version is being deleted.",
+            ))
         }
-        sleeper.sleep(wait).await;
-        *waited_ms += wait;
-        wait = (wait * 2).min(MAX_POLL_WAIT_MS);
+        Some(_) => return Ok(Deployed::Pending),
+        None => {
+            return Err(DeploymentError::platform(
+                "ready",
+                "invalid_response",
+                "AgentCore's answer about the runtime version has no status we know.",
+            ))
+        }
+    }
+    match aws
+        .send(&target.get_endpoint(runtime, endpoint, clock.now_ms()))
+        .await
+    {
+        Ok(answer) => match endpoint_state(&answer).map(|s| (s.status, s.failure_reason)) {
+            Some((Status::Ready, _)) => Ok(Deployed::Serving(reference.to_owned())),
+            Some((Status::Failed, reason)) => Err(failed("endpoint", "endpoint", reason)),
+            Some((Status::Deleting, _)) => Err(DeploymentError::platform(
+                "endpoint",
+                "deleted",
+                "The endpoint is being deleted.",
+            )),
+            _ => Ok(Deployed::Pending),
+        },
+        Err(f) if f.not_found() => {
+            let token = client_token("endpoint", &d.id);
+            match aws
+                .send(&target.create_endpoint(runtime, endpoint, version, &token, clock.now_ms()))
+                .await
+            {
+                Ok(_) => Ok(Deployed::Pending),
+                Err(f) if busy(&f) => {
+                    let _ = store.record_retry(&d.id).await;
+                    Ok(Deployed::Pending)
+                }
+                Err(f) => Err(deployment_error("endpoint", &f)),
+            }
+        }
+        Err(f) if busy(&f) => {
+            let _ = store.record_retry(&d.id).await;
+            Ok(Deployed::Pending)
+        }
+        Err(f) => Err(deployment_error("endpoint", &f)),
     }
 }
 
@@ -157,7 +197,7 @@ pub(super) async fn deploy_image<S: DeploymentStore>(
     d: &Deployment,
     image: &ImageSpec,
     telemetry_secret: &str,
-) -> Result<String, DeploymentError> {
+) -> Result<Deployed, DeploymentError> {
     let target: &AgentCoreTarget = config.agentcore.as_ref().ok_or_else(not_configured)?;
     let secrets = agent_secrets(store, config, d, telemetry_secret).await?;
     // A secret wins over a plain variable of the same name, as on Cloudflare.
@@ -230,45 +270,83 @@ pub(super) async fn deploy_image<S: DeploymentStore>(
     );
     // Recorded now, so whatever happens next, the clean-up job can find this version to delete it.
     let _ = store.set_provider_ref(&d.id, &reference).await;
-    let id = &version.agent_runtime_id;
-    let number = &version.agent_runtime_version;
-    until_ready(
-        store,
-        aws,
-        sleeper,
-        clock,
-        d,
-        "ready",
-        "runtime version",
-        &mut waited_ms,
-        |now| target.get_runtime(id, number, now),
-    )
-    .await?;
-    let token = client_token("endpoint", &d.id);
-    send_retrying(
-        store,
-        aws,
-        sleeper,
-        clock,
-        d,
-        "endpoint",
-        &mut waited_ms,
-        |now| target.create_endpoint(id, &endpoint, number, &token, now),
-    )
-    .await?;
-    until_ready(
-        store,
-        aws,
-        sleeper,
-        clock,
-        d,
-        "endpoint",
-        "endpoint",
-        &mut waited_ms,
-        |now| target.get_endpoint(id, &endpoint, now),
-    )
-    .await?;
-    Ok(reference)
+    // Followed within the deploy's budget; a version AgentCore is still starting after that is left pending,
+    // and the cron job follows it (`follow`).
+    let mut wait = FIRST_POLL_WAIT_MS;
+    loop {
+        if let Deployed::Serving(reference) =
+            follow_once(store, aws, clock, target, d, &reference).await?
+        {
+            return Ok(Deployed::Serving(reference));
+        }
+        if waited_ms + wait > MAX_RETRY_WAIT_MS {
+            return Ok(Deployed::Pending);
+        }
+        sleeper.sleep(wait).await;
+        waited_ms += wait;
+        wait = (wait * 2).min(MAX_POLL_WAIT_MS);
+    }
+}
+
+/// Amazon Bedrock AgentCore as a runtime provider: a deployment is a runtime version with its own endpoint.
+pub struct AgentCoreRuntime<'a, S, A, W, C> {
+    pub store: &'a S,
+    pub aws: &'a A,
+    pub sleeper: &'a W,
+    pub clock: &'a C,
+    pub config: &'a DeployConfig,
+}
+
+impl<S: DeploymentStore, A: AwsApi, W: Sleeper, C: Clock> RuntimeProvider
+    for AgentCoreRuntime<'_, S, A, W, C>
+{
+    async fn deploy(
+        &self,
+        d: &Deployment,
+        workload: &Workload,
+        telemetry_secret: &str,
+        _gateway_secret: &str,
+    ) -> Result<Deployed, DeploymentError> {
+        // Nothing reaches a runtime without the platform's AWS credentials: no gateway guard to give it.
+        let Workload::Image(image) = workload else {
+            return Err(DeploymentError::platform(
+                "runtime",
+                "validation",
+                "An AgentCore deployment runs a container image, not uploaded code.",
+            ));
+        };
+        deploy_image(
+            self.store,
+            self.aws,
+            self.sleeper,
+            self.clock,
+            self.config,
+            d,
+            image,
+            telemetry_secret,
+        )
+        .await
+    }
+
+    async fn follow(&self, d: &Deployment) -> Result<Deployed, DeploymentError> {
+        let target = self.config.agentcore.as_ref().ok_or_else(not_configured)?;
+        let Some(reference) = d.provider_ref.as_deref() else {
+            return Ok(Deployed::Pending);
+        };
+        follow_once(self.store, self.aws, self.clock, target, d, reference).await
+    }
+
+    async fn remove(&self, d: &LeftBehind) -> Result<(), ApiError> {
+        remove_version(
+            self.store,
+            self.aws,
+            self.clock,
+            self.config,
+            &d.id,
+            d.provider_ref.as_deref(),
+        )
+        .await
+    }
 }
 
 /// Deletes a deployment's endpoint and runtime version (what is already gone counts as deleted) and records its
@@ -289,8 +367,7 @@ pub(super) async fn remove_version<S: DeploymentStore>(
     if let Some((arn, endpoint)) = provider_ref.and_then(api::parse_provider_ref) {
         let runtime = api::runtime_id_of(arn).unwrap_or_default();
         let version = provider_ref
-            .and_then(|r| r.split("version=").nth(1))
-            .and_then(|v| v.split('&').next())
+            .and_then(api::version_of_ref)
             .unwrap_or_default();
         for call in [
             target.delete_endpoint(runtime, endpoint, clock.now_ms()),

@@ -1,13 +1,14 @@
 //! The scheduled clean-up of deploys: fail the ones stuck in `deploying`, delete provider scripts nobody needs.
 
 use super::*;
+use crate::app::runtime::{LeftBehind, RuntimeProvider};
 
 /// The scheduled clean-up: fail stuck deploys, then delete scripts (and AgentCore versions and the runtimes of
 /// deleted agents) nobody needs. Returns (failed, deleted).
-pub async fn clean_up<S: DeploymentStore, P: ProviderApi, C: Clock>(
+pub async fn clean_up<S: DeploymentStore, C: Clock>(
     store: &S,
-    provider: &P,
-    aws: &impl AwsApi,
+    runtime: &impl RuntimeProvider,
+    aws: &impl crate::app::ports::AwsApi,
     clock: &C,
     config: &DeployConfig,
 ) -> Result<(u32, u32), ApiError> {
@@ -34,19 +35,14 @@ pub async fn clean_up<S: DeploymentStore, P: ProviderApi, C: Clock>(
         .unneeded_scripts(KEEP_INACTIVE_FOR_ROLLBACK, 50)
         .await?
     {
-        let removed = if runtime_provider == super::agentcore::RUNTIME_PROVIDER {
-            super::agentcore::remove_version(
-                store,
-                aws,
-                clock,
-                config,
-                &deployment_id,
-                provider_ref.as_deref(),
-            )
-            .await
-        } else {
-            delete_script(store, provider, config, &deployment_id, &script_name, now).await
-        };
+        let removed = runtime
+            .remove(&LeftBehind {
+                id: deployment_id,
+                runtime_provider,
+                script_name,
+                provider_ref,
+            })
+            .await;
         if removed.is_ok() {
             deleted += 1;
         }

@@ -21,9 +21,10 @@ pub use retries::{retry_wait_ms, MAX_RETRY_WAIT_MS};
 use super::agents::get_agent;
 use super::gate::protocol::Forget;
 use super::ports::{
-    gate_not_told, tell, Activation, ArtifactStore, AwsApi, Clock, DeployLimits, DeploymentStore,
+    gate_not_told, tell, Activation, ArtifactStore, Clock, DeployLimits, DeploymentStore,
     GateNotifier, Inserted, NewDeployment, ProviderApi, Sleeper, Store, UnneededScript,
 };
+use super::runtime::{Deployed, LeftBehind, RuntimeProvider};
 use super::secrets::{open_secret, secret_aad};
 use crate::cloudflare::api::{Binding, Module, ScriptMetadata, Step, JS_MODULE};
 use crate::cloudflare::envelope::{FailureKind, ProviderError};
@@ -380,51 +381,41 @@ pub fn tags_for(deployment: &Deployment) -> Vec<String> {
     ]
 }
 
-/// Runs a pending deploy to completion. Every provider failure ends in the deployment's row (`failed`, with the
-/// step and the provider's message); only a storage failure is returned as an error.
-#[allow(clippy::too_many_arguments)]
-pub async fn run_deploy<S: DeploymentStore, P: ProviderApi, C: Clock>(
+/// Runs a pending deploy to completion on its runtime. Every provider failure ends in the deployment's row
+/// (`failed`, with the step and the provider's message); only a storage failure is returned as an error.
+pub async fn run_deploy<S: DeploymentStore, C: Clock>(
     store: &S,
     gate: &impl GateNotifier,
-    provider: &P,
-    aws: &impl AwsApi,
-    sleeper: &impl Sleeper,
+    runtime: &impl RuntimeProvider,
     clock: &C,
-    config: &DeployConfig,
     pending: &PendingDeploy,
 ) -> Result<DeploymentStatus, ApiError> {
     let d = &pending.deployment;
-    let outcome = match &pending.workload {
-        Workload::Code(spec) => deploy_steps(
-            store,
-            provider,
-            sleeper,
-            clock,
-            config,
+    let outcome = runtime
+        .deploy(
             d,
-            spec,
+            &pending.workload,
             &pending.telemetry_secret,
             &pending.gateway_secret,
         )
-        .await
-        .map(|()| config.provider_ref(&d.script_name)),
-        Workload::Image(image) => {
-            agentcore::deploy_image(
-                store,
-                aws,
-                sleeper,
-                clock,
-                config,
-                d,
-                image,
-                &pending.telemetry_secret,
-            )
-            .await
-        }
-    };
+        .await;
+    finish(store, gate, runtime, clock, d, outcome).await
+}
+
+/// Ends a deploy as its runtime says: `active` (the gate told before and after, so the next call routes to it),
+/// `failed` (with what it left on the provider removed, best effort), or still `deploying` while it is pending.
+async fn finish<S: DeploymentStore>(
+    store: &S,
+    gate: &impl GateNotifier,
+    runtime: &impl RuntimeProvider,
+    clock: &impl Clock,
+    d: &Deployment,
+    outcome: Result<Deployed, DeploymentError>,
+) -> Result<DeploymentStatus, ApiError> {
     let now = clock.now_ms();
     match outcome {
-        Ok(provider_ref) => {
+        Ok(Deployed::Pending) => Ok(DeploymentStatus::Deploying),
+        Ok(Deployed::Serving(provider_ref)) => {
             // Whoever polls this deployment may invoke the moment D1 says `active`, before any notification
             // after the write could arrive: the gate reads the route from D1 from before the write until after.
             let agent = d.agent_id.as_str();
@@ -438,25 +429,105 @@ pub async fn run_deploy<S: DeploymentStore, P: ProviderApi, C: Clock>(
         }
         Err(error) => {
             store.finish_failure(&d.id, &error, now).await?;
-            // Best effort: the clean-up job deletes what this leaves behind.
-            match &pending.workload {
-                Workload::Code(_) => {
-                    let _ =
-                        delete_script(store, provider, config, &d.id, &d.script_name, now).await;
-                }
-                Workload::Image(_) => {
-                    // As stored: the deploy recorded where its version is before it was ready.
-                    if let Ok(Some(stored)) = store.deployment(&d.user_id, &d.agent_id, &d.id).await
-                    {
-                        let reference = stored.provider_ref.as_deref();
-                        let _ =
-                            agentcore::remove_version(store, aws, clock, config, &d.id, reference)
-                                .await;
-                    }
-                }
-            }
+            // Best effort, as stored (a deploy may record where it runs before it serves): the clean-up job
+            // removes what this leaves behind.
+            let stored = store.deployment(&d.user_id, &d.agent_id, &d.id).await;
+            let provider_ref = stored.ok().flatten().and_then(|s| s.provider_ref);
+            let _ = runtime
+                .remove(&LeftBehind {
+                    id: d.id.clone(),
+                    runtime_provider: d.runtime_provider.clone(),
+                    script_name: d.script_name.clone(),
+                    provider_ref,
+                })
+                .await;
             Ok(DeploymentStatus::Failed)
         }
+    }
+}
+
+/// The cron job's follow-up: deploys their runtime left pending (AgentCore versions take minutes), each looked
+/// at once and finished when its runtime says so. Returns the ones that finished, and how.
+pub async fn follow_pending<S: DeploymentStore, C: Clock>(
+    store: &S,
+    gate: &impl GateNotifier,
+    runtime: &impl RuntimeProvider,
+    clock: &C,
+) -> Result<Vec<(Deployment, DeploymentStatus)>, ApiError> {
+    let mut finished = Vec::new();
+    // Not the ones a request's own background work is still following.
+    let started_before = clock.now_ms() - FOLLOW_AFTER_MS;
+    for d in store.pending_deployments(started_before, 20).await? {
+        let outcome = runtime.follow(&d).await;
+        let status = finish(store, gate, runtime, clock, &d, outcome).await?;
+        if status != DeploymentStatus::Deploying {
+            finished.push((d, status));
+        }
+    }
+    Ok(finished)
+}
+
+/// A deploy's own background work follows it for `MAX_RETRY_WAIT_MS` plus its calls; the cron job after that.
+const FOLLOW_AFTER_MS: i64 = 60_000;
+
+/// Cloudflare Workers as a runtime provider: a deployment is a script (the gateway guard in front of the agent's
+/// modules), uploaded with its bindings in one call and live once its URL answers.
+pub struct CloudflareRuntime<'a, S, P, W, C> {
+    pub store: &'a S,
+    pub provider: &'a P,
+    pub sleeper: &'a W,
+    pub clock: &'a C,
+    pub config: &'a DeployConfig,
+}
+
+impl<S: DeploymentStore, P: ProviderApi, W: Sleeper, C: Clock> RuntimeProvider
+    for CloudflareRuntime<'_, S, P, W, C>
+{
+    async fn deploy(
+        &self,
+        d: &Deployment,
+        workload: &Workload,
+        telemetry_secret: &str,
+        gateway_secret: &str,
+    ) -> Result<Deployed, DeploymentError> {
+        let Workload::Code(spec) = workload else {
+            return Err(DeploymentError::platform(
+                "upload",
+                "validation",
+                "A Cloudflare deployment runs code, not a container image.",
+            ));
+        };
+        deploy_steps(
+            self.store,
+            self.provider,
+            self.sleeper,
+            self.clock,
+            self.config,
+            d,
+            spec,
+            telemetry_secret,
+            gateway_secret,
+        )
+        .await?;
+        Ok(Deployed::Serving(self.config.provider_ref(&d.script_name)))
+    }
+
+    /// A Cloudflare deploy finishes in its own request's background work; one stuck there is failed by the
+    /// clean-up job's timeout.
+    async fn follow(&self, _d: &Deployment) -> Result<Deployed, DeploymentError> {
+        Ok(Deployed::Pending)
+    }
+
+    async fn remove(&self, d: &LeftBehind) -> Result<(), ApiError> {
+        delete_script(
+            self.store,
+            self.provider,
+            self.config,
+            &d.id,
+            &d.script_name,
+            self.clock.now_ms(),
+        )
+        .await
     }
 }
 

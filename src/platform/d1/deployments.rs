@@ -541,6 +541,25 @@ impl DeploymentStore for D1Store {
         Ok(())
     }
 
+    async fn pending_deployments(
+        &self,
+        started_before: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Deployment>> {
+        let rows: Vec<DeploymentRow> = self
+            .rows(
+                &format!(
+                    "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE status = 'deploying' \
+                     AND provider_ref IS NOT NULL AND created_at < ?1 ORDER BY created_at LIMIT ?2"
+                ),
+                &[number(started_before), number(limit as i64)],
+            )
+            .await?;
+        rows.into_iter()
+            .map(|r| r.into_deployment().map(|(d, _)| d))
+            .collect()
+    }
+
     async fn agentcore_runtime(&self, agent: &AgentId) -> StoreResult<Option<String>> {
         #[derive(Deserialize)]
         struct Row {

@@ -1,0 +1,338 @@
+//! The runtime provider interface: everything that differs between where agents run — Cloudflare Workers (the
+//! default) and Amazon Bedrock AgentCore (pro and enterprise) — behind one set of operations, so deploy
+//! orchestration, the gateway, sessions, metering and telemetry never ask which provider they talk to.
+//!
+//! - `RuntimeProvider`: deploy a workload (until it serves, or a failure with its step) and remove what a
+//!   deployment left on the provider. `Runtimes` holds both providers and picks by the deployment.
+//! - `upstream_call`: the invocation of a deployment as data — an HTTP request (a workers.dev URL, or AgentCore's
+//!   data API signed with SigV4) or a call through the dispatch namespace binding — which the platform only sends.
+
+use super::deployments::agentcore::RUNTIME_PROVIDER as AGENTCORE;
+use super::deployments::{Workload, RUNTIME_PROVIDER as CLOUDFLARE};
+use super::gate::protocol::DeploymentTarget;
+use crate::aws::agentcore::{self, AgentCoreTarget};
+use crate::domain::deployment::{Deployment, DeploymentError};
+use crate::domain::gateway_credential;
+use crate::domain::ids::DeploymentId;
+use crate::domain::invoke::UpstreamFailure;
+use crate::domain::ApiError;
+
+/// Where a deploy stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deployed {
+    /// It serves, at this provider reference.
+    Serving(String),
+    /// The provider is still bringing it up: it stays `deploying`, and the cron job follows it (`follow`).
+    Pending,
+}
+
+/// One runtime provider.
+#[allow(async_fn_in_trait)]
+pub trait RuntimeProvider {
+    /// Makes `deployment` serve `workload` with these platform secrets, waiting within the deploy's budget.
+    async fn deploy(
+        &self,
+        deployment: &Deployment,
+        workload: &Workload,
+        telemetry_secret: &str,
+        gateway_secret: &str,
+    ) -> Result<Deployed, DeploymentError>;
+
+    /// Where a deployment the deploy left `Pending` stands now (one look, no waiting).
+    async fn follow(&self, deployment: &Deployment) -> Result<Deployed, DeploymentError>;
+
+    /// Removes what a deployment left on the provider (what is gone already counts as removed) and records it.
+    async fn remove(&self, deployment: &LeftBehind) -> Result<(), ApiError>;
+}
+
+/// What a deployment may have left on its provider: its script, or its AgentCore version and endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeftBehind {
+    pub id: DeploymentId,
+    pub runtime_provider: String,
+    pub script_name: String,
+    pub provider_ref: Option<String>,
+}
+
+/// Both providers; each operation goes to the one a deployment runs on.
+pub struct Runtimes<C, A> {
+    pub cloudflare: C,
+    pub agentcore: A,
+}
+
+impl<C: RuntimeProvider, A: RuntimeProvider> RuntimeProvider for Runtimes<C, A> {
+    async fn deploy(
+        &self,
+        deployment: &Deployment,
+        workload: &Workload,
+        telemetry_secret: &str,
+        gateway_secret: &str,
+    ) -> Result<Deployed, DeploymentError> {
+        if deployment.runtime_provider == CLOUDFLARE {
+            self.cloudflare
+                .deploy(deployment, workload, telemetry_secret, gateway_secret)
+                .await
+        } else {
+            self.agentcore
+                .deploy(deployment, workload, telemetry_secret, gateway_secret)
+                .await
+        }
+    }
+
+    async fn follow(&self, deployment: &Deployment) -> Result<Deployed, DeploymentError> {
+        if deployment.runtime_provider == CLOUDFLARE {
+            self.cloudflare.follow(deployment).await
+        } else {
+            self.agentcore.follow(deployment).await
+        }
+    }
+
+    async fn remove(&self, deployment: &LeftBehind) -> Result<(), ApiError> {
+        if deployment.runtime_provider == CLOUDFLARE {
+            self.cloudflare.remove(deployment).await
+        } else {
+            self.agentcore.remove(deployment).await
+        }
+    }
+}
+
+/// One invocation, as the platform sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamCall {
+    /// An HTTP request: to a workers.dev URL, or to AgentCore's data API (signed).
+    Http {
+        url: String,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
+    /// Through the dispatch namespace binding, with per-invocation limits.
+    Dispatch {
+        script: String,
+        path: String,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        cpu_ms: u64,
+        subrequests: u64,
+    },
+}
+
+/// What one call carries besides its target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallContext<'a> {
+    pub body: Vec<u8>,
+    pub trace_id: &'a str,
+    pub request_id: &'a str,
+    /// The gateway's credential for this call (Cloudflare's guard); `None` for a deployment before the guard.
+    pub credential: Option<&'a str>,
+    /// The SessionMap's runtime session id (AgentCore's session header; always in the invoke/v1 body too).
+    pub runtime_session_id: &'a str,
+    pub streaming: bool,
+    pub cpu_ms: u64,
+    pub subrequests: u64,
+    pub now_ms: i64,
+}
+
+/// The invocation of `target`. Only what the agent needs goes along: never the caller's credentials.
+pub fn upstream_call(
+    target: &DeploymentTarget,
+    agentcore_target: Option<&AgentCoreTarget>,
+    call: CallContext,
+) -> Result<UpstreamCall, UpstreamFailure> {
+    if target.runtime_provider == AGENTCORE || target.deploy_target == AGENTCORE {
+        let aws = agentcore_target.ok_or_else(|| {
+            UpstreamFailure::NotDispatched("AgentCore is not configured (AGENTCORE_REGION)".into())
+        })?;
+        let (arn, qualifier) =
+            agentcore::parse_provider_ref(&target.provider_ref).ok_or_else(|| {
+                UpstreamFailure::NotDispatched(format!(
+                    "deployment {} has no AgentCore reference",
+                    target.deployment_id
+                ))
+            })?;
+        let signed = aws.invoke(
+            arn,
+            qualifier,
+            call.runtime_session_id,
+            call.trace_id,
+            call.streaming,
+            call.body,
+            call.now_ms,
+        );
+        return Ok(UpstreamCall::Http {
+            url: signed.url,
+            headers: signed.headers,
+            body: signed.body,
+        });
+    }
+    let accept = if call.streaming {
+        "text/event-stream"
+    } else {
+        "application/json"
+    };
+    let mut headers: Vec<(String, String)> = vec![
+        ("Content-Type".into(), "application/json".into()),
+        ("Accept".into(), accept.into()),
+        ("X-Trace-Id".into(), call.trace_id.into()),
+        ("X-Request-Id".into(), call.request_id.into()),
+    ];
+    if let Some(credential) = call.credential {
+        headers.push((gateway_credential::HEADER.into(), credential.into()));
+    }
+    if target.deploy_target == "dispatch_namespace" {
+        return Ok(UpstreamCall::Dispatch {
+            script: target.script_name.clone(),
+            path: target.invoke_path.clone(),
+            headers,
+            body: call.body,
+            cpu_ms: call.cpu_ms,
+            subrequests: call.subrequests,
+        });
+    }
+    Ok(UpstreamCall::Http {
+        url: format!(
+            "{}{}",
+            target.provider_ref.trim_end_matches('/'),
+            target.invoke_path
+        ),
+        headers,
+        body: call.body,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::sigv4::Credentials;
+
+    fn target(deploy_target: &str, provider_ref: &str) -> DeploymentTarget {
+        DeploymentTarget {
+            deployment_id: "dep_0123456789abcdef01234567".into(),
+            deploy_target: deploy_target.into(),
+            script_name: "wh-dep-0123".into(),
+            invoke_path: if deploy_target == "agentcore" {
+                "/invocations"
+            } else {
+                "/invoke"
+            }
+            .into(),
+            provider_ref: provider_ref.into(),
+            runtime_provider: if deploy_target == "agentcore" {
+                "agentcore"
+            } else {
+                "cloudflare"
+            }
+            .into(),
+            gateway_secret_sealed: None,
+        }
+    }
+
+    fn context<'a>(streaming: bool) -> CallContext<'a> {
+        CallContext {
+            body: br#"{"protocol":"invoke/v1"}"#.to_vec(),
+            trace_id: "trc_1",
+            request_id: "req_1",
+            credential: Some("v1.cred"),
+            runtime_session_id: "rts_0123456789abcdef0123456789abcdef0123456789abcdef",
+            streaming,
+            cpu_ms: 50,
+            subrequests: 10,
+            now_ms: 1_440_938_160_000,
+        }
+    }
+
+    fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn a_workers_dev_deployment_is_called_at_its_url_with_the_gateways_credential() {
+        let call = upstream_call(
+            &target("workers_dev", "https://wh.example.workers.dev/"),
+            None,
+            context(true),
+        )
+        .unwrap();
+        let UpstreamCall::Http { url, headers, .. } = call else {
+            panic!("an HTTP call")
+        };
+        assert_eq!(url, "https://wh.example.workers.dev/invoke");
+        assert_eq!(header(&headers, "Accept"), Some("text/event-stream"));
+        assert_eq!(
+            header(&headers, gateway_credential::HEADER),
+            Some("v1.cred")
+        );
+        assert_eq!(header(&headers, "X-Trace-Id"), Some("trc_1"));
+        assert_eq!(
+            header(&headers, "Authorization"),
+            None,
+            "never the caller's credentials"
+        );
+    }
+
+    #[test]
+    fn a_namespace_deployment_goes_through_the_binding_with_its_limits() {
+        let call = upstream_call(
+            &target("dispatch_namespace", "ns/wh-dep-0123"),
+            None,
+            context(false),
+        )
+        .unwrap();
+        assert!(matches!(
+            call,
+            UpstreamCall::Dispatch { ref script, ref path, cpu_ms: 50, subrequests: 10, .. }
+                if script == "wh-dep-0123" && path == "/invoke"
+        ));
+    }
+
+    #[test]
+    fn an_agentcore_deployment_is_a_signed_invocation_of_its_endpoint_with_the_session() {
+        let aws = AgentCoreTarget {
+            region: "us-east-1".into(),
+            account_id: "123456789012".into(),
+            control_url: "https://bedrock-agentcore-control.us-east-1.amazonaws.com".into(),
+            data_url: "https://bedrock-agentcore.us-east-1.amazonaws.com".into(),
+            execution_role_arn: "arn:aws:iam::123456789012:role/R".into(),
+            credentials: Credentials {
+                access_key_id: "AKIDEXAMPLE".into(),
+                secret_access_key: "secret".into(),
+                session_token: None,
+            },
+        };
+        let arn = "arn:aws:bedrock-agentcore:us-east-1:123456789012:runtime/webhost_abc-AbCdEf1234";
+        let reference = agentcore::provider_ref(arn, "2", "dep_0123456789abcdef01234567");
+        let call =
+            upstream_call(&target("agentcore", &reference), Some(&aws), context(true)).unwrap();
+        let UpstreamCall::Http { url, headers, .. } = call else {
+            panic!("an HTTP call")
+        };
+        assert_eq!(
+            url,
+            "https://bedrock-agentcore.us-east-1.amazonaws.com/runtimes/arn%3Aaws%3Abedrock-agentcore%3Aus-east-1%3A123456789012%3Aruntime%2Fwebhost_abc-AbCdEf1234/invocations?qualifier=dep_0123456789abcdef01234567"
+        );
+        assert_eq!(
+            header(&headers, agentcore::SESSION_HEADER),
+            Some("rts_0123456789abcdef0123456789abcdef0123456789abcdef")
+        );
+        assert_eq!(header(&headers, agentcore::TRACE_HEADER), Some("trc_1"));
+        assert!(header(&headers, "Authorization")
+            .unwrap()
+            .starts_with("AWS4-HMAC-SHA256 "));
+        assert_eq!(
+            header(&headers, gateway_credential::HEADER),
+            None,
+            "AgentCore needs no guard credential"
+        );
+        // Not configured, or no reference: nothing is sent, and the call is given back.
+        assert!(matches!(
+            upstream_call(&target("agentcore", &reference), None, context(true)),
+            Err(UpstreamFailure::NotDispatched(_))
+        ));
+        assert!(matches!(
+            upstream_call(&target("agentcore", "nonsense"), Some(&aws), context(true)),
+            Err(UpstreamFailure::NotDispatched(_))
+        ));
+    }
+}
