@@ -223,6 +223,18 @@ export async function startLocalAgentCore({
     // segments after "runtimes": [] | [id] | [id, "versions"] | [id, "runtime-endpoints"] | [id, "runtime-endpoints", name]
     const [id, sub, endpointName] = segments;
     const runtime = id ? runtimes.get(id) : null;
+    if (method === "POST" && !id) {
+      return ["ListAgentRuntimes", () => {
+        const all = [...runtimes.values()].filter((r) => r.status !== "DELETING");
+        const size = Math.min(Number(query.get("maxResults") ?? 100), 100);
+        const from = Number(query.get("nextToken") ?? 0);
+        const page = all.slice(from, from + size);
+        return ok(200, {
+          agentRuntimes: page.map((r) => ({ agentRuntimeArn: r.arn, agentRuntimeId: r.id, agentRuntimeVersion: [...r.versions.keys()].at(-1) ?? "1", agentRuntimeName: r.name, description: r.description ?? "", lastUpdatedAt: r.lastUpdatedAt, status: r.status })),
+          ...(from + size < all.length ? { nextToken: String(from + size) } : {}),
+        });
+      }];
+    }
     if (method === "PUT" && !id) {
       return ["CreateAgentRuntime", () => {
         const name = body?.agentRuntimeName;
@@ -253,7 +265,8 @@ export async function startLocalAgentCore({
         if (config.error) return config.error;
         return idempotent(body.clientToken, JSON.stringify({ id, body }), () => {
           const latest = [...runtime.versions.values()].at(-1);
-          if (["CREATING", "UPDATING", "DELETING"].includes(latest.status)) return awsError(409, "ConflictException", `Agent runtime ${id} is ${latest.status}; wait until it finishes.`);
+          if (runtime.status === "DELETING") return awsError(409, "ConflictException", `Agent runtime ${id} is being deleted.`);
+          if (latest && ["CREATING", "UPDATING"].includes(latest.status)) return awsError(409, "ConflictException", `Agent runtime ${id} is ${latest.status}; wait until it finishes.`);
           const version = newVersion(runtime, config);
           return ok(202, { agentRuntimeArn: runtime.arn, agentRuntimeId: id, agentRuntimeVersion: version.number, createdAt: runtime.createdAt, lastUpdatedAt: version.lastUpdatedAt, status: version.status });
         });
@@ -266,6 +279,7 @@ export async function startLocalAgentCore({
           const version = runtime.versions.get(only);
           if (!version) return notFound(`Version ${only} of agent runtime ${id}`);
           if ([...runtime.endpoints.values()].some((e) => e.liveVersion === only && e.status !== "DELETING" && e.name !== "DEFAULT")) return awsError(409, "ConflictException", `Version ${only} is in use by an endpoint.`);
+          if (runtime.versions.size === 1) return awsError(409, "ConflictException", `Version ${only} is the runtime's only version; delete the runtime instead.`);
           stop(version);
           runtime.versions.delete(only);
           return ok(202, { status: "DELETING", agentRuntimeId: id, agentRuntimeVersion: only });

@@ -138,6 +138,26 @@ test("deploys are immutable versions: a new image is version 2, rollback serves 
   assert.ok(throttled.retries >= 2);
 });
 
+test("AgentCore refusing a call (throttled, unavailable) is not the agent's answer: the request is given back, AWS's words stay inside", { timeout: 60_000 }, async () => {
+  const pro = await user("agentcore_refusals", "pro");
+  const agent = (await app.createAgent(pro.token, { name: "refused-container" })).body;
+  assert.equal((await deployImage(pro.token, agent.id, { containerUri: IMAGE("v1") })).status, "active");
+  const remaining = (res) => Number(res.headers.get("X-RateLimit-Remaining"));
+  const before = await app.invoke(pro.token, agent.id, invokeBody("warm"));
+  assert.equal(before.status, 200, before.text);
+  for (const [status, type] of [[429, "ThrottlingException"], [503, "ServiceUnavailableException"], [403, "AccessDeniedException"]]) {
+    agentcore.injectFault({ operation: "InvokeAgentRuntime", status, type, message: `arn:aws:iam::${agentcore.accountId}:user/platform is not allowed` });
+    const res = await app.invoke(pro.token, agent.id, invokeBody("refused"));
+    const err = expectError(assert, res, 502, "upstream_unreachable");
+    assert.equal(err.retryable, true);
+    assert.ok(!res.text.includes(agentcore.accountId) && !res.text.includes(type), res.text);
+    assert.equal(remaining(res), remaining(before), `${type}: given back`);
+  }
+  const after = await app.invoke(pro.token, agent.id, invokeBody("again"));
+  assert.equal(after.status, 200);
+  assert.equal(remaining(after), remaining(before) - 1, "a call that reached the agent counts");
+});
+
 test("bad agentcore deploys are refused before anything is created, naming the field", async () => {
   const pro = await user("agentcore_validation", "pro");
   const agent = (await app.createAgent(pro.token, { name: "invalid-container" })).body;
@@ -229,4 +249,25 @@ test("a version slower than the deploy's 20 s stays deploying, and the cron job 
   } finally {
     agentcore.holdVersions(false);
   }
+});
+
+test("recovery: a failed first version takes its runtime with it so the next deploy starts afresh; a runtime nobody recorded is found by name", { timeout: 90_000 }, async () => {
+  const pro = await user("agentcore_recovery", "pro");
+  const agent = (await app.createAgent(pro.token, { name: "recovering-container" })).body;
+  const named = () => agentcore.runtimes().filter((r) => r.name === `webhost_${agent.id.slice(4)}`);
+  agentcore.failNextVersions("exec format error");
+  const first = await deployImage(pro.token, agent.id, { containerUri: IMAGE("v1") });
+  assert.equal(first.status, "failed");
+  await app.until("the failed runtime's deletion", async () => named().length === 0);
+  const second = await deployImage(pro.token, agent.id, { containerUri: IMAGE("v2") });
+  assert.equal(second.status, "active", JSON.stringify(second.error));
+  assert.match(second.providerRef, /\?version=1&/, "a new runtime, from version 1");
+
+  // The runtime exists but the control plane lost track of it (a create whose answer never came back).
+  await app.db.prepare("UPDATE agents SET agentcore_runtime_id = NULL WHERE id = ?1").bind(agent.id).run();
+  const third = await deployImage(pro.token, agent.id, { containerUri: IMAGE("v3") });
+  assert.equal(third.status, "active", JSON.stringify(third.error));
+  assert.match(third.providerRef, /\?version=2&/, "the existing runtime, found by its name, got a new version");
+  assert.equal(named().length, 1);
+  assert.equal((await app.invoke(pro.token, agent.id, invokeBody("recovered"))).body.output.text, "[v3] recovered");
 });

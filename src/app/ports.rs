@@ -207,6 +207,7 @@ pub const RESTORE_LEASE_MS: i64 = 120_000;
 #[derive(Debug, Clone, PartialEq)]
 pub struct UnneededScript {
     pub deployment_id: DeploymentId,
+    pub agent_id: AgentId,
     pub script_name: String,
     /// `cloudflare` (a script) or `agentcore` (an endpoint and a runtime version, named in `provider_ref`).
     pub runtime_provider: String,
@@ -315,8 +316,16 @@ pub trait DeploymentStore {
     async fn unneeded_scripts(&self, keep: u32, limit: u32) -> StoreResult<Vec<UnneededScript>>;
     /// Clean-up: the AgentCore runtimes of deleted agents, still to be deleted (agent id, runtime id).
     async fn deleted_agent_runtimes(&self, limit: u32) -> StoreResult<Vec<(AgentId, String)>>;
-    /// The agent's AgentCore runtime was deleted.
-    async fn forget_agentcore_runtime(&self, agent: &AgentId) -> StoreResult<()>;
+    /// The agent's AgentCore runtime `runtime_id` is gone (deleted, or found missing): forget it, unless the agent
+    /// already records another.
+    async fn forget_agentcore_runtime(&self, agent: &AgentId, runtime_id: &str) -> StoreResult<()>;
+    /// How many of the agent's AgentCore deployments other than `except` still have a version (deploying, active
+    /// or inactive, not removed): while any does, the runtime stays.
+    async fn agentcore_versions_in_use(
+        &self,
+        agent: &AgentId,
+        except: &DeploymentId,
+    ) -> StoreResult<u32>;
 }
 
 /// AgentCore's APIs: sends one signed call built by `aws::agentcore`, reads the answer.

@@ -49,6 +49,7 @@ pub trait RuntimeProvider {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeftBehind {
     pub id: DeploymentId,
+    pub agent_id: crate::domain::ids::AgentId,
     pub runtime_provider: String,
     pub script_name: String,
     pub provider_ref: Option<String>,
@@ -199,6 +200,47 @@ pub fn upstream_call(
     })
 }
 
+/// How a non-2xx answer to an invocation reads. On Cloudflare any answer is the agent's (`None`). On AgentCore only
+/// `RuntimeClientError` is the agent's own failure; anything else — throttling, AgentCore's 5xx, a signature or
+/// permission refusal, an endpoint that is gone — is AgentCore refusing before the agent ran: the call never
+/// reached it (the request is given back, and AgentCore's words stay in the logs).
+pub fn provider_refusal(
+    target: &DeploymentTarget,
+    status: u16,
+    error_type: Option<&str>,
+) -> Option<UpstreamFailure> {
+    if target.runtime_provider != AGENTCORE && target.deploy_target != AGENTCORE {
+        return None;
+    }
+    let named = error_type
+        .map(|t| t.split(':').next().unwrap_or(t))
+        .map(|t| t.rsplit('#').next().unwrap_or(t))
+        .unwrap_or("");
+    if named == "RuntimeClientError" {
+        return None;
+    }
+    Some(UpstreamFailure::NotDispatched(format!(
+        "AgentCore refused the invocation: {status} {named}"
+    )))
+}
+
+/// What the caller sees of an AgentCore `RuntimeClientError`: its message only, the platform's account id taken
+/// out (AgentCore's messages may name ARNs).
+pub fn agent_failure_body(body: &[u8], account_id: &str) -> Vec<u8> {
+    let message = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+    let message = if account_id.is_empty() {
+        message
+    } else {
+        message.replace(account_id, "{account}")
+    };
+    serde_json::json!({ "message": message })
+        .to_string()
+        .into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,6 +287,48 @@ mod tests {
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn only_the_agents_own_failure_is_its_answer_on_agentcore() {
+        let agentcore = target(
+            "agentcore",
+            "arn:aws:bedrock-agentcore:us-east-1:123456789012:runtime/x?version=1&qualifier=q",
+        );
+        assert_eq!(
+            provider_refusal(&agentcore, 424, Some("RuntimeClientError")),
+            None
+        );
+        for (status, kind) in [
+            (429, "ThrottlingException"),
+            (403, "AccessDeniedException"),
+            (404, "ResourceNotFoundException:http://internal"),
+            (503, "ServiceUnavailableException"),
+            (500, ""),
+        ] {
+            assert!(
+                matches!(
+                    provider_refusal(&agentcore, status, Some(kind)),
+                    Some(UpstreamFailure::NotDispatched(_))
+                ),
+                "{status} {kind}: never reached the agent"
+            );
+        }
+        let workers = target("workers_dev", "https://x");
+        assert_eq!(
+            provider_refusal(&workers, 500, None),
+            None,
+            "any Cloudflare answer is the agent's"
+        );
+        let shown = agent_failure_body(
+            br#"{"message":"The runtime arn:aws:bedrock-agentcore:us-east-1:123456789012:runtime/x answered 400"}"#,
+            "123456789012",
+        );
+        let shown = String::from_utf8(shown).unwrap();
+        assert!(
+            !shown.contains("123456789012") && shown.contains("{account}"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -281,6 +281,22 @@ impl AgentCoreTarget {
         )
     }
 
+    /// ListAgentRuntimes: `POST /runtimes/?maxResults=&nextToken=`, no body.
+    pub fn list_runtimes(&self, next_token: Option<&str>, now_ms: i64) -> AwsCall {
+        let mut query = vec![("maxResults".to_owned(), "100".to_owned())];
+        if let Some(token) = next_token {
+            query.push(("nextToken".into(), token.into()));
+        }
+        self.control(
+            "ListAgentRuntimes",
+            "POST",
+            "/runtimes/",
+            query,
+            None,
+            now_ms,
+        )
+    }
+
     /// DeleteAgentRuntime: `DELETE /runtimes/{id}/` (every version), or one version with `version`.
     pub fn delete_runtime(&self, runtime_id: &str, version: Option<&str>, now_ms: i64) -> AwsCall {
         self.control(

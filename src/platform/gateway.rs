@@ -23,7 +23,7 @@ use crate::app::invoke::{
     stream_outcome, Admitted, InvokeGate, Meter, Refused, REFUSED_ROWS_PER_MINUTE,
 };
 use crate::app::ports::Clock;
-use crate::app::runtime::{upstream_call, CallContext};
+use crate::app::runtime::{agent_failure_body, provider_refusal, upstream_call, CallContext};
 use crate::app::telemetry::UsageCharger;
 use crate::auth::verdict_cache::{VerdictCache, DEFAULT_CAPACITY};
 use crate::config::ServiceConfig;
@@ -538,6 +538,17 @@ async fn call(
         Ok(call) => send(env, call, config.invoke_timeout_ms, &upstream_abort).await,
         Err(failure) => Err(failure),
     };
+    // A runtime's own refusal (AgentCore throttling, a signature or permission problem) never reached the agent.
+    let upstream = match upstream {
+        Ok(res) if !(200..300).contains(&res.status_code()) => {
+            let error_type = res.headers().get("x-amzn-ErrorType").ok().flatten();
+            match provider_refusal(deployment, res.status_code(), error_type.as_deref()) {
+                Some(failure) => Err(failure),
+                None => Ok(res),
+            }
+        }
+        other => other,
+    };
     let mut upstream = match upstream {
         Ok(res) => res,
         Err(failure) => {
@@ -565,9 +576,14 @@ async fn call(
     let timeout_ms = config.invoke_timeout_ms;
 
     if !(200..300).contains(&status) {
-        let body = read_bounded(&mut upstream, timeout_ms)
+        let mut body = read_bounded(&mut upstream, timeout_ms)
             .await
             .unwrap_or_default();
+        if let Some(aws) = config.deploy.as_ref().and_then(|d| d.agentcore.as_ref()) {
+            if deployment.deploy_target == "agentcore" {
+                body = agent_failure_body(&body, &aws.account_id);
+            }
+        }
         let err = target
             .failure(UpstreamFailure::Status { status, body }, streaming)
             .with_headers(headers);

@@ -13,6 +13,7 @@ use crate::aws::agentcore::{
     AgentCoreTarget, AwsCall, AwsFailure, RuntimeSpec, RuntimeVersion, Status,
     MAX_ENVIRONMENT_VALUE, MAX_ENVIRONMENT_VARIABLES,
 };
+use crate::domain::ids::AgentId;
 
 pub const RUNTIME_PROVIDER: &str = "agentcore";
 /// The settings the platform gives every deployment (`plain_bindings`) and its telemetry secret.
@@ -58,8 +59,8 @@ fn deployment_error(step: &str, failure: &AwsFailure) -> DeploymentError {
     }
 }
 
-/// Sends a call (built afresh for each attempt: its signature carries the time), retrying what AgentCore says
-/// may pass — throttling, its 5xx, a runtime still changing — with a doubling wait inside the deploy's budget.
+/// Sends a call (built afresh for each attempt: its signature carries the time), retrying what `retry` says may
+/// pass — throttling, AgentCore's 5xx, a runtime still changing — with a doubling wait inside the deploy's budget.
 #[allow(clippy::too_many_arguments)]
 async fn send_retrying<S: DeploymentStore>(
     store: &S,
@@ -67,23 +68,52 @@ async fn send_retrying<S: DeploymentStore>(
     sleeper: &impl Sleeper,
     clock: &impl Clock,
     d: &Deployment,
-    step: &str,
     waited_ms: &mut u64,
+    retry: impl Fn(&AwsFailure) -> bool,
     build: impl Fn(i64) -> AwsCall,
-) -> Result<serde_json::Value, DeploymentError> {
+) -> Result<serde_json::Value, AwsFailure> {
     let mut wait = 500u64;
     loop {
         match aws.send(&build(clock.now_ms())).await {
             Ok(answer) => return Ok(answer),
-            Err(f) if f.transient() && *waited_ms + wait <= MAX_RETRY_WAIT_MS => {
+            Err(f) if retry(&f) && *waited_ms + wait <= MAX_RETRY_WAIT_MS => {
                 let _ = store.record_retry(&d.id).await;
                 sleeper.sleep(wait).await;
                 *waited_ms += wait;
                 wait = (wait * 2).min(8_000);
             }
-            Err(f) => return Err(deployment_error(step, &f)),
+            Err(f) => return Err(f),
         }
     }
+}
+
+/// The id of the runtime named `name`, looked up (ListAgentRuntimes, page by page) when creating it said it exists.
+async fn find_runtime(
+    aws: &impl AwsApi,
+    clock: &impl Clock,
+    target: &AgentCoreTarget,
+    name: &str,
+) -> Result<Option<String>, AwsFailure> {
+    let mut next: Option<String> = None;
+    for _ in 0..20 {
+        let page = aws
+            .send(&target.list_runtimes(next.as_deref(), clock.now_ms()))
+            .await?;
+        let found = page["agentRuntimes"].as_array().and_then(|runtimes| {
+            runtimes
+                .iter()
+                .find(|r| r["agentRuntimeName"] == name)
+                .and_then(|r| r["agentRuntimeId"].as_str().map(str::to_owned))
+        });
+        if found.is_some() {
+            return Ok(found);
+        }
+        match page["nextToken"].as_str() {
+            Some(token) => next = Some(token.to_owned()),
+            None => return Ok(None),
+        }
+    }
+    Ok(None)
 }
 
 /// One look at a deployment's version and endpoint: `Serving` once both are READY, `Pending` while AgentCore is
@@ -219,30 +249,98 @@ pub(super) async fn deploy_image<S: DeploymentStore>(
         environment,
     };
     let mut waited_ms = 0;
-    let runtime = store.agentcore_runtime(&d.agent_id).await.map_err(|e| {
-        DeploymentError::platform(
-            "runtime",
-            "internal",
-            format!("could not read the agent: {}", e.0),
-        )
-    })?;
-    // The agent's first AgentCore deploy creates its runtime; later ones add a version to it.
+    let store_failed = |what: &str, e: crate::app::ports::StoreError| {
+        DeploymentError::platform("runtime", "internal", format!("could not {what}: {}", e.0))
+    };
+    let mut runtime = store
+        .agentcore_runtime(&d.agent_id)
+        .await
+        .map_err(|e| store_failed("read the agent", e))?;
+    // The agent's first AgentCore deploy creates its runtime; later ones add a version to it. A runtime found
+    // missing is made again; one that exists though none is recorded (a create whose answer was lost, or two
+    // first deploys at once) is found by its name and used.
     let name = runtime_name_for(&d.agent_id);
     let (create, update) = (client_token("create", &d.id), client_token("update", &d.id));
-    let answer = send_retrying(
-        store,
-        aws,
-        sleeper,
-        clock,
-        d,
-        "runtime",
-        &mut waited_ms,
-        |now| match &runtime {
-            None => target.create_runtime(&name, &spec, &create, now),
-            Some(id) => target.update_runtime(id, &spec, &update, now),
-        },
-    )
-    .await?;
+    let mut answer = None;
+    for _ in 0..3 {
+        match runtime.clone() {
+            Some(id) => {
+                let sent = send_retrying(
+                    store,
+                    aws,
+                    sleeper,
+                    clock,
+                    d,
+                    &mut waited_ms,
+                    AwsFailure::transient,
+                    |now| target.update_runtime(&id, &spec, &update, now),
+                )
+                .await;
+                match sent {
+                    Ok(a) => {
+                        answer = Some(a);
+                        break;
+                    }
+                    Err(f) if f.not_found() => {
+                        let _ = store.forget_agentcore_runtime(&d.agent_id, &id).await;
+                        runtime = None;
+                    }
+                    Err(f) => return Err(deployment_error("runtime", &f)),
+                }
+            }
+            None => {
+                let exists = |f: &AwsFailure| f.error_type == "ConflictException";
+                let sent = send_retrying(
+                    store,
+                    aws,
+                    sleeper,
+                    clock,
+                    d,
+                    &mut waited_ms,
+                    |f| f.transient() && !exists(f),
+                    |now| target.create_runtime(&name, &spec, &create, now),
+                )
+                .await;
+                match sent {
+                    Ok(a) => {
+                        let id = a["agentRuntimeId"].as_str().unwrap_or_default().to_owned();
+                        if id.is_empty() {
+                            return Err(DeploymentError::platform(
+                                "runtime",
+                                "invalid_response",
+                                "AgentCore's answer to creating the runtime names no runtime.",
+                            ));
+                        }
+                        store
+                            .set_agentcore_runtime(&d.agent_id, &id)
+                            .await
+                            .map_err(|e| store_failed("record the runtime", e))?;
+                        answer = Some(a);
+                        break;
+                    }
+                    Err(f) if exists(&f) => {
+                        let found = find_runtime(aws, clock, target, &name)
+                            .await
+                            .map_err(|f| deployment_error("runtime", &f))?
+                            .ok_or_else(|| deployment_error("runtime", &f))?;
+                        store
+                            .set_agentcore_runtime(&d.agent_id, &found)
+                            .await
+                            .map_err(|e| store_failed("record the runtime", e))?;
+                        runtime = Some(found);
+                    }
+                    Err(f) => return Err(deployment_error("runtime", &f)),
+                }
+            }
+        }
+    }
+    let answer = answer.ok_or_else(|| {
+        DeploymentError::platform(
+            "runtime",
+            "conflict",
+            "The agent's AgentCore runtime kept changing under this deploy; deploy again.",
+        )
+    })?;
     let version: RuntimeVersion = serde_json::from_value(answer).map_err(|e| {
         DeploymentError::platform(
             "runtime",
@@ -250,18 +348,6 @@ pub(super) async fn deploy_image<S: DeploymentStore>(
             format!("AgentCore's answer names no runtime version: {e}"),
         )
     })?;
-    if runtime.is_none() {
-        store
-            .set_agentcore_runtime(&d.agent_id, &version.agent_runtime_id)
-            .await
-            .map_err(|e| {
-                DeploymentError::platform(
-                    "runtime",
-                    "internal",
-                    format!("could not record the runtime: {}", e.0),
-                )
-            })?;
-    }
     let endpoint = endpoint_name_for(&d.id);
     let reference = api::provider_ref(
         &version.agent_runtime_arn,
@@ -269,7 +355,10 @@ pub(super) async fn deploy_image<S: DeploymentStore>(
         &endpoint,
     );
     // Recorded now, so whatever happens next, the clean-up job can find this version to delete it.
-    let _ = store.set_provider_ref(&d.id, &reference).await;
+    store
+        .set_provider_ref(&d.id, &reference)
+        .await
+        .map_err(|e| store_failed("record the runtime version", e))?;
     // Followed within the deploy's budget; a version AgentCore is still starting after that is left pending,
     // and the cron job follows it (`follow`).
     let mut wait = FIRST_POLL_WAIT_MS;
@@ -343,6 +432,7 @@ impl<S: DeploymentStore, A: AwsApi, W: Sleeper, C: Clock> RuntimeProvider
             self.clock,
             self.config,
             &d.id,
+            &d.agent_id,
             d.provider_ref.as_deref(),
         )
         .await
@@ -350,34 +440,52 @@ impl<S: DeploymentStore, A: AwsApi, W: Sleeper, C: Clock> RuntimeProvider
 }
 
 /// Deletes a deployment's endpoint and runtime version (what is already gone counts as deleted) and records its
-/// script deleted. `provider_ref` is the deployment's as stored (a deploy records it before the version is ready).
-/// A failure is reported; the clean-up job tries again.
+/// script deleted; the runtime itself when no other deployment of the agent still has a version in it (AgentCore
+/// keeps no runtime without a version, and a runtime whose only version failed must go for the next deploy to
+/// create it afresh). `provider_ref` is the deployment's as stored (a deploy records it before the version is
+/// ready); one that does not name a runtime, a version and an endpoint deletes nothing. A failure is reported;
+/// the clean-up job tries again.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn remove_version<S: DeploymentStore>(
     store: &S,
     aws: &impl AwsApi,
     clock: &impl Clock,
     config: &DeployConfig,
     id: &DeploymentId,
+    agent: &AgentId,
     provider_ref: Option<&str>,
 ) -> Result<(), ApiError> {
     let target = config
         .agentcore
         .as_ref()
         .ok_or_else(|| ApiError::internal("AgentCore is not configured"))?;
-    if let Some((arn, endpoint)) = provider_ref.and_then(api::parse_provider_ref) {
-        let runtime = api::runtime_id_of(arn).unwrap_or_default();
-        let version = provider_ref
-            .and_then(api::version_of_ref)
-            .unwrap_or_default();
-        for call in [
-            target.delete_endpoint(runtime, endpoint, clock.now_ms()),
-            target.delete_runtime(runtime, Some(version), clock.now_ms()),
-        ] {
-            match aws.send(&call).await {
-                Ok(_) => {}
-                Err(f) if f.not_found() => {}
-                Err(f) => return Err(ApiError::internal(f)),
-            }
+    let named = provider_ref.and_then(|r| {
+        let (arn, endpoint) = api::parse_provider_ref(r)?;
+        Some((api::runtime_id_of(arn)?, api::version_of_ref(r)?, endpoint))
+    });
+    if let Some((runtime, version, endpoint)) =
+        named.filter(|(r, _, e)| !r.is_empty() && !e.is_empty())
+    {
+        let gone_ok = |sent: Result<serde_json::Value, AwsFailure>| match sent {
+            Ok(_) => Ok(()),
+            Err(f) if f.not_found() => Ok(()),
+            Err(f) => Err(ApiError::internal(f)),
+        };
+        gone_ok(
+            aws.send(&target.delete_endpoint(runtime, endpoint, clock.now_ms()))
+                .await,
+        )?;
+        if store.agentcore_versions_in_use(agent, id).await? == 0 {
+            gone_ok(
+                aws.send(&target.delete_runtime(runtime, None, clock.now_ms()))
+                    .await,
+            )?;
+            store.forget_agentcore_runtime(agent, runtime).await?;
+        } else {
+            gone_ok(
+                aws.send(&target.delete_runtime(runtime, Some(version), clock.now_ms()))
+                    .await,
+            )?;
         }
     }
     Ok(store.mark_script_deleted(id, clock.now_ms()).await?)
@@ -403,7 +511,7 @@ pub(super) async fn remove_deleted_agents_runtimes<S: DeploymentStore>(
             Err(f) if f.not_found() => {}
             Err(_) => continue,
         }
-        store.forget_agentcore_runtime(&agent).await?;
+        store.forget_agentcore_runtime(&agent, &runtime).await?;
         removed += 1;
     }
     Ok(removed)

@@ -28,6 +28,7 @@ pub async fn clean_up<S: DeploymentStore, C: Clock>(
         super::agentcore::remove_deleted_agents_runtimes(store, aws, clock, config).await?;
     for UnneededScript {
         deployment_id,
+        agent_id,
         script_name,
         runtime_provider,
         provider_ref,
@@ -38,6 +39,7 @@ pub async fn clean_up<S: DeploymentStore, C: Clock>(
         let removed = runtime
             .remove(&LeftBehind {
                 id: deployment_id,
+                agent_id,
                 runtime_provider,
                 script_name,
                 provider_ref,

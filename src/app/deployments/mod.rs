@@ -436,6 +436,7 @@ async fn finish<S: DeploymentStore>(
             let _ = runtime
                 .remove(&LeftBehind {
                     id: d.id.clone(),
+                    agent_id: d.agent_id.clone(),
                     runtime_provider: d.runtime_provider.clone(),
                     script_name: d.script_name.clone(),
                     provider_ref,

@@ -88,7 +88,7 @@ const FAIL_STUCK: &str =
     "UPDATE deployments SET status = 'failed', error_json = ?2, finished_at = ?3, updated_at = ?3 \
      WHERE status = 'deploying' AND created_at < ?1 RETURNING id";
 // ?1 keep, ?2 limit
-const UNNEEDED_SCRIPTS: &str = "SELECT d.id, d.script_name, d.runtime_provider, d.provider_ref \
+const UNNEEDED_SCRIPTS: &str = "SELECT d.id, d.agent_id, d.script_name, d.runtime_provider, d.provider_ref \
      FROM deployments d JOIN agents a ON a.id = d.agent_id \
      WHERE d.script_deleted_at IS NULL AND d.status != 'deploying' AND ( \
        d.status = 'failed' OR a.deleted_at IS NOT NULL OR \
@@ -182,6 +182,7 @@ impl From<SecretRow> for SealedSecret {
 #[derive(Deserialize)]
 struct ScriptRow {
     id: String,
+    agent_id: String,
     script_name: String,
     runtime_provider: String,
     provider_ref: Option<String>,
@@ -541,6 +542,25 @@ impl DeploymentStore for D1Store {
         Ok(())
     }
 
+    async fn agentcore_versions_in_use(
+        &self,
+        agent: &AgentId,
+        except: &DeploymentId,
+    ) -> StoreResult<u32> {
+        #[derive(Deserialize)]
+        struct Row {
+            n: f64,
+        }
+        let rows: Vec<Row> = self
+            .rows(
+                "SELECT COUNT(*) AS n FROM deployments WHERE agent_id = ?1 AND id != ?2 \
+                 AND runtime_provider = 'agentcore' AND status != 'failed' AND script_deleted_at IS NULL",
+                &[text(agent.as_str()), text(except.as_str())],
+            )
+            .await?;
+        Ok(rows.first().map_or(0, |r| r.n as u32))
+    }
+
     async fn pending_deployments(
         &self,
         started_before: i64,
@@ -687,6 +707,7 @@ impl DeploymentStore for D1Store {
             .into_iter()
             .map(|r| UnneededScript {
                 deployment_id: DeploymentId::from_trusted(r.id),
+                agent_id: AgentId::from_trusted(r.agent_id),
                 script_name: r.script_name,
                 runtime_provider: r.runtime_provider,
                 provider_ref: r.provider_ref,
@@ -713,10 +734,10 @@ impl DeploymentStore for D1Store {
             .collect())
     }
 
-    async fn forget_agentcore_runtime(&self, agent: &AgentId) -> StoreResult<()> {
+    async fn forget_agentcore_runtime(&self, agent: &AgentId, runtime_id: &str) -> StoreResult<()> {
         self.statement(
-            "UPDATE agents SET agentcore_runtime_id = NULL WHERE id = ?1",
-            &[text(agent.as_str())],
+            "UPDATE agents SET agentcore_runtime_id = NULL WHERE id = ?1 AND agentcore_runtime_id = ?2",
+            &[text(agent.as_str()), text(runtime_id)],
         )?
         .run()
         .await
