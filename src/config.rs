@@ -107,8 +107,26 @@ pub fn agentcore_from_vars(
         return Err("AGENTCORE_ACCOUNT_ID must be a 12-digit AWS account id".into());
     }
     let execution_role_arn = require("AGENTCORE_EXECUTION_ROLE_ARN")?;
-    if !crate::aws::agentcore::is_role_arn(&execution_role_arn) {
-        return Err("AGENTCORE_EXECUTION_ROLE_ARN must be an IAM role ARN".into());
+    let mut allowed_role_arns = vec![execution_role_arn.clone()];
+    allowed_role_arns.extend(
+        nonempty("AGENTCORE_ALLOWED_ROLE_ARNS")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned),
+    );
+    // Every role runtimes may run as is in the platform's own account: a deploy never picks another account's.
+    for role in &allowed_role_arns {
+        let in_account = role
+            .split_once(":iam::")
+            .is_some_and(|(_, rest)| rest.starts_with(&format!("{account_id}:role/")));
+        if !crate::aws::agentcore::is_role_arn(role) || !in_account {
+            return Err(format!(
+                "{role:?} (AGENTCORE_EXECUTION_ROLE_ARN, AGENTCORE_ALLOWED_ROLE_ARNS) must be an IAM role ARN in \
+                 account {account_id}"
+            ));
+        }
     }
     // Plain HTTP only to this machine (the local AgentCore); anything else is signed over TLS.
     let url = |name: &str, default: String| -> Result<String, String> {
@@ -134,6 +152,7 @@ pub fn agentcore_from_vars(
         region,
         account_id,
         execution_role_arn,
+        allowed_role_arns,
         credentials: Credentials {
             access_key_id: require("AWS_ACCESS_KEY_ID")?,
             secret_access_key: require("AWS_SECRET_ACCESS_KEY")?,
@@ -444,6 +463,7 @@ pub const CONFIG_VARS: &[&str] = &[
     "AGENTCORE_REGION",
     "AGENTCORE_ACCOUNT_ID",
     "AGENTCORE_EXECUTION_ROLE_ARN",
+    "AGENTCORE_ALLOWED_ROLE_ARNS",
     "AGENTCORE_CONTROL_URL",
     "AGENTCORE_DATA_URL",
     "AWS_ACCESS_KEY_ID",
@@ -724,5 +744,17 @@ mod tests {
             ("AGENTCORE_ACCOUNT_ID", "12345"),
         ];
         assert!(agentcore_from_vars(&get(account)).is_err());
+        let mut foreign = full.to_vec();
+        foreign.push((
+            "AGENTCORE_ALLOWED_ROLE_ARNS",
+            "arn:aws:iam::999999999999:role/Theirs",
+        ));
+        let foreign: &'static [(&str, &str)] = Box::leak(foreign.into_boxed_slice());
+        assert!(
+            agentcore_from_vars(&get(foreign))
+                .unwrap_err()
+                .contains("account 123456789012"),
+            "a role in another account is refused"
+        );
     }
 }

@@ -166,12 +166,17 @@ test("bad agentcore deploys are refused before anything is created, naming the f
     [{}, "containerUri"],
     [{ containerUri: "docker.io/library/agent:latest" }, "containerUri"],
     [{ containerUri: IMAGE("v1"), executionRoleArn: "admin" }, "executionRoleArn"],
+    // A real role, but not one the operator lets deployments use.
+    [{ containerUri: IMAGE("v1"), executionRoleArn: "arn:aws:iam::123456789012:role/Administrator" }, "executionRoleArn"],
     [{ containerUri: IMAGE("v1"), moduleCode: "export default {}" }, "moduleCode"],
     [{ containerUri: IMAGE("v1"), env: { TELEMETRY_SECRET: "x" } }, "env.TELEMETRY_SECRET"],
   ]) {
     const err = expectError(assert, await app.deploy(pro.token, agent.id, { runtimeProvider: "agentcore", ...json }), 400, "validation_failed");
     assert.equal(err.details.field, field, JSON.stringify(json));
   }
+  // AgentCore's fields on a Cloudflare deploy are refused, not ignored.
+  const mixed = expectError(assert, await app.deploy(pro.token, agent.id, { containerUri: IMAGE("v1") }), 400, "validation_failed");
+  assert.equal(mixed.details.field, "containerUri");
   assert.equal(agentcore.requests().length, before, "AgentCore was never called");
 });
 
@@ -195,8 +200,11 @@ test("the tier gate: a free user reaches AgentCore by no route, and a downgraded
   assert.equal(streamed.status, 403);
   assert.equal(invocations().length, calls, "no call reached AgentCore");
   expectError(assert, await app.deploy(later.token, theirs.id, { runtimeProvider: "agentcore", containerUri: IMAGE("v2") }), 403, "not_entitled");
-  // Rolling back to an AgentCore deployment is an invocation route too: it moves the pointer, and calls stay refused.
-  assert.equal(invocations().length, calls);
+  // Rolling back to an AgentCore deployment only moves the pointer: calls through it stay refused.
+  const only = (await app.listDeployments(later.token, theirs.id)).body.deployments[0];
+  assert.equal((await app.activate(later.token, theirs.id, only.id)).status, 200);
+  expectError(assert, await app.invoke(later.token, theirs.id, invokeBody("after rollback")), 403, "not_entitled");
+  assert.equal(invocations().length, calls, "no call reached AgentCore by any route");
 });
 
 test("clean-up: versions beyond the three kept for rollback are deleted from AgentCore, and a deleted agent's runtime goes", { timeout: 120_000 }, async () => {

@@ -379,6 +379,7 @@ mod tests {
             control_url: "https://bedrock-agentcore-control.us-east-1.amazonaws.com".into(),
             data_url: "https://bedrock-agentcore.us-east-1.amazonaws.com".into(),
             execution_role_arn: "arn:aws:iam::123456789012:role/R".into(),
+            allowed_role_arns: vec!["arn:aws:iam::123456789012:role/R".into()],
             credentials: Credentials {
                 access_key_id: "AKIDEXAMPLE".into(),
                 secret_access_key: "secret".into(),

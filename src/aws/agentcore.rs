@@ -37,8 +37,10 @@ pub struct AgentCoreTarget {
     pub control_url: String,
     /// `https://bedrock-agentcore.{region}.amazonaws.com`, or the local AgentCore.
     pub data_url: String,
-    /// The IAM role runtimes run as, unless a deploy names its own.
+    /// The IAM role runtimes run as, unless a deploy names one of `allowed_role_arns`.
     pub execution_role_arn: String,
+    /// The roles a deploy may name (the default among them): the operator's choice, never the tenant's.
+    pub allowed_role_arns: Vec<String>,
     pub credentials: Credentials,
 }
 
@@ -50,13 +52,14 @@ impl fmt::Debug for AgentCoreTarget {
             .field("control_url", &self.control_url)
             .field("data_url", &self.data_url)
             .field("execution_role_arn", &self.execution_role_arn)
+            .field("allowed_role_arns", &self.allowed_role_arns)
             .field("credentials", &self.credentials)
             .finish()
     }
 }
 
 /// One signed HTTP request, ready to send as it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct AwsCall {
     /// AWS's name of the operation, for errors and logs.
     pub operation: &'static str,
@@ -64,6 +67,21 @@ pub struct AwsCall {
     pub url: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+}
+
+/// Never the signature, the session token or the body (a runtime's environment holds the agent's secrets).
+impl fmt::Debug for AwsCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AwsCall")
+            .field("operation", &self.operation)
+            .field("endpoint", &self.endpoint())
+            .field(
+                "headers",
+                &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .field("body_bytes", &self.body.len())
+            .finish()
+    }
 }
 
 impl AwsCall {
@@ -649,7 +667,8 @@ pub fn is_role_arn(arn: &str) -> bool {
     let Some((account, role)) = after.split_once(":role/") else {
         return false;
     };
-    (account.is_empty() || (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit())))
+    account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
         && !role.is_empty()
         && arn.len() <= 2048
 }
@@ -665,6 +684,7 @@ mod tests {
             control_url: "https://bedrock-agentcore-control.us-east-1.amazonaws.com".into(),
             data_url: "https://bedrock-agentcore.us-east-1.amazonaws.com".into(),
             execution_role_arn: "arn:aws:iam::123456789012:role/AgentRuntimeRole".into(),
+            allowed_role_arns: vec!["arn:aws:iam::123456789012:role/AgentRuntimeRole".into()],
             credentials: Credentials {
                 access_key_id: "AKIDEXAMPLE".into(),
                 secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
@@ -785,6 +805,11 @@ mod tests {
             "Debug never shows a value"
         );
         assert!(!format!("{t:?}").contains("EXAMPLEKEY"));
+        let shown = format!("{create:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("Signature="),
+            "{shown}"
+        );
         let update = t.update_runtime("webhost_abc-AbCdEf1234", &spec, "tok", 0);
         assert_eq!(update.endpoint(), "PUT /runtimes/webhost_abc-AbCdEf1234/");
         let get = t.get_runtime("webhost_abc-AbCdEf1234", "3", 0);
@@ -919,6 +944,10 @@ mod tests {
         ));
         assert!(is_role_arn("arn:aws-cn:iam::123456789012:role/path/Role"));
         assert!(!is_role_arn("arn:aws:iam::123:role/x"));
+        assert!(
+            !is_role_arn("arn:aws:iam:::role/x"),
+            "an account is required"
+        );
         assert!(!is_role_arn("arn:aws:s3:::bucket"));
     }
 }

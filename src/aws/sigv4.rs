@@ -1,7 +1,8 @@
 //! AWS Signature Version 4 (docs.aws.amazon.com, "Create a signed AWS API request"): the canonical request, the
 //! string to sign, the derived signing key and the `Authorization` header, for services other than S3 (paths
 //! normalized, every path segment escaped once more than it is on the wire). Checked against AWS's published
-//! test-suite vectors (`tests` below) and, in `tests/sigv4.test.mjs`, against an independent signer.
+//! test-suite vectors and botocore's signatures (`tests` below), and in every call to the local AgentCore, which
+//! verifies it with @smithy/signature-v4 (tests/agentcore.test.mjs, tests/local_agentcore.test.mjs).
 
 use crate::crypto::sha256_hex;
 use hmac::{Hmac, Mac};

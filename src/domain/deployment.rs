@@ -315,9 +315,13 @@ impl DeployRequest {
         }
     }
 
-    /// Validates an AgentCore deploy: an image, optionally a role (else `default_role`), plain variables; none of
-    /// the fields that only code deploys have.
-    pub fn validate_image(self, default_role: &str) -> Result<ImageSpec, ApiError> {
+    /// Validates an AgentCore deploy: an image, optionally a role (one of `allowed_roles`, the operator's; else
+    /// `default_role`), plain variables; none of the fields that only code deploys have.
+    pub fn validate_image(
+        self,
+        default_role: &str,
+        allowed_roles: &[String],
+    ) -> Result<ImageSpec, ApiError> {
         for (field, given) in [
             ("moduleCode", self.module_code.is_some()),
             ("mainModuleName", self.main_module_name.is_some()),
@@ -346,10 +350,10 @@ impl DeployRequest {
         let execution_role_arn = self
             .execution_role_arn
             .unwrap_or_else(|| default_role.to_owned());
-        if !crate::aws::agentcore::is_role_arn(&execution_role_arn) {
+        if !allowed_roles.contains(&execution_role_arn) {
             return Err(ApiError::validation(
                 "executionRoleArn",
-                "must be an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)",
+                "must be one of the roles this platform lets deployments run as (ask the operator)",
             ));
         }
         Ok(ImageSpec {
@@ -376,6 +380,17 @@ impl DeployRequest {
         default_compatibility_date: &str,
         max_module_bytes: usize,
     ) -> Result<DeploySpec, ApiError> {
+        for (field, given) in [
+            ("containerUri", self.container_uri.is_some()),
+            ("executionRoleArn", self.execution_role_arn.is_some()),
+        ] {
+            if given {
+                return Err(ApiError::validation(
+                    field,
+                    "is for agentcore deploys; set runtimeProvider to agentcore",
+                ));
+            }
+        }
         let (module_code, source) = match self.module_code {
             Some(code) if code.trim().is_empty() => {
                 return Err(ApiError::validation(

@@ -386,6 +386,16 @@ pub struct AgentCoreRuntime<'a, S, A, W, C> {
     pub config: &'a DeployConfig,
 }
 
+impl<S, A, W, C> AgentCoreRuntime<'_, S, A, W, C> {
+    /// A failure as its owner sees it: the platform's AWS account id taken out (AgentCore's messages name ARNs).
+    fn for_owner(&self, error: DeploymentError) -> DeploymentError {
+        match &self.config.agentcore {
+            Some(target) => error.without_account(&target.account_id),
+            None => error,
+        }
+    }
+}
+
 impl<S: DeploymentStore, A: AwsApi, W: Sleeper, C: Clock> RuntimeProvider
     for AgentCoreRuntime<'_, S, A, W, C>
 {
@@ -415,6 +425,7 @@ impl<S: DeploymentStore, A: AwsApi, W: Sleeper, C: Clock> RuntimeProvider
             telemetry_secret,
         )
         .await
+        .map_err(|e| self.for_owner(e))
     }
 
     async fn follow(&self, d: &Deployment) -> Result<Deployed, DeploymentError> {
@@ -422,7 +433,9 @@ impl<S: DeploymentStore, A: AwsApi, W: Sleeper, C: Clock> RuntimeProvider
         let Some(reference) = d.provider_ref.as_deref() else {
             return Ok(Deployed::Pending);
         };
-        follow_once(self.store, self.aws, self.clock, target, d, reference).await
+        follow_once(self.store, self.aws, self.clock, target, d, reference)
+            .await
+            .map_err(|e| self.for_owner(e))
     }
 
     async fn remove(&self, d: &LeftBehind) -> Result<(), ApiError> {

@@ -147,7 +147,9 @@ pub async fn request_deploy<S: Store + DeploymentStore, C: Clock>(
                 "an agentcore deploy runs a container image (containerUri), not an uploaded bundle",
             ));
         }
-        Workload::Image(request.validate_image(&target.execution_role_arn)?)
+        Workload::Image(
+            request.validate_image(&target.execution_role_arn, &target.allowed_role_arns)?,
+        )
     } else {
         Workload::Code(match bundle {
             Some(bundle) => bundle_request::with_bundle(
