@@ -279,3 +279,52 @@ test("recovery: a failed first version takes its runtime with it so the next dep
   assert.equal(named().length, 1);
   assert.equal((await app.invoke(pro.token, agent.id, invokeBody("recovered"))).body.output.text, "[v3] recovered");
 });
+
+test("one agent moves between providers: Cloudflare, then AgentCore, then rolled back to Cloudflare, each call served where the pointer says", { timeout: 90_000 }, async () => {
+  const pro = await user("agentcore_mover", "pro");
+  const agent = (await app.createAgent(pro.token, { name: "moving-agent" })).body;
+  const worker = await app.deploy(pro.token, agent.id, {});
+  assert.equal(worker.status, 202, worker.text);
+  const onCloudflare = await app.settled(pro.token, agent.id, worker.body.id);
+  assert.equal(onCloudflare.status, "active", JSON.stringify(onCloudflare.error));
+  const first = await app.invoke(pro.token, agent.id, invokeBody("on workers"));
+  assert.equal(first.body.output.text, "on workers", "the template echoes");
+  const calls = invocations().length;
+
+  const onAgentCore = await deployImage(pro.token, agent.id, { containerUri: IMAGE("moved") });
+  assert.equal(onAgentCore.status, "active", JSON.stringify(onAgentCore.error));
+  assert.equal(onAgentCore.version, 2, "one history across providers");
+  assert.equal((await app.invoke(pro.token, agent.id, invokeBody("on agentcore"))).body.output.text, "[moved] on agentcore");
+  assert.equal(invocations().length, calls + 1);
+
+  assert.equal((await app.activate(pro.token, agent.id, onCloudflare.id)).status, 200);
+  const back = await app.invoke(pro.token, agent.id, invokeBody("back on workers"));
+  assert.equal(back.body.output.text, "back on workers");
+  assert.equal(invocations().length, calls + 1, "the rolled-back call went to Cloudflare, not AgentCore");
+  const listed = (await app.listDeployments(pro.token, agent.id)).body.deployments;
+  assert.deepEqual(listed.map((d) => [d.version, d.runtimeProvider, d.status]), [[2, "agentcore", "inactive"], [1, "cloudflare", "active"]]);
+});
+
+test("one AgentCore deploy of an agent at a time: a second while the first runs is refused before AgentCore is called", { timeout: 90_000 }, async () => {
+  const pro = await user("agentcore_serial", "pro");
+  const agent = (await app.createAgent(pro.token, { name: "serial-container" })).body;
+  const versionsMade = () => agentcore.requests().filter((r) => ["CreateAgentRuntime", "UpdateAgentRuntime"].includes(r.operation)).length;
+  const made = versionsMade();
+  agentcore.holdVersions(true);
+  try {
+    const first = await app.deploy(pro.token, agent.id, { runtimeProvider: "agentcore", containerUri: IMAGE("one") });
+    assert.equal(first.status, 202, first.text);
+    // (The first deploy keeps polling its version meanwhile; the refused one makes no version.)
+    await app.until("the first deploy's version", async () => versionsMade() === made + 1);
+    const second = expectError(assert, await app.deploy(pro.token, agent.id, { runtimeProvider: "agentcore", containerUri: IMAGE("two") }), 409, "deploy_in_progress");
+    assert.equal(second.retryable, true);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(versionsMade(), made + 1, "nothing sent for the refused deploy");
+    // A Cloudflare deploy of the same agent is not held back.
+    assert.equal((await app.deploy(pro.token, agent.id, {})).status, 202);
+  } finally {
+    agentcore.holdVersions(false);
+  }
+  const deployments = (await app.listDeployments(pro.token, agent.id)).body.deployments;
+  for (const d of deployments) await app.settled(pro.token, agent.id, d.id, 60_000);
+});

@@ -81,6 +81,7 @@ pub enum ErrorCode {
     ArtifactNotFound,
     RestoreFailed,
     RestoreInProgress,
+    DeployInProgress,
 }
 
 impl ErrorCode {
@@ -159,6 +160,7 @@ impl ErrorCode {
         ErrorCode::ArtifactNotFound,
         ErrorCode::RestoreFailed,
         ErrorCode::RestoreInProgress,
+        ErrorCode::DeployInProgress,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -236,6 +238,7 @@ impl ErrorCode {
             ErrorCode::ArtifactNotFound => "artifact_not_found",
             ErrorCode::RestoreFailed => "restore_failed",
             ErrorCode::RestoreInProgress => "restore_in_progress",
+            ErrorCode::DeployInProgress => "deploy_in_progress",
         }
     }
 
@@ -309,6 +312,7 @@ impl ErrorCode {
             ErrorCode::ArtifactNotFound => 404,
             ErrorCode::RestoreFailed => 502,
             ErrorCode::RestoreInProgress => 409,
+            ErrorCode::DeployInProgress => 409,
         }
     }
 

@@ -288,6 +288,18 @@ async fn record_deploy<S: Store + DeploymentStore, C: Clock>(
         )),
         Inserted::LimitReached => {
             let counts = store.deploy_counts(&owner.id, now).await?;
+            if new.deployment.runtime_provider == agentcore::RUNTIME_PROVIDER
+                && !limits::any_reached(&new.limits, &counts)
+            {
+                let mut busy = ApiError::new(
+                    ErrorCode::DeployInProgress,
+                    "Another AgentCore deploy of this agent is still running; deploy again when it has finished.",
+                )
+                .with_headers(vec![("Retry-After", "10".to_owned())]);
+                // It resolves itself: once the other deploy ends, the same request succeeds.
+                busy.retryable_override = Some(true);
+                return Err(busy);
+            }
             Err(deploy_limit_error(&new.limits, &counts, now))
         }
     }

@@ -15,7 +15,9 @@ const DEPLOYMENT_COLUMNS: &str = "id, agent_id, user_id, version, status, runtim
      main_module_name, compatibility_date, invoke_path, source, code_sha256, env_json, provider_ref, error_json, \
      created_at, updated_at, finished_at, request_sha256, retries, container_uri, execution_role_arn";
 
-// ?1 id … ?17 gateway_secret_sealed; the version is the agent's next one, computed in the same statement.
+// ?1 id … ?17 gateway_secret_sealed; the version is the agent's next one, computed in the same statement. The
+// deploy limits hold (?18 in flight, ?19 per hour, ?20 live scripts), and an agent has one AgentCore deploy in
+// flight at a time (AgentCore changes a runtime one version at a time).
 const INSERT_DEPLOYMENT: &str = "INSERT INTO deployments (id, agent_id, user_id, version, status, runtime_provider, \
      deploy_target, script_name, main_module_name, compatibility_date, invoke_path, source, code_sha256, env_json, \
      telemetry_secret_sealed, idempotency_key, request_sha256, created_at, updated_at, gateway_secret_sealed, \
@@ -27,7 +29,9 @@ const INSERT_DEPLOYMENT: &str = "INSERT INTO deployments (id, agent_id, user_id,
      AND (SELECT COUNT(*) FROM deployments WHERE user_id = ?3 AND created_at > ?16 - 3600000) \
          + (SELECT COUNT(*) FROM deployments WHERE user_id = ?3 AND restore_started_at > ?16 - 3600000) < ?19 \
      AND (SELECT COUNT(*) FROM deployments WHERE user_id = ?3 AND status != 'failed' \
-          AND script_deleted_at IS NULL) < ?20";
+          AND script_deleted_at IS NULL) < ?20 \
+     AND NOT (?4 = 'agentcore' AND EXISTS (SELECT 1 FROM deployments WHERE agent_id = ?2 \
+          AND status = 'deploying' AND runtime_provider = 'agentcore'))";
 // ?1 id, ?2 owner, ?3 now, ?4 lease end, ?5 in flight, ?6 per hour, ?7 live scripts: the deploy limits as above,
 // a restore counting as a deploy.
 const CLAIM_RESTORE: &str = "UPDATE deployments SET restoring_until = ?4, restore_started_at = ?3 \
