@@ -7,19 +7,37 @@ import { execFile, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { randomBytes } from "node:crypto";
 import { startLocalCloudflare } from "../local-cloudflare/server.mjs";
+import { startLocalAgentCore } from "../local-agentcore/server.mjs";
 import { ROOT, deployVars, startControlPlane } from "./support/harness.mjs";
 
 const BIN = path.join(ROOT, "target/debug/webhost");
-let lcf, app, home, token;
+const ADMIN = randomBytes(24).toString("hex");
+let lcf, agentcore, app, home, token;
 before(async () => {
   lcf = await startLocalCloudflare();
-  app = await startControlPlane({ vars: deployVars(lcf, "workers_dev") });
+  agentcore = await startLocalAgentCore();
+  const [key] = agentcore.credentials;
+  app = await startControlPlane({
+    vars: {
+      ...deployVars(lcf, "workers_dev"),
+      ADMIN_TOKEN: ADMIN,
+      AGENTCORE_REGION: agentcore.region,
+      AGENTCORE_ACCOUNT_ID: agentcore.accountId,
+      AGENTCORE_EXECUTION_ROLE_ARN: `arn:aws:iam::${agentcore.accountId}:role/WebhostAgentRuntime`,
+      AGENTCORE_CONTROL_URL: agentcore.controlUrl,
+      AGENTCORE_DATA_URL: agentcore.dataUrl,
+      AWS_ACCESS_KEY_ID: key.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: key.secretAccessKey,
+    },
+  });
   token = await app.token("user_cli_dev");
   home = mkdtempSync(path.join(tmpdir(), "webhost-cli-"));
 });
 after(async () => {
   await app?.close();
+  await agentcore?.close();
   await lcf?.close();
   rmSync(home, { recursive: true, force: true });
 });
@@ -135,4 +153,21 @@ test("in a terminal, deploy shows the upload's progress and a spinner while it w
   const json = await webhost(["deploy", "examples/streaming-agent", "--json"]);
   assert.equal(JSON.parse(json.stdout).status, "active");
   assert.equal(json.stderr, "");
+});
+
+test("deploy --image runs a container on AgentCore for a plan that has it, and refuses one that does not", { timeout: 90_000 }, async () => {
+  const image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/webhost-agent:cli";
+  // On the free plan: the entitlement's refusal, exit code 1.
+  const free = await webhost(["deploy", "--image", image, "--agent", "container-cli"]);
+  assert.equal(free.code, 1, free.stderr);
+  assert.match(free.stderr, /error not_entitled \(403\)/);
+  const me = (await app.me(token)).body;
+  assert.equal((await app.admin("PUT", `/users/${me.id}/tier`, ADMIN, { tier: "pro" })).status, 200);
+  const deployed = await webhost(["deploy", "--image", image, "--agent", "container-cli"]);
+  assert.equal(deployed.code, 0, deployed.stderr);
+  assert.match(deployed.stderr, /Deploying .*webhost-agent:cli to agt_[0-9a-f]{24} on AgentCore/);
+  assert.match(deployed.stdout, /Deployed: dep_[0-9a-f]{24} v1 is active/);
+  const answer = await webhost(["invoke", "container-cli", "from the cli"]);
+  assert.equal(answer.code, 0, answer.stderr);
+  assert.equal(answer.stdout.trim(), "[cli] from the cli");
 });

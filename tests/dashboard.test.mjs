@@ -283,7 +283,7 @@ test("a module file deploys from the browser; a broken one fails and shows the s
   }
 });
 
-test("a person upgrades to Pro: checkout on the local Stripe, back to the dashboard, the plan moves without a reload", { timeout: 90_000 }, async () => {
+test("a person upgrades to Pro: checkout on the local Stripe, back to the dashboard, the plan moves without a reload, and deploys a container image to AgentCore", { timeout: 150_000 }, async () => {
   const { page, context, problems } = await newPage();
   try {
     await signIn(page, "dash-buyer");
@@ -302,6 +302,19 @@ test("a person upgrades to Pro: checkout on the local Stripe, back to the dashbo
     await page.getByRole("button", { name: "Manage subscription" }).waitFor();
     assert.match(await page.locator(".account .badge").textContent(), /pro/i, "the header shows the new tier");
     await shot(page, "14-billing-pro");
+
+    // On Pro the second runtime is there: a container image deployed to the local AgentCore from the browser.
+    await page.getByRole("link", { name: "Agents" }).click();
+    await page.getByLabel("Name", { exact: true }).fill("container-bot");
+    await page.getByRole("button", { name: "Create agent" }).click();
+    await page.locator('tr[data-agent="container-bot"]').getByRole("link", { name: "container-bot" }).click();
+    await page.getByLabel("Container image on AgentCore (an Amazon ECR URI)").fill("123456789012.dkr.ecr.us-east-1.amazonaws.com/webhost-agent:dash");
+    await page.getByRole("button", { name: "Deploy this image" }).click();
+    const imageRow = page.locator('tr[data-version="1"]');
+    await imageRow.getByText("serving").waitFor({ timeout: 45_000 });
+    assert.match(await imageRow.textContent(), /image on AgentCore\s*webhost-agent:dash/);
+    assert.equal(stack.agentcore.runtimes().filter((r) => r.versions.some((v) => v.containerUri.endsWith("webhost-agent:dash"))).length, 1);
+    await shot(page, "15-agentcore-deployment");
     assert.deepEqual(problems, [], "no errors in the page");
   } finally {
     await context.close();

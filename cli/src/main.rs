@@ -44,13 +44,20 @@ enum Command {
         #[command(subcommand)]
         action: AgentAction,
     },
-    /// Deploy the bundle in DIR (agent.config.json and its modules) and follow it until it is active or failed.
+    /// Deploy the bundle in DIR (agent.config.json and its modules), or with --image a container image to
+    /// AgentCore, and follow it until it is active or failed.
     Deploy {
         #[arg(default_value = ".")]
         dir: PathBuf,
         /// The agent (id or name); default: the manifest's `name`, created when it does not exist.
         #[arg(long)]
         agent: Option<String>,
+        /// Deploy this container image (an Amazon ECR URI) to AgentCore instead of a folder (needs --agent).
+        #[arg(long)]
+        image: Option<String>,
+        /// With --image: the IAM role it runs as, one the platform allows (default: the platform's).
+        #[arg(long, requires = "image")]
+        role: Option<String>,
     },
     /// An agent's deployments, newest first.
     Deployments {
@@ -281,7 +288,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 ),
             });
         }
-        Command::Deploy { dir, agent } => deploy(j, &dir, agent)?,
+        Command::Deploy {
+            agent,
+            image: Some(image),
+            role,
+            ..
+        } => deploy_image(j, agent, &image, role)?,
+        Command::Deploy { dir, agent, .. } => deploy(j, &dir, agent)?,
         Command::Deployments {
             action: DeploymentAction::List { agent },
         } => {
@@ -441,21 +454,11 @@ fn deploy(j: bool, dir: &std::path::Path, agent: Option<String>) -> Result<(), F
     let folder = bundle::read(dir)?;
     let manifest: Value = serde_json::from_slice(&folder.manifest)
         .map_err(|e| Failure::Usage(format!("agent.config.json is not JSON: {e}")))?;
-    let id = match agent.or_else(|| manifest["name"].as_str().map(str::to_owned)) {
-        Some(a) if a.starts_with("agt_") => a,
-        Some(name) => match find_agent(&client, &name)? {
-            Some(id) => id,
-            None => client.json("POST", "/v1/agents", Some(json!({ "name": name })))?["id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-        },
-        None => {
-            return Err(Failure::Usage(
-                "name the agent: --agent, or `name` in agent.config.json".into(),
-            ))
-        }
-    };
+    let id = agent_or_new(
+        &client,
+        agent.or_else(|| manifest["name"].as_str().map(str::to_owned)),
+        "name the agent: --agent, or `name` in agent.config.json",
+    )?;
     if !j {
         eprintln!(
             "Uploading {} modules ({} KB) to {id}…",
@@ -474,6 +477,46 @@ fn deploy(j: bool, dir: &std::path::Path, agent: Option<String>) -> Result<(), F
     );
     upload.finish_and_clear();
     let deployment = read_json(response?)?;
+    follow(j, &client, &id, deployment)
+}
+
+/// The agent named (an id, or a name: created when it does not exist).
+fn agent_or_new(client: &Client, agent: Option<String>, missing: &str) -> Result<String, Failure> {
+    Ok(match agent {
+        Some(a) if a.starts_with("agt_") => a,
+        Some(name) => match find_agent(client, &name)? {
+            Some(id) => id,
+            None => client.json("POST", "/v1/agents", Some(json!({ "name": name })))?["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        },
+        None => return Err(Failure::Usage(missing.into())),
+    })
+}
+
+/// `deploy --image`: a container image on AgentCore (the plan must include it).
+fn deploy_image(
+    j: bool,
+    agent: Option<String>,
+    image: &str,
+    role: Option<String>,
+) -> Result<(), Failure> {
+    let client = client()?;
+    let id = agent_or_new(&client, agent, "name the agent with --agent")?;
+    if !j {
+        eprintln!("Deploying {image} to {id} on AgentCore…");
+    }
+    let mut body = json!({ "runtimeProvider": "agentcore", "containerUri": image });
+    if let Some(role) = role {
+        body["executionRoleArn"] = json!(role);
+    }
+    let deployment = client.json("POST", &format!("/v1/agents/{id}/deploy"), Some(body))?;
+    follow(j, &client, &id, deployment)
+}
+
+/// Follows a deployment until it leaves `deploying`, printing how it ended.
+fn follow(j: bool, client: &Client, id: &str, deployment: Value) -> Result<(), Failure> {
     let dep = deployment["id"].as_str().unwrap_or_default().to_owned();
     if !j {
         eprintln!(
@@ -481,7 +524,13 @@ fn deploy(j: bool, dir: &std::path::Path, agent: Option<String>) -> Result<(), F
             deployment["version"]
         );
     }
-    // Followed until it leaves `deploying` (the control plane fails a stuck one within minutes).
+    // Followed until it leaves `deploying` (the control plane fails a stuck one within minutes; an AgentCore
+    // version may take minutes to start, and the control plane's cron job follows it every 5).
+    let limit = if deployment["runtimeProvider"] == "agentcore" {
+        Duration::from_secs(900)
+    } else {
+        Duration::from_secs(300)
+    };
     let started = Instant::now();
     let waiting = progress::waiting(j, &format!("v{} deploying", deployment["version"]));
     let done = loop {
@@ -493,7 +542,7 @@ fn deploy(j: bool, dir: &std::path::Path, agent: Option<String>) -> Result<(), F
                 return Err(e);
             }
         };
-        if current["status"] != "deploying" || started.elapsed() > Duration::from_secs(300) {
+        if current["status"] != "deploying" || started.elapsed() > limit {
             waiting.finish_and_clear();
             break current;
         }

@@ -56,7 +56,10 @@ export interface Deployment {
   agentId: string;
   version: number;
   status: "deploying" | "active" | "failed" | "inactive";
-  source: "template" | "custom";
+  runtimeProvider: "cloudflare" | "agentcore";
+  source: "template" | "custom" | "image";
+  /** AgentCore deployments: the image they run. */
+  containerUri?: string;
   mainModuleName: string;
   codeSha256: string;
   error: DeploymentError | null;

@@ -79,7 +79,7 @@ function SignedIn({ label }: { label: string }) {
   else if (path === "/api-keys") page = <ApiKeysPage />;
   else if (path === "/billing") page = <BillingPage me={me} />;
   else if (agentMatch?.[2]) page = <PlaygroundPage agentId={agentMatch[1]} />;
-  else if (agentMatch) page = <AgentPage agentId={agentMatch[1]} />;
+  else if (agentMatch) page = <AgentPage agentId={agentMatch[1]} me={me} />;
   else
     page = (
       <p class="notice">

@@ -1,8 +1,9 @@
 // One agent: its deployments (status, version, source, error with step, endpoint and provider message, times;
-// the active one marked), deploying the template or a module file, rollback with confirmation, and its secrets.
+// the active one marked), deploying the template, a module file or (plans with AgentCore) a container image,
+// rollback with confirmation, and its secrets.
 import { Fragment } from "preact";
 import { useEffect, useRef, useState } from "preact/hooks";
-import { api, type Agent, type Deployment, type Secret } from "../api";
+import { api, type Agent, type Deployment, type Me, type Secret } from "../api";
 import { useLive, useLiveStatus } from "../live";
 import { Link, navigate } from "../router";
 import { Confirm, ErrorBox, ListTable, Loading, StatusBadge, time } from "../ui";
@@ -14,7 +15,7 @@ const POLL_WHILE_LIVE_MS = 5000;
 // The control plane's limit on one module (docs/openapi.yaml, DeployRequest.moduleCode).
 const MAX_MODULE_BYTES = 1024 * 1024;
 
-export function AgentPage({ agentId }: { agentId: string }) {
+export function AgentPage({ agentId, me }: { agentId: string; me: Me }) {
   const [agent, setAgent] = useState<Agent | null>(null);
   const [deployments, setDeployments] = useState<Deployment[] | null>(null);
   const [error, setError] = useState<unknown>(null);
@@ -73,15 +74,20 @@ export function AgentPage({ agentId }: { agentId: string }) {
         </p>
       </header>
       <ErrorBox error={error} onRetry={refresh} />
-      <DeployPanel agent={agent} onDeployed={(d) => setDeployments((shown) => [d, ...(shown ?? [])])} />
+      <DeployPanel
+        agent={agent}
+        agentcore={me.entitlements.runtimeProviders.includes("agentcore")}
+        onDeployed={(d) => setDeployments((shown) => [d, ...(shown ?? [])])}
+      />
       <Deployments agent={agent} deployments={deployments} onChange={refresh} />
       <Secrets agentId={agent.id} />
     </section>
   );
 }
 
-function DeployPanel({ agent, onDeployed }: { agent: Agent; onDeployed: (d: Deployment) => void }) {
+function DeployPanel({ agent, agentcore, onDeployed }: { agent: Agent; agentcore: boolean; onDeployed: (d: Deployment) => void }) {
   const [file, setFile] = useState<File | null>(null);
+  const [image, setImage] = useState("");
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<unknown>(null);
   const deploy = async (body: Record<string, unknown>): Promise<boolean> => {
@@ -131,6 +137,30 @@ function DeployPanel({ agent, onDeployed }: { agent: Agent; onDeployed: (d: Depl
             Deploy this file
           </button>
         </form>
+        {agentcore ? (
+          <form
+            class="inline-form"
+            onSubmit={async (event) => {
+              event.preventDefault();
+              if (await deploy({ runtimeProvider: "agentcore", containerUri: image.trim() })) setImage("");
+            }}
+          >
+            <label>
+              Container image on AgentCore (an Amazon ECR URI)
+              <input
+                type="text"
+                value={image}
+                placeholder="123456789012.dkr.ecr.us-east-1.amazonaws.com/my-agent:v1"
+                onInput={(e) => setImage(e.currentTarget.value)}
+              />
+            </label>
+            <button type="submit" disabled={busy || !image.trim()}>
+              Deploy this image
+            </button>
+          </form>
+        ) : (
+          <p class="muted small">Container images on Amazon Bedrock AgentCore come with the Pro and Enterprise plans.</p>
+        )}
       </div>
       <ErrorBox error={error} />
     </div>
@@ -171,7 +201,15 @@ function Deployments({ agent, deployments, onChange }: { agent: Agent; deploymen
                     {d.retries > 0 && <span class="muted small"> ({d.retries} retried)</span>}
                   </td>
                   <td>
-                    {d.source} <code class="small" title={d.codeSha256}>{d.codeSha256.slice(0, 8)}</code>
+                    {d.runtimeProvider === "agentcore" ? (
+                      <>
+                        image on AgentCore <code class="small" title={d.containerUri}>{d.containerUri?.split("/").pop()}</code>
+                      </>
+                    ) : (
+                      <>
+                        {d.source} <code class="small" title={d.codeSha256}>{d.codeSha256.slice(0, 8)}</code>
+                      </>
+                    )}
                   </td>
                   <td>{time(d.createdAt)}</td>
                   <td>{time(d.finishedAt)}</td>
