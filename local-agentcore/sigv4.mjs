@@ -74,8 +74,8 @@ export async function verify({ method, rawPath, rawQuery, headers, body }, { cre
     if (headers[name] === undefined) return refuse(403, "InvalidSignatureException", MISMATCH);
     signedHeaders[name] = headers[name];
   }
-  // Temporary credentials sign their session token; it must be the one issued with the key.
-  if (known.sessionToken !== undefined && signedHeaders["x-amz-security-token"] !== known.sessionToken) {
+  // Temporary credentials sign their session token, the one issued with the key; a long-term key has none.
+  if (signedHeaders["x-amz-security-token"] !== known.sessionToken) {
     return refuse(403, "UnrecognizedClientException", "The security token included in the request is invalid.");
   }
   if (signedHeaders["x-amz-content-sha256"] && signedHeaders["x-amz-content-sha256"] !== createHash("sha256").update(body).digest("hex")) {

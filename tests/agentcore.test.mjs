@@ -7,11 +7,11 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { startLocalCloudflare } from "../local-cloudflare/server.mjs";
 import { startLocalAgentCore } from "../local-agentcore/server.mjs";
-import { deployVars, expectError, startControlPlane } from "./support/harness.mjs";
+import { agentcoreVars, deployVars, expectError, startControlPlane } from "./support/harness.mjs";
 
 const ADMIN = randomBytes(24).toString("hex");
 const KEY = { accessKeyId: "AKIACONTROLPLANETEST", secretAccessKey: randomBytes(20).toString("base64") };
-const ROLE = "arn:aws:iam::123456789012:role/WebhostAgentRuntime";
+const ROLE = "arn:aws:iam::123456789012:role/WebhostAgentRuntime"; // agentcoreVars' default role
 const IMAGE = (tag) => `123456789012.dkr.ecr.us-east-1.amazonaws.com/webhost-agent:${tag}`;
 let lcf, agentcore, app;
 
@@ -20,17 +20,7 @@ before(async () => {
   agentcore = await startLocalAgentCore({ credentials: [KEY] });
   app = await startControlPlane({
     telemetryToSelf: true,
-    vars: {
-      ...deployVars(lcf, "workers_dev"),
-      ADMIN_TOKEN: ADMIN,
-      AGENTCORE_REGION: agentcore.region,
-      AGENTCORE_ACCOUNT_ID: agentcore.accountId,
-      AGENTCORE_EXECUTION_ROLE_ARN: ROLE,
-      AGENTCORE_CONTROL_URL: agentcore.controlUrl,
-      AGENTCORE_DATA_URL: agentcore.dataUrl,
-      AWS_ACCESS_KEY_ID: KEY.accessKeyId,
-      AWS_SECRET_ACCESS_KEY: KEY.secretAccessKey,
-    },
+    vars: { ...deployVars(lcf, "workers_dev"), ...agentcoreVars(agentcore), ADMIN_TOKEN: ADMIN },
   });
 });
 after(async () => {

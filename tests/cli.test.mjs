@@ -10,7 +10,7 @@ import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { startLocalCloudflare } from "../local-cloudflare/server.mjs";
 import { startLocalAgentCore } from "../local-agentcore/server.mjs";
-import { ROOT, deployVars, startControlPlane } from "./support/harness.mjs";
+import { ROOT, agentcoreVars, deployVars, startControlPlane } from "./support/harness.mjs";
 
 const BIN = path.join(ROOT, "target/debug/webhost");
 const ADMIN = randomBytes(24).toString("hex");
@@ -18,20 +18,7 @@ let lcf, agentcore, app, home, token;
 before(async () => {
   lcf = await startLocalCloudflare();
   agentcore = await startLocalAgentCore();
-  const [key] = agentcore.credentials;
-  app = await startControlPlane({
-    vars: {
-      ...deployVars(lcf, "workers_dev"),
-      ADMIN_TOKEN: ADMIN,
-      AGENTCORE_REGION: agentcore.region,
-      AGENTCORE_ACCOUNT_ID: agentcore.accountId,
-      AGENTCORE_EXECUTION_ROLE_ARN: `arn:aws:iam::${agentcore.accountId}:role/WebhostAgentRuntime`,
-      AGENTCORE_CONTROL_URL: agentcore.controlUrl,
-      AGENTCORE_DATA_URL: agentcore.dataUrl,
-      AWS_ACCESS_KEY_ID: key.accessKeyId,
-      AWS_SECRET_ACCESS_KEY: key.secretAccessKey,
-    },
-  });
+  app = await startControlPlane({ vars: { ...deployVars(lcf, "workers_dev"), ...agentcoreVars(agentcore), ADMIN_TOKEN: ADMIN } });
   token = await app.token("user_cli_dev");
   home = mkdtempSync(path.join(tmpdir(), "webhost-cli-"));
 });

@@ -147,6 +147,9 @@ test("signatures: a wrong secret, an unknown key, an expired date and a missing 
   assert.equal((await refused(withToken, list)).name, "ResourceNotFoundException", "signed with its token: accepted");
   const wrongToken = new BedrockAgentCoreControlClient({ region: REGION, endpoint: agentcore.controlUrl, credentials: { ...TEMPORARY, sessionToken: "other" } });
   assert.equal((await refused(wrongToken, list)).name, "UnrecognizedClientException");
+  const tokenOnLongTermKey = new BedrockAgentCoreControlClient({ region: REGION, endpoint: agentcore.controlUrl, credentials: { ...KEY, sessionToken: "made-up" } });
+  assert.equal((await refused(tokenOnLongTermKey, list)).name, "UnrecognizedClientException", "a long-term key has no session token");
+  tokenOnLongTermKey.destroy();
   wrongSecret.destroy(); unknown.destroy(); otherRegion.destroy(); withToken.destroy(); wrongToken.destroy();
 
   // Signed 20 minutes ago (outside the 15-minute window), by the SDK's own signer.

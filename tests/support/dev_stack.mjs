@@ -11,7 +11,7 @@ import { startLocalCloudflare } from "../../local-cloudflare/server.mjs";
 import { startLocalIdentity } from "../../local-identity/server.mjs";
 import { startLocalStripe } from "../../local-stripe/server.mjs";
 import { startLocalAgentCore } from "../../local-agentcore/server.mjs";
-import { ISSUER, ROOT, freePort, makeSigningKey } from "./harness.mjs";
+import { ISSUER, ROOT, agentcoreVars, freePort, makeSigningKey } from "./harness.mjs";
 
 const run = promisify(execFile);
 const WRANGLER = path.join(ROOT, "node_modules/.bin/wrangler");
@@ -72,13 +72,7 @@ async function startDevStackOnce({ vars = {}, identity = false } = {}) {
         STRIPE_PRICE_ENTERPRISE: "price_local_enterprise",
         STRIPE_API_BASE_URL: stack.stripe.origin,
         BILLING_RETURN_URL: `${base}/billing`,
-        AGENTCORE_REGION: stack.agentcore.region,
-        AGENTCORE_ACCOUNT_ID: stack.agentcore.accountId,
-        AGENTCORE_EXECUTION_ROLE_ARN: `arn:aws:iam::${stack.agentcore.accountId}:role/WebhostAgentRuntime`,
-        AGENTCORE_CONTROL_URL: stack.agentcore.controlUrl,
-        AGENTCORE_DATA_URL: stack.agentcore.dataUrl,
-        AWS_ACCESS_KEY_ID: stack.agentcore.credentials[0].accessKeyId,
-        AWS_SECRET_ACCESS_KEY: stack.agentcore.credentials[0].secretAccessKey,
+        ...agentcoreVars(stack.agentcore),
         ...vars,
       };
     }

@@ -110,6 +110,20 @@ export function deployVars(lcf, target = "workers_dev") {
   };
 }
 
+/** The control plane's settings for the local AgentCore `agentcore` (local-agentcore/server.mjs). */
+export function agentcoreVars(agentcore) {
+  const [key] = agentcore.credentials;
+  return {
+    AGENTCORE_REGION: agentcore.region,
+    AGENTCORE_ACCOUNT_ID: agentcore.accountId,
+    AGENTCORE_EXECUTION_ROLE_ARN: `arn:aws:iam::${agentcore.accountId}:role/WebhostAgentRuntime`,
+    AGENTCORE_CONTROL_URL: agentcore.controlUrl,
+    AGENTCORE_DATA_URL: agentcore.dataUrl,
+    AWS_ACCESS_KEY_ID: key.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: key.secretAccessKey,
+  };
+}
+
 /** A TCP port nothing listens on right now. */
 export async function freePort() {
   const server = net.createServer();
