@@ -153,6 +153,13 @@ pub fn agentcore_from_vars(
         account_id,
         execution_role_arn,
         allowed_role_arns,
+        allowed_image_prefixes: nonempty("AGENTCORE_ALLOWED_IMAGE_PREFIXES")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect(),
         credentials: Credentials {
             access_key_id: require("AWS_ACCESS_KEY_ID")?,
             secret_access_key: require("AWS_SECRET_ACCESS_KEY")?,
@@ -464,6 +471,7 @@ pub const CONFIG_VARS: &[&str] = &[
     "AGENTCORE_ACCOUNT_ID",
     "AGENTCORE_EXECUTION_ROLE_ARN",
     "AGENTCORE_ALLOWED_ROLE_ARNS",
+    "AGENTCORE_ALLOWED_IMAGE_PREFIXES",
     "AGENTCORE_CONTROL_URL",
     "AGENTCORE_DATA_URL",
     "AWS_ACCESS_KEY_ID",

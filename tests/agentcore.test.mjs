@@ -128,14 +128,14 @@ test("deploys are immutable versions: a new image is version 2, rollback serves 
   assert.ok(throttled.retries >= 2);
 });
 
-test("AgentCore refusing a call (throttled, unavailable) is not the agent's answer: the request is given back, AWS's words stay inside", { timeout: 60_000 }, async () => {
+test("AgentCore refusing a call (throttled, denied) is not the agent's answer: the request is given back, AWS's words stay inside", { timeout: 60_000 }, async () => {
   const pro = await user("agentcore_refusals", "pro");
   const agent = (await app.createAgent(pro.token, { name: "refused-container" })).body;
   assert.equal((await deployImage(pro.token, agent.id, { containerUri: IMAGE("v1") })).status, "active");
   const remaining = (res) => Number(res.headers.get("X-RateLimit-Remaining"));
   const before = await app.invoke(pro.token, agent.id, invokeBody("warm"));
   assert.equal(before.status, 200, before.text);
-  for (const [status, type] of [[429, "ThrottlingException"], [503, "ServiceUnavailableException"], [403, "AccessDeniedException"]]) {
+  for (const [status, type] of [[429, "ThrottlingException"], [403, "AccessDeniedException"]]) {
     agentcore.injectFault({ operation: "InvokeAgentRuntime", status, type, message: `arn:aws:iam::${agentcore.accountId}:user/platform is not allowed` });
     const res = await app.invoke(pro.token, agent.id, invokeBody("refused"));
     const err = expectError(assert, res, 502, "upstream_unreachable");
@@ -143,9 +143,14 @@ test("AgentCore refusing a call (throttled, unavailable) is not the agent's answ
     assert.ok(!res.text.includes(agentcore.accountId) && !res.text.includes(type), res.text);
     assert.equal(remaining(res), remaining(before), `${type}: given back`);
   }
+  // AgentCore's own 5xx may come after the container started: unreachable, but it counts (as a broken connection).
+  agentcore.injectFault({ operation: "InvokeAgentRuntime", status: 503, type: "ServiceUnavailableException", message: "try later" });
+  const unavailable = await app.invoke(pro.token, agent.id, invokeBody("maybe ran"));
+  expectError(assert, unavailable, 502, "upstream_unreachable");
+  assert.equal(remaining(unavailable), remaining(before) - 1, "counted");
   const after = await app.invoke(pro.token, agent.id, invokeBody("again"));
   assert.equal(after.status, 200);
-  assert.equal(remaining(after), remaining(before) - 1, "a call that reached the agent counts");
+  assert.equal(remaining(after), remaining(before) - 2, "a call that reached the agent counts");
 });
 
 test("bad agentcore deploys are refused before anything is created, naming the field", async () => {
@@ -156,6 +161,8 @@ test("bad agentcore deploys are refused before anything is created, naming the f
     [{}, "containerUri"],
     [{ containerUri: "docker.io/library/agent:latest" }, "containerUri"],
     [{ containerUri: IMAGE("v1"), executionRoleArn: "admin" }, "executionRoleArn"],
+    // An ECR image, but not from a repository the operator runs agents from.
+    [{ containerUri: "123456789012.dkr.ecr.us-east-1.amazonaws.com/internal-billing:latest" }, "containerUri"],
     // A real role, but not one the operator lets deployments use.
     [{ containerUri: IMAGE("v1"), executionRoleArn: "arn:aws:iam::123456789012:role/Administrator" }, "executionRoleArn"],
     [{ containerUri: IMAGE("v1"), moduleCode: "export default {}" }, "moduleCode"],

@@ -236,21 +236,22 @@ pub trait DeploymentStore {
     ) -> StoreResult<Vec<Deployment>>;
     /// `deploying → active` (or `inactive` if a newer deployment already holds the pointer), moving the pointer
     /// in the same transaction. No-op unless the deployment is still `deploying`.
+    /// `true` when this call finished it (it was still `deploying`).
     async fn finish_success(
         &self,
         deployment: &Deployment,
         provider_ref: &str,
         now: i64,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
     /// Counts one more retried provider call of a deployment still `deploying`.
     async fn record_retry(&self, id: &DeploymentId) -> StoreResult<()>;
-    /// `deploying → failed`. No-op unless the deployment is still `deploying`.
+    /// `deploying → failed`. No-op unless the deployment is still `deploying`; `true` when this call failed it.
     async fn finish_failure(
         &self,
         id: &DeploymentId,
         error: &DeploymentError,
         now: i64,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
     /// Moves the pointer to a successfully deployed deployment whose script still exists. With
     /// `script_restored`, first records that the deployment's script exists again (it was just uploaded again)
     /// and ends its restore, in the same transaction.

@@ -219,9 +219,27 @@ pub fn provider_refusal(
     if named == "RuntimeClientError" {
         return None;
     }
-    Some(UpstreamFailure::NotDispatched(format!(
-        "AgentCore refused the invocation: {status} {named}"
-    )))
+    // Refusals AgentCore makes before any container runs: the call is given back. Anything else (its 5xx, an
+    // error nobody names) may have come after the agent started: it counts, as a broken connection does.
+    const BEFORE_DISPATCH: &[&str] = &[
+        "ThrottlingException",
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "MissingAuthenticationTokenException",
+        "ExpiredTokenException",
+        "ValidationException",
+        "ResourceNotFoundException",
+        "ServiceQuotaExceededException",
+        "ConflictException",
+        "RetryableConflictException",
+    ];
+    let cause = format!("AgentCore refused the invocation: {status} {named}");
+    Some(if BEFORE_DISPATCH.contains(&named) {
+        UpstreamFailure::NotDispatched(cause)
+    } else {
+        UpstreamFailure::Network(cause)
+    })
 }
 
 /// What the caller sees of an AgentCore `RuntimeClientError`: its message only, the platform's account id taken
@@ -303,8 +321,6 @@ mod tests {
             (429, "ThrottlingException"),
             (403, "AccessDeniedException"),
             (404, "ResourceNotFoundException:http://internal"),
-            (503, "ServiceUnavailableException"),
-            (500, ""),
         ] {
             assert!(
                 matches!(
@@ -312,6 +328,19 @@ mod tests {
                     Some(UpstreamFailure::NotDispatched(_))
                 ),
                 "{status} {kind}: never reached the agent"
+            );
+        }
+        for (status, kind) in [
+            (503, "ServiceUnavailableException"),
+            (500, "InternalServerException"),
+            (502, ""),
+        ] {
+            assert!(
+                matches!(
+                    provider_refusal(&agentcore, status, Some(kind)),
+                    Some(UpstreamFailure::Network(_))
+                ),
+                "{status} {kind}: may have run, so it counts"
             );
         }
         let workers = target("workers_dev", "https://x");
@@ -380,6 +409,7 @@ mod tests {
             data_url: "https://bedrock-agentcore.us-east-1.amazonaws.com".into(),
             execution_role_arn: "arn:aws:iam::123456789012:role/R".into(),
             allowed_role_arns: vec!["arn:aws:iam::123456789012:role/R".into()],
+            allowed_image_prefixes: vec![],
             credentials: Credentials {
                 access_key_id: "AKIDEXAMPLE".into(),
                 secret_access_key: "secret".into(),

@@ -41,6 +41,8 @@ pub struct AgentCoreTarget {
     pub execution_role_arn: String,
     /// The roles a deploy may name (the default among them): the operator's choice, never the tenant's.
     pub allowed_role_arns: Vec<String>,
+    /// Image URI prefixes a deploy may use (the repositories meant for agents); empty: any ECR image.
+    pub allowed_image_prefixes: Vec<String>,
     pub credentials: Credentials,
 }
 
@@ -53,6 +55,7 @@ impl fmt::Debug for AgentCoreTarget {
             .field("data_url", &self.data_url)
             .field("execution_role_arn", &self.execution_role_arn)
             .field("allowed_role_arns", &self.allowed_role_arns)
+            .field("allowed_image_prefixes", &self.allowed_image_prefixes)
             .field("credentials", &self.credentials)
             .finish()
     }
@@ -685,6 +688,7 @@ mod tests {
             data_url: "https://bedrock-agentcore.us-east-1.amazonaws.com".into(),
             execution_role_arn: "arn:aws:iam::123456789012:role/AgentRuntimeRole".into(),
             allowed_role_arns: vec!["arn:aws:iam::123456789012:role/AgentRuntimeRole".into()],
+            allowed_image_prefixes: vec![],
             credentials: Credentials {
                 access_key_id: "AKIDEXAMPLE".into(),
                 secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),

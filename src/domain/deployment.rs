@@ -321,6 +321,7 @@ impl DeployRequest {
         self,
         default_role: &str,
         allowed_roles: &[String],
+        allowed_image_prefixes: &[String],
     ) -> Result<ImageSpec, ApiError> {
         for (field, given) in [
             ("moduleCode", self.module_code.is_some()),
@@ -345,6 +346,16 @@ impl DeployRequest {
             return Err(ApiError::validation(
                 "containerUri",
                 "must be an Amazon ECR image URI (ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPOSITORY[:TAG|@DIGEST] or public.ecr.aws/…)",
+            ));
+        }
+        if !allowed_image_prefixes.is_empty()
+            && !allowed_image_prefixes
+                .iter()
+                .any(|p| container_uri.starts_with(p.as_str()))
+        {
+            return Err(ApiError::validation(
+                "containerUri",
+                "is not in a repository this platform runs agents from (ask the operator)",
             ));
         }
         let execution_role_arn = self

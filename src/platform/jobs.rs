@@ -163,9 +163,18 @@ async fn clean_up(env: &Env, deploy: &DeployConfig) -> Result<(u32, u32), ApiErr
     };
     let runtime = runtimes(&store, &provider, deploy);
     // Deploys their runtime is still bringing up (AgentCore), finished as they become ready or fail.
-    for (d, status) in
-        deployments::follow_pending(&store, &UserGateClient::new(env), &runtime, &JsClock).await?
-    {
+    let followed =
+        deployments::follow_pending(&store, &UserGateClient::new(env), &runtime, &JsClock)
+            .await
+            .unwrap_or_else(|e| {
+                // The clean-up below runs whatever happened here.
+                console_error!(
+                    "following pending deploys failed: {}",
+                    e.internal_cause.unwrap_or(e.message)
+                );
+                Vec::new()
+            });
+    for (d, status) in followed {
         console_log!("deploy {} finished {} (followed)", d.id, status.as_str());
         report_finished(env, &d.user_id, &d.agent_id, &d.id, Some(status)).await;
         publish_deployment(env, &store, deploy, &d.user_id, &d.agent_id, d.id.as_str()).await;
@@ -183,7 +192,8 @@ async fn report_finished(
     status: Option<DeploymentStatus>,
 ) {
     let (result, shown) = match status {
-        Some(DeploymentStatus::Active) => ("ok", "active"),
+        // Deployed; `inactive` when a newer deployment already held the pointer.
+        Some(s @ (DeploymentStatus::Active | DeploymentStatus::Inactive)) => ("ok", s.as_str()),
         Some(other) => ("failed", other.as_str()),
         None => ("failed", "unknown"),
     };

@@ -117,6 +117,8 @@ export function agentcoreVars(agentcore) {
     AGENTCORE_REGION: agentcore.region,
     AGENTCORE_ACCOUNT_ID: agentcore.accountId,
     AGENTCORE_EXECUTION_ROLE_ARN: `arn:aws:iam::${agentcore.accountId}:role/WebhostAgentRuntime`,
+    // Agents' images come from the platform's repositories only.
+    AGENTCORE_ALLOWED_IMAGE_PREFIXES: `${agentcore.accountId}.dkr.ecr.${agentcore.region}.amazonaws.com/webhost-`,
     AGENTCORE_CONTROL_URL: agentcore.controlUrl,
     AGENTCORE_DATA_URL: agentcore.dataUrl,
     AWS_ACCESS_KEY_ID: key.accessKeyId,

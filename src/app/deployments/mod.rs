@@ -147,9 +147,11 @@ pub async fn request_deploy<S: Store + DeploymentStore, C: Clock>(
                 "an agentcore deploy runs a container image (containerUri), not an uploaded bundle",
             ));
         }
-        Workload::Image(
-            request.validate_image(&target.execution_role_arn, &target.allowed_role_arns)?,
-        )
+        Workload::Image(request.validate_image(
+            &target.execution_role_arn,
+            &target.allowed_role_arns,
+            &target.allowed_image_prefixes,
+        )?)
     } else {
         Workload::Code(match bundle {
             Some(bundle) => bundle_request::with_bundle(
@@ -413,11 +415,15 @@ pub async fn run_deploy<S: DeploymentStore, C: Clock>(
             &pending.gateway_secret,
         )
         .await;
-    finish(store, gate, runtime, clock, d, outcome).await
+    Ok(finish(store, gate, runtime, clock, d, outcome)
+        .await?
+        .unwrap_or(DeploymentStatus::Deploying))
 }
 
-/// Ends a deploy as its runtime says: `active` (the gate told before and after, so the next call routes to it),
-/// `failed` (with what it left on the provider removed, best effort), or still `deploying` while it is pending.
+/// Ends a deploy as its runtime says: `active` or `inactive` (a newer deployment holds the pointer) with the gate
+/// told before and after, so the next call routes to it; `failed` with what it left on the provider removed (best
+/// effort). `None` while it is pending, and when another follower finished it first — only the one that changed
+/// the row acts on it (removes, reports), so two followers never undo each other.
 async fn finish<S: DeploymentStore>(
     store: &S,
     gate: &impl GateNotifier,
@@ -425,24 +431,31 @@ async fn finish<S: DeploymentStore>(
     clock: &impl Clock,
     d: &Deployment,
     outcome: Result<Deployed, DeploymentError>,
-) -> Result<DeploymentStatus, ApiError> {
+) -> Result<Option<DeploymentStatus>, ApiError> {
     let now = clock.now_ms();
     match outcome {
-        Ok(Deployed::Pending) => Ok(DeploymentStatus::Deploying),
+        Ok(Deployed::Pending) => Ok(None),
         Ok(Deployed::Serving(provider_ref)) => {
             // Whoever polls this deployment may invoke the moment D1 says `active`, before any notification
             // after the write could arrive: the gate reads the route from D1 from before the write until after.
             let agent = d.agent_id.as_str();
             let held = retried(|| gate.hold(&d.user_id, agent)).await;
-            store.finish_success(d, &provider_ref, now).await?;
+            let finished = store.finish_success(d, &provider_ref, now).await?;
             retried(|| gate.forget(&d.user_id, Forget::Agent(agent.to_owned())))
                 .await
                 .and(held)
                 .map_err(gate_not_told)?;
-            Ok(DeploymentStatus::Active)
+            if !finished {
+                return Ok(None);
+            }
+            // As stored: `inactive` when a newer deployment already holds the pointer.
+            let stored = store.deployment(&d.user_id, &d.agent_id, &d.id).await?;
+            Ok(Some(stored.map_or(DeploymentStatus::Active, |s| s.status)))
         }
         Err(error) => {
-            store.finish_failure(&d.id, &error, now).await?;
+            if !store.finish_failure(&d.id, &error, now).await? {
+                return Ok(None);
+            }
             // Best effort, as stored (a deploy may record where it runs before it serves): the clean-up job
             // removes what this leaves behind.
             let stored = store.deployment(&d.user_id, &d.agent_id, &d.id).await;
@@ -456,7 +469,7 @@ async fn finish<S: DeploymentStore>(
                     provider_ref,
                 })
                 .await;
-            Ok(DeploymentStatus::Failed)
+            Ok(Some(DeploymentStatus::Failed))
         }
     }
 }
@@ -474,8 +487,8 @@ pub async fn follow_pending<S: DeploymentStore, C: Clock>(
     let started_before = clock.now_ms() - FOLLOW_AFTER_MS;
     for d in store.pending_deployments(started_before, 20).await? {
         let outcome = runtime.follow(&d).await;
-        let status = finish(store, gate, runtime, clock, &d, outcome).await?;
-        if status != DeploymentStatus::Deploying {
+        // One that cannot be finished now (storage, the gate) is looked at again on the next run.
+        if let Ok(Some(status)) = finish(store, gate, runtime, clock, &d, outcome).await {
             finished.push((d, status));
         }
     }

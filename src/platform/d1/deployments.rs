@@ -67,7 +67,7 @@ const STATUSES_FOLLOW_POINTER: &str = "UPDATE deployments SET \
 // ?1 id, ?2 provider_ref, ?3 now
 const MARK_DEPLOYED: &str =
     "UPDATE deployments SET status = 'inactive', provider_ref = ?2, finished_at = ?3, \
-     updated_at = ?3 WHERE id = ?1 AND status = 'deploying'";
+     updated_at = ?3 WHERE id = ?1 AND status = 'deploying' RETURNING id";
 // ?1 deployment id, ?2 agent id, ?3 now, ?4 version: a newer deployment never loses the pointer to an older one.
 const MOVE_POINTER_IF_NEWER: &str = "UPDATE agents SET active_deployment_id = ?1, updated_at = ?3 \
      WHERE id = ?2 AND deleted_at IS NULL \
@@ -83,7 +83,7 @@ const ACTIVATE: &str = "UPDATE agents SET active_deployment_id = ?3, updated_at 
 // ?1 id, ?2 error_json, ?3 now
 const MARK_FAILED: &str =
     "UPDATE deployments SET status = 'failed', error_json = ?2, finished_at = ?3, updated_at = ?3 \
-     WHERE id = ?1 AND status = 'deploying'";
+     WHERE id = ?1 AND status = 'deploying' RETURNING id";
 // ?1 cutoff, ?2 error_json, ?3 now
 // ?1 id
 const RECORD_RETRY: &str =
@@ -392,7 +392,7 @@ impl DeploymentStore for D1Store {
         d: &Deployment,
         provider_ref: &str,
         now: i64,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         let batch = vec![
             self.statement(
                 MARK_DEPLOYED,
@@ -412,8 +412,14 @@ impl DeploymentStore for D1Store {
                 &[text(d.agent_id.as_str()), number(now)],
             )?,
         ];
-        self.db().batch(batch).await.map_err(fail)?;
-        Ok(())
+        let results = self.db().batch(batch).await.map_err(fail)?;
+        let marked: Vec<IdRow> = results
+            .first()
+            .map(|r| r.results())
+            .transpose()
+            .map_err(fail)?
+            .unwrap_or_default();
+        Ok(!marked.is_empty())
     }
 
     async fn record_retry(&self, id: &DeploymentId) -> StoreResult<()> {
@@ -429,13 +435,12 @@ impl DeploymentStore for D1Store {
         id: &DeploymentId,
         error: &DeploymentError,
         now: i64,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         let error = serde_json::to_string(error).map_err(|e| StoreError(e.to_string()))?;
-        self.statement(MARK_FAILED, &[text(id.as_str()), text(&error), number(now)])?
-            .run()
-            .await
-            .map_err(fail)?;
-        Ok(())
+        let rows: Vec<IdRow> = self
+            .rows(MARK_FAILED, &[text(id.as_str()), text(&error), number(now)])
+            .await?;
+        Ok(!rows.is_empty())
     }
 
     async fn activate(
