@@ -148,6 +148,8 @@ test("deploy --image runs a container on AgentCore for a plan that has it, and r
   const free = await webhost(["deploy", "--image", image, "--agent", "container-cli"]);
   assert.equal(free.code, 1, free.stderr);
   assert.match(free.stderr, /error not_entitled \(403\)/);
+  const agents = JSON.parse((await webhost(["agents", "list", "--json"])).stdout).agents.map((a) => a.name);
+  assert.ok(!agents.includes("container-cli"), "nothing created for a refused deploy");
   const me = (await app.me(token)).body;
   assert.equal((await app.admin("PUT", `/users/${me.id}/tier`, ADMIN, { tier: "pro" })).status, 200);
   const deployed = await webhost(["deploy", "--image", image, "--agent", "container-cli"]);

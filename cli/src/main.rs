@@ -289,11 +289,18 @@ fn run(cli: Cli) -> Result<(), Failure> {
             });
         }
         Command::Deploy {
+            dir,
             agent,
             image: Some(image),
             role,
-            ..
-        } => deploy_image(j, agent, &image, role)?,
+        } => {
+            if dir.as_os_str() != "." {
+                return Err(Failure::Usage(
+                    "deploy --image takes no folder: the image is the agent".into(),
+                ));
+            }
+            deploy_image(j, agent, &image, role)?
+        }
         Command::Deploy { dir, agent, .. } => deploy(j, &dir, agent)?,
         Command::Deployments {
             action: DeploymentAction::List { agent },
@@ -503,6 +510,18 @@ fn deploy_image(
     role: Option<String>,
 ) -> Result<(), Failure> {
     let client = client()?;
+    // Refused before anything is created when the plan lacks AgentCore (no empty agent left behind).
+    let me = client.json("GET", "/v1/me", None)?;
+    let providers = me["entitlements"]["runtimeProviders"].as_array();
+    if !providers.is_some_and(|p| p.iter().any(|v| v == "agentcore")) {
+        return Err(Failure::Api {
+            status: 403,
+            code: "not_entitled".into(),
+            message: "Your plan does not include the agentcore runtime (Pro and Enterprise do)."
+                .into(),
+            request_id: None,
+        });
+    }
     let id = agent_or_new(&client, agent, "name the agent with --agent")?;
     if !j {
         eprintln!("Deploying {image} to {id} on AgentCore…");

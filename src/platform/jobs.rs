@@ -174,11 +174,11 @@ async fn clean_up(env: &Env, deploy: &DeployConfig) -> Result<(u32, u32), ApiErr
                 );
                 Vec::new()
             });
-    for (d, status) in followed {
+    for (d, status, served_before) in followed {
         console_log!("deploy {} finished {} (followed)", d.id, status.as_str());
         report_finished(env, &d.user_id, &d.agent_id, &d.id, Some(status)).await;
         publish_deployment(env, &store, deploy, &d.user_id, &d.agent_id, d.id.as_str()).await;
-        publish_pointer_moved(env, &store, deploy, &d.user_id, &d.agent_id, None).await;
+        publish_pointer_moved(env, &store, deploy, &d.user_id, &d.agent_id, served_before).await;
     }
     deployments::clean_up(&store, &runtime, &FetchAws, &JsClock, deploy).await
 }

@@ -99,10 +99,11 @@ async fn find_runtime(
         let page = aws
             .send(&target.list_runtimes(next.as_deref(), clock.now_ms()))
             .await?;
+        // One being deleted is no runtime to deploy to: the deploy fails (retryable) until it is gone.
         let found = page["agentRuntimes"].as_array().and_then(|runtimes| {
             runtimes
                 .iter()
-                .find(|r| r["agentRuntimeName"] == name)
+                .find(|r| r["agentRuntimeName"] == name && r["status"] != "DELETING")
                 .and_then(|r| r["agentRuntimeId"].as_str().map(str::to_owned))
         });
         if found.is_some() {

@@ -475,21 +475,28 @@ async fn finish<S: DeploymentStore>(
 }
 
 /// The cron job's follow-up: deploys their runtime left pending (AgentCore versions take minutes), each looked
-/// at once and finished when its runtime says so. Returns the ones that finished, and how.
-pub async fn follow_pending<S: DeploymentStore, C: Clock>(
+/// at once and finished when its runtime says so. Returns the ones that finished, how, and the deployment their
+/// agent served before (to report it inactive when the pointer moved).
+pub async fn follow_pending<S: Store + DeploymentStore, C: Clock>(
     store: &S,
     gate: &impl GateNotifier,
     runtime: &impl RuntimeProvider,
     clock: &C,
-) -> Result<Vec<(Deployment, DeploymentStatus)>, ApiError> {
+) -> Result<Vec<(Deployment, DeploymentStatus, Option<String>)>, ApiError> {
     let mut finished = Vec::new();
     // Not the ones a request's own background work is still following.
     let started_before = clock.now_ms() - FOLLOW_AFTER_MS;
     for d in store.pending_deployments(started_before, 20).await? {
+        let served_before = store
+            .agent(&d.user_id, &d.agent_id)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|a| a.active_deployment_id);
         let outcome = runtime.follow(&d).await;
         // One that cannot be finished now (storage, the gate) is looked at again on the next run.
         if let Ok(Some(status)) = finish(store, gate, runtime, clock, &d, outcome).await {
-            finished.push((d, status));
+            finished.push((d, status, served_before));
         }
     }
     Ok(finished)
