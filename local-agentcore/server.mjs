@@ -64,6 +64,7 @@ export async function startLocalAgentCore({
   let failNextVersions = []; // failure reasons for the next versions to start
   let holding = false; // versions stay CREATING/UPDATING while set (AgentCore often takes minutes)
   let closed = false;
+  const children = new Set(); // every image process started, so closing stops them all
 
   const now = () => new Date().toISOString();
   const arnOf = (id) => `arn:aws:bedrock-agentcore:${region}:${accountId}:runtime/${id}`;
@@ -99,6 +100,13 @@ export async function startLocalAgentCore({
       stdio: ["ignore", "inherit", "inherit", "ipc"],
     });
     version.process = child;
+    children.add(child);
+    child.once("exit", () => children.delete(child));
+    // Deleted while it started: stopped at once.
+    if (closed || version.status === "DELETING") {
+      child.kill();
+      return;
+    }
     const port = await new Promise((resolve) => {
       const timer = setTimeout(() => resolve(null), START_TIMEOUT_MS);
       child.once("message", (msg) => { clearTimeout(timer); resolve(msg?.listening ?? null); });
@@ -280,12 +288,16 @@ export async function startLocalAgentCore({
           if (!version) return notFound(`Version ${only} of agent runtime ${id}`);
           if ([...runtime.endpoints.values()].some((e) => e.liveVersion === only && e.status !== "DELETING" && e.name !== "DEFAULT")) return awsError(409, "ConflictException", `Version ${only} is in use by an endpoint.`);
           if (runtime.versions.size === 1) return awsError(409, "ConflictException", `Version ${only} is the runtime's only version; delete the runtime instead.`);
+          version.status = "DELETING";
           stop(version);
           runtime.versions.delete(only);
           return ok(202, { status: "DELETING", agentRuntimeId: id, agentRuntimeVersion: only });
         }
         runtime.status = "DELETING";
-        for (const v of runtime.versions.values()) stop(v);
+        for (const v of runtime.versions.values()) {
+          v.status = "DELETING";
+          stop(v);
+        }
         setTimeout(() => runtimes.delete(id), readyDelayMs);
         return ok(202, { status: "DELETING", agentRuntimeId: id });
       }];
@@ -458,6 +470,7 @@ export async function startLocalAgentCore({
     async close() {
       closed = true;
       for (const r of runtimes.values()) for (const v of r.versions.values()) stop(v);
+      for (const child of children) child.kill();
       for (const server of [controlServer, dataServer]) {
         const stopped = new Promise((resolve) => server.close(resolve));
         server.closeAllConnections?.();

@@ -4,47 +4,21 @@
 // runtime session id in AgentCore's header — while the tier gate keeps free users away from it by every route.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
-import { startLocalCloudflare } from "../local-cloudflare/server.mjs";
-import { startLocalAgentCore } from "../local-agentcore/server.mjs";
-import { agentcoreVars, deployVars, expectError, startControlPlane } from "./support/harness.mjs";
+import { expectError } from "./support/harness.mjs";
+import { IMAGE, ROLE, invokeBody, startAgentCoreStack } from "./support/agentcore_stack.mjs";
 
-const ADMIN = randomBytes(24).toString("hex");
-const KEY = { accessKeyId: "AKIACONTROLPLANETEST", secretAccessKey: randomBytes(20).toString("base64") };
-const ROLE = "arn:aws:iam::123456789012:role/WebhostAgentRuntime"; // agentcoreVars' default role
-const IMAGE = (tag) => `123456789012.dkr.ecr.us-east-1.amazonaws.com/webhost-agent:${tag}`;
-let lcf, agentcore, app;
-
+let stack, app, agentcore, ADMIN;
 before(async () => {
-  lcf = await startLocalCloudflare();
-  agentcore = await startLocalAgentCore({ credentials: [KEY] });
-  app = await startControlPlane({
-    telemetryToSelf: true,
-    vars: { ...deployVars(lcf, "workers_dev"), ...agentcoreVars(agentcore), ADMIN_TOKEN: ADMIN },
-  });
+  stack = await startAgentCoreStack();
+  ({ app, agentcore, admin: ADMIN } = stack);
 });
 after(async () => {
-  await app?.close();
-  await agentcore?.close();
-  await lcf?.close();
+  await stack?.close();
 });
 
-const invokeBody = (text) => ({ protocol: "invoke/v1", input: { messages: [{ role: "user", content: text }] } });
-
-async function user(subject, tier) {
-  const token = await app.token(subject);
-  const me = (await app.me(token)).body;
-  if (tier) assert.equal((await app.admin("PUT", `/users/${me.id}/tier`, ADMIN, { tier })).status, 200);
-  return { token, id: me.id };
-}
-
-async function deployImage(token, agentId, json) {
-  const res = await app.deploy(token, agentId, { runtimeProvider: "agentcore", ...json });
-  assert.equal(res.status, 202, res.text);
-  return app.settled(token, agentId, res.body.id);
-}
-
-const invocations = () => agentcore.requests().filter((r) => r.operation === "InvokeAgentRuntime");
+const user = (subject, tier) => stack.user(subject, tier);
+const deployImage = (token, agentId, json) => stack.deployImage(token, agentId, json);
+const invocations = () => stack.invocations();
 
 test("an agentcore deploy is a runtime version with its own endpoint, and the gateway invokes it: JSON, a stream, one session", { timeout: 90_000 }, async () => {
   const pro = await user("agentcore_pro", "pro");
@@ -224,59 +198,6 @@ test("clean-up: versions beyond the three kept for rollback are deleted from Age
   await app.until("the runtime's deletion", async () => !runtime());
 });
 
-test("a version slower than the deploy's 20 s stays deploying, and the cron job follows it to active", { timeout: 120_000 }, async () => {
-  const pro = await user("agentcore_slow", "pro");
-  const agent = (await app.createAgent(pro.token, { name: "slow-container" })).body;
-  agentcore.holdVersions(true);
-  try {
-    const accepted = await app.deploy(pro.token, agent.id, { runtimeProvider: "agentcore", containerUri: IMAGE("slow") });
-    assert.equal(accepted.status, 202, accepted.text);
-    // Past the deploy's own budget: still deploying, its version recorded, nothing failed.
-    await new Promise((r) => setTimeout(r, 23_000));
-    const pending = (await app.getDeployment(pro.token, agent.id, accepted.body.id)).body;
-    assert.equal(pending.status, "deploying", JSON.stringify(pending.error));
-    assert.match(pending.providerRef, /\?version=1&qualifier=/);
-    // The cron job leaves it alone while AgentCore is still at work …
-    await app.db.prepare("UPDATE deployments SET created_at = created_at - 120000 WHERE id = ?1").bind(accepted.body.id).run();
-    await app.runScheduled();
-    assert.equal((await app.getDeployment(pro.token, agent.id, accepted.body.id)).body.status, "deploying");
-    // … and finishes it once the version is READY (the endpoint made on the way).
-    agentcore.holdVersions(false);
-    await app.until("the version to start", async () => agentcore.runtimes().find((r) => r.name === `webhost_${agent.id.slice(4)}`)?.versions[0].status === "READY");
-    const done = await app.until("the follow-up", async () => {
-      await app.runScheduled();
-      const now = (await app.getDeployment(pro.token, agent.id, accepted.body.id)).body;
-      return now.status !== "deploying" ? now : null;
-    });
-    assert.equal(done.status, "active", JSON.stringify(done.error));
-    assert.equal((await app.getAgent(pro.token, agent.id)).body.activeDeploymentId, done.id);
-    assert.equal((await app.invoke(pro.token, agent.id, invokeBody("finally"))).body.output.text, "[slow] finally");
-  } finally {
-    agentcore.holdVersions(false);
-  }
-});
-
-test("recovery: a failed first version takes its runtime with it so the next deploy starts afresh; a runtime nobody recorded is found by name", { timeout: 90_000 }, async () => {
-  const pro = await user("agentcore_recovery", "pro");
-  const agent = (await app.createAgent(pro.token, { name: "recovering-container" })).body;
-  const named = () => agentcore.runtimes().filter((r) => r.name === `webhost_${agent.id.slice(4)}`);
-  agentcore.failNextVersions("exec format error");
-  const first = await deployImage(pro.token, agent.id, { containerUri: IMAGE("v1") });
-  assert.equal(first.status, "failed");
-  await app.until("the failed runtime's deletion", async () => named().length === 0);
-  const second = await deployImage(pro.token, agent.id, { containerUri: IMAGE("v2") });
-  assert.equal(second.status, "active", JSON.stringify(second.error));
-  assert.match(second.providerRef, /\?version=1&/, "a new runtime, from version 1");
-
-  // The runtime exists but the control plane lost track of it (a create whose answer never came back).
-  await app.db.prepare("UPDATE agents SET agentcore_runtime_id = NULL WHERE id = ?1").bind(agent.id).run();
-  const third = await deployImage(pro.token, agent.id, { containerUri: IMAGE("v3") });
-  assert.equal(third.status, "active", JSON.stringify(third.error));
-  assert.match(third.providerRef, /\?version=2&/, "the existing runtime, found by its name, got a new version");
-  assert.equal(named().length, 1);
-  assert.equal((await app.invoke(pro.token, agent.id, invokeBody("recovered"))).body.output.text, "[v3] recovered");
-});
-
 test("one agent moves between providers: Cloudflare, then AgentCore, then rolled back to Cloudflare, each call served where the pointer says", { timeout: 90_000 }, async () => {
   const pro = await user("agentcore_mover", "pro");
   const agent = (await app.createAgent(pro.token, { name: "moving-agent" })).body;
@@ -300,28 +221,4 @@ test("one agent moves between providers: Cloudflare, then AgentCore, then rolled
   assert.equal(invocations().length, calls + 1, "the rolled-back call went to Cloudflare, not AgentCore");
   const listed = (await app.listDeployments(pro.token, agent.id)).body.deployments;
   assert.deepEqual(listed.map((d) => [d.version, d.runtimeProvider, d.status]), [[2, "agentcore", "inactive"], [1, "cloudflare", "active"]]);
-});
-
-test("one AgentCore deploy of an agent at a time: a second while the first runs is refused before AgentCore is called", { timeout: 90_000 }, async () => {
-  const pro = await user("agentcore_serial", "pro");
-  const agent = (await app.createAgent(pro.token, { name: "serial-container" })).body;
-  const versionsMade = () => agentcore.requests().filter((r) => ["CreateAgentRuntime", "UpdateAgentRuntime"].includes(r.operation)).length;
-  const made = versionsMade();
-  agentcore.holdVersions(true);
-  try {
-    const first = await app.deploy(pro.token, agent.id, { runtimeProvider: "agentcore", containerUri: IMAGE("one") });
-    assert.equal(first.status, 202, first.text);
-    // (The first deploy keeps polling its version meanwhile; the refused one makes no version.)
-    await app.until("the first deploy's version", async () => versionsMade() === made + 1);
-    const second = expectError(assert, await app.deploy(pro.token, agent.id, { runtimeProvider: "agentcore", containerUri: IMAGE("two") }), 409, "deploy_in_progress");
-    assert.equal(second.retryable, true);
-    await new Promise((r) => setTimeout(r, 500));
-    assert.equal(versionsMade(), made + 1, "nothing sent for the refused deploy");
-    // A Cloudflare deploy of the same agent is not held back.
-    assert.equal((await app.deploy(pro.token, agent.id, {})).status, 202);
-  } finally {
-    agentcore.holdVersions(false);
-  }
-  const deployments = (await app.listDeployments(pro.token, agent.id)).body.deployments;
-  for (const d of deployments) await app.settled(pro.token, agent.id, d.id, 60_000);
 });

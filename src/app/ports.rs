@@ -306,13 +306,13 @@ pub trait DeploymentStore {
     async fn delete_secret(&self, owner: &UserId, agent: &AgentId, name: &str)
         -> StoreResult<bool>;
 
-    /// Clean-up: fails deployments stuck in `deploying` since before `cutoff`; returns how many.
+    /// Clean-up: fails deployments stuck in `deploying` since before `cutoff`; returns which (id, agent, owner).
     async fn fail_stuck_deployments(
         &self,
         cutoff: i64,
         error: &DeploymentError,
         now: i64,
-    ) -> StoreResult<u32>;
+    ) -> StoreResult<Vec<(DeploymentId, AgentId, UserId)>>;
     /// Clean-up: scripts of failed deployments, of deleted agents, and inactive ones beyond the newest `keep`.
     async fn unneeded_scripts(&self, keep: u32, limit: u32) -> StoreResult<Vec<UnneededScript>>;
     /// Clean-up: the AgentCore runtimes of deleted agents, still to be deleted (agent id, runtime id).

@@ -103,7 +103,18 @@ pub(super) async fn run_scheduled(env: Env) {
     let Some(deploy) = &config.deploy else { return };
     match clean_up(&env, deploy).await {
         Ok((failed, deleted)) => {
-            console_log!("clean-up: {failed} stuck deployments failed, {deleted} scripts deleted")
+            console_log!(
+                "clean-up: {} stuck deployments failed, {deleted} scripts deleted",
+                failed.len()
+            );
+            // A deploy the timeout ended is reported like any other ending: the owner's trail and feed.
+            if let Ok(store) = d1_database(&env).map(D1Store::new) {
+                for (id, agent, owner) in failed {
+                    report_finished(&env, &owner, &agent, &id, Some(DeploymentStatus::Failed))
+                        .await;
+                    publish_deployment(&env, &store, deploy, &owner, &agent, id.as_str()).await;
+                }
+            }
         }
         Err(e) => console_error!("clean-up failed: {}", e.internal_cause.unwrap_or(e.message)),
     }
@@ -155,7 +166,10 @@ async fn remove_orphaned_artifacts(env: &Env) -> Result<u32, String> {
     Ok(removed)
 }
 
-async fn clean_up(env: &Env, deploy: &DeployConfig) -> Result<(u32, u32), ApiError> {
+async fn clean_up(
+    env: &Env,
+    deploy: &DeployConfig,
+) -> Result<(Vec<(DeploymentId, AgentId, UserId)>, u32), ApiError> {
     let store = D1Store::new(d1_database(env)?);
     let provider = FetchProvider {
         base_url: &deploy.api_base_url,

@@ -355,11 +355,21 @@ pub(super) async fn deploy_image<S: DeploymentStore>(
         &version.agent_runtime_version,
         &endpoint,
     );
-    // Recorded now, so whatever happens next, the clean-up job can find this version to delete it.
-    store
-        .set_provider_ref(&d.id, &reference)
-        .await
-        .map_err(|e| store_failed("record the runtime version", e))?;
+    // Recorded now, so whatever happens next, the clean-up job can find this version to delete it; a version that
+    // cannot be recorded is deleted at once (nothing else would ever find it).
+    if let Err(e) = store.set_provider_ref(&d.id, &reference).await {
+        let _ = remove_version(
+            store,
+            aws,
+            clock,
+            config,
+            &d.id,
+            &d.agent_id,
+            Some(&reference),
+        )
+        .await;
+        return Err(store_failed("record the runtime version", e));
+    }
     // Followed within the deploy's budget; a version AgentCore is still starting after that is left pending,
     // and the cron job follows it (`follow`).
     let mut wait = FIRST_POLL_WAIT_MS;

@@ -2,16 +2,18 @@
 
 use super::*;
 use crate::app::runtime::{LeftBehind, RuntimeProvider};
+use crate::domain::ids::{AgentId, UserId};
 
 /// The scheduled clean-up: fail stuck deploys, then delete scripts (and AgentCore versions and the runtimes of
-/// deleted agents) nobody needs. Returns (failed, deleted).
+/// deleted agents) nobody needs. Returns the deploys it failed (id, agent, owner: to report them) and how many
+/// scripts or versions it deleted.
 pub async fn clean_up<S: DeploymentStore, C: Clock>(
     store: &S,
     runtime: &impl RuntimeProvider,
     aws: &impl crate::app::ports::AwsApi,
     clock: &C,
     config: &DeployConfig,
-) -> Result<(u32, u32), ApiError> {
+) -> Result<(Vec<(DeploymentId, AgentId, UserId)>, u32), ApiError> {
     let now = clock.now_ms();
     let timeout = DeploymentError::platform(
         "timeout",

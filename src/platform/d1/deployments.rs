@@ -90,7 +90,7 @@ const RECORD_RETRY: &str =
     "UPDATE deployments SET retries = retries + 1 WHERE id = ?1 AND status = 'deploying'";
 const FAIL_STUCK: &str =
     "UPDATE deployments SET status = 'failed', error_json = ?2, finished_at = ?3, updated_at = ?3 \
-     WHERE status = 'deploying' AND created_at < ?1 RETURNING id";
+     WHERE status = 'deploying' AND created_at < ?1 RETURNING id, agent_id, user_id";
 // ?1 keep, ?2 limit
 const UNNEEDED_SCRIPTS: &str = "SELECT d.id, d.agent_id, d.script_name, d.runtime_provider, d.provider_ref \
      FROM deployments d JOIN agents a ON a.id = d.agent_id \
@@ -697,12 +697,27 @@ impl DeploymentStore for D1Store {
         cutoff: i64,
         error: &DeploymentError,
         now: i64,
-    ) -> StoreResult<u32> {
+    ) -> StoreResult<Vec<(DeploymentId, AgentId, UserId)>> {
+        #[derive(Deserialize)]
+        struct Row {
+            id: String,
+            agent_id: String,
+            user_id: String,
+        }
         let error = serde_json::to_string(error).map_err(|e| StoreError(e.to_string()))?;
-        let rows: Vec<IdRow> = self
+        let rows: Vec<Row> = self
             .rows(FAIL_STUCK, &[number(cutoff), text(&error), number(now)])
             .await?;
-        Ok(rows.len() as u32)
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                (
+                    DeploymentId::from_trusted(r.id),
+                    AgentId::from_trusted(r.agent_id),
+                    UserId::from_trusted(r.user_id),
+                )
+            })
+            .collect())
     }
 
     async fn unneeded_scripts(&self, keep: u32, limit: u32) -> StoreResult<Vec<UnneededScript>> {
