@@ -19,7 +19,7 @@ const user = (subject, tier) => stack.user(subject, tier);
 const deployImage = (token, agentId, json) => stack.deployImage(token, agentId, json);
 const invocations = () => stack.invocations();
 
-test("a version slower than the deploy's 20 s stays deploying, and the cron job follows it to active", { timeout: 120_000 }, async () => {
+test("a version slower than the deploy's 18 s stays deploying, and the cron job follows it to active", { timeout: 120_000 }, async () => {
   const pro = await user("agentcore_slow", "pro");
   const agent = (await app.createAgent(pro.token, { name: "slow-container" })).body;
   agentcore.holdVersions(true);

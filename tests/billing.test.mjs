@@ -260,8 +260,11 @@ async function subscriptionOf(token) {
 async function eventsOf(token) {
   const userId = (await app.me(token)).body.id;
   const admin = { headers: { Authorization: `Bearer ${ADMIN}` } };
-  const events = (await app.request("GET", "/v1/admin/billing/events", admin)).body.events.filter((e) => e.userId === userId && e.type === "checkout.session.completed");
-  assert.ok(events.length, `no checkout processed for ${userId}`);
+  // The subscription's own events may move the plan before the checkout event is processed: wait for that one.
+  const events = await app.until(`a checkout processed for ${userId}`, async () => {
+    const found = (await app.request("GET", "/v1/admin/billing/events", admin)).body.events.filter((e) => e.userId === userId && e.type === "checkout.session.completed");
+    return found.length ? found : null;
+  }, 45_000);
   const delivered = stripe.deliveries().find((d) => d.id === events[0].id);
   assert.ok(delivered, "the local Stripe delivered it");
   const full = stripe.event(delivered.id);

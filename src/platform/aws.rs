@@ -6,8 +6,8 @@ use crate::app::ports::AwsApi;
 use crate::aws::agentcore::{failure, read_answer, AwsCall, AwsFailure};
 use worker::{js_sys::Uint8Array, Fetch, Headers, Method, Request, RequestInit, RequestRedirect};
 
-/// How long one control-plane call may take.
-const CALL_TIMEOUT_MS: u64 = 10_000;
+/// How long one call may take (a deploy's background work fits its calls and waits in the runtime's 30 s).
+const CALL_TIMEOUT_MS: u64 = 5_000;
 
 pub struct FetchAws;
 

@@ -59,8 +59,13 @@ fn deployment_error(step: &str, failure: &AwsFailure) -> DeploymentError {
     }
 }
 
+/// How long a deploy's own background work follows AgentCore, by the clock: with one call of at most 5 s after it
+/// (the platform's call timeout) and one more look, the work ends inside the 30 s the runtime gives work left after
+/// a response. What is not READY by then is left pending for the cron job.
+const BACKGROUND_BUDGET_MS: i64 = 18_000;
+
 /// Sends a call (built afresh for each attempt: its signature carries the time), retrying what `retry` says may
-/// pass — throttling, AgentCore's 5xx, a runtime still changing — with a doubling wait inside the deploy's budget.
+/// pass — throttling, AgentCore's 5xx, a runtime still changing — with a doubling wait until `deadline_ms`.
 #[allow(clippy::too_many_arguments)]
 async fn send_retrying<S: DeploymentStore>(
     store: &S,
@@ -68,7 +73,7 @@ async fn send_retrying<S: DeploymentStore>(
     sleeper: &impl Sleeper,
     clock: &impl Clock,
     d: &Deployment,
-    waited_ms: &mut u64,
+    deadline_ms: i64,
     retry: impl Fn(&AwsFailure) -> bool,
     build: impl Fn(i64) -> AwsCall,
 ) -> Result<serde_json::Value, AwsFailure> {
@@ -76,10 +81,9 @@ async fn send_retrying<S: DeploymentStore>(
     loop {
         match aws.send(&build(clock.now_ms())).await {
             Ok(answer) => return Ok(answer),
-            Err(f) if retry(&f) && *waited_ms + wait <= MAX_RETRY_WAIT_MS => {
+            Err(f) if retry(&f) && clock.now_ms() + wait as i64 <= deadline_ms => {
                 let _ = store.record_retry(&d.id).await;
                 sleeper.sleep(wait).await;
-                *waited_ms += wait;
                 wait = (wait * 2).min(8_000);
             }
             Err(f) => return Err(f),
@@ -249,7 +253,7 @@ pub(super) async fn deploy_image<S: DeploymentStore>(
         role_arn: image.execution_role_arn.clone(),
         environment,
     };
-    let mut waited_ms = 0;
+    let deadline_ms = clock.now_ms() + BACKGROUND_BUDGET_MS;
     let store_failed = |what: &str, e: crate::app::ports::StoreError| {
         DeploymentError::platform("runtime", "internal", format!("could not {what}: {}", e.0))
     };
@@ -272,7 +276,7 @@ pub(super) async fn deploy_image<S: DeploymentStore>(
                     sleeper,
                     clock,
                     d,
-                    &mut waited_ms,
+                    deadline_ms,
                     AwsFailure::transient,
                     |now| target.update_runtime(&id, &spec, &update, now),
                 )
@@ -297,7 +301,7 @@ pub(super) async fn deploy_image<S: DeploymentStore>(
                     sleeper,
                     clock,
                     d,
-                    &mut waited_ms,
+                    deadline_ms,
                     |f| f.transient() && !exists(f),
                     |now| target.create_runtime(&name, &spec, &create, now),
                 )
@@ -374,16 +378,18 @@ pub(super) async fn deploy_image<S: DeploymentStore>(
     // and the cron job follows it (`follow`).
     let mut wait = FIRST_POLL_WAIT_MS;
     loop {
+        if clock.now_ms() > deadline_ms {
+            return Ok(Deployed::Pending);
+        }
         if let Deployed::Serving(reference) =
             follow_once(store, aws, clock, target, d, &reference).await?
         {
             return Ok(Deployed::Serving(reference));
         }
-        if waited_ms + wait > MAX_RETRY_WAIT_MS {
+        if clock.now_ms() + wait as i64 > deadline_ms {
             return Ok(Deployed::Pending);
         }
         sleeper.sleep(wait).await;
-        waited_ms += wait;
         wait = (wait * 2).min(MAX_POLL_WAIT_MS);
     }
 }
