@@ -537,24 +537,28 @@ mod tests {
         }
     }
 
+    /// A variable lookup over fixed pairs, as the worker's environment would answer.
+    fn vars_from(
+        pairs: &'static [(&'static str, &'static str)],
+    ) -> impl Fn(&str) -> Option<String> {
+        move |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
     #[test]
     fn billing_is_off_without_a_key_and_complete_with_one() {
-        let get = |pairs: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                pairs
-                    .iter()
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
-        assert!(billing_from_vars(get(&[])).unwrap().is_none());
+        assert!(billing_from_vars(vars_from(&[])).unwrap().is_none());
         let full: &'static [(&str, &str)] = &[
             ("STRIPE_SECRET_KEY", "sk_test_1"),
             ("STRIPE_WEBHOOK_SECRETS", "whsec_new, whsec_old"),
             ("STRIPE_PRICE_PRO", "price_pro"),
             ("BILLING_RETURN_URL", "https://app.example/billing"),
         ];
-        let config = billing_from_vars(get(full)).unwrap().unwrap();
+        let config = billing_from_vars(vars_from(full)).unwrap().unwrap();
         assert_eq!(config.webhook_secrets, vec!["whsec_new", "whsec_old"]);
         assert_eq!(config.tolerance_s, 300);
         assert_eq!(config.api_base_url, "https://api.stripe.com");
@@ -570,7 +574,7 @@ mod tests {
             ("BILLING_RETURN_URL", "https://app.example/billing"),
             ("STRIPE_API_BASE_URL", "http://stripe.example.com"),
         ];
-        assert!(billing_from_vars(get(in_clear))
+        assert!(billing_from_vars(vars_from(in_clear))
             .unwrap_err()
             .contains("https://"));
         let broken: [(&'static [(&'static str, &'static str)], &str); 6] = [
@@ -611,7 +615,7 @@ mod tests {
             ),
         ];
         for (pairs, expected) in broken {
-            let err = billing_from_vars(get(pairs)).unwrap_err();
+            let err = billing_from_vars(vars_from(pairs)).unwrap_err();
             assert!(err.contains(expected), "{err}");
         }
     }
@@ -693,15 +697,7 @@ mod tests {
 
     #[test]
     fn agentcore_is_off_unless_a_region_is_set_and_then_needs_everything() {
-        let get = |pairs: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                pairs
-                    .iter()
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
-        assert!(agentcore_from_vars(&get(&[])).unwrap().is_none());
+        assert!(agentcore_from_vars(&vars_from(&[])).unwrap().is_none());
         let full: &'static [(&str, &str)] = &[
             ("AGENTCORE_REGION", "eu-west-1"),
             ("AGENTCORE_ACCOUNT_ID", "123456789012"),
@@ -712,7 +708,7 @@ mod tests {
             ("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE"),
             ("AWS_SECRET_ACCESS_KEY", "very-secret"),
         ];
-        let target = agentcore_from_vars(&get(full)).unwrap().unwrap();
+        let target = agentcore_from_vars(&vars_from(full)).unwrap().unwrap();
         assert_eq!(
             target.control_url,
             "https://bedrock-agentcore-control.eu-west-1.amazonaws.com"
@@ -730,20 +726,23 @@ mod tests {
             let without: Vec<(&str, &str)> =
                 full.iter().filter(|(k, _)| k != missing).cloned().collect();
             let without: &'static [(&str, &str)] = Box::leak(without.into_boxed_slice());
-            let err = agentcore_from_vars(&get(without)).unwrap_err();
+            let err = agentcore_from_vars(&vars_from(without)).unwrap_err();
             assert!(err.contains(missing), "{err}");
         }
         let mut bad = full.to_vec();
         bad.push(("AGENTCORE_CONTROL_URL", "http://agentcore.example.com"));
         let bad: &'static [(&str, &str)] = Box::leak(bad.into_boxed_slice());
-        assert!(agentcore_from_vars(&get(bad))
+        assert!(agentcore_from_vars(&vars_from(bad))
             .unwrap_err()
             .contains("https"));
         let mut local = full.to_vec();
         local.push(("AGENTCORE_DATA_URL", "http://127.0.0.1:8792/"));
         let local: &'static [(&str, &str)] = Box::leak(local.into_boxed_slice());
         assert_eq!(
-            agentcore_from_vars(&get(local)).unwrap().unwrap().data_url,
+            agentcore_from_vars(&vars_from(local))
+                .unwrap()
+                .unwrap()
+                .data_url,
             "http://127.0.0.1:8792",
             "plain HTTP only to this machine"
         );
@@ -751,7 +750,7 @@ mod tests {
             ("AGENTCORE_REGION", "eu-west-1"),
             ("AGENTCORE_ACCOUNT_ID", "12345"),
         ];
-        assert!(agentcore_from_vars(&get(account)).is_err());
+        assert!(agentcore_from_vars(&vars_from(account)).is_err());
         let mut foreign = full.to_vec();
         foreign.push((
             "AGENTCORE_ALLOWED_ROLE_ARNS",
@@ -759,7 +758,7 @@ mod tests {
         ));
         let foreign: &'static [(&str, &str)] = Box::leak(foreign.into_boxed_slice());
         assert!(
-            agentcore_from_vars(&get(foreign))
+            agentcore_from_vars(&vars_from(foreign))
                 .unwrap_err()
                 .contains("account 123456789012"),
             "a role in another account is refused"

@@ -106,6 +106,20 @@ fn authority(base: &str) -> &str {
     rest.split('/').next().unwrap_or(rest)
 }
 
+/// `/runtimes/{id}/`: a runtime on the control API (the trailing slash is AWS's, and signed).
+fn runtime_path(runtime_id: &str) -> String {
+    format!("/runtimes/{}/", uri_escape(runtime_id, false))
+}
+
+/// `/runtimes/{id}/runtime-endpoints/{name}/`: one of a runtime's endpoints.
+fn endpoint_path(runtime_id: &str, name: &str) -> String {
+    format!(
+        "{}runtime-endpoints/{}/",
+        runtime_path(runtime_id),
+        uri_escape(name, false)
+    )
+}
+
 /// The AgentCore runtime name of an agent (`[a-zA-Z][a-zA-Z0-9_]{0,47}`).
 pub fn runtime_name_for(agent: &AgentId) -> String {
     format!("webhost_{}", agent.as_str().trim_start_matches("agt_"))
@@ -283,7 +297,7 @@ impl AgentCoreTarget {
         self.control(
             "UpdateAgentRuntime",
             "PUT",
-            &format!("/runtimes/{}/", uri_escape(runtime_id, false)),
+            &runtime_path(runtime_id),
             vec![],
             Some(Value::Object(self.version_body(spec, client_token))),
             now_ms,
@@ -295,7 +309,7 @@ impl AgentCoreTarget {
         self.control(
             "GetAgentRuntime",
             "GET",
-            &format!("/runtimes/{}/", uri_escape(runtime_id, false)),
+            &runtime_path(runtime_id),
             vec![("version".into(), version.into())],
             None,
             now_ms,
@@ -323,7 +337,7 @@ impl AgentCoreTarget {
         self.control(
             "DeleteAgentRuntime",
             "DELETE",
-            &format!("/runtimes/{}/", uri_escape(runtime_id, false)),
+            &runtime_path(runtime_id),
             version
                 .map(|v| vec![("version".to_owned(), v.to_owned())])
                 .unwrap_or_default(),
@@ -344,10 +358,7 @@ impl AgentCoreTarget {
         self.control(
             "CreateAgentRuntimeEndpoint",
             "PUT",
-            &format!(
-                "/runtimes/{}/runtime-endpoints/",
-                uri_escape(runtime_id, false)
-            ),
+            &format!("{}runtime-endpoints/", runtime_path(runtime_id)),
             vec![],
             Some(json!({ "name": name, "agentRuntimeVersion": version, "clientToken": client_token })),
             now_ms,
@@ -359,11 +370,7 @@ impl AgentCoreTarget {
         self.control(
             "GetAgentRuntimeEndpoint",
             "GET",
-            &format!(
-                "/runtimes/{}/runtime-endpoints/{}/",
-                uri_escape(runtime_id, false),
-                uri_escape(name, false)
-            ),
+            &endpoint_path(runtime_id, name),
             vec![],
             None,
             now_ms,
@@ -375,11 +382,7 @@ impl AgentCoreTarget {
         self.control(
             "DeleteAgentRuntimeEndpoint",
             "DELETE",
-            &format!(
-                "/runtimes/{}/runtime-endpoints/{}/",
-                uri_escape(runtime_id, false),
-                uri_escape(name, false)
-            ),
+            &endpoint_path(runtime_id, name),
             vec![],
             None,
             now_ms,
@@ -566,7 +569,8 @@ pub fn failure(call: &AwsCall, status: u16, error_type: &str, message: &str) -> 
     }
 }
 
-/// A version's state from GetAgentRuntime's answer.
+/// A runtime version's or an endpoint's state, from GetAgentRuntime's or GetAgentRuntimeEndpoint's answer (both
+/// carry `status` and, once failed, `failureReason`).
 pub fn runtime_state(answer: &Value) -> Option<State> {
     Some(State {
         status: Status::parse(answer.get("status")?.as_str()?)?,
@@ -575,11 +579,6 @@ pub fn runtime_state(answer: &Value) -> Option<State> {
             .and_then(Value::as_str)
             .map(str::to_owned),
     })
-}
-
-/// An endpoint's state from GetAgentRuntimeEndpoint's answer.
-pub fn endpoint_state(answer: &Value) -> Option<State> {
-    runtime_state(answer)
 }
 
 /// The deployment's provider reference: the runtime ARN, its version and the endpoint that serves it.

@@ -9,9 +9,9 @@ use super::*;
 use crate::app::ports::AwsApi;
 use crate::app::runtime::Deployed;
 use crate::aws::agentcore::{
-    self as api, client_token, endpoint_name_for, endpoint_state, runtime_name_for, runtime_state,
-    AgentCoreTarget, AwsCall, AwsFailure, RuntimeSpec, RuntimeVersion, Status,
-    MAX_ENVIRONMENT_VALUE, MAX_ENVIRONMENT_VARIABLES,
+    self as api, client_token, endpoint_name_for, runtime_name_for, runtime_state, AgentCoreTarget,
+    AwsCall, AwsFailure, RuntimeSpec, RuntimeVersion, Status, MAX_ENVIRONMENT_VALUE,
+    MAX_ENVIRONMENT_VARIABLES,
 };
 use crate::domain::ids::AgentId;
 
@@ -142,8 +142,15 @@ async fn follow_once<S: DeploymentStore>(
     let (arn, endpoint) = api::parse_provider_ref(reference).ok_or_else(unreadable)?;
     let runtime = api::runtime_id_of(arn).ok_or_else(unreadable)?;
     let version = api::version_of_ref(reference).ok_or_else(unreadable)?;
-    // A busy AgentCore is looked at again later; anything else it says is the deploy's outcome.
-    let busy = |f: &AwsFailure| f.transient();
+    // A busy AgentCore is looked at again later (counted as a retry); anything else it says is the outcome.
+    let refused = |step: &'static str, f: AwsFailure| async move {
+        if f.transient() {
+            let _ = store.record_retry(&d.id).await;
+            Ok(Deployed::Pending)
+        } else {
+            Err(deployment_error(step, &f))
+        }
+    };
     let failed = |step: &str, what: &str, reason: Option<String>| {
         DeploymentError::platform(
             step,
@@ -159,11 +166,7 @@ async fn follow_once<S: DeploymentStore>(
         .await
     {
         Ok(answer) => answer,
-        Err(f) if busy(&f) => {
-            let _ = store.record_retry(&d.id).await;
-            return Ok(Deployed::Pending);
-        }
-        Err(f) => return Err(deployment_error("ready", &f)),
+        Err(f) => return refused("ready", f).await,
     };
     match runtime_state(&version_answer).map(|s| (s.status, s.failure_reason)) {
         Some((Status::Ready, _)) => {}
@@ -188,7 +191,7 @@ async fn follow_once<S: DeploymentStore>(
         .send(&target.get_endpoint(runtime, endpoint, clock.now_ms()))
         .await
     {
-        Ok(answer) => match endpoint_state(&answer).map(|s| (s.status, s.failure_reason)) {
+        Ok(answer) => match runtime_state(&answer).map(|s| (s.status, s.failure_reason)) {
             Some((Status::Ready, _)) => Ok(Deployed::Serving(reference.to_owned())),
             Some((Status::Failed, reason)) => Err(failed("endpoint", "endpoint", reason)),
             Some((Status::Deleting, _)) => Err(DeploymentError::platform(
@@ -205,18 +208,10 @@ async fn follow_once<S: DeploymentStore>(
                 .await
             {
                 Ok(_) => Ok(Deployed::Pending),
-                Err(f) if busy(&f) => {
-                    let _ = store.record_retry(&d.id).await;
-                    Ok(Deployed::Pending)
-                }
-                Err(f) => Err(deployment_error("endpoint", &f)),
+                Err(f) => refused("endpoint", f).await,
             }
         }
-        Err(f) if busy(&f) => {
-            let _ = store.record_retry(&d.id).await;
-            Ok(Deployed::Pending)
-        }
-        Err(f) => Err(deployment_error("endpoint", &f)),
+        Err(f) => refused("endpoint", f).await,
     }
 }
 
