@@ -13,7 +13,8 @@
 //
 // Every request's Signature Version 4 is checked by sigv4.mjs (an implementation independent of the control
 // plane's); errors have AWS's REST-JSON shape (`x-amzn-ErrorType`, `{"message"}`) and statuses. Tests inject
-// faults per operation and make versions fail to start. `node local-agentcore/server.mjs` runs it standalone
+// faults per operation, make versions fail to start, hold versions (and deletions) in progress, and hold the
+// answers to an operation's calls. `node local-agentcore/server.mjs` runs it standalone
 // (make dev); tests import `startLocalAgentCore`.
 import http from "node:http";
 import { fork } from "node:child_process";
@@ -63,6 +64,8 @@ export async function startLocalAgentCore({
   const tokens = new Map(); // clientToken → { fingerprint, answer }
   let failNextVersions = []; // failure reasons for the next versions to start
   let holding = false; // versions stay CREATING/UPDATING while set (AgentCore often takes minutes)
+  let holdingDeletions = false; // deleted runtimes stay DELETING (their names taken) while set
+  const heldCalls = new Map(); // operation → a promise its answers wait for
   let closed = false;
   const children = new Set(); // every image process started, so closing stops them all
 
@@ -233,7 +236,8 @@ export async function startLocalAgentCore({
     const runtime = id ? runtimes.get(id) : null;
     if (method === "POST" && !id) {
       return ["ListAgentRuntimes", () => {
-        const all = [...runtimes.values()].filter((r) => r.status !== "DELETING");
+        // Runtimes being deleted are listed, as DELETING, until they are gone.
+        const all = [...runtimes.values()];
         const size = Math.min(Number(query.get("maxResults") ?? 100), 100);
         const from = Number(query.get("nextToken") ?? 0);
         const page = all.slice(from, from + size);
@@ -298,7 +302,10 @@ export async function startLocalAgentCore({
           v.status = "DELETING";
           stop(v);
         }
-        setTimeout(() => runtimes.delete(id), readyDelayMs);
+        setTimeout(async () => {
+          while (holdingDeletions && !closed) await new Promise((r) => setTimeout(r, 50));
+          runtimes.delete(id);
+        }, readyDelayMs);
         return ok(202, { status: "DELETING", agentRuntimeId: id });
       }];
     }
@@ -420,6 +427,7 @@ export async function startLocalAgentCore({
         }
         const [operation, run] = control(req.method, segments.slice(1), query, json);
         requests.push({ operation, accessKeyId: checked.accessKeyId, body: json });
+        await heldCalls.get(operation);
         send(takeFault(operation) ?? run());
       } catch (e) {
         log(`error: ${e.stack}`);
@@ -465,6 +473,17 @@ export async function startLocalAgentCore({
     failNextVersions: (...reasons) => (failNextVersions = reasons),
     /** While held, versions stay CREATING/UPDATING (as a real runtime takes minutes to start). */
     holdVersions: (hold) => (holding = hold),
+    /** While held, a deleted runtime stays DELETING, its name taken (AgentCore deletes in the background). */
+    holdDeletions: (hold) => (holdingDeletions = hold),
+    /** Calls of `operation` are received (and listed) but not answered until the returned function is called. */
+    holdCalls(operation) {
+      let release;
+      heldCalls.set(operation, new Promise((resolve) => (release = resolve)));
+      return () => {
+        heldCalls.delete(operation);
+        release();
+      };
+    },
     /** Every request: its operation (or `refused`, with the status and error type). */
     requests: () => [...requests],
     async close() {

@@ -29,10 +29,15 @@ test("an agentcore deploy is a runtime version with its own endpoint, and the ga
   assert.equal(done.runtimeProvider, "agentcore");
   assert.equal(done.deployTarget, "agentcore");
   assert.equal(done.containerUri, IMAGE("v1"));
-  assert.equal(done.executionRoleArn, ROLE, "the platform's role when the deploy names none");
+  // The platform's role when the deploy names none; the platform's AWS account id is not shown to owners.
+  const shown = (arn) => arn.replaceAll(agentcore.accountId, "{account}");
+  assert.equal(done.executionRoleArn, shown(ROLE));
   const runtime = agentcore.runtimes().find((r) => r.name === `webhost_${agent.id.slice(4)}`);
   assert.ok(runtime, JSON.stringify(agentcore.runtimes()));
-  assert.equal(done.providerRef, `${runtime.arn}?version=1&qualifier=${done.id}`);
+  assert.equal(done.providerRef, `${shown(runtime.arn)}?version=1&qualifier=${done.id}`);
+  for (const listed of (await app.listDeployments(pro.token, agent.id)).body.deployments) {
+    assert.ok(![listed.providerRef, listed.executionRoleArn].join().includes(agentcore.accountId), JSON.stringify(listed));
+  }
   assert.deepEqual(runtime.endpoints.find((e) => e.name === done.id), { name: done.id, status: "READY", liveVersion: "1", targetVersion: "1" });
   // The version's environment: the platform's settings, the agent's variables and secrets (values never shown).
   const names = runtime.versions[0].environmentVariables;

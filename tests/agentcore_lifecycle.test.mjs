@@ -122,3 +122,50 @@ test("a version that never becomes ready is failed by the 10-minute timeout, rep
     agentcore.holdVersions(false);
   }
 });
+
+test("deleting an agent's whole runtime and a new deploy of the agent exclude each other; a deploy waits for the deleted runtime's name", { timeout: 90_000 }, async () => {
+  const pro = await user("agentcore_lease", "pro");
+  const agent = (await app.createAgent(pro.token, { name: "leased-container" })).body;
+  const named = () => agentcore.runtimes().filter((r) => r.name === `webhost_${agent.id.slice(4)}`);
+  const calls = (operation) => agentcore.requests().filter((r) => r.operation === operation).length;
+  const [deletes, versionsMade] = [calls("DeleteAgentRuntime"), () => calls("CreateAgentRuntime") + calls("UpdateAgentRuntime")];
+  // The failed first version takes its runtime with it; that deletion is held at AgentCore.
+  const release = agentcore.holdCalls("DeleteAgentRuntime");
+  let made;
+  try {
+    agentcore.failNextVersions("exec format error");
+    const first = await deployImage(pro.token, agent.id, { containerUri: IMAGE("v1") });
+    assert.equal(first.status, "failed");
+    await app.until("the runtime's deletion to be sent", async () => calls("DeleteAgentRuntime") > deletes);
+    made = versionsMade();
+    // Without the lease this deploy would add its version to the runtime being deleted, and lose it with it.
+    const refused = expectError(assert, await app.deploy(pro.token, agent.id, { runtimeProvider: "agentcore", containerUri: IMAGE("v2") }), 409, "deploy_in_progress");
+    assert.equal(refused.retryable, true);
+    assert.equal(versionsMade(), made, "nothing sent for the refused deploy");
+    // The lease is the agent's AgentCore runtime only: a Cloudflare deploy goes ahead.
+    const cloudflare = await app.deploy(pro.token, agent.id, {});
+    assert.equal(cloudflare.status, 202, cloudflare.text);
+    await app.settled(pro.token, agent.id, cloudflare.body.id, 60_000);
+    // The deletion answered, but AgentCore is still deleting the runtime (its name is still taken).
+    agentcore.holdDeletions(true);
+  } finally {
+    release();
+  }
+  let accepted;
+  try {
+    await app.until("the lease to be given back", async () => (await app.db.prepare("SELECT agentcore_removing_until AS t FROM agents WHERE id = ?1").bind(agent.id).first()).t === null);
+    const lists = calls("ListAgentRuntimes");
+    accepted = await app.deploy(pro.token, agent.id, { runtimeProvider: "agentcore", containerUri: IMAGE("v2") });
+    assert.equal(accepted.status, 202, accepted.text);
+    await app.until("the deploy to find the name taken", async () => calls("ListAgentRuntimes") > lists);
+    await new Promise((r) => setTimeout(r, 1_000));
+  } finally {
+    agentcore.holdDeletions(false);
+  }
+  const second = await app.settled(pro.token, agent.id, accepted.body.id, 60_000);
+  assert.equal(second.status, "active", JSON.stringify(second.error));
+  assert.match(second.providerRef, /\?version=1&/, "a new runtime, from version 1");
+  assert.ok(second.retries > 0, "it waited for the old runtime's name");
+  assert.equal(named().length, 1);
+  assert.equal((await app.invoke(pro.token, agent.id, invokeBody("after the lease"))).body.output.text, "[v2] after the lease");
+});

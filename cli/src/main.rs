@@ -552,6 +552,8 @@ fn follow(j: bool, client: &Client, id: &str, deployment: Value) -> Result<(), F
     };
     let started = Instant::now();
     let waiting = progress::waiting(j, &format!("v{} deploying", deployment["version"]));
+    // Quick at first (a Cloudflare deploy is live in seconds), then every few seconds for a slow one.
+    let mut pause = Duration::from_millis(500);
     let done = loop {
         let current = client.json("GET", &format!("/v1/agents/{id}/deployments/{dep}"), None);
         let current = match current {
@@ -571,7 +573,8 @@ fn follow(j: bool, client: &Client, id: &str, deployment: Value) -> Result<(), F
                 deployment["version"]
             ));
         }
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(pause);
+        pause = (pause * 3 / 2).min(Duration::from_secs(5));
     };
     match done["status"].as_str() {
         Some("active") => {

@@ -138,8 +138,8 @@ pub struct NewDeployment {
 #[derive(Debug, Clone)]
 pub enum Inserted {
     New(Deployment),
-    /// Not inserted: the owner is at one of the limits in `NewDeployment::limits`.
-    LimitReached,
+    /// Not inserted, and why, as one snapshot taken with the refused insert.
+    Refused(DeployRefusal),
     /// A deployment with this key exists; its request hash tells whether the retry was the same request.
     Existing {
         deployment: Deployment,
@@ -173,6 +173,15 @@ pub struct DeployCounts {
     /// When the oldest deploy of the last hour started (the hour's count drops by one an hour after it).
     pub oldest_in_hour: Option<i64>,
     pub live_scripts: u64,
+}
+
+/// Why an insert was refused, read in the same transaction as the insert: the deploy limits' counts, and whether
+/// the agent's AgentCore runtime was busy (another AgentCore deploy of the agent under way, or its runtime being
+/// deleted). At least one of them refused it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeployRefusal {
+    pub counts: DeployCounts,
+    pub agentcore_busy: bool,
 }
 
 /// A stored agent secret, still sealed.
@@ -217,7 +226,8 @@ pub struct UnneededScript {
 /// Persistence of deployments and secrets. Reads and writes a client can trigger take the owner's id.
 #[allow(async_fn_in_trait)]
 pub trait DeploymentStore {
-    /// Inserts with the agent's next version number, unless the owner is at a deploy limit.
+    /// Inserts with the agent's next version number, unless the owner is at a deploy limit or (an AgentCore
+    /// deployment) the agent's runtime is busy.
     async fn insert_deployment(&self, new: &NewDeployment) -> StoreResult<Inserted>;
     async fn deploy_counts(&self, owner: &UserId, now: i64) -> StoreResult<DeployCounts>;
     async fn deployment(
@@ -320,13 +330,22 @@ pub trait DeploymentStore {
     /// The agent's AgentCore runtime `runtime_id` is gone (deleted, or found missing): forget it, unless the agent
     /// already records another.
     async fn forget_agentcore_runtime(&self, agent: &AgentId, runtime_id: &str) -> StoreResult<()>;
-    /// How many of the agent's AgentCore deployments other than `except` still have a version (deploying, active
-    /// or inactive, not removed): while any does, the runtime stays.
-    async fn agentcore_versions_in_use(
+    /// Takes the lease to delete the agent's whole AgentCore runtime (until `now` + the lease), only while no
+    /// deployment of the agent other than `except` still has a version in it (deploying, active or inactive, not
+    /// removed) and no one else holds it. While it is held, new AgentCore deploys of the agent are refused.
+    async fn claim_agentcore_runtime_removal(
         &self,
         agent: &AgentId,
         except: &DeploymentId,
-    ) -> StoreResult<u32>;
+        now: i64,
+    ) -> StoreResult<bool>;
+    /// Gives the lease back; with `deleted`, the runtime `runtime_id` is gone and forgotten in the same write.
+    async fn end_agentcore_runtime_removal(
+        &self,
+        agent: &AgentId,
+        runtime_id: &str,
+        deleted: bool,
+    ) -> StoreResult<()>;
 }
 
 /// AgentCore's APIs: sends one signed call built by `aws::agentcore`, reads the answer.

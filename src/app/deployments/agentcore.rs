@@ -91,7 +91,8 @@ async fn send_retrying<S: DeploymentStore>(
     }
 }
 
-/// The id of the runtime named `name`, looked up (ListAgentRuntimes, page by page) when creating it said it exists.
+/// The id of the live runtime named `name`, looked up (ListAgentRuntimes, page by page) when creating it said it
+/// exists. `None` when only a runtime being deleted holds it (listed as DELETING, or no longer listed at all).
 async fn find_runtime(
     aws: &impl AwsApi,
     clock: &impl Clock,
@@ -103,7 +104,7 @@ async fn find_runtime(
         let page = aws
             .send(&target.list_runtimes(next.as_deref(), clock.now_ms()))
             .await?;
-        // One being deleted is no runtime to deploy to: the deploy fails (retryable) until it is gone.
+        // One being deleted is no runtime to deploy to.
         let found = page["agentRuntimes"].as_array().and_then(|runtimes| {
             runtimes
                 .iter()
@@ -262,7 +263,9 @@ pub(super) async fn deploy_image<S: DeploymentStore>(
     let name = runtime_name_for(&d.agent_id);
     let (create, update) = (client_token("create", &d.id), client_token("update", &d.id));
     let mut answer = None;
-    for _ in 0..3 {
+    let mut name_wait = FIRST_POLL_WAIT_MS;
+    // A few turns: a runtime found missing, one found by name, the name waited for (bounded by the deadline).
+    for _ in 0..8 {
         match runtime.clone() {
             Some(id) => {
                 let sent = send_retrying(
@@ -319,15 +322,35 @@ pub(super) async fn deploy_image<S: DeploymentStore>(
                         break;
                     }
                     Err(f) if exists(&f) => {
-                        let found = find_runtime(aws, clock, target, &name)
+                        match find_runtime(aws, clock, target, &name)
                             .await
                             .map_err(|f| deployment_error("runtime", &f))?
-                            .ok_or_else(|| deployment_error("runtime", &f))?;
-                        store
-                            .set_agentcore_runtime(&d.agent_id, &found)
-                            .await
-                            .map_err(|e| store_failed("record the runtime", e))?;
-                        runtime = Some(found);
+                        {
+                            Some(found) => {
+                                store
+                                    .set_agentcore_runtime(&d.agent_id, &found)
+                                    .await
+                                    .map_err(|e| store_failed("record the runtime", e))?;
+                                runtime = Some(found);
+                            }
+                            // The agent's previous runtime (its last version removed) is still going away: AgentCore
+                            // frees its name once it is gone.
+                            None if clock.now_ms() + name_wait as i64 <= deadline_ms => {
+                                let _ = store.record_retry(&d.id).await;
+                                sleeper.sleep(name_wait).await;
+                                name_wait = (name_wait * 2).min(MAX_POLL_WAIT_MS);
+                            }
+                            None => {
+                                return Err(DeploymentError::platform(
+                                    "runtime",
+                                    "conflict",
+                                    format!(
+                                        "The agent's previous AgentCore runtime is still being deleted ({}); deploy again in a minute.",
+                                        f.message
+                                    ),
+                                ))
+                            }
+                        }
                     }
                     Err(f) => return Err(deployment_error("runtime", &f)),
                 }
@@ -500,12 +523,20 @@ pub(super) async fn remove_version<S: DeploymentStore>(
             aws.send(&target.delete_endpoint(runtime, endpoint, clock.now_ms()))
                 .await,
         )?;
-        if store.agentcore_versions_in_use(agent, id).await? == 0 {
-            gone_ok(
+        // The whole runtime goes under the agent's removal lease, which new AgentCore deploys of the agent wait
+        // for: none can add a version to it between the check that no other version is in use and the delete.
+        if store
+            .claim_agentcore_runtime_removal(agent, id, clock.now_ms())
+            .await?
+        {
+            let deleted = gone_ok(
                 aws.send(&target.delete_runtime(runtime, None, clock.now_ms()))
                     .await,
-            )?;
-            store.forget_agentcore_runtime(agent, runtime).await?;
+            );
+            store
+                .end_agentcore_runtime_removal(agent, runtime, deleted.is_ok())
+                .await?;
+            deleted?;
         } else {
             gone_ok(
                 aws.send(&target.delete_runtime(runtime, Some(version), clock.now_ms()))

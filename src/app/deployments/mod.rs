@@ -288,22 +288,26 @@ async fn record_deploy<S: Store + DeploymentStore, C: Clock>(
             ErrorCode::IdempotencyKeyReused,
             "This Idempotency-Key was already used with a different request body.",
         )),
-        Inserted::LimitReached => {
-            let counts = store.deploy_counts(&owner.id, now).await?;
-            if new.deployment.runtime_provider == agentcore::RUNTIME_PROVIDER
-                && !limits::any_reached(&new.limits, &counts)
-            {
-                let mut busy = ApiError::new(
-                    ErrorCode::DeployInProgress,
-                    "Another AgentCore deploy of this agent is still running; deploy again when it has finished.",
-                )
-                .with_headers(vec![("Retry-After", "10".to_owned())]);
-                // It resolves itself: once the other deploy ends, the same request succeeds.
-                busy.retryable_override = Some(true);
-                return Err(busy);
-            }
-            Err(deploy_limit_error(&new.limits, &counts, now))
+        Inserted::Refused(refusal) if limits::any_reached(&new.limits, &refusal.counts) => {
+            Err(deploy_limit_error(&new.limits, &refusal.counts, now))
         }
+        Inserted::Refused(refusal)
+            if refusal.agentcore_busy
+                && new.deployment.runtime_provider == agentcore::RUNTIME_PROVIDER =>
+        {
+            let mut busy = ApiError::new(
+                ErrorCode::DeployInProgress,
+                "This agent's AgentCore runtime is busy: another AgentCore deploy of it is still running, or its \
+                 previous runtime is being deleted. Deploy again once that has finished.",
+            )
+            .with_headers(vec![("Retry-After", "10".to_owned())]);
+            // It resolves itself: once the other deploy or the deletion ends, the same request succeeds.
+            busy.retryable_override = Some(true);
+            Err(busy)
+        }
+        Inserted::Refused(refusal) => Err(ApiError::internal(format!(
+            "the deployment was not recorded, though no deploy limit was reached ({refusal:?})"
+        ))),
     }
 }
 
@@ -359,16 +363,33 @@ fn error_from_provider(e: &ProviderError, config: &DeployConfig) -> DeploymentEr
     .without_account(config.target.account_id())
 }
 
-/// A deployment as its owner sees it: an error stored before errors were redacted is redacted on the way out.
+/// A deployment as its owner sees it: the platform's account ids are not its owner's business, so the Cloudflare
+/// account id is taken out of its error (one stored before errors were redacted is redacted on the way out), and
+/// the AWS account id out of an AgentCore deployment's error, runtime ARN and execution role (`{account}`).
 pub fn for_owner(deployment: Deployment, config: Option<&DeployConfig>) -> Deployment {
-    match config {
-        Some(config) => Deployment {
-            error: deployment
-                .error
-                .map(|e| e.without_account(config.target.account_id())),
-            ..deployment
-        },
-        None => deployment,
+    let Some(config) = config else {
+        return deployment;
+    };
+    let aws_account = config
+        .agentcore
+        .as_ref()
+        .map(|t| t.account_id.as_str())
+        .filter(|a| !a.is_empty() && deployment.runtime_provider == agentcore::RUNTIME_PROVIDER);
+    let redact = |text: String| match aws_account {
+        Some(account) => text.replace(account, "{account}"),
+        None => text,
+    };
+    Deployment {
+        error: deployment.error.map(|e| {
+            let e = e.without_account(config.target.account_id());
+            match aws_account {
+                Some(account) => e.without_account(account),
+                None => e,
+            }
+        }),
+        provider_ref: deployment.provider_ref.map(redact),
+        execution_role_arn: deployment.execution_role_arn.map(redact),
+        ..deployment
     }
 }
 

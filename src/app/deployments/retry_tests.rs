@@ -114,22 +114,7 @@ fn what_retrying_cannot_fix_fails_at_once_and_waiting_is_bounded() {
 
 #[test]
 fn errors_shown_to_users_never_carry_the_platform_account() {
-    let config = DeployConfig::from_vars(|name| {
-        match name {
-            "DEPLOY_TARGET" => Some("workers_dev"),
-            "CLOUDFLARE_ACCOUNT_ID" => Some("acc-123"),
-            "CLOUDFLARE_API_TOKEN" => Some("t"),
-            "WORKERS_DEV_URL_TEMPLATE" => Some("https://{script}.x.workers.dev"),
-            "TELEMETRY_REPORT_URL" => Some("https://cp/v1/telemetry/report"),
-            "TELEMETRY_SECRETS_ENCRYPTION_KEY" => {
-                Some("hex:1111111111111111111111111111111111111111111111111111111111111111")
-            }
-            _ => None,
-        }
-        .map(String::from)
-    })
-    .unwrap()
-    .unwrap();
+    let config = workers_dev_config(&[]);
     let mut e = failure(FailureKind::Auth, 403, None);
     e.message = "Authentication error: token has no access to account acc-123".into();
     let shown = error_from_provider(&e, &config);
@@ -152,6 +137,77 @@ fn errors_shown_to_users_never_carry_the_platform_account() {
     let text = serde_json::to_string(&read).unwrap();
     assert!(!text.contains("acc-123"), "{text}");
     assert!(text.contains("no access to account {account}"), "{text}");
+}
+
+#[test]
+fn agentcore_deployments_never_show_the_platforms_aws_account() {
+    let config = workers_dev_config(&[
+        ("AGENTCORE_REGION", "us-east-1"),
+        ("AGENTCORE_ACCOUNT_ID", "210987654321"),
+        (
+            "AGENTCORE_EXECUTION_ROLE_ARN",
+            "arn:aws:iam::210987654321:role/Agents",
+        ),
+        ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+        ("AWS_SECRET_ACCESS_KEY", "secret"),
+    ]);
+    let arn = "arn:aws:bedrock-agentcore:us-east-1:210987654321:runtime/webhost_a-0123456789";
+    let mut deployment = Deployment {
+        runtime_provider: "agentcore".into(),
+        deploy_target: "agentcore".into(),
+        provider_ref: Some(format!("{arn}?version=3&qualifier=dep_x")),
+        execution_role_arn: Some("arn:aws:iam::210987654321:role/Agents".into()),
+        error: Some(DeploymentError {
+            step: "ready".into(),
+            endpoint: Some(format!("GET /runtimes/{arn}/")),
+            kind: "provider".into(),
+            status: Some(409),
+            provider_codes: vec![],
+            message: format!("Role arn:aws:iam::210987654321:role/Agents of {arn} cannot pull"),
+        }),
+        ..sample_deployment()
+    };
+    let text = serde_json::to_string(&for_owner(deployment.clone(), Some(&config))).unwrap();
+    assert!(!text.contains("210987654321"), "{text}");
+    assert!(
+        text.contains("\"providerRef\":\"arn:aws:bedrock-agentcore:us-east-1:{account}:runtime/webhost_a-0123456789?version=3&qualifier=dep_x\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"executionRoleArn\":\"arn:aws:iam::{account}:role/Agents\""),
+        "{text}"
+    );
+    // A Cloudflare deployment's reference is its own: left as it is.
+    deployment.runtime_provider = "cloudflare".into();
+    deployment.provider_ref = Some("https://wh-dep-210987654321.x.workers.dev".into());
+    let shown = for_owner(deployment, Some(&config));
+    assert_eq!(
+        shown.provider_ref.as_deref(),
+        Some("https://wh-dep-210987654321.x.workers.dev")
+    );
+}
+
+/// A workers.dev deploy configuration (Cloudflare account `acc-123`), with `extra` variables set too.
+fn workers_dev_config(extra: &[(&str, &str)]) -> DeployConfig {
+    let base = [
+        ("DEPLOY_TARGET", "workers_dev"),
+        ("CLOUDFLARE_ACCOUNT_ID", "acc-123"),
+        ("CLOUDFLARE_API_TOKEN", "t"),
+        ("WORKERS_DEV_URL_TEMPLATE", "https://{script}.x.workers.dev"),
+        ("TELEMETRY_REPORT_URL", "https://cp/v1/telemetry/report"),
+        (
+            "TELEMETRY_SECRETS_ENCRYPTION_KEY",
+            "hex:1111111111111111111111111111111111111111111111111111111111111111",
+        ),
+    ];
+    DeployConfig::from_vars(|name| {
+        base.iter()
+            .chain(extra)
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.to_string())
+    })
+    .unwrap()
+    .unwrap()
 }
 
 fn sample_deployment() -> Deployment {

@@ -3,8 +3,9 @@
 
 use super::store::{fail, is_unique_violation, number, text, D1Store, IdRow};
 use crate::app::ports::{
-    Activation, DeployCounts, DeployLimits, DeploymentStore, Inserted, NewDeployment,
-    RemovedScript, SealedSecret, StoreError, StoreResult, UnneededScript, RESTORE_LEASE_MS,
+    Activation, DeployCounts, DeployLimits, DeployRefusal, DeploymentStore, Inserted,
+    NewDeployment, RemovedScript, SealedSecret, StoreError, StoreResult, UnneededScript,
+    RESTORE_LEASE_MS,
 };
 use crate::domain::deployment::{Deployment, DeploymentError, DeploymentStatus};
 use crate::domain::ids::{AgentId, DeploymentId, UserId};
@@ -17,7 +18,7 @@ const DEPLOYMENT_COLUMNS: &str = "id, agent_id, user_id, version, status, runtim
 
 // ?1 id … ?17 gateway_secret_sealed; the version is the agent's next one, computed in the same statement. The
 // deploy limits hold (?18 in flight, ?19 per hour, ?20 live scripts), and an agent has one AgentCore deploy in
-// flight at a time (AgentCore changes a runtime one version at a time).
+// flight at a time (AgentCore changes a runtime one version at a time), none while its runtime is being deleted.
 const INSERT_DEPLOYMENT: &str = "INSERT INTO deployments (id, agent_id, user_id, version, status, runtime_provider, \
      deploy_target, script_name, main_module_name, compatibility_date, invoke_path, source, code_sha256, env_json, \
      telemetry_secret_sealed, idempotency_key, request_sha256, created_at, updated_at, gateway_secret_sealed, \
@@ -30,8 +31,21 @@ const INSERT_DEPLOYMENT: &str = "INSERT INTO deployments (id, agent_id, user_id,
          + (SELECT COUNT(*) FROM deployments WHERE user_id = ?3 AND restore_started_at > ?16 - 3600000) < ?19 \
      AND (SELECT COUNT(*) FROM deployments WHERE user_id = ?3 AND status != 'failed' \
           AND script_deleted_at IS NULL) < ?20 \
-     AND NOT (?4 = 'agentcore' AND EXISTS (SELECT 1 FROM deployments WHERE agent_id = ?2 \
-          AND status = 'deploying' AND runtime_provider = 'agentcore'))";
+     AND NOT (?4 = 'agentcore' AND (EXISTS (SELECT 1 FROM deployments WHERE agent_id = ?2 \
+          AND status = 'deploying' AND runtime_provider = 'agentcore') \
+          OR EXISTS (SELECT 1 FROM agents WHERE id = ?2 AND agentcore_removing_until > ?16)))";
+// ?1 agent. Whether a new AgentCore deploy of the agent is held back (INSERT_DEPLOYMENT's last condition).
+const AGENTCORE_BUSY: &str = "(EXISTS (SELECT 1 FROM deployments WHERE agent_id = ?3 \
+     AND status = 'deploying' AND runtime_provider = 'agentcore') \
+     OR EXISTS (SELECT 1 FROM agents WHERE id = ?3 AND agentcore_removing_until > ?2)) AS agentcore_busy";
+// ?1 agent, ?2 the deployment removed, ?3 now: the lease to delete the agent's whole runtime, taken only while no
+// other deployment of the agent has a version in it and no one else holds it.
+const CLAIM_RUNTIME_REMOVAL: &str =
+    "UPDATE agents SET agentcore_removing_until = ?3 + 60000 WHERE id = ?1 \
+     AND (agentcore_removing_until IS NULL OR agentcore_removing_until <= ?3) \
+     AND NOT EXISTS (SELECT 1 FROM deployments WHERE agent_id = ?1 AND id != ?2 \
+          AND runtime_provider = 'agentcore' AND status != 'failed' AND script_deleted_at IS NULL) \
+     RETURNING id";
 // ?1 id, ?2 owner, ?3 now, ?4 lease end, ?5 in flight, ?6 per hour, ?7 live scripts: the deploy limits as above,
 // a restore counting as a deploy.
 const CLAIM_RESTORE: &str = "UPDATE deployments SET restoring_until = ?4, restore_started_at = ?3 \
@@ -99,6 +113,36 @@ const UNNEEDED_SCRIPTS: &str = "SELECT d.id, d.agent_id, d.script_name, d.runtim
        (d.status = 'inactive' AND (SELECT COUNT(*) FROM deployments n WHERE n.agent_id = d.agent_id \
           AND n.status = 'inactive' AND n.version > d.version AND n.script_deleted_at IS NULL) >= ?1)) \
      ORDER BY d.created_at LIMIT ?2";
+
+/// DEPLOY_COUNTS' row.
+#[derive(Deserialize)]
+struct CountsRow {
+    in_flight: f64,
+    last_hour: f64,
+    oldest_in_hour: Option<f64>,
+    live_scripts: f64,
+}
+
+impl From<CountsRow> for DeployCounts {
+    fn from(r: CountsRow) -> Self {
+        DeployCounts {
+            in_flight: r.in_flight as u64,
+            last_hour: r.last_hour as u64,
+            oldest_in_hour: r.oldest_in_hour.map(|t| t as i64),
+            live_scripts: r.live_scripts as u64,
+        }
+    }
+}
+
+/// DEPLOY_COUNTS' row and AGENTCORE_BUSY, read with a refused insert.
+#[derive(Deserialize)]
+struct RefusalRow {
+    in_flight: f64,
+    last_hour: f64,
+    oldest_in_hour: Option<f64>,
+    live_scripts: f64,
+    agentcore_busy: f64,
+}
 
 #[derive(Deserialize)]
 struct DeploymentRow {
@@ -280,12 +324,30 @@ impl DeploymentStore for D1Store {
             optional(d.container_uri.as_deref()),
             optional(d.execution_role_arn.as_deref()),
         ];
-        // Two inserts racing collide on a unique index: on the idempotency key (answer with the winner) or on
-        // the version (try again: the next attempt computes a higher one).
+        // One transaction: the insert, the row it made, and (when the insert was refused) why, from the same
+        // snapshot, so the refusal named is the one that held it back. Two inserts racing collide on a unique
+        // index: on the idempotency key (answer with the winner) or on the version (try again: the next attempt
+        // computes a higher one).
+        let select_row = format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = ?1");
+        let select_refusal = format!("{DEPLOY_COUNTS}, {AGENTCORE_BUSY}");
+        let refusal_params = [
+            text(d.user_id.as_str()),
+            number(d.created_at),
+            text(d.agent_id.as_str()),
+        ];
         const ATTEMPTS: usize = 3;
+        let mut results = Vec::new();
         for attempt in 1..=ATTEMPTS {
-            match self.statement(INSERT_DEPLOYMENT, &params)?.run().await {
-                Ok(_) => break,
+            let batch = vec![
+                self.statement(INSERT_DEPLOYMENT, &params)?,
+                self.statement(&select_row, &[text(d.id.as_str())])?,
+                self.statement(&select_refusal, &refusal_params)?,
+            ];
+            match self.db().batch(batch).await {
+                Ok(r) => {
+                    results = r;
+                    break;
+                }
                 Err(e) if is_unique_violation(&e) => {
                     if let Some(existing) = self.existing_for_key(new).await? {
                         return Ok(existing);
@@ -297,43 +359,45 @@ impl DeploymentStore for D1Store {
                 Err(e) => return Err(fail(e)),
             }
         }
-        let sql = format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = ?1");
-        let Some((deployment, _)) = self
-            .deployment_rows(&sql, &[text(d.id.as_str())])
-            .await?
+        let result = |i: usize| {
+            results
+                .get(i)
+                .ok_or_else(|| StoreError("the insert batch returned too few results".into()))
+        };
+        let rows: Vec<DeploymentRow> = result(1)?.results().map_err(fail)?;
+        if let Some(row) = rows.into_iter().next() {
+            return Ok(Inserted::New(row.into_deployment()?.0));
+        }
+        // Held back; unless a concurrent retry with the same key got in first.
+        if let Some(existing) = self.existing_for_key(new).await? {
+            return Ok(existing);
+        }
+        let refusal: Vec<RefusalRow> = result(2)?.results().map_err(fail)?;
+        let r = refusal
             .into_iter()
             .next()
-        else {
-            // The limits in the statement held it back; unless a concurrent retry with the same key got in first.
-            if let Some(existing) = self.existing_for_key(new).await? {
-                return Ok(existing);
+            .ok_or_else(|| StoreError("the refusal's counts returned no row".into()))?;
+        Ok(Inserted::Refused(DeployRefusal {
+            agentcore_busy: r.agentcore_busy != 0.0,
+            counts: CountsRow {
+                in_flight: r.in_flight,
+                last_hour: r.last_hour,
+                oldest_in_hour: r.oldest_in_hour,
+                live_scripts: r.live_scripts,
             }
-            return Ok(Inserted::LimitReached);
-        };
-        Ok(Inserted::New(deployment))
+            .into(),
+        }))
     }
 
     async fn deploy_counts(&self, owner: &UserId, now: i64) -> StoreResult<DeployCounts> {
-        #[derive(serde::Deserialize)]
-        struct Row {
-            in_flight: f64,
-            last_hour: f64,
-            oldest_in_hour: Option<f64>,
-            live_scripts: f64,
-        }
-        let rows: Vec<Row> = self
+        let rows: Vec<CountsRow> = self
             .rows(DEPLOY_COUNTS, &[text(owner.as_str()), number(now)])
             .await?;
-        let r = rows
+        Ok(rows
             .into_iter()
             .next()
-            .ok_or_else(|| StoreError("deploy counts returned no row".into()))?;
-        Ok(DeployCounts {
-            in_flight: r.in_flight as u64,
-            last_hour: r.last_hour as u64,
-            oldest_in_hour: r.oldest_in_hour.map(|t| t as i64),
-            live_scripts: r.live_scripts as u64,
-        })
+            .ok_or_else(|| StoreError("deploy counts returned no row".into()))?
+            .into())
     }
 
     async fn deployment(
@@ -551,23 +615,36 @@ impl DeploymentStore for D1Store {
         Ok(())
     }
 
-    async fn agentcore_versions_in_use(
+    async fn claim_agentcore_runtime_removal(
         &self,
         agent: &AgentId,
         except: &DeploymentId,
-    ) -> StoreResult<u32> {
-        #[derive(Deserialize)]
-        struct Row {
-            n: f64,
-        }
-        let rows: Vec<Row> = self
+        now: i64,
+    ) -> StoreResult<bool> {
+        let rows: Vec<IdRow> = self
             .rows(
-                "SELECT COUNT(*) AS n FROM deployments WHERE agent_id = ?1 AND id != ?2 \
-                 AND runtime_provider = 'agentcore' AND status != 'failed' AND script_deleted_at IS NULL",
-                &[text(agent.as_str()), text(except.as_str())],
+                CLAIM_RUNTIME_REMOVAL,
+                &[text(agent.as_str()), text(except.as_str()), number(now)],
             )
             .await?;
-        Ok(rows.first().map_or(0, |r| r.n as u32))
+        Ok(!rows.is_empty())
+    }
+
+    async fn end_agentcore_runtime_removal(
+        &self,
+        agent: &AgentId,
+        runtime_id: &str,
+        deleted: bool,
+    ) -> StoreResult<()> {
+        self.statement(
+            "UPDATE agents SET agentcore_removing_until = NULL, agentcore_runtime_id = \
+             CASE WHEN ?3 = 1 AND agentcore_runtime_id = ?2 THEN NULL ELSE agentcore_runtime_id END WHERE id = ?1",
+            &[text(agent.as_str()), text(runtime_id), number(deleted as i64)],
+        )?
+        .run()
+        .await
+        .map_err(fail)?;
+        Ok(())
     }
 
     async fn pending_deployments(
