@@ -84,7 +84,7 @@ WASM_FEATURES := mutable-globals sign-ext nontrapping-float-to-int bulk-memory m
 # Rebuilt only when a source changed: `wrangler dev` runs `make build` itself on start, and rewriting the Wasm
 # under a running test suite (or a running `make dev`) would hand workerd a half-written module. The optimised
 # module replaces the old one in one rename for the same reason.
-WORKER_SOURCES := $(shell find src -name '*.rs' -o -name '*.mjs') Cargo.toml Cargo.lock $(wildcard worker-template/*.js)
+WORKER_SOURCES := $(shell find src durable_objects -name '*.rs' -o -name '*.mjs') Cargo.toml Cargo.lock $(wildcard worker-template/*.js)
 
 build: setup build/index_bg.wasm dashboard/dist/index.html target/debug/webhost
 	@printf 'build/index_bg.wasm: %s bytes raw, %s gzip\n' "$$(wc -c < build/index_bg.wasm)" "$$(gzip -9 -c build/index_bg.wasm | wc -c)"

@@ -1,6 +1,7 @@
 //! Durable Object classes. Each is a thin shell: it parses the request, keeps its state in storage and hands
 //! every decision to a pure function in `domain` (tested natively). Exported from the worker's entry module.
 
+mod deploy_follower;
 mod user_feed;
 mod user_gate;
 

@@ -19,36 +19,77 @@ const user = (subject, tier) => stack.user(subject, tier);
 const deployImage = (token, agentId, json) => stack.deployImage(token, agentId, json);
 const invocations = () => stack.invocations();
 
-test("a version slower than the deploy's 18 s stays deploying, and the cron job follows it to active", { timeout: 120_000 }, async () => {
+test("a version slower than the deploy's 18 s stays deploying, and its follower takes it to active once READY, with no cron run", { timeout: 120_000 }, async () => {
   const pro = await user("agentcore_slow", "pro");
   const agent = (await app.createAgent(pro.token, { name: "slow-container" })).body;
   agentcore.holdVersions(true);
+  let accepted;
   try {
-    const accepted = await app.deploy(pro.token, agent.id, { runtimeProvider: "agentcore", containerUri: IMAGE("slow") });
+    accepted = await app.deploy(pro.token, agent.id, { runtimeProvider: "agentcore", containerUri: IMAGE("slow") });
     assert.equal(accepted.status, 202, accepted.text);
-    // Past the deploy's own budget: still deploying, its version recorded, nothing failed.
-    await new Promise((r) => setTimeout(r, 23_000));
+    // Past the deploy's own budget and the follower's first looks: still deploying, its version recorded.
+    await new Promise((r) => setTimeout(r, 32_000));
     const pending = (await app.getDeployment(pro.token, agent.id, accepted.body.id)).body;
     assert.equal(pending.status, "deploying", JSON.stringify(pending.error));
     assert.match(pending.providerRef, /\?version=1&qualifier=/);
-    // The cron job leaves it alone while AgentCore is still at work …
-    await app.db.prepare("UPDATE deployments SET created_at = created_at - 120000 WHERE id = ?1").bind(accepted.body.id).run();
-    await app.runScheduled();
-    assert.equal((await app.getDeployment(pro.token, agent.id, accepted.body.id)).body.status, "deploying");
-    // … and finishes it once the version is READY (the endpoint made on the way).
-    agentcore.holdVersions(false);
-    await app.until("the version to start", async () => agentcore.runtimes().find((r) => r.name === `webhost_${agent.id.slice(4)}`)?.versions[0].status === "READY");
-    const done = await app.until("the follow-up", async () => {
-      await app.runScheduled();
-      const now = (await app.getDeployment(pro.token, agent.id, accepted.body.id)).body;
-      return now.status !== "deploying" ? now : null;
-    });
-    assert.equal(done.status, "active", JSON.stringify(done.error));
-    assert.equal((await app.getAgent(pro.token, agent.id)).body.activeDeploymentId, done.id);
-    assert.equal((await app.invoke(pro.token, agent.id, invokeBody("finally"))).body.output.text, "[slow] finally");
+    const looks = agentcore.requests().filter((r) => r.operation === "GetAgentRuntime").length;
+    assert.ok(looks >= 2, `the follower looked at the version (${looks} looks)`);
   } finally {
     agentcore.holdVersions(false);
   }
+  // AgentCore brings it up; the follower (every 5 s at this age) makes the endpoint and ends the deploy.
+  const done = await app.until("the follower to end it", async () => {
+    const now = (await app.getDeployment(pro.token, agent.id, accepted.body.id)).body;
+    return now.status !== "deploying" ? now : null;
+  }, 30_000);
+  assert.equal(done.status, "active", JSON.stringify(done.error));
+  assert.equal((await app.getAgent(pro.token, agent.id)).body.activeDeploymentId, done.id);
+  assert.equal((await app.invoke(pro.token, agent.id, invokeBody("finally"))).body.output.text, "[slow] finally");
+  const trail = await app.until("the owner's trail", async () => {
+    const rows = (await app.request("GET", "/v1/audit?action=deploy.finish", { token: pro.token })).body.entries ?? [];
+    return rows.find((r) => r.target === accepted.body.id);
+  });
+  assert.equal(trail.outcome, "ok");
+});
+
+test("a deploy cut off before it recorded anything is failed by its follower (step interrupted) and holds nothing up", { timeout: 90_000 }, async () => {
+  const pro = await user("agentcore_interrupted", "pro");
+  const agent = (await app.createAgent(pro.token, { name: "interrupted-container" })).body;
+  const first = await deployImage(pro.token, agent.id, { containerUri: IMAGE("v1") });
+  assert.equal(first.status, "active", JSON.stringify(first.error));
+  // A deploy whose background work Workers ended 100 s ago, before it recorded its version: a row still
+  // `deploying`, with no provider reference, and its follower told (as the deploy's background work does first).
+  const id = `dep_${"cafe".repeat(6)}`;
+  const createdAt = Date.now() - 100_000;
+  const columns = (await app.db.prepare("PRAGMA table_info(deployments)").all()).results.map((c) => c.name);
+  const override = { id: "?1", version: "version + 1", status: "'deploying'", provider_ref: "NULL", error_json: "NULL", idempotency_key: "NULL", script_name: "'wh-dep-" + "cafe".repeat(6) + "'", created_at: "?2", updated_at: "?2", finished_at: "NULL", script_deleted_at: "NULL" };
+  await app.db
+    .prepare(`INSERT INTO deployments (${columns.join(", ")}) SELECT ${columns.map((c) => override[c] ?? c).join(", ")} FROM deployments WHERE id = ?3`)
+    .bind(id, createdAt, first.id)
+    .run();
+  // While it is deploying, the agent's next AgentCore deploy waits for it.
+  expectError(assert, await app.deploy(pro.token, agent.id, { runtimeProvider: "agentcore", containerUri: IMAGE("v2") }), 409, "deploy_in_progress");
+  const follower = await app.durableObject("DEPLOY_FOLLOWER", id);
+  const told = await follower.fetch("https://follower/follow", {
+    method: "POST",
+    body: JSON.stringify({ userId: pro.id, agentId: agent.id, deploymentId: id, createdAt }),
+  });
+  assert.equal(told.status, 200, await told.text());
+  const failed = await app.until("the follower to fail it", async () => {
+    const now = (await app.getDeployment(pro.token, agent.id, id)).body;
+    return now.status === "failed" ? now : null;
+  }, 30_000);
+  assert.equal(failed.error.step, "interrupted");
+  assert.match(failed.error.message, /deploy again/);
+  const trail = await app.until("the owner's trail", async () => {
+    const rows = (await app.request("GET", "/v1/audit?action=deploy.finish", { token: pro.token })).body.entries ?? [];
+    return rows.find((r) => r.target === id);
+  });
+  assert.equal(trail.outcome, "failed");
+  // The agent kept serving its active deployment, and deploys again.
+  assert.equal((await app.getAgent(pro.token, agent.id)).body.activeDeploymentId, first.id);
+  const next = await deployImage(pro.token, agent.id, { containerUri: IMAGE("v2") });
+  assert.equal(next.status, "active", JSON.stringify(next.error));
 });
 
 test("recovery: a failed first version takes its runtime with it so the next deploy starts afresh; a runtime nobody recorded is found by name", { timeout: 90_000 }, async () => {

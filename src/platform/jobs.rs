@@ -6,6 +6,7 @@ use super::bindings::d1_database;
 use super::cloudflare::FetchProvider;
 use super::config_cache::load_config;
 use super::d1::D1Store;
+use super::durable::deploy_follower;
 use super::durable::user_feed::publish_now;
 use super::durable::user_gate::UserGateClient;
 use super::JsClock;
@@ -197,6 +198,51 @@ async fn clean_up(
     deployments::clean_up(&store, &runtime, &FetchAws, &JsClock, deploy).await
 }
 
+/// One look at a deploy its follower (`DeployFollower`) holds; reports it if it ended now. Answers when to look
+/// again (`None`: never).
+pub(crate) async fn follow_one(
+    env: &Env,
+    request: &deployments::FollowRequest,
+) -> Result<Option<i64>, String> {
+    let config = load_config(env).map_err(|e| e.internal_cause.unwrap_or(e.message))?;
+    let Some(deploy) = &config.deploy else {
+        return Ok(None);
+    };
+    let store = D1Store::new(d1_database(env).map_err(|e| e.message)?);
+    let provider = FetchProvider {
+        base_url: &deploy.api_base_url,
+        api_token: &deploy.api_token,
+    };
+    let (owner, agent, id) = request.ids();
+    let step = deployments::follow_deployment(
+        &store,
+        &UserGateClient::new(env),
+        &runtimes(&store, &provider, deploy),
+        &JsClock,
+        &owner,
+        &agent,
+        &id,
+    )
+    .await
+    .map_err(|e| e.internal_cause.unwrap_or(e.message))?;
+    Ok(match step {
+        deployments::FollowStep::Finished {
+            deployment: d,
+            status,
+            served_before,
+        } => {
+            console_log!("deploy {} finished {} (followed)", d.id, status.as_str());
+            report_finished(env, &d.user_id, &d.agent_id, &d.id, Some(status)).await;
+            publish_deployment(env, &store, deploy, &d.user_id, &d.agent_id, d.id.as_str()).await;
+            publish_pointer_moved(env, &store, deploy, &d.user_id, &d.agent_id, served_before)
+                .await;
+            None
+        }
+        deployments::FollowStep::Again(after_ms) => Some(after_ms),
+        deployments::FollowStep::Over => None,
+    })
+}
+
 /// The owner's trail of how a deploy they asked for ended (`status` `None`: it could not be recorded).
 async fn report_finished(
     env: &Env,
@@ -344,6 +390,10 @@ pub(super) fn in_background(
         let outcome = match work {
             Background::Deploy(pending) => {
                 let id = pending.deployment.id.clone();
+                // Its follower ends it should this work be cut off, or leave it pending (AgentCore).
+                if let Err(e) = deploy_follower::follow(&env, &pending.deployment).await {
+                    console_error!("deploy {id}: its follower was not told: {e}");
+                }
                 let (owner, agent) = (
                     pending.deployment.user_id.clone(),
                     pending.deployment.agent_id.clone(),
@@ -383,7 +433,7 @@ pub(super) fn in_background(
                     store_artifact(&env, &store, spec, sha256).await;
                 }
                 let outcome = match outcome {
-                    // Left to the cron job (AgentCore still starting the version): reported when it ends.
+                    // Left to its follower (AgentCore still starting the version): reported when it ends.
                     Ok(DeploymentStatus::Deploying) => Ok(()),
                     ended => {
                         let status = ended.as_ref().ok().copied();

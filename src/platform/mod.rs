@@ -25,6 +25,7 @@ mod upstream;
 // What the Durable Object shells (durable_objects/) use of the adapter.
 pub(crate) use bindings::{d1_database, TIER_ENTITLEMENTS_VAR};
 pub(crate) use d1::D1Store;
+pub(crate) use jobs::follow_one;
 
 use crate::app::ports::Clock;
 use crate::domain::ids::RequestId;

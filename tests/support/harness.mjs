@@ -76,6 +76,7 @@ export function miniflareOptions(bindings, extra = {}, dispatcher = null) {
     durableObjects: {
       USER_GATE: { className: "UserGate", useSQLite: true },
       USER_FEED: { className: "UserFeed", useSQLite: true },
+      DEPLOY_FOLLOWER: { className: "DeployFollower", useSQLite: true },
     },
     bindings,
   };

@@ -5,6 +5,7 @@ pub mod agentcore;
 pub mod artifact;
 pub mod bundle_request;
 mod cleanup;
+mod follow;
 mod limits;
 mod restore;
 mod retries;
@@ -13,6 +14,10 @@ pub use restore::Uploader;
 
 pub use cleanup::clean_up;
 use cleanup::delete_script;
+pub use follow::{
+    follow_deployment, follow_pending, FollowRequest, FollowStep, DEPLOY_FOLLOWER_BINDING,
+    FOLLOW_PATH,
+};
 
 pub use limits::deploy_limit_error;
 use retries::{call_retrying, retried};
@@ -445,7 +450,7 @@ pub async fn run_deploy<S: DeploymentStore, C: Clock>(
 /// told before and after, so the next call routes to it; `failed` with what it left on the provider removed (best
 /// effort). `None` while it is pending, and when another follower finished it first — only the one that changed
 /// the row acts on it (removes, reports), so two followers never undo each other.
-async fn finish<S: DeploymentStore>(
+pub(super) async fn finish<S: DeploymentStore>(
     store: &S,
     gate: &impl GateNotifier,
     runtime: &impl RuntimeProvider,
@@ -494,37 +499,6 @@ async fn finish<S: DeploymentStore>(
         }
     }
 }
-
-/// The cron job's follow-up: deploys their runtime left pending (AgentCore versions take minutes), each looked
-/// at once and finished when its runtime says so. Returns the ones that finished, how, and the deployment their
-/// agent served before (to report it inactive when the pointer moved).
-pub async fn follow_pending<S: Store + DeploymentStore, C: Clock>(
-    store: &S,
-    gate: &impl GateNotifier,
-    runtime: &impl RuntimeProvider,
-    clock: &C,
-) -> Result<Vec<(Deployment, DeploymentStatus, Option<String>)>, ApiError> {
-    let mut finished = Vec::new();
-    // Not the ones a request's own background work is still following.
-    let started_before = clock.now_ms() - FOLLOW_AFTER_MS;
-    for d in store.pending_deployments(started_before, 20).await? {
-        let served_before = store
-            .agent(&d.user_id, &d.agent_id)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|a| a.active_deployment_id);
-        let outcome = runtime.follow(&d).await;
-        // One that cannot be finished now (storage, the gate) is looked at again on the next run.
-        if let Ok(Some(status)) = finish(store, gate, runtime, clock, &d, outcome).await {
-            finished.push((d, status, served_before));
-        }
-    }
-    Ok(finished)
-}
-
-/// A deploy's own background work follows it for `MAX_RETRY_WAIT_MS` plus its calls; the cron job after that.
-const FOLLOW_AFTER_MS: i64 = 60_000;
 
 /// Cloudflare Workers as a runtime provider: a deployment is a script (the gateway guard in front of the agent's
 /// modules), uploaded with its bindings in one call and live once its URL answers.
