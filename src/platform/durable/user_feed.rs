@@ -11,7 +11,6 @@ use serde::Serialize;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::Duration;
-use wasm_bindgen::JsValue;
 use worker::{console_error, Context, Env, Headers, Method, Request, RequestInit, Response};
 
 /// Usage moves with every call: at most one `usage` event per user per this long from one isolate, the last
@@ -41,23 +40,14 @@ fn stub(env: &Env, user: &UserId) -> worker::Result<worker::Stub> {
 }
 
 async fn send(env: &Env, user: &UserId, publication: &Publication) -> worker::Result<()> {
-    let body =
-        serde_json::to_string(publication).map_err(|e| worker::Error::RustError(e.to_string()))?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_body(Some(JsValue::from_str(&body)));
-    let res = stub(env, user)?
-        .fetch_with_request(Request::new_with_init(
-            &format!("https://feed{FEED_PUBLISH_PATH}"),
-            &init,
-        )?)
-        .await?;
-    match res.status_code() {
-        200 => Ok(()),
-        status => Err(worker::Error::RustError(format!(
-            "{USER_FEED_BINDING} answered {status}"
-        ))),
-    }
+    super::post_json(
+        env,
+        USER_FEED_BINDING,
+        user.as_str(),
+        FEED_PUBLISH_PATH,
+        publication,
+    )
+    .await
 }
 
 /// Publishes `kind` with `data` to `user`'s feed after the answer.
