@@ -377,9 +377,10 @@ export async function startLocalAgentCore({
     } catch (e) {
       return awsError(424, "RuntimeClientError", `The runtime's container did not answer: ${e.message}`);
     }
-    if (answer.status >= 400) {
-      const text = (await answer.text()).slice(0, 1024);
-      return awsError(424, "RuntimeClientError", `The runtime's container answered ${answer.status}: ${text}`);
+    // As AgentCore does: any non-2xx of the container is a 424 naming its status, the container's body dropped.
+    if (answer.status >= 300) {
+      await answer.body?.cancel();
+      return awsError(424, "RuntimeClientError", `Received error (${answer.status}) from runtime. Please check your CloudWatch logs for more information.`);
     }
     res.writeHead(answer.status, {
       "content-type": answer.headers.get("content-type") ?? "application/json",

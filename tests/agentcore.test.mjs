@@ -130,6 +130,18 @@ test("AgentCore refusing a call (throttled, denied) is not the agent's answer: t
   const after = await app.invoke(pro.token, agent.id, invokeBody("again"));
   assert.equal(after.status, 200);
   assert.equal(remaining(after), remaining(before) - 2, "a call that reached the agent counts");
+  // The agent's own failure: AgentCore turns its status into a 424 RuntimeClientError naming it; the caller gets
+  // the agent's status back, retryable as on Cloudflare (5xx and 429), and the call counts.
+  for (const [status, retryable] of [[503, true], [429, true], [400, false]]) {
+    const failed = await app.invoke(pro.token, agent.id, invokeBody(`fail:${status}`));
+    const err = expectError(assert, failed, 502, "upstream_error");
+    assert.equal(err.details.upstreamStatus, status, failed.text);
+    assert.equal(err.retryable, retryable, `${status}`);
+    assert.match(err.details.upstreamBody, new RegExp(`Received error \\(${status}\\) from runtime`));
+    assert.ok(!failed.text.includes(agentcore.accountId), failed.text);
+  }
+  const last = await app.invoke(pro.token, agent.id, invokeBody("counted"));
+  assert.equal(remaining(last), remaining(before) - 6, "the agent's failures count");
 });
 
 test("bad agentcore deploys are refused before anything is created, naming the field", async () => {

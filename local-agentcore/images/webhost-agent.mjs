@@ -2,7 +2,8 @@
 // (worker-template/index.js, an invoke/v1 agent that streams and reports signed telemetry) served by Node on the
 // AgentCore HTTP contract — `POST /invocations` and `GET /ping` on $PORT (8080 in a real container). Its settings
 // are the runtime version's environment variables, as a container's are. IMAGE_TAG (the image's tag) is added to
-// every answer's text, so versions of one runtime can be told apart.
+// every answer's text, so versions of one runtime can be told apart. A last message `fail:<status>` makes it
+// answer that HTTP status with an error of its own (an agent failing, for tests of how its failure comes back).
 import http from "node:http";
 import { Readable } from "node:stream";
 import template from "../../worker-template/index.js";
@@ -21,6 +22,18 @@ const server = http.createServer(async (req, res) => {
   const chunks = [];
   for await (const chunk of req) chunks.push(chunk);
   let body = Buffer.concat(chunks);
+  if (req.url === "/invocations") {
+    let last = "";
+    try {
+      last = JSON.parse(body)?.input?.messages?.at(-1)?.content ?? "";
+    } catch {}
+    const failing = /^fail:(\d{3})$/.exec(typeof last === "string" ? last : "");
+    if (failing) {
+      res.writeHead(Number(failing[1]), { "content-type": "application/json" });
+      res.end(JSON.stringify({ error: { code: "agent_failed", message: `failing with ${failing[1]} on request` } }));
+      return;
+    }
+  }
   // The image's tag, so a test can tell which version answered.
   if (req.url === "/invocations" && tag !== "latest") {
     try {

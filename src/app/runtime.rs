@@ -242,21 +242,34 @@ pub fn provider_refusal(
     })
 }
 
-/// What the caller sees of an AgentCore `RuntimeClientError`: its message only, the platform's account id taken
-/// out (AgentCore's messages may name ARNs).
-pub fn agent_failure_body(body: &[u8], account_id: &str) -> Vec<u8> {
+/// An AgentCore `RuntimeClientError` as the agent's own failure: the status its container answered and what the
+/// caller sees of it. AgentCore answers every non-2xx of a container 424 with "Received error (N) from runtime…"
+/// and drops the container's body, so N is read from the message: the caller gets the agent's status (and, as on
+/// Cloudflare, a retryable error for its 5xx and 429). A failure with no status in it (a container that never
+/// became healthy) stays 424. The message only, the platform's account id taken out (AgentCore's messages may
+/// name ARNs).
+pub fn agent_failure(status: u16, body: &[u8], account_id: &str) -> (u16, Vec<u8>) {
     let message = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
         .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+    let agent_status = message
+        .split_once("Received error (")
+        .and_then(|(_, rest)| rest.split_once(") from runtime"))
+        .and_then(|(n, _)| n.parse::<u16>().ok())
+        .filter(|n| (400..=599).contains(n))
+        .unwrap_or(status);
     let message = if account_id.is_empty() {
         message
     } else {
         message.replace(account_id, "{account}")
     };
-    serde_json::json!({ "message": message })
-        .to_string()
-        .into_bytes()
+    (
+        agent_status,
+        serde_json::json!({ "message": message })
+            .to_string()
+            .into_bytes(),
+    )
 }
 
 #[cfg(test)]
@@ -349,8 +362,9 @@ mod tests {
             None,
             "any Cloudflare answer is the agent's"
         );
-        let shown = agent_failure_body(
-            br#"{"message":"The runtime arn:aws:bedrock-agentcore:us-east-1:123456789012:runtime/x answered 400"}"#,
+        let (status, shown) = agent_failure(
+            424,
+            br#"{"message":"The runtime arn:aws:bedrock-agentcore:us-east-1:123456789012:runtime/x did not start"}"#,
             "123456789012",
         );
         let shown = String::from_utf8(shown).unwrap();
@@ -358,6 +372,24 @@ mod tests {
             !shown.contains("123456789012") && shown.contains("{account}"),
             "{shown}"
         );
+        assert_eq!(status, 424, "no status of the agent's in it");
+    }
+
+    #[test]
+    fn an_agentcore_agents_own_status_is_read_from_the_runtime_client_error() {
+        let said = |n: &str| {
+            format!(
+                r#"{{"message":"Received error ({n}) from runtime. Please check your CloudWatch logs for more information."}}"#
+            )
+        };
+        for (n, expected) in [("500", 500), ("429", 429), ("400", 400), ("503", 503)] {
+            assert_eq!(agent_failure(424, said(n).as_bytes(), "").0, expected);
+        }
+        // Anything else is not a status of the agent's.
+        for n in ["200", "9999", "abc", ""] {
+            assert_eq!(agent_failure(424, said(n).as_bytes(), "").0, 424, "{n}");
+        }
+        assert_eq!(agent_failure(424, b"not json", "").0, 424);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::app::invoke::{
     stream_outcome, Admitted, InvokeGate, Meter, Refused, REFUSED_ROWS_PER_MINUTE,
 };
 use crate::app::ports::Clock;
-use crate::app::runtime::{agent_failure_body, provider_refusal, upstream_call, CallContext};
+use crate::app::runtime::{agent_failure, provider_refusal, upstream_call, CallContext};
 use crate::app::telemetry::UsageCharger;
 use crate::auth::verdict_cache::{VerdictCache, DEFAULT_CAPACITY};
 use crate::config::ServiceConfig;
@@ -579,9 +579,10 @@ async fn call(
         let mut body = read_bounded(&mut upstream, timeout_ms)
             .await
             .unwrap_or_default();
+        let mut status = status;
         if let Some(aws) = config.deploy.as_ref().and_then(|d| d.agentcore.as_ref()) {
             if deployment.deploy_target == "agentcore" {
-                body = agent_failure_body(&body, &aws.account_id);
+                (status, body) = agent_failure(status, &body, &aws.account_id);
             }
         }
         let err = target
