@@ -69,6 +69,11 @@ test("an agentcore deploy is a runtime version with its own endpoint, and the ga
   });
   assert.ok(rows.every((r) => r.runtime_provider === "agentcore"));
   assert.ok(rows.some((r) => r.trace_id === first.body.traceId), `${first.body.traceId} in ${rows.map((r) => r.trace_id)}`);
+  // The role as shown names the same role when sent back.
+  const redeployed = await app.deploy(pro.token, agent.id, { runtimeProvider: "agentcore", containerUri: IMAGE("v1"), executionRoleArn: done.executionRoleArn });
+  assert.equal(redeployed.status, 202, redeployed.text);
+  assert.equal(redeployed.body.executionRoleArn, shown(ROLE));
+  assert.equal((await app.settled(pro.token, agent.id, redeployed.body.id)).status, "active");
 });
 
 test("deploys are immutable versions: a new image is version 2, rollback serves version 1 again, a failing version changes nothing", { timeout: 90_000 }, async () => {

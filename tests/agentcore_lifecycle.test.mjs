@@ -27,13 +27,17 @@ test("a version slower than the deploy's 18 s stays deploying, and its follower 
   try {
     accepted = await app.deploy(pro.token, agent.id, { runtimeProvider: "agentcore", containerUri: IMAGE("slow") });
     assert.equal(accepted.status, 202, accepted.text);
-    // Past the deploy's own budget and the follower's first looks: still deploying, its version recorded.
-    await new Promise((r) => setTimeout(r, 32_000));
+    // Past the deploy's own budget (18 s, its calls answered at once here): still deploying, its version recorded.
+    const looks = () => agentcore.requests().filter((r) => r.operation === "GetAgentRuntime").length;
+    await new Promise((r) => setTimeout(r, 21_000));
     const pending = (await app.getDeployment(pro.token, agent.id, accepted.body.id)).body;
     assert.equal(pending.status, "deploying", JSON.stringify(pending.error));
     assert.match(pending.providerRef, /\?version=1&qualifier=/);
-    const looks = agentcore.requests().filter((r) => r.operation === "GetAgentRuntime").length;
-    assert.ok(looks >= 2, `the follower looked at the version (${looks} looks)`);
+    // From 25 s on, its follower looks at the version (every 5 s); AgentCore is still at work.
+    const before = looks();
+    await new Promise((r) => setTimeout(r, 11_000));
+    assert.ok(looks() > before, `the follower looked at the version (${looks() - before} looks after the deploy's own)`);
+    assert.equal((await app.getDeployment(pro.token, agent.id, accepted.body.id)).body.status, "deploying");
   } finally {
     agentcore.holdVersions(false);
   }
@@ -126,6 +130,11 @@ test("one AgentCore deploy of an agent at a time: a second while the first runs 
     await app.until("the first deploy's version", async () => versionsMade() === made + 1);
     const second = expectError(assert, await app.deploy(pro.token, agent.id, { runtimeProvider: "agentcore", containerUri: IMAGE("two") }), 409, "deploy_in_progress");
     assert.equal(second.retryable, true);
+    // A deploy limit that also holds it back is the one named (read with the refused insert).
+    assert.equal((await app.admin("PUT", `/users/${pro.id}/entitlements`, ADMIN, { deploysInFlight: 1 })).status, 200);
+    const limited = expectError(assert, await app.deploy(pro.token, agent.id, { runtimeProvider: "agentcore", containerUri: IMAGE("two") }), 429, "deploy_limit_reached");
+    assert.equal(limited.details.entitlement, "deploysInFlight");
+    assert.equal((await app.admin("PUT", `/users/${pro.id}/entitlements`, ADMIN, { deploysInFlight: 5 })).status, 200);
     await new Promise((r) => setTimeout(r, 500));
     assert.equal(versionsMade(), made + 1, "nothing sent for the refused deploy");
     // A Cloudflare deploy of the same agent is not held back.
@@ -170,24 +179,27 @@ test("deleting an agent's whole runtime and a new deploy of the agent exclude ea
   const named = () => agentcore.runtimes().filter((r) => r.name === `webhost_${agent.id.slice(4)}`);
   const calls = (operation) => agentcore.requests().filter((r) => r.operation === operation).length;
   const [deletes, versionsMade] = [calls("DeleteAgentRuntime"), () => calls("CreateAgentRuntime") + calls("UpdateAgentRuntime")];
-  // The failed first version takes its runtime with it; that deletion is held at AgentCore.
+  // The failed first version takes its runtime with it; that deletion is held at AgentCore (released within a
+  // second or two: the control plane gives up on a call after 5 s).
   const release = agentcore.holdCalls("DeleteAgentRuntime");
-  let made;
+  let made, cloudflare;
   try {
     agentcore.failNextVersions("exec format error");
     const first = await deployImage(pro.token, agent.id, { containerUri: IMAGE("v1") });
     assert.equal(first.status, "failed");
-    await app.until("the runtime's deletion to be sent", async () => calls("DeleteAgentRuntime") > deletes);
+    await app.until("the runtime's deletion to be sent", async () => calls("DeleteAgentRuntime") > deletes, 5_000);
     made = versionsMade();
+    // Taking the lease, the agent stopped recording the runtime: no deploy updates a runtime being deleted, even
+    // should this deletion's answer never come.
+    assert.equal((await app.db.prepare("SELECT agentcore_runtime_id AS r FROM agents WHERE id = ?1").bind(agent.id).first()).r, null);
     // Without the lease this deploy would add its version to the runtime being deleted, and lose it with it.
     const refused = expectError(assert, await app.deploy(pro.token, agent.id, { runtimeProvider: "agentcore", containerUri: IMAGE("v2") }), 409, "deploy_in_progress");
     assert.equal(refused.retryable, true);
     assert.equal(versionsMade(), made, "nothing sent for the refused deploy");
     // The lease is the agent's AgentCore runtime only: a Cloudflare deploy goes ahead.
-    const cloudflare = await app.deploy(pro.token, agent.id, {});
+    cloudflare = await app.deploy(pro.token, agent.id, {});
     assert.equal(cloudflare.status, 202, cloudflare.text);
-    await app.settled(pro.token, agent.id, cloudflare.body.id, 60_000);
-    // The deletion answered, but AgentCore is still deleting the runtime (its name is still taken).
+    // The deletion is answered, but AgentCore goes on deleting the runtime for a while (its name still taken).
     agentcore.holdDeletions(true);
   } finally {
     release();
@@ -203,6 +215,7 @@ test("deleting an agent's whole runtime and a new deploy of the agent exclude ea
   } finally {
     agentcore.holdDeletions(false);
   }
+  await app.settled(pro.token, agent.id, cloudflare.body.id, 60_000);
   const second = await app.settled(pro.token, agent.id, accepted.body.id, 60_000);
   assert.equal(second.status, "active", JSON.stringify(second.error));
   assert.match(second.providerRef, /\?version=1&/, "a new runtime, from version 1");

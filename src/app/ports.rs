@@ -330,21 +330,24 @@ pub trait DeploymentStore {
     /// The agent's AgentCore runtime `runtime_id` is gone (deleted, or found missing): forget it, unless the agent
     /// already records another.
     async fn forget_agentcore_runtime(&self, agent: &AgentId, runtime_id: &str) -> StoreResult<()>;
-    /// Takes the lease to delete the agent's whole AgentCore runtime (until `now` + the lease), only while no
-    /// deployment of the agent other than `except` still has a version in it (deploying, active or inactive, not
-    /// removed) and no one else holds it. While it is held, new AgentCore deploys of the agent are refused.
+    /// Takes the lease to delete the agent's whole AgentCore runtime `runtime_id`, until `lease_until`, only
+    /// while no deployment of the agent other than `except` still has a version in it (deploying, active or
+    /// inactive, not removed) and no one else holds it; in the same write the agent stops recording that runtime
+    /// (a deploy after this creates a new one, even if the deletion fails). While the lease is held, new AgentCore
+    /// deploys of the agent are refused.
     async fn claim_agentcore_runtime_removal(
         &self,
         agent: &AgentId,
+        runtime_id: &str,
         except: &DeploymentId,
         now: i64,
+        lease_until: i64,
     ) -> StoreResult<bool>;
-    /// Gives the lease back; with `deleted`, the runtime `runtime_id` is gone and forgotten in the same write.
+    /// Gives back the lease taken until `lease_until` (not one someone else took after it expired).
     async fn end_agentcore_runtime_removal(
         &self,
         agent: &AgentId,
-        runtime_id: &str,
-        deleted: bool,
+        lease_until: i64,
     ) -> StoreResult<()>;
 }
 

@@ -242,6 +242,21 @@ pub fn provider_refusal(
     })
 }
 
+/// An agent's own non-2xx answer as the caller sees it: on Cloudflare as it came; on AgentCore through
+/// `agent_failure` (`account_id`: the platform's AWS account, taken out of what is shown).
+pub fn agent_answer(
+    target: &DeploymentTarget,
+    status: u16,
+    body: Vec<u8>,
+    account_id: &str,
+) -> (u16, Vec<u8>) {
+    if target.runtime_provider == AGENTCORE || target.deploy_target == AGENTCORE {
+        agent_failure(status, &body, account_id)
+    } else {
+        (status, body)
+    }
+}
+
 /// An AgentCore `RuntimeClientError` as the agent's own failure: the status its container answered and what the
 /// caller sees of it. AgentCore answers every non-2xx of a container 424 with "Received error (N) from runtime…"
 /// and drops the container's body, so N is read from the message: the caller gets the agent's status (and, as on
@@ -390,6 +405,20 @@ mod tests {
             assert_eq!(agent_failure(424, said(n).as_bytes(), "").0, 424, "{n}");
         }
         assert_eq!(agent_failure(424, b"not json", "").0, 424);
+        // On Cloudflare the agent's answer is its own, as it came.
+        let workers = target("workers_dev", "https://x");
+        assert_eq!(
+            agent_answer(&workers, 424, said("500").into_bytes(), ""),
+            (424, said("500").into_bytes())
+        );
+        let agentcore = target(
+            "agentcore",
+            "arn:aws:bedrock-agentcore:us-east-1:123456789012:runtime/x?version=1&qualifier=q",
+        );
+        assert_eq!(
+            agent_answer(&agentcore, 424, said("500").into_bytes(), "").0,
+            500
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::app::invoke::{
     stream_outcome, Admitted, InvokeGate, Meter, Refused, REFUSED_ROWS_PER_MINUTE,
 };
 use crate::app::ports::Clock;
-use crate::app::runtime::{agent_failure, provider_refusal, upstream_call, CallContext};
+use crate::app::runtime::{agent_answer, provider_refusal, upstream_call, CallContext};
 use crate::app::telemetry::UsageCharger;
 use crate::auth::verdict_cache::{VerdictCache, DEFAULT_CAPACITY};
 use crate::config::ServiceConfig;
@@ -576,15 +576,15 @@ async fn call(
     let timeout_ms = config.invoke_timeout_ms;
 
     if !(200..300).contains(&status) {
-        let mut body = read_bounded(&mut upstream, timeout_ms)
+        let body = read_bounded(&mut upstream, timeout_ms)
             .await
             .unwrap_or_default();
-        let mut status = status;
-        if let Some(aws) = config.deploy.as_ref().and_then(|d| d.agentcore.as_ref()) {
-            if deployment.deploy_target == "agentcore" {
-                (status, body) = agent_failure(status, &body, &aws.account_id);
-            }
-        }
+        let account_id = config
+            .deploy
+            .as_ref()
+            .and_then(|d| d.agentcore.as_ref())
+            .map_or("", |aws| aws.account_id.as_str());
+        let (status, body) = agent_answer(deployment, status, body, account_id);
         let err = target
             .failure(UpstreamFailure::Status { status, body }, streaming)
             .with_headers(headers);

@@ -6,7 +6,6 @@ use super::bindings::d1_database;
 use super::cloudflare::FetchProvider;
 use super::config_cache::load_config;
 use super::d1::D1Store;
-use super::durable::deploy_follower;
 use super::durable::user_feed::publish_now;
 use super::durable::user_gate::UserGateClient;
 use super::JsClock;
@@ -390,10 +389,6 @@ pub(super) fn in_background(
         let outcome = match work {
             Background::Deploy(pending) => {
                 let id = pending.deployment.id.clone();
-                // Its follower ends it should this work be cut off, or leave it pending (AgentCore).
-                if let Err(e) = deploy_follower::follow(&env, &pending.deployment).await {
-                    console_error!("deploy {id}: its follower was not told: {e}");
-                }
                 let (owner, agent) = (
                     pending.deployment.user_id.clone(),
                     pending.deployment.agent_id.clone(),

@@ -5,6 +5,7 @@ use super::artifacts::R2Artifacts;
 use super::bindings::d1_database;
 use super::cloudflare::FetchProvider;
 use super::d1::D1Store;
+use super::durable::deploy_follower;
 use super::durable::user_feed::{self, publish};
 use super::durable::user_gate::UserGateClient;
 use super::jobs::{in_background, publish_pointer_moved, Background, WorkersTimer};
@@ -30,7 +31,7 @@ use serde_json::json;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use worker::{Context, Env, Method, Request};
+use worker::{console_error, Context, Env, Method, Request};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -319,6 +320,14 @@ async fn dispatch(
             .await?;
             let started = pending.is_some();
             if let Some(pending) = pending {
+                // Told before the answer: should the background work be cut off at any point, its follower
+                // still ends the deploy (best effort: the cron job and the timeout remain).
+                if let Err(e) = deploy_follower::follow(env, &pending.deployment).await {
+                    console_error!(
+                        "deploy {}: its follower was not told: {e}",
+                        pending.deployment.id
+                    );
+                }
                 in_background(ctx, env, config, Background::Deploy(Box::new(pending)));
             }
             // A replayed Idempotency-Key answers the stored deployment, which may have failed since.

@@ -59,6 +59,10 @@ fn deployment_error(step: &str, failure: &AwsFailure) -> DeploymentError {
     }
 }
 
+/// How long deleting an agent's whole runtime holds off its new AgentCore deploys at most (one call of at most
+/// 5 s, and time for one that timed out on our side to land at AgentCore).
+const RUNTIME_REMOVAL_LEASE_MS: i64 = 60_000;
+
 /// How long a deploy's own background work follows AgentCore, by the clock: with one call of at most 5 s after it
 /// (the platform's call timeout) and one more look, the work ends inside the 30 s the runtime gives work left after
 /// a response. What is not READY by then is left pending for the cron job.
@@ -91,16 +95,29 @@ async fn send_retrying<S: DeploymentStore>(
     }
 }
 
-/// The id of the live runtime named `name`, looked up (ListAgentRuntimes, page by page) when creating it said it
-/// exists. `None` when only a runtime being deleted holds it (listed as DELETING, or no longer listed at all).
+/// The id of the live runtime named `name`, looked up (ListAgentRuntimes, page by page, until `deadline_ms`) when
+/// creating it said it exists. `None` when only a runtime being deleted holds it (listed as DELETING, or no
+/// longer listed at all).
 async fn find_runtime(
     aws: &impl AwsApi,
     clock: &impl Clock,
     target: &AgentCoreTarget,
     name: &str,
+    deadline_ms: i64,
 ) -> Result<Option<String>, AwsFailure> {
     let mut next: Option<String> = None;
-    for _ in 0..20 {
+    loop {
+        if clock.now_ms() > deadline_ms {
+            return Err(AwsFailure {
+                operation: "ListAgentRuntimes",
+                endpoint: "GET /runtimes/".into(),
+                status: 0,
+                error_type: "timeout".into(),
+                message: format!(
+                    "Looking up the runtime named {name} took longer than the deploy's budget."
+                ),
+            });
+        }
         let page = aws
             .send(&target.list_runtimes(next.as_deref(), clock.now_ms()))
             .await?;
@@ -119,7 +136,6 @@ async fn find_runtime(
             None => return Ok(None),
         }
     }
-    Ok(None)
 }
 
 /// One look at a deployment's version and endpoint: `Serving` once both are READY, `Pending` while AgentCore is
@@ -264,8 +280,11 @@ pub(super) async fn deploy_image<S: DeploymentStore>(
     let (create, update) = (client_token("create", &d.id), client_token("update", &d.id));
     let mut answer = None;
     let mut name_wait = FIRST_POLL_WAIT_MS;
-    // A few turns: a runtime found missing, one found by name, the name waited for (bounded by the deadline).
-    for _ in 0..8 {
+    // A runtime found missing and one found by name take a turn each (a few at most); waiting for the name of a
+    // runtime being deleted is bounded by the deadline.
+    let mut turns = 0;
+    while turns < 4 {
+        turns += 1;
         match runtime.clone() {
             Some(id) => {
                 let sent = send_retrying(
@@ -322,7 +341,7 @@ pub(super) async fn deploy_image<S: DeploymentStore>(
                         break;
                     }
                     Err(f) if exists(&f) => {
-                        match find_runtime(aws, clock, target, &name)
+                        match find_runtime(aws, clock, target, &name, deadline_ms)
                             .await
                             .map_err(|f| deployment_error("runtime", &f))?
                         {
@@ -336,6 +355,7 @@ pub(super) async fn deploy_image<S: DeploymentStore>(
                             // The agent's previous runtime (its last version removed) is still going away: AgentCore
                             // frees its name once it is gone.
                             None if clock.now_ms() + name_wait as i64 <= deadline_ms => {
+                                turns -= 1;
                                 let _ = store.record_retry(&d.id).await;
                                 sleeper.sleep(name_wait).await;
                                 name_wait = (name_wait * 2).min(MAX_POLL_WAIT_MS);
@@ -525,18 +545,22 @@ pub(super) async fn remove_version<S: DeploymentStore>(
         )?;
         // The whole runtime goes under the agent's removal lease, which new AgentCore deploys of the agent wait
         // for: none can add a version to it between the check that no other version is in use and the delete.
+        // Taking it, the agent stops recording the runtime, so no later deploy updates a runtime being deleted.
+        // A deletion that failed keeps the lease until it expires (the call may still land at AgentCore); the
+        // clean-up job tries again.
+        let now = clock.now_ms();
+        let lease_until = now + RUNTIME_REMOVAL_LEASE_MS;
         if store
-            .claim_agentcore_runtime_removal(agent, id, clock.now_ms())
+            .claim_agentcore_runtime_removal(agent, runtime, id, now, lease_until)
             .await?
         {
-            let deleted = gone_ok(
+            gone_ok(
                 aws.send(&target.delete_runtime(runtime, None, clock.now_ms()))
                     .await,
-            );
+            )?;
             store
-                .end_agentcore_runtime_removal(agent, runtime, deleted.is_ok())
+                .end_agentcore_runtime_removal(agent, lease_until)
                 .await?;
-            deleted?;
         } else {
             gone_ok(
                 aws.send(&target.delete_runtime(runtime, Some(version), clock.now_ms()))

@@ -152,6 +152,11 @@ pub async fn request_deploy<S: Store + DeploymentStore, C: Clock>(
                 "an agentcore deploy runs a container image (containerUri), not an uploaded bundle",
             ));
         }
+        // A role as deployments show it (the platform's account as `{account}`) names the same role.
+        let mut request = request;
+        if let Some(role) = request.execution_role_arn.as_mut() {
+            *role = role.replace("{account}", &target.account_id);
+        }
         Workload::Image(request.validate_image(
             &target.execution_role_arn,
             &target.allowed_role_arns,

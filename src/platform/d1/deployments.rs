@@ -34,15 +34,16 @@ const INSERT_DEPLOYMENT: &str = "INSERT INTO deployments (id, agent_id, user_id,
      AND NOT (?4 = 'agentcore' AND (EXISTS (SELECT 1 FROM deployments WHERE agent_id = ?2 \
           AND status = 'deploying' AND runtime_provider = 'agentcore') \
           OR EXISTS (SELECT 1 FROM agents WHERE id = ?2 AND agentcore_removing_until > ?16)))";
-// ?1 agent. Whether a new AgentCore deploy of the agent is held back (INSERT_DEPLOYMENT's last condition).
+// ?2 now, ?3 agent. Whether a new AgentCore deploy of the agent is held back (INSERT_DEPLOYMENT's last condition).
 const AGENTCORE_BUSY: &str = "(EXISTS (SELECT 1 FROM deployments WHERE agent_id = ?3 \
      AND status = 'deploying' AND runtime_provider = 'agentcore') \
      OR EXISTS (SELECT 1 FROM agents WHERE id = ?3 AND agentcore_removing_until > ?2)) AS agentcore_busy";
-// ?1 agent, ?2 the deployment removed, ?3 now: the lease to delete the agent's whole runtime, taken only while no
-// other deployment of the agent has a version in it and no one else holds it.
-const CLAIM_RUNTIME_REMOVAL: &str =
-    "UPDATE agents SET agentcore_removing_until = ?3 + 60000 WHERE id = ?1 \
-     AND (agentcore_removing_until IS NULL OR agentcore_removing_until <= ?3) \
+// ?1 agent, ?2 the deployment removed, ?3 now, ?4 lease end, ?5 the runtime: the lease to delete the agent's
+// whole runtime, taken only while no other deployment of the agent has a version in it and no one else holds it;
+// the agent stops recording the runtime in the same write.
+const CLAIM_RUNTIME_REMOVAL: &str = "UPDATE agents SET agentcore_removing_until = ?4, \
+     agentcore_runtime_id = CASE WHEN agentcore_runtime_id = ?5 THEN NULL ELSE agentcore_runtime_id END \
+     WHERE id = ?1 AND (agentcore_removing_until IS NULL OR agentcore_removing_until <= ?3) \
      AND NOT EXISTS (SELECT 1 FROM deployments WHERE agent_id = ?1 AND id != ?2 \
           AND runtime_provider = 'agentcore' AND status != 'failed' AND script_deleted_at IS NULL) \
      RETURNING id";
@@ -618,13 +619,21 @@ impl DeploymentStore for D1Store {
     async fn claim_agentcore_runtime_removal(
         &self,
         agent: &AgentId,
+        runtime_id: &str,
         except: &DeploymentId,
         now: i64,
+        lease_until: i64,
     ) -> StoreResult<bool> {
         let rows: Vec<IdRow> = self
             .rows(
                 CLAIM_RUNTIME_REMOVAL,
-                &[text(agent.as_str()), text(except.as_str()), number(now)],
+                &[
+                    text(agent.as_str()),
+                    text(except.as_str()),
+                    number(now),
+                    number(lease_until),
+                    text(runtime_id),
+                ],
             )
             .await?;
         Ok(!rows.is_empty())
@@ -633,13 +642,12 @@ impl DeploymentStore for D1Store {
     async fn end_agentcore_runtime_removal(
         &self,
         agent: &AgentId,
-        runtime_id: &str,
-        deleted: bool,
+        lease_until: i64,
     ) -> StoreResult<()> {
         self.statement(
-            "UPDATE agents SET agentcore_removing_until = NULL, agentcore_runtime_id = \
-             CASE WHEN ?3 = 1 AND agentcore_runtime_id = ?2 THEN NULL ELSE agentcore_runtime_id END WHERE id = ?1",
-            &[text(agent.as_str()), text(runtime_id), number(deleted as i64)],
+            "UPDATE agents SET agentcore_removing_until = NULL \
+             WHERE id = ?1 AND agentcore_removing_until = ?2",
+            &[text(agent.as_str()), number(lease_until)],
         )?
         .run()
         .await
