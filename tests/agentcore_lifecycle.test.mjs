@@ -173,14 +173,14 @@ test("a version that never becomes ready is failed by the 10-minute timeout, rep
   }
 });
 
-test("deleting an agent's whole runtime and a new deploy of the agent exclude each other; a deploy waits for the deleted runtime's name", { timeout: 90_000 }, async () => {
+test("deleting an agent's whole runtime and a new deploy of the agent exclude each other; a deploy waits for the deleted runtime's name", { timeout: 170_000 }, async () => {
   const pro = await user("agentcore_lease", "pro");
   const agent = (await app.createAgent(pro.token, { name: "leased-container" })).body;
   const named = () => agentcore.runtimes().filter((r) => r.name === `webhost_${agent.id.slice(4)}`);
   const calls = (operation) => agentcore.requests().filter((r) => r.operation === operation).length;
   const [deletes, versionsMade] = [calls("DeleteAgentRuntime"), () => calls("CreateAgentRuntime") + calls("UpdateAgentRuntime")];
-  // The failed first version takes its runtime with it; that deletion is held at AgentCore (released within a
-  // second or two: the control plane gives up on a call after 5 s).
+  // The failed first version takes its runtime with it; that deletion is held at AgentCore, and released within
+  // a second or two (should the control plane give up on the call first, after 5 s, the lease expires instead).
   const release = agentcore.holdCalls("DeleteAgentRuntime");
   let made, cloudflare;
   try {
@@ -206,7 +206,10 @@ test("deleting an agent's whole runtime and a new deploy of the agent exclude ea
   }
   let accepted;
   try {
-    await app.until("the lease to be given back", async () => (await app.db.prepare("SELECT agentcore_removing_until AS t FROM agents WHERE id = ?1").bind(agent.id).first()).t === null);
+    await app.until("the lease to be given back", async () => {
+      const t = (await app.db.prepare("SELECT agentcore_removing_until AS t FROM agents WHERE id = ?1").bind(agent.id).first()).t;
+      return t === null || t <= Date.now();
+    }, 70_000);
     const lists = calls("ListAgentRuntimes");
     accepted = await app.deploy(pro.token, agent.id, { runtimeProvider: "agentcore", containerUri: IMAGE("v2") });
     assert.equal(accepted.status, 202, accepted.text);

@@ -320,14 +320,15 @@ async fn dispatch(
             .await?;
             let started = pending.is_some();
             if let Some(pending) = pending {
-                // Told before the answer: should the background work be cut off at any point, its follower
-                // still ends the deploy (best effort: the cron job and the timeout remain).
-                if let Err(e) = deploy_follower::follow(env, &pending.deployment).await {
-                    console_error!(
-                        "deploy {}: its follower was not told: {e}",
-                        pending.deployment.id
-                    );
-                }
+                // Its follower is told in work of its own, started first: should the deploy's background work be
+                // cut off at any point, the follower still ends the deploy (best effort: the cron job and the
+                // timeout remain). The answer waits for neither.
+                let (follow_env, followed) = (env.clone(), pending.deployment.clone());
+                ctx.wait_until(async move {
+                    if let Err(e) = deploy_follower::follow(&follow_env, &followed).await {
+                        console_error!("deploy {}: its follower was not told: {e}", followed.id);
+                    }
+                });
                 in_background(ctx, env, config, Background::Deploy(Box::new(pending)));
             }
             // A replayed Idempotency-Key answers the stored deployment, which may have failed since.

@@ -95,32 +95,22 @@ async fn send_retrying<S: DeploymentStore>(
     }
 }
 
-/// The id of the live runtime named `name`, looked up (ListAgentRuntimes, page by page, until `deadline_ms`) when
-/// creating it said it exists. `None` when only a runtime being deleted holds it (listed as DELETING, or no
-/// longer listed at all).
+/// The id of the live runtime named `name`, looked up (ListAgentRuntimes, page by page; pages after the first
+/// only until `deadline_ms`) when creating it said it exists. `None` when only a runtime being deleted holds it
+/// (listed as DELETING, or no longer listed at all).
 async fn find_runtime(
     aws: &impl AwsApi,
     clock: &impl Clock,
     target: &AgentCoreTarget,
     name: &str,
     deadline_ms: i64,
-) -> Result<Option<String>, AwsFailure> {
+) -> Result<Option<String>, DeploymentError> {
     let mut next: Option<String> = None;
     loop {
-        if clock.now_ms() > deadline_ms {
-            return Err(AwsFailure {
-                operation: "ListAgentRuntimes",
-                endpoint: "GET /runtimes/".into(),
-                status: 0,
-                error_type: "timeout".into(),
-                message: format!(
-                    "Looking up the runtime named {name} took longer than the deploy's budget."
-                ),
-            });
-        }
         let page = aws
             .send(&target.list_runtimes(next.as_deref(), clock.now_ms()))
-            .await?;
+            .await
+            .map_err(|f| deployment_error("runtime", &f))?;
         // One being deleted is no runtime to deploy to.
         let found = page["agentRuntimes"].as_array().and_then(|runtimes| {
             runtimes
@@ -132,6 +122,15 @@ async fn find_runtime(
             return Ok(found);
         }
         match page["nextToken"].as_str() {
+            Some(_) if clock.now_ms() > deadline_ms => {
+                return Err(DeploymentError::platform(
+                    "runtime",
+                    "timeout",
+                    format!(
+                        "The runtime named {name} could not be looked up within the deploy's budget; deploy again."
+                    ),
+                ))
+            }
             Some(token) => next = Some(token.to_owned()),
             None => return Ok(None),
         }
@@ -341,10 +340,7 @@ pub(super) async fn deploy_image<S: DeploymentStore>(
                         break;
                     }
                     Err(f) if exists(&f) => {
-                        match find_runtime(aws, clock, target, &name, deadline_ms)
-                            .await
-                            .map_err(|f| deployment_error("runtime", &f))?
-                        {
+                        match find_runtime(aws, clock, target, &name, deadline_ms).await? {
                             Some(found) => {
                                 store
                                     .set_agentcore_runtime(&d.agent_id, &found)
