@@ -65,7 +65,7 @@ export async function startLocalAgentCore({
   let failNextVersions = []; // failure reasons for the next versions to start
   let holding = false; // versions stay CREATING/UPDATING while set (AgentCore often takes minutes)
   let holdingDeletions = false; // deleted runtimes stay DELETING (their names taken) while set
-  const heldCalls = new Map(); // operation → a promise its answers wait for
+  const heldCalls = new Map(); // operation → { until: a promise its answers wait for, runFirst }
   let closed = false;
   const children = new Set(); // every image process started, so closing stops them all
 
@@ -168,7 +168,8 @@ export async function startLocalAgentCore({
     if (!Array.isArray(allowlist) || allowlist.length > 20 || allowlist.some((h) => typeof h !== "string" || !/^[A-Za-z][A-Za-z0-9_-]{0,255}$/.test(h))) {
       return { error: validation("'requestHeaderConfiguration.requestHeaderAllowlist' must list at most 20 header names", [{ name: "requestHeaderConfiguration", message: "invalid" }]) };
     }
-    return { containerUri: uri, roleArn: body.roleArn, networkConfiguration: body.networkConfiguration ?? { networkMode: "PUBLIC" }, environmentVariables: env, protocolConfiguration: body.protocolConfiguration ?? { serverProtocol: "HTTP" }, requestHeaderAllowlist: allowlist.map((h) => h.toLowerCase()) };
+    // The description is a version's too: an update's replaces the runtime's for the version it makes.
+    return { description: typeof body?.description === "string" ? body.description : undefined, containerUri: uri, roleArn: body.roleArn, networkConfiguration: body.networkConfiguration ?? { networkMode: "PUBLIC" }, environmentVariables: env, protocolConfiguration: body.protocolConfiguration ?? { serverProtocol: "HTTP" }, requestHeaderAllowlist: allowlist.map((h) => h.toLowerCase()) };
   }
 
   function newVersion(runtime, config) {
@@ -194,7 +195,7 @@ export async function startLocalAgentCore({
       status: version.status,
       lifecycleConfiguration: { idleRuntimeSessionTimeout: 900, maxLifetime: 28800 },
       ...(version.failureReason ? { failureReason: version.failureReason } : {}),
-      description: runtime.description,
+      description: version.description ?? runtime.description,
       agentRuntimeArtifact: { containerConfiguration: { containerUri: version.containerUri } },
       protocolConfiguration: version.protocolConfiguration,
       ...(version.requestHeaderAllowlist.length ? { requestHeaderConfiguration: { requestHeaderAllowlist: version.requestHeaderAllowlist } } : {}),
@@ -310,7 +311,7 @@ export async function startLocalAgentCore({
       }];
     }
     if (sub === "versions" && method === "POST") {
-      return ["ListAgentRuntimeVersions", () => ok(200, { agentRuntimes: [...runtime.versions.values()].reverse().map((v) => ({ agentRuntimeArn: runtime.arn, agentRuntimeId: id, agentRuntimeVersion: v.number, agentRuntimeName: runtime.name, description: runtime.description ?? "", lastUpdatedAt: v.lastUpdatedAt, status: v.status })) })];
+      return ["ListAgentRuntimeVersions", () => ok(200, { agentRuntimes: [...runtime.versions.values()].reverse().map((v) => ({ agentRuntimeArn: runtime.arn, agentRuntimeId: id, agentRuntimeVersion: v.number, agentRuntimeName: runtime.name, description: v.description ?? runtime.description ?? "", lastUpdatedAt: v.lastUpdatedAt, status: v.status })) })];
     }
     if (sub === "runtime-endpoints" && !endpointName && method === "PUT") {
       return ["CreateAgentRuntimeEndpoint", () => {
@@ -428,7 +429,14 @@ export async function startLocalAgentCore({
         }
         const [operation, run] = control(req.method, segments.slice(1), query, json);
         requests.push({ operation, accessKeyId: checked.accessKeyId, body: json });
-        await heldCalls.get(operation);
+        const held = heldCalls.get(operation);
+        if (held?.runFirst) {
+          // Done at once, its answer lost on the way (the caller gives up waiting): as a call that timed out.
+          const answer = takeFault(operation) ?? run();
+          await held.until;
+          return send(answer);
+        }
+        await held?.until;
         send(takeFault(operation) ?? run());
       } catch (e) {
         log(`error: ${e.stack}`);
@@ -476,10 +484,13 @@ export async function startLocalAgentCore({
     holdVersions: (hold) => (holding = hold),
     /** While held, a deleted runtime stays DELETING, its name taken (AgentCore deletes in the background). */
     holdDeletions: (hold) => (holdingDeletions = hold),
-    /** Calls of `operation` are received (and listed) but not answered until the returned function is called. */
-    holdCalls(operation) {
+    /**
+     * Calls of `operation` are received (and listed) but not answered until the returned function is called; with
+     * `runFirst` they are carried out at once and only their answers held (an answer lost on the way).
+     */
+    holdCalls(operation, { runFirst = false } = {}) {
       let release;
-      heldCalls.set(operation, new Promise((resolve) => (release = resolve)));
+      heldCalls.set(operation, { until: new Promise((resolve) => (release = resolve)), runFirst });
       return () => {
         heldCalls.delete(operation);
         release();

@@ -226,3 +226,31 @@ test("deleting an agent's whole runtime and a new deploy of the agent exclude ea
   assert.equal(named().length, 1);
   assert.equal((await app.invoke(pro.token, agent.id, invokeBody("after the lease"))).body.output.text, "[v2] after the lease");
 });
+
+test("a version AgentCore made though its answer was lost is found by its description and deleted with the failed deploy", { timeout: 120_000 }, async () => {
+  const pro = await user("agentcore_lost_answer", "pro");
+  const agent = (await app.createAgent(pro.token, { name: "lost-answer-container" })).body;
+  const first = await deployImage(pro.token, agent.id, { containerUri: IMAGE("v1") });
+  assert.equal(first.status, "active", JSON.stringify(first.error));
+  const runtime = () => agentcore.runtimes().find((r) => r.name === `webhost_${agent.id.slice(4)}`);
+  // AgentCore makes the version, but no answer ever arrives (each try times out after 5 s, until the deploy's
+  // budget is spent): the deploy fails without knowing the version exists.
+  const release = agentcore.holdCalls("UpdateAgentRuntime", { runFirst: true });
+  let failed;
+  try {
+    const accepted = await app.deploy(pro.token, agent.id, { runtimeProvider: "agentcore", containerUri: IMAGE("v2") });
+    assert.equal(accepted.status, 202, accepted.text);
+    failed = await app.settled(pro.token, agent.id, accepted.body.id, 60_000);
+  } finally {
+    release();
+  }
+  assert.equal(failed.status, "failed");
+  assert.equal(failed.error.step, "runtime");
+  assert.equal(failed.providerRef, null, "it never learned of its version");
+  // The version it made is found by its description and deleted; the serving one stays and still answers.
+  await app.until("the unrecorded version's deletion", async () => runtime().versions.every((v) => v.number === "1"), 30_000);
+  assert.equal((await app.getAgent(pro.token, agent.id)).body.activeDeploymentId, first.id);
+  assert.equal((await app.invoke(pro.token, agent.id, invokeBody("still here"))).body.output.text, "[v1] still here");
+  const removed = agentcore.requests().filter((r) => r.operation === "ListAgentRuntimeVersions");
+  assert.ok(removed.length >= 1, "looked for by its description");
+});

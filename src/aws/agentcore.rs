@@ -146,6 +146,23 @@ pub struct RuntimeSpec {
     pub container_uri: String,
     pub role_arn: String,
     pub environment: BTreeMap<String, String>,
+    /// The version's description: names the deployment it is for (`version_description`), so a version whose
+    /// making was never recorded can still be found and deleted.
+    pub description: String,
+}
+
+/// A list call's query: a page of at most 100, from `next_token` when it is a later page.
+fn page_query(next_token: Option<&str>) -> Vec<(String, String)> {
+    let mut query = vec![("maxResults".to_owned(), "100".to_owned())];
+    if let Some(token) = next_token {
+        query.push(("nextToken".into(), token.into()));
+    }
+    query
+}
+
+/// The description of the runtime version made for deployment `id`.
+pub fn version_description(id: &DeploymentId) -> String {
+    format!("webhost.systems deployment {id}")
 }
 
 impl fmt::Debug for RuntimeSpec {
@@ -154,6 +171,7 @@ impl fmt::Debug for RuntimeSpec {
             .field("container_uri", &self.container_uri)
             .field("role_arn", &self.role_arn)
             .field("environment", &self.environment.keys().collect::<Vec<_>>())
+            .field("description", &self.description)
             .finish()
     }
 }
@@ -253,6 +271,7 @@ impl AgentCoreTarget {
             "protocolConfiguration": { "serverProtocol": "HTTP" },
             "requestHeaderConfiguration": { "requestHeaderAllowlist": [TRACE_HEADER] },
             "environmentVariables": spec.environment,
+            "description": spec.description,
             "clientToken": client_token,
         });
         match body {
@@ -271,10 +290,6 @@ impl AgentCoreTarget {
     ) -> AwsCall {
         let mut body = self.version_body(spec, client_token);
         body.insert("agentRuntimeName".into(), json!(name));
-        body.insert(
-            "description".into(),
-            json!("An agent of webhost.systems (one version per deployment)."),
-        );
         self.control(
             "CreateAgentRuntime",
             "PUT",
@@ -318,15 +333,28 @@ impl AgentCoreTarget {
 
     /// ListAgentRuntimes: `POST /runtimes/?maxResults=&nextToken=`, no body.
     pub fn list_runtimes(&self, next_token: Option<&str>, now_ms: i64) -> AwsCall {
-        let mut query = vec![("maxResults".to_owned(), "100".to_owned())];
-        if let Some(token) = next_token {
-            query.push(("nextToken".into(), token.into()));
-        }
         self.control(
             "ListAgentRuntimes",
             "POST",
             "/runtimes/",
-            query,
+            page_query(next_token),
+            None,
+            now_ms,
+        )
+    }
+
+    /// ListAgentRuntimeVersions: `POST /runtimes/{id}/versions/?maxResults=&nextToken=`, no body.
+    pub fn list_versions(
+        &self,
+        runtime_id: &str,
+        next_token: Option<&str>,
+        now_ms: i64,
+    ) -> AwsCall {
+        self.control(
+            "ListAgentRuntimeVersions",
+            "POST",
+            &format!("{}versions/", runtime_path(runtime_id)),
+            page_query(next_token),
             None,
             now_ms,
         )
@@ -783,6 +811,7 @@ mod tests {
             container_uri: "123456789012.dkr.ecr.us-east-1.amazonaws.com/agent:v1".into(),
             role_arn: "arn:aws:iam::123456789012:role/AgentRuntimeRole".into(),
             environment: BTreeMap::from([("TELEMETRY_SECRET".to_owned(), "s3cret".to_owned())]),
+            description: "webhost.systems deployment dep_0123".into(),
         };
         let t = target();
         let create = t.create_runtime(
@@ -803,6 +832,7 @@ mod tests {
         );
         assert_eq!(body["networkConfiguration"]["networkMode"], "PUBLIC");
         assert_eq!(body["environmentVariables"]["TELEMETRY_SECRET"], "s3cret");
+        assert_eq!(body["description"], "webhost.systems deployment dep_0123");
         assert!(
             !format!("{spec:?}").contains("s3cret"),
             "Debug never shows a value"
@@ -815,6 +845,11 @@ mod tests {
         );
         let update = t.update_runtime("webhost_abc-AbCdEf1234", &spec, "tok", 0);
         assert_eq!(update.endpoint(), "PUT /runtimes/webhost_abc-AbCdEf1234/");
+        let body: Value = serde_json::from_slice(&update.body).unwrap();
+        assert_eq!(body["description"], "webhost.systems deployment dep_0123");
+        let versions = t.list_versions("rt-1", Some("next"), 0);
+        assert_eq!(versions.endpoint(), "POST /runtimes/rt-1/versions/");
+        assert!(versions.url.ends_with("?maxResults=100&nextToken=next"));
         let get = t.get_runtime("webhost_abc-AbCdEf1234", "3", 0);
         assert!(get
             .url

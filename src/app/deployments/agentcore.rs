@@ -263,6 +263,7 @@ pub(super) async fn deploy_image<S: DeploymentStore>(
         container_uri: image.container_uri.clone(),
         role_arn: image.execution_role_arn.clone(),
         environment,
+        description: api::version_description(&d.id),
     };
     let deadline_ms = clock.now_ms() + BACKGROUND_BUDGET_MS;
     let store_failed = |what: &str, e: crate::app::ports::StoreError| {
@@ -507,8 +508,9 @@ impl<S: DeploymentStore, A: AwsApi, W: Sleeper, C: Clock> RuntimeProvider
 /// script deleted; the runtime itself when no other deployment of the agent still has a version in it (AgentCore
 /// keeps no runtime without a version, and a runtime whose only version failed must go for the next deploy to
 /// create it afresh). `provider_ref` is the deployment's as stored (a deploy records it before the version is
-/// ready); one that does not name a runtime, a version and an endpoint deletes nothing. A failure is reported;
-/// the clean-up job tries again.
+/// ready). Without one — the deploy failed or was cut off before it recorded its version, which AgentCore may
+/// still have made (an answer lost on the way) — the version is looked for by its description in the agent's
+/// runtime. A failure is reported; the clean-up job tries again.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn remove_version<S: DeploymentStore>(
     store: &S,
@@ -523,13 +525,22 @@ pub(super) async fn remove_version<S: DeploymentStore>(
         .agentcore
         .as_ref()
         .ok_or_else(|| ApiError::internal("AgentCore is not configured"))?;
-    let named = provider_ref.and_then(|r| {
+    let recorded = provider_ref.and_then(|r| {
         let (arn, endpoint) = api::parse_provider_ref(r)?;
-        Some((api::runtime_id_of(arn)?, api::version_of_ref(r)?, endpoint))
+        Some((
+            api::runtime_id_of(arn)?.to_owned(),
+            api::version_of_ref(r)?.to_owned(),
+            endpoint.to_owned(),
+        ))
     });
+    let named = match recorded {
+        Some(named) => Some(named),
+        None => unrecorded_version(store, aws, clock, target, id, agent).await?,
+    };
     if let Some((runtime, version, endpoint)) =
         named.filter(|(r, _, e)| !r.is_empty() && !e.is_empty())
     {
+        let (runtime, version, endpoint) = (runtime.as_str(), version.as_str(), endpoint.as_str());
         let gone_ok = |sent: Result<serde_json::Value, AwsFailure>| match sent {
             Ok(_) => Ok(()),
             Err(f) if f.not_found() => Ok(()),
@@ -565,6 +576,55 @@ pub(super) async fn remove_version<S: DeploymentStore>(
         }
     }
     Ok(store.mark_script_deleted(id, clock.now_ms()).await?)
+}
+
+/// The version AgentCore made for deployment `id` though the deploy never recorded it, found by its description
+/// in the agent's runtime (the one the agent records, else the one with its name): (runtime, version, the
+/// deployment's endpoint name).
+async fn unrecorded_version<S: DeploymentStore>(
+    store: &S,
+    aws: &impl AwsApi,
+    clock: &impl Clock,
+    target: &AgentCoreTarget,
+    id: &DeploymentId,
+    agent: &AgentId,
+) -> Result<Option<(String, String, String)>, ApiError> {
+    let runtime = match store.agentcore_runtime(agent).await? {
+        Some(runtime) => runtime,
+        None => match find_runtime(aws, clock, target, &runtime_name_for(agent), i64::MAX)
+            .await
+            .map_err(|e| ApiError::internal(e.message))?
+        {
+            Some(runtime) => runtime,
+            None => return Ok(None),
+        },
+    };
+    let description = api::version_description(id);
+    let mut next: Option<String> = None;
+    for _ in 0..20 {
+        let page = match aws
+            .send(&target.list_versions(&runtime, next.as_deref(), clock.now_ms()))
+            .await
+        {
+            Ok(page) => page,
+            Err(f) if f.not_found() => return Ok(None),
+            Err(f) => return Err(ApiError::internal(f)),
+        };
+        let found = page["agentRuntimes"].as_array().and_then(|versions| {
+            versions
+                .iter()
+                .find(|v| v["description"] == description.as_str())
+                .and_then(|v| v["agentRuntimeVersion"].as_str().map(str::to_owned))
+        });
+        if let Some(version) = found {
+            return Ok(Some((runtime, version, endpoint_name_for(id))));
+        }
+        match page["nextToken"].as_str() {
+            Some(token) => next = Some(token.to_owned()),
+            None => return Ok(None),
+        }
+    }
+    Ok(None)
 }
 
 /// Deletes the AgentCore runtimes of deleted agents (every version at once); returns how many.
