@@ -430,10 +430,21 @@ pub(super) fn in_background(
                 let outcome = match outcome {
                     // Left to its follower (AgentCore still starting the version): reported when it ends.
                     Ok(DeploymentStatus::Deploying) => Ok(()),
-                    ended => {
-                        let status = ended.as_ref().ok().copied();
-                        report_finished(&env, &owner, &agent, &id, status).await;
-                        ended.map(|_| ())
+                    Ok(status) => {
+                        report_finished(&env, &owner, &agent, &id, Some(status)).await;
+                        Ok(())
+                    }
+                    // Something failed after the deploy ended (the gate not told, say): its trail says how it
+                    // ended as stored, when that is known; a deploy still `deploying` is its follower's to report.
+                    Err(e) => {
+                        match store.deployment(&owner, &agent, &id).await {
+                            Ok(Some(d)) if d.status == DeploymentStatus::Deploying => {}
+                            Ok(Some(d)) => {
+                                report_finished(&env, &owner, &agent, &id, Some(d.status)).await
+                            }
+                            _ => report_finished(&env, &owner, &agent, &id, None).await,
+                        }
+                        Err(e)
                     }
                 };
                 // The owner's live feed: the deployment as it stands, and the pointer if it moved.
