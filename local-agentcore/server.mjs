@@ -164,12 +164,17 @@ export async function startLocalAgentCore({
     if (typeof env !== "object" || Array.isArray(env) || Object.keys(env).length > 50) fields.push({ name: "environmentVariables", message: "at most 50 variables" });
     else for (const [k, v] of Object.entries(env)) if (k.length < 1 || k.length > 100 || typeof v !== "string" || v.length > 5000) fields.push({ name: `environmentVariables.${k}`, message: "keys 1-100 characters, values at most 5000" });
     if (fields.length) return { error: validation(`${fields.length} validation error(s) detected: ${fields.map((f) => `'${f.name}' ${f.message}`).join("; ")}`, fields) };
+    const lifecycle = body?.lifecycleConfiguration;
+    if (lifecycle !== undefined) {
+      const bad = typeof lifecycle !== "object" || lifecycle === null || Object.entries(lifecycle).some(([k, v]) => !["idleRuntimeSessionTimeout", "maxLifetime"].includes(k) || !Number.isInteger(v) || v < 60 || v > 28800);
+      if (bad) return { error: validation("'lifecycleConfiguration' values must be 60 to 28800 seconds", [{ name: "lifecycleConfiguration", message: "invalid" }]) };
+    }
     const allowlist = body?.requestHeaderConfiguration?.requestHeaderAllowlist ?? [];
     if (!Array.isArray(allowlist) || allowlist.length > 20 || allowlist.some((h) => typeof h !== "string" || !/^[A-Za-z][A-Za-z0-9_-]{0,255}$/.test(h))) {
       return { error: validation("'requestHeaderConfiguration.requestHeaderAllowlist' must list at most 20 header names", [{ name: "requestHeaderConfiguration", message: "invalid" }]) };
     }
     // The description is a version's too: an update's replaces the runtime's for the version it makes.
-    return { description: typeof body?.description === "string" ? body.description : undefined, containerUri: uri, roleArn: body.roleArn, networkConfiguration: body.networkConfiguration ?? { networkMode: "PUBLIC" }, environmentVariables: env, protocolConfiguration: body.protocolConfiguration ?? { serverProtocol: "HTTP" }, requestHeaderAllowlist: allowlist.map((h) => h.toLowerCase()) };
+    return { description: typeof body?.description === "string" ? body.description : undefined, lifecycleConfiguration: { idleRuntimeSessionTimeout: 900, maxLifetime: 28800, ...lifecycle }, containerUri: uri, roleArn: body.roleArn, networkConfiguration: body.networkConfiguration ?? { networkMode: "PUBLIC" }, environmentVariables: env, protocolConfiguration: body.protocolConfiguration ?? { serverProtocol: "HTTP" }, requestHeaderAllowlist: allowlist.map((h) => h.toLowerCase()) };
   }
 
   function newVersion(runtime, config) {
@@ -193,7 +198,7 @@ export async function startLocalAgentCore({
       roleArn: version.roleArn,
       networkConfiguration: version.networkConfiguration,
       status: version.status,
-      lifecycleConfiguration: { idleRuntimeSessionTimeout: 900, maxLifetime: 28800 },
+      lifecycleConfiguration: version.lifecycleConfiguration ?? { idleRuntimeSessionTimeout: 900, maxLifetime: 28800 },
       ...(version.failureReason ? { failureReason: version.failureReason } : {}),
       description: version.description ?? runtime.description,
       agentRuntimeArtifact: { containerConfiguration: { containerUri: version.containerUri } },
@@ -470,7 +475,7 @@ export async function startLocalAgentCore({
         name: r.name,
         arn: r.arn,
         status: r.status,
-        versions: [...r.versions.values()].map((v) => ({ number: v.number, status: v.status, containerUri: v.containerUri, roleArn: v.roleArn, environmentVariables: Object.keys(v.environmentVariables), failureReason: v.failureReason, running: Boolean(v.port) })),
+        versions: [...r.versions.values()].map((v) => ({ number: v.number, status: v.status, containerUri: v.containerUri, roleArn: v.roleArn, lifecycle: v.lifecycleConfiguration, environmentVariables: Object.keys(v.environmentVariables), failureReason: v.failureReason, running: Boolean(v.port) })),
         endpoints: [...r.endpoints.values()].map((e) => ({ name: e.name, status: e.status, liveVersion: e.liveVersion, targetVersion: e.targetVersion })),
       })),
     /** A version's environment variable as its container sees it (tests sign telemetry as the agent would). */

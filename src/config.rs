@@ -3,7 +3,7 @@
 
 use crate::app::billing::BillingConfig;
 use crate::auth::AuthConfig;
-use crate::aws::agentcore::AgentCoreTarget;
+use crate::aws::agentcore::{AgentCoreTarget, Lifecycle, LIFECYCLE_RANGE_S};
 use crate::aws::sigv4::Credentials;
 use crate::cloudflare::api::DeployTarget;
 use crate::crypto::keyring::Keyring;
@@ -128,6 +128,17 @@ pub fn agentcore_from_vars(
             ));
         }
     }
+    // Every runtime version's lifecycle, when the operator sets it: seconds within AgentCore's bounds.
+    let lifecycle_seconds = |name: &str| -> Result<Option<u32>, String> {
+        nonempty(name)
+            .map(|raw| {
+                raw.parse::<u32>()
+                    .ok()
+                    .filter(|s| LIFECYCLE_RANGE_S.contains(s))
+                    .ok_or_else(|| format!("{name} must be a number of seconds from 60 to 28800"))
+            })
+            .transpose()
+    };
     // Plain HTTP only to this machine (the local AgentCore); anything else is signed over TLS.
     let url = |name: &str, default: String| -> Result<String, String> {
         let url = nonempty(name).unwrap_or(default);
@@ -160,6 +171,10 @@ pub fn agentcore_from_vars(
             .filter(|p| !p.is_empty())
             .map(str::to_owned)
             .collect(),
+        lifecycle: Lifecycle {
+            idle_session_timeout_s: lifecycle_seconds("AGENTCORE_IDLE_SESSION_TIMEOUT_SECONDS")?,
+            max_lifetime_s: lifecycle_seconds("AGENTCORE_MAX_LIFETIME_SECONDS")?,
+        },
         credentials: Credentials {
             access_key_id: require("AWS_ACCESS_KEY_ID")?,
             secret_access_key: require("AWS_SECRET_ACCESS_KEY")?,
@@ -474,6 +489,8 @@ pub const CONFIG_VARS: &[&str] = &[
     "AGENTCORE_ALLOWED_IMAGE_PREFIXES",
     "AGENTCORE_CONTROL_URL",
     "AGENTCORE_DATA_URL",
+    "AGENTCORE_IDLE_SESSION_TIMEOUT_SECONDS",
+    "AGENTCORE_MAX_LIFETIME_SECONDS",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
@@ -746,6 +763,36 @@ mod tests {
             "http://127.0.0.1:8792",
             "plain HTTP only to this machine"
         );
+        assert_eq!(
+            target.lifecycle,
+            Lifecycle::default(),
+            "AgentCore's defaults"
+        );
+        for (value, ok) in [
+            ("600", true),
+            ("60", true),
+            ("28800", true),
+            ("59", false),
+            ("28801", false),
+            ("ten", false),
+        ] {
+            let mut set = full.to_vec();
+            set.push(("AGENTCORE_IDLE_SESSION_TIMEOUT_SECONDS", value));
+            set.push(("AGENTCORE_MAX_LIFETIME_SECONDS", "3600"));
+            let set: &'static [(&str, &str)] = Box::leak(set.into_boxed_slice());
+            match agentcore_from_vars(&vars_from(set)) {
+                Ok(Some(t)) => {
+                    assert!(ok, "{value}");
+                    assert_eq!(t.lifecycle.idle_session_timeout_s, value.parse().ok());
+                    assert_eq!(t.lifecycle.max_lifetime_s, Some(3600));
+                }
+                Err(e) => assert!(
+                    !ok && e.contains("AGENTCORE_IDLE_SESSION_TIMEOUT_SECONDS"),
+                    "{value}: {e}"
+                ),
+                Ok(None) => panic!("AgentCore is configured"),
+            }
+        }
         let account: &'static [(&str, &str)] = &[
             ("AGENTCORE_REGION", "eu-west-1"),
             ("AGENTCORE_ACCOUNT_ID", "12345"),

@@ -39,6 +39,8 @@ test("an agentcore deploy is a runtime version with its own endpoint, and the ga
     assert.ok(![listed.providerRef, listed.executionRoleArn].join().includes(agentcore.accountId), JSON.stringify(listed));
   }
   assert.deepEqual(runtime.endpoints.find((e) => e.name === done.id), { name: done.id, status: "READY", liveVersion: "1", targetVersion: "1" });
+  // The operator's lifecycle setting (AGENTCORE_IDLE_SESSION_TIMEOUT_SECONDS), AgentCore's default for the rest.
+  assert.deepEqual(runtime.versions[0].lifecycle, { idleRuntimeSessionTimeout: 600, maxLifetime: 28800 });
   // The version's environment: the platform's settings, the agent's variables and secrets (values never shown).
   const names = runtime.versions[0].environmentVariables;
   for (const name of ["API_KEY", "GREETING", "TELEMETRY_SECRET", "TELEMETRY_REPORT_URL", "DEPLOYMENT_ID", "AGENT_ID", "USER_ID", "RUNTIME_PROVIDER"]) {

@@ -471,6 +471,7 @@ mod tests {
             execution_role_arn: "arn:aws:iam::123456789012:role/R".into(),
             allowed_role_arns: vec!["arn:aws:iam::123456789012:role/R".into()],
             allowed_image_prefixes: vec![],
+            lifecycle: Default::default(),
             credentials: Credentials {
                 access_key_id: "AKIDEXAMPLE".into(),
                 secret_access_key: "secret".into(),

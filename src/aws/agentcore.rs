@@ -43,7 +43,37 @@ pub struct AgentCoreTarget {
     pub allowed_role_arns: Vec<String>,
     /// Image URI prefixes a deploy may use (the repositories meant for agents); empty: any ECR image.
     pub allowed_image_prefixes: Vec<String>,
+    /// Every runtime version's lifecycle; AgentCore's defaults (15 minutes idle, 8 hours) where unset.
+    pub lifecycle: Lifecycle,
     pub credentials: Credentials,
+}
+
+/// AgentCore's `lifecycleConfiguration`: how long an idle session's microVM lives, and any instance at most
+/// (seconds, 60 to 28 800 each).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lifecycle {
+    pub idle_session_timeout_s: Option<u32>,
+    pub max_lifetime_s: Option<u32>,
+}
+
+/// AgentCore's bounds for either lifecycle setting, in seconds.
+pub const LIFECYCLE_RANGE_S: std::ops::RangeInclusive<u32> = 60..=28_800;
+
+impl Lifecycle {
+    /// The request's `lifecycleConfiguration`, or `None` to leave AgentCore's defaults.
+    fn as_json(&self) -> Option<Value> {
+        if self.idle_session_timeout_s.is_none() && self.max_lifetime_s.is_none() {
+            return None;
+        }
+        let mut map = serde_json::Map::new();
+        if let Some(idle) = self.idle_session_timeout_s {
+            map.insert("idleRuntimeSessionTimeout".into(), json!(idle));
+        }
+        if let Some(max) = self.max_lifetime_s {
+            map.insert("maxLifetime".into(), json!(max));
+        }
+        Some(Value::Object(map))
+    }
 }
 
 impl fmt::Debug for AgentCoreTarget {
@@ -275,7 +305,12 @@ impl AgentCoreTarget {
             "clientToken": client_token,
         });
         match body {
-            Value::Object(map) => map,
+            Value::Object(mut map) => {
+                if let Some(lifecycle) = self.lifecycle.as_json() {
+                    map.insert("lifecycleConfiguration".into(), lifecycle);
+                }
+                map
+            }
             _ => serde_json::Map::new(),
         }
     }
@@ -716,6 +751,7 @@ mod tests {
             execution_role_arn: "arn:aws:iam::123456789012:role/AgentRuntimeRole".into(),
             allowed_role_arns: vec!["arn:aws:iam::123456789012:role/AgentRuntimeRole".into()],
             allowed_image_prefixes: vec![],
+            lifecycle: Lifecycle::default(),
             credentials: Credentials {
                 access_key_id: "AKIDEXAMPLE".into(),
                 secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
@@ -833,6 +869,24 @@ mod tests {
         assert_eq!(body["networkConfiguration"]["networkMode"], "PUBLIC");
         assert_eq!(body["environmentVariables"]["TELEMETRY_SECRET"], "s3cret");
         assert_eq!(body["description"], "webhost.systems deployment dep_0123");
+        assert!(
+            body.get("lifecycleConfiguration").is_none(),
+            "AgentCore's defaults unless the operator sets them"
+        );
+        let idle_only = AgentCoreTarget {
+            lifecycle: Lifecycle {
+                idle_session_timeout_s: Some(600),
+                max_lifetime_s: None,
+            },
+            ..target()
+        };
+        let body: Value =
+            serde_json::from_slice(&idle_only.update_runtime("rt-1", &spec, "tok", 0).body)
+                .unwrap();
+        assert_eq!(
+            body["lifecycleConfiguration"],
+            json!({ "idleRuntimeSessionTimeout": 600 })
+        );
         assert!(
             !format!("{spec:?}").contains("s3cret"),
             "Debug never shows a value"

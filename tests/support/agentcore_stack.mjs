@@ -17,7 +17,8 @@ export async function startAgentCoreStack() {
   const agentcore = await startLocalAgentCore({ credentials: [key] });
   const app = await startControlPlane({
     telemetryToSelf: true,
-    vars: { ...deployVars(lcf, "workers_dev"), ...agentcoreVars(agentcore), ADMIN_TOKEN: admin },
+    // An operator's idle-session timeout; the maximum lifetime stays AgentCore's.
+    vars: { ...deployVars(lcf, "workers_dev"), ...agentcoreVars(agentcore), AGENTCORE_IDLE_SESSION_TIMEOUT_SECONDS: "600", ADMIN_TOKEN: admin },
   });
   return {
     lcf,
