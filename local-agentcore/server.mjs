@@ -169,12 +169,16 @@ export async function startLocalAgentCore({
       const bad = typeof lifecycle !== "object" || lifecycle === null || Object.entries(lifecycle).some(([k, v]) => !["idleRuntimeSessionTimeout", "maxLifetime"].includes(k) || !Number.isInteger(v) || v < 60 || v > 28800);
       if (bad) return { error: validation("'lifecycleConfiguration' values must be 60 to 28800 seconds", [{ name: "lifecycleConfiguration", message: "invalid" }]) };
     }
+    // AgentCore's defaults (15 minutes idle, 8 hours), the idle timeout never above the lifetime.
+    const maxLifetime = lifecycle?.maxLifetime ?? 28800;
+    const idleRuntimeSessionTimeout = lifecycle?.idleRuntimeSessionTimeout ?? Math.min(900, maxLifetime);
+    if (idleRuntimeSessionTimeout > maxLifetime) return { error: validation("'lifecycleConfiguration.idleRuntimeSessionTimeout' must not exceed 'maxLifetime'", [{ name: "lifecycleConfiguration", message: "invalid" }]) };
     const allowlist = body?.requestHeaderConfiguration?.requestHeaderAllowlist ?? [];
     if (!Array.isArray(allowlist) || allowlist.length > 20 || allowlist.some((h) => typeof h !== "string" || !/^[A-Za-z][A-Za-z0-9_-]{0,255}$/.test(h))) {
       return { error: validation("'requestHeaderConfiguration.requestHeaderAllowlist' must list at most 20 header names", [{ name: "requestHeaderConfiguration", message: "invalid" }]) };
     }
     // The description is a version's too: an update's replaces the runtime's for the version it makes.
-    return { description: typeof body?.description === "string" ? body.description : undefined, lifecycleConfiguration: { idleRuntimeSessionTimeout: 900, maxLifetime: 28800, ...lifecycle }, containerUri: uri, roleArn: body.roleArn, networkConfiguration: body.networkConfiguration ?? { networkMode: "PUBLIC" }, environmentVariables: env, protocolConfiguration: body.protocolConfiguration ?? { serverProtocol: "HTTP" }, requestHeaderAllowlist: allowlist.map((h) => h.toLowerCase()) };
+    return { description: typeof body?.description === "string" ? body.description : undefined, lifecycleConfiguration: { idleRuntimeSessionTimeout, maxLifetime }, containerUri: uri, roleArn: body.roleArn, networkConfiguration: body.networkConfiguration ?? { networkMode: "PUBLIC" }, environmentVariables: env, protocolConfiguration: body.protocolConfiguration ?? { serverProtocol: "HTTP" }, requestHeaderAllowlist: allowlist.map((h) => h.toLowerCase()) };
   }
 
   function newVersion(runtime, config) {

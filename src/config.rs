@@ -139,6 +139,17 @@ pub fn agentcore_from_vars(
             })
             .transpose()
     };
+    let lifecycle = Lifecycle {
+        idle_session_timeout_s: lifecycle_seconds("AGENTCORE_IDLE_SESSION_TIMEOUT_SECONDS")?,
+        max_lifetime_s: lifecycle_seconds("AGENTCORE_MAX_LIFETIME_SECONDS")?,
+    };
+    if let (Some(idle), Some(max)) = (lifecycle.idle_session_timeout_s, lifecycle.max_lifetime_s) {
+        if idle > max {
+            return Err(
+                "AGENTCORE_IDLE_SESSION_TIMEOUT_SECONDS may not exceed AGENTCORE_MAX_LIFETIME_SECONDS".into(),
+            );
+        }
+    }
     // Plain HTTP only to this machine (the local AgentCore); anything else is signed over TLS.
     let url = |name: &str, default: String| -> Result<String, String> {
         let url = nonempty(name).unwrap_or(default);
@@ -171,10 +182,7 @@ pub fn agentcore_from_vars(
             .filter(|p| !p.is_empty())
             .map(str::to_owned)
             .collect(),
-        lifecycle: Lifecycle {
-            idle_session_timeout_s: lifecycle_seconds("AGENTCORE_IDLE_SESSION_TIMEOUT_SECONDS")?,
-            max_lifetime_s: lifecycle_seconds("AGENTCORE_MAX_LIFETIME_SECONDS")?,
-        },
+        lifecycle,
         credentials: Credentials {
             access_key_id: require("AWS_ACCESS_KEY_ID")?,
             secret_access_key: require("AWS_SECRET_ACCESS_KEY")?,
@@ -771,7 +779,8 @@ mod tests {
         for (value, ok) in [
             ("600", true),
             ("60", true),
-            ("28800", true),
+            ("3600", true),
+            ("3601", false),
             ("59", false),
             ("28801", false),
             ("ten", false),

@@ -221,6 +221,7 @@ pub struct UnneededScript {
     /// `cloudflare` (a script) or `agentcore` (an endpoint and a runtime version, named in `provider_ref`).
     pub runtime_provider: String,
     pub provider_ref: Option<String>,
+    pub finished_at: Option<i64>,
 }
 
 /// Persistence of deployments and secrets. Reads and writes a client can trigger take the owner's id.
@@ -324,7 +325,21 @@ pub trait DeploymentStore {
         now: i64,
     ) -> StoreResult<Vec<(DeploymentId, AgentId, UserId)>>;
     /// Clean-up: scripts of failed deployments, of deleted agents, and inactive ones beyond the newest `keep`.
-    async fn unneeded_scripts(&self, keep: u32, limit: u32) -> StoreResult<Vec<UnneededScript>>;
+    /// A failed AgentCore deployment that recorded no version is left out until it failed before
+    /// `searchable_before`: AgentCore may still be making a version whose answer was lost.
+    async fn unneeded_scripts(
+        &self,
+        keep: u32,
+        limit: u32,
+        searchable_before: i64,
+    ) -> StoreResult<Vec<UnneededScript>>;
+    /// Whether a deployment of the agent records version `version` of runtime `runtime_id` as its own.
+    async fn agentcore_version_recorded(
+        &self,
+        agent: &AgentId,
+        runtime_id: &str,
+        version: &str,
+    ) -> StoreResult<bool>;
     /// Clean-up: the AgentCore runtimes of deleted agents, still to be deleted (agent id, runtime id).
     async fn deleted_agent_runtimes(&self, limit: u32) -> StoreResult<Vec<(AgentId, String)>>;
     /// The agent's AgentCore runtime `runtime_id` is gone (deleted, or found missing): forget it, unless the agent

@@ -53,6 +53,8 @@ pub struct LeftBehind {
     pub runtime_provider: String,
     pub script_name: String,
     pub provider_ref: Option<String>,
+    /// When the deployment ended (failed, or stopped serving), if known.
+    pub ended_at: Option<i64>,
 }
 
 /// Both providers; each operation goes to the one a deployment runs on.

@@ -56,17 +56,25 @@ pub struct Lifecycle {
     pub max_lifetime_s: Option<u32>,
 }
 
+/// AgentCore's idle session timeout when none is given, in seconds.
+pub const DEFAULT_IDLE_SESSION_TIMEOUT_S: u32 = 900;
+
 /// AgentCore's bounds for either lifecycle setting, in seconds.
 pub const LIFECYCLE_RANGE_S: std::ops::RangeInclusive<u32> = 60..=28_800;
 
 impl Lifecycle {
-    /// The request's `lifecycleConfiguration`, or `None` to leave AgentCore's defaults.
+    /// The request's `lifecycleConfiguration`, or `None` to leave AgentCore's defaults. An idle timeout may not
+    /// exceed the maximum lifetime: a maximum below AgentCore's default idle timeout brings the idle timeout down
+    /// with it.
     fn as_json(&self) -> Option<Value> {
         if self.idle_session_timeout_s.is_none() && self.max_lifetime_s.is_none() {
             return None;
         }
         let mut map = serde_json::Map::new();
-        if let Some(idle) = self.idle_session_timeout_s {
+        let idle = self.idle_session_timeout_s.or(self
+            .max_lifetime_s
+            .filter(|max| *max < DEFAULT_IDLE_SESSION_TIMEOUT_S));
+        if let Some(idle) = idle {
             map.insert("idleRuntimeSessionTimeout".into(), json!(idle));
         }
         if let Some(max) = self.max_lifetime_s {
@@ -886,6 +894,20 @@ mod tests {
         assert_eq!(
             body["lifecycleConfiguration"],
             json!({ "idleRuntimeSessionTimeout": 600 })
+        );
+        let short_lived = AgentCoreTarget {
+            lifecycle: Lifecycle {
+                idle_session_timeout_s: None,
+                max_lifetime_s: Some(300),
+            },
+            ..target()
+        };
+        let body: Value =
+            serde_json::from_slice(&short_lived.create_runtime("n", &spec, "tok", 0).body).unwrap();
+        assert_eq!(
+            body["lifecycleConfiguration"],
+            json!({ "idleRuntimeSessionTimeout": 300, "maxLifetime": 300 }),
+            "the idle timeout never exceeds the lifetime"
         );
         assert!(
             !format!("{spec:?}").contains("s3cret"),

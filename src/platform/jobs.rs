@@ -442,7 +442,11 @@ pub(super) fn in_background(
                             Ok(Some(d)) => {
                                 report_finished(&env, &owner, &agent, &id, Some(d.status)).await
                             }
-                            _ => report_finished(&env, &owner, &agent, &id, None).await,
+                            Ok(None) => report_finished(&env, &owner, &agent, &id, None).await,
+                            // Unknown: whoever ends it later reports it.
+                            Err(read) => {
+                                console_error!("deploy {id}: its end is not known: {}", read.0)
+                            }
                         }
                         Err(e)
                     }

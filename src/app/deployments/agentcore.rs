@@ -59,6 +59,9 @@ fn deployment_error(step: &str, failure: &AwsFailure) -> DeploymentError {
     }
 }
 
+/// How long after a deploy that recorded no version failed its version is looked for (`remove_version`).
+pub(super) const UNRECORDED_SEARCH_AFTER_MS: i64 = 120_000;
+
 /// How long deleting an agent's whole runtime holds off its new AgentCore deploys at most (one call of at most
 /// 5 s, and time for one that timed out on our side to land at AgentCore).
 const RUNTIME_REMOVAL_LEASE_MS: i64 = 60_000;
@@ -491,6 +494,14 @@ impl<S: DeploymentStore, A: AwsApi, W: Sleeper, C: Clock> RuntimeProvider
     }
 
     async fn remove(&self, d: &LeftBehind) -> Result<(), ApiError> {
+        // A version whose making was never recorded is looked for only once AgentCore has surely finished what
+        // it was asked (a lost answer's call may still be under way): by the clean-up job, a while after.
+        if d.provider_ref.is_none()
+            && d.ended_at
+                .is_some_and(|t| self.clock.now_ms() - t < UNRECORDED_SEARCH_AFTER_MS)
+        {
+            return Ok(());
+        }
         remove_version(
             self.store,
             self.aws,
@@ -579,8 +590,8 @@ pub(super) async fn remove_version<S: DeploymentStore>(
 }
 
 /// The version AgentCore made for deployment `id` though the deploy never recorded it, found by its description
-/// in the agent's runtime (the one the agent records, else the one with its name): (runtime, version, the
-/// deployment's endpoint name).
+/// in the runtime the agent records: (runtime, version, the deployment's endpoint name). A version some
+/// deployment records is never taken for it.
 async fn unrecorded_version<S: DeploymentStore>(
     store: &S,
     aws: &impl AwsApi,
@@ -589,19 +600,12 @@ async fn unrecorded_version<S: DeploymentStore>(
     id: &DeploymentId,
     agent: &AgentId,
 ) -> Result<Option<(String, String, String)>, ApiError> {
-    let runtime = match store.agentcore_runtime(agent).await? {
-        Some(runtime) => runtime,
-        None => match find_runtime(aws, clock, target, &runtime_name_for(agent), i64::MAX)
-            .await
-            .map_err(|e| ApiError::internal(e.message))?
-        {
-            Some(runtime) => runtime,
-            None => return Ok(None),
-        },
+    let Some(runtime) = store.agentcore_runtime(agent).await? else {
+        return Ok(None);
     };
     let description = api::version_description(id);
     let mut next: Option<String> = None;
-    for _ in 0..20 {
+    for _ in 0..10 {
         let page = match aws
             .send(&target.list_versions(&runtime, next.as_deref(), clock.now_ms()))
             .await
@@ -617,6 +621,12 @@ async fn unrecorded_version<S: DeploymentStore>(
                 .and_then(|v| v["agentRuntimeVersion"].as_str().map(str::to_owned))
         });
         if let Some(version) = found {
+            if store
+                .agentcore_version_recorded(agent, &runtime, &version)
+                .await?
+            {
+                return Ok(None);
+            }
             return Ok(Some((runtime, version, endpoint_name_for(id))));
         }
         match page["nextToken"].as_str() {
@@ -624,7 +634,9 @@ async fn unrecorded_version<S: DeploymentStore>(
             None => return Ok(None),
         }
     }
-    Ok(None)
+    Err(ApiError::internal(format!(
+        "runtime {runtime} has more versions than are looked through for deployment {id}"
+    )))
 }
 
 /// Deletes the AgentCore runtimes of deleted agents (every version at once); returns how many.

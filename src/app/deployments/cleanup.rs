@@ -34,8 +34,13 @@ pub async fn clean_up<S: DeploymentStore, C: Clock>(
         script_name,
         runtime_provider,
         provider_ref,
+        finished_at,
     } in store
-        .unneeded_scripts(KEEP_INACTIVE_FOR_ROLLBACK, 50)
+        .unneeded_scripts(
+            KEEP_INACTIVE_FOR_ROLLBACK,
+            50,
+            now - super::agentcore::UNRECORDED_SEARCH_AFTER_MS,
+        )
         .await?
     {
         let removed = runtime
@@ -45,6 +50,7 @@ pub async fn clean_up<S: DeploymentStore, C: Clock>(
                 runtime_provider,
                 script_name,
                 provider_ref,
+                ended_at: finished_at,
             })
             .await;
         if removed.is_ok() {

@@ -472,13 +472,14 @@ pub(super) async fn finish<S: DeploymentStore>(
             let agent = d.agent_id.as_str();
             let held = retried(|| gate.hold(&d.user_id, agent)).await;
             let finished = store.finish_success(d, &provider_ref, now).await?;
-            retried(|| gate.forget(&d.user_id, Forget::Agent(agent.to_owned())))
+            let told = retried(|| gate.forget(&d.user_id, Forget::Agent(agent.to_owned())))
                 .await
-                .and(held)
-                .map_err(gate_not_told)?;
+                .and(held);
+            // Another follower finished it: its report and its telling the gate are that follower's.
             if !finished {
                 return Ok(None);
             }
+            told.map_err(gate_not_told)?;
             // As stored: `inactive` when a newer deployment already holds the pointer.
             let stored = store.deployment(&d.user_id, &d.agent_id, &d.id).await?;
             Ok(Some(stored.map_or(DeploymentStatus::Active, |s| s.status)))
@@ -498,6 +499,7 @@ pub(super) async fn finish<S: DeploymentStore>(
                     runtime_provider: d.runtime_provider.clone(),
                     script_name: d.script_name.clone(),
                     provider_ref,
+                    ended_at: Some(now),
                 })
                 .await;
             Ok(Some(DeploymentStatus::Failed))

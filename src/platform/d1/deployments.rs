@@ -107,12 +107,13 @@ const FAIL_STUCK: &str =
     "UPDATE deployments SET status = 'failed', error_json = ?2, finished_at = ?3, updated_at = ?3 \
      WHERE status = 'deploying' AND created_at < ?1 RETURNING id, agent_id, user_id";
 // ?1 keep, ?2 limit
-const UNNEEDED_SCRIPTS: &str = "SELECT d.id, d.agent_id, d.script_name, d.runtime_provider, d.provider_ref \
-     FROM deployments d JOIN agents a ON a.id = d.agent_id \
+const UNNEEDED_SCRIPTS: &str = "SELECT d.id, d.agent_id, d.script_name, d.runtime_provider, d.provider_ref, \
+     d.finished_at FROM deployments d JOIN agents a ON a.id = d.agent_id \
      WHERE d.script_deleted_at IS NULL AND d.status != 'deploying' AND ( \
        d.status = 'failed' OR a.deleted_at IS NOT NULL OR \
        (d.status = 'inactive' AND (SELECT COUNT(*) FROM deployments n WHERE n.agent_id = d.agent_id \
           AND n.status = 'inactive' AND n.version > d.version AND n.script_deleted_at IS NULL) >= ?1)) \
+     AND NOT (d.runtime_provider = 'agentcore' AND d.provider_ref IS NULL AND d.finished_at > ?3) \
      ORDER BY d.created_at LIMIT ?2";
 
 /// DEPLOY_COUNTS' row.
@@ -235,6 +236,7 @@ struct ScriptRow {
     script_name: String,
     runtime_provider: String,
     provider_ref: Option<String>,
+    finished_at: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -805,11 +807,20 @@ impl DeploymentStore for D1Store {
             .collect())
     }
 
-    async fn unneeded_scripts(&self, keep: u32, limit: u32) -> StoreResult<Vec<UnneededScript>> {
+    async fn unneeded_scripts(
+        &self,
+        keep: u32,
+        limit: u32,
+        searchable_before: i64,
+    ) -> StoreResult<Vec<UnneededScript>> {
         let rows: Vec<ScriptRow> = self
             .rows(
                 UNNEEDED_SCRIPTS,
-                &[number(keep as i64), number(limit as i64)],
+                &[
+                    number(keep as i64),
+                    number(limit as i64),
+                    number(searchable_before),
+                ],
             )
             .await?;
         Ok(rows
@@ -820,8 +831,28 @@ impl DeploymentStore for D1Store {
                 script_name: r.script_name,
                 runtime_provider: r.runtime_provider,
                 provider_ref: r.provider_ref,
+                finished_at: r.finished_at.map(|t| t as i64),
             })
             .collect())
+    }
+
+    async fn agentcore_version_recorded(
+        &self,
+        agent: &AgentId,
+        runtime_id: &str,
+        version: &str,
+    ) -> StoreResult<bool> {
+        // A substring test (D1 refuses LIKE patterns this long).
+        let rows: Vec<IdRow> = self
+            .rows(
+                "SELECT id FROM deployments WHERE agent_id = ?1 AND instr(provider_ref, ?2) > 0 LIMIT 1",
+                &[
+                    text(agent.as_str()),
+                    text(&format!(":runtime/{runtime_id}?version={version}&")),
+                ],
+            )
+            .await?;
+        Ok(!rows.is_empty())
     }
 
     async fn deleted_agent_runtimes(&self, limit: u32) -> StoreResult<Vec<(AgentId, String)>> {
