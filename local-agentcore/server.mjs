@@ -65,6 +65,7 @@ export async function startLocalAgentCore({
   let failNextVersions = []; // failure reasons for the next versions to start
   let holding = false; // versions stay CREATING/UPDATING while set (AgentCore often takes minutes)
   let holdingDeletions = false; // deleted runtimes stay DELETING (their names taken) while set
+  let pageSize = 100; // list pages, smaller in tests of paging
   const heldCalls = new Map(); // operation → { until: a promise its answers wait for, runFirst }
   let closed = false;
   const children = new Set(); // every image process started, so closing stops them all
@@ -240,6 +241,13 @@ export async function startLocalAgentCore({
   const ok = (status, body) => ({ status, headers: { "content-type": "application/json", "x-amzn-requestid": randomUUID() }, body: JSON.stringify(body) });
   const notFound = (what) => awsError(404, "ResourceNotFoundException", `${what} not found.`);
 
+  /** One page of a list: at most `maxResults` (100, or the test's smaller page size), from `nextToken`. */
+  function pageOf(all, query) {
+    const size = Math.min(Number(query.get("maxResults") ?? 100), 100, pageSize);
+    const from = Number(query.get("nextToken") ?? 0);
+    return { items: all.slice(from, from + size), nextToken: from + size < all.length ? String(from + size) : null };
+  }
+
   function control(method, segments, query, body) {
     // segments after "runtimes": [] | [id] | [id, "versions"] | [id, "runtime-endpoints"] | [id, "runtime-endpoints", name]
     const [id, sub, endpointName] = segments;
@@ -247,13 +255,10 @@ export async function startLocalAgentCore({
     if (method === "POST" && !id) {
       return ["ListAgentRuntimes", () => {
         // Runtimes being deleted are listed, as DELETING, until they are gone.
-        const all = [...runtimes.values()];
-        const size = Math.min(Number(query.get("maxResults") ?? 100), 100);
-        const from = Number(query.get("nextToken") ?? 0);
-        const page = all.slice(from, from + size);
+        const { items, nextToken } = pageOf([...runtimes.values()], query);
         return ok(200, {
-          agentRuntimes: page.map((r) => ({ agentRuntimeArn: r.arn, agentRuntimeId: r.id, agentRuntimeVersion: [...r.versions.keys()].at(-1) ?? "1", agentRuntimeName: r.name, description: r.description ?? "", lastUpdatedAt: r.lastUpdatedAt, status: r.status })),
-          ...(from + size < all.length ? { nextToken: String(from + size) } : {}),
+          agentRuntimes: items.map((r) => ({ agentRuntimeArn: r.arn, agentRuntimeId: r.id, agentRuntimeVersion: [...r.versions.keys()].at(-1) ?? "1", agentRuntimeName: r.name, description: r.description ?? "", lastUpdatedAt: r.lastUpdatedAt, status: r.status })),
+          ...(nextToken ? { nextToken } : {}),
         });
       }];
     }
@@ -320,7 +325,13 @@ export async function startLocalAgentCore({
       }];
     }
     if (sub === "versions" && method === "POST") {
-      return ["ListAgentRuntimeVersions", () => ok(200, { agentRuntimes: [...runtime.versions.values()].reverse().map((v) => ({ agentRuntimeArn: runtime.arn, agentRuntimeId: id, agentRuntimeVersion: v.number, agentRuntimeName: runtime.name, description: v.description ?? runtime.description ?? "", lastUpdatedAt: v.lastUpdatedAt, status: v.status })) })];
+      return ["ListAgentRuntimeVersions", () => {
+        const { items, nextToken } = pageOf([...runtime.versions.values()].reverse(), query);
+        return ok(200, {
+          agentRuntimes: items.map((v) => ({ agentRuntimeArn: runtime.arn, agentRuntimeId: id, agentRuntimeVersion: v.number, agentRuntimeName: runtime.name, description: v.description ?? runtime.description ?? "", lastUpdatedAt: v.lastUpdatedAt, status: v.status })),
+          ...(nextToken ? { nextToken } : {}),
+        });
+      }];
     }
     if (sub === "runtime-endpoints" && !endpointName && method === "PUT") {
       return ["CreateAgentRuntimeEndpoint", () => {
@@ -491,6 +502,8 @@ export async function startLocalAgentCore({
     failNextVersions: (...reasons) => (failNextVersions = reasons),
     /** While held, versions stay CREATING/UPDATING (as a real runtime takes minutes to start). */
     holdVersions: (hold) => (holding = hold),
+    /** Lists answer at most `size` items a page (AgentCore's is up to 100), so tests reach later pages. */
+    setPageSize: (size) => (pageSize = size),
     /** While held, a deleted runtime stays DELETING, its name taken (AgentCore deletes in the background). */
     holdDeletions: (hold) => (holdingDeletions = hold),
     /**

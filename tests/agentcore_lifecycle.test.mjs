@@ -108,9 +108,18 @@ test("recovery: a failed first version takes its runtime with it so the next dep
   assert.equal(second.status, "active", JSON.stringify(second.error));
   assert.match(second.providerRef, /\?version=1&/, "a new runtime, from version 1");
 
-  // The runtime exists but the control plane lost track of it (a create whose answer never came back).
+  // The runtime exists but the control plane lost track of it (a create whose answer never came back). It is
+  // looked for page by page (a page of one runtime here, so it sits on a later page).
   await app.db.prepare("UPDATE agents SET agentcore_runtime_id = NULL WHERE id = ?1").bind(agent.id).run();
-  const third = await deployImage(pro.token, agent.id, { containerUri: IMAGE("v3") });
+  const lists = agentcore.requests().filter((r) => r.operation === "ListAgentRuntimes").length;
+  agentcore.setPageSize(1);
+  let third;
+  try {
+    third = await deployImage(pro.token, agent.id, { containerUri: IMAGE("v3") });
+  } finally {
+    agentcore.setPageSize(100);
+  }
+  assert.ok(agentcore.requests().filter((r) => r.operation === "ListAgentRuntimes").length - lists >= 2, "read past the first page");
   assert.equal(third.status, "active", JSON.stringify(third.error));
   assert.match(third.providerRef, /\?version=2&/, "the existing runtime, found by its name, got a new version");
   assert.equal(named().length, 1);
