@@ -102,11 +102,20 @@ pub(super) async fn run_scheduled(env: Env) {
     }
     let Some(deploy) = &config.deploy else { return };
     match clean_up(&env, deploy).await {
-        Ok((failed, deleted)) => {
+        Ok(deployments::CleanUpRun {
+            failed,
+            deleted,
+            not_removed,
+        }) => {
             console_log!(
                 "clean-up: {} stuck deployments failed, {deleted} scripts deleted",
                 failed.len()
             );
+            for (id, why) in not_removed {
+                console_error!(
+                    "clean-up: deployment {id} not removed (next run tries again): {why}"
+                );
+            }
             // A deploy the timeout ended is reported like any other ending: the owner's trail and feed.
             if let Ok(store) = d1_database(&env).map(D1Store::new) {
                 for (id, agent, owner) in failed {
@@ -166,10 +175,7 @@ async fn remove_orphaned_artifacts(env: &Env) -> Result<u32, String> {
     Ok(removed)
 }
 
-async fn clean_up(
-    env: &Env,
-    deploy: &DeployConfig,
-) -> Result<(Vec<(DeploymentId, AgentId, UserId)>, u32), ApiError> {
+async fn clean_up(env: &Env, deploy: &DeployConfig) -> Result<deployments::CleanUpRun, ApiError> {
     let store = D1Store::new(d1_database(env)?);
     let provider = FetchProvider {
         base_url: &deploy.api_base_url,

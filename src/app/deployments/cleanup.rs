@@ -4,16 +4,25 @@ use super::*;
 use crate::app::runtime::{LeftBehind, RuntimeProvider};
 use crate::domain::ids::{AgentId, UserId};
 
+/// What one clean-up run did.
+pub struct CleanUpRun {
+    /// The deploys it failed (id, agent, owner: to report them).
+    pub failed: Vec<(DeploymentId, AgentId, UserId)>,
+    /// How many scripts, versions and runtimes it deleted.
+    pub deleted: u32,
+    /// What it could not remove, and why (tried again on the next run).
+    pub not_removed: Vec<(DeploymentId, String)>,
+}
+
 /// The scheduled clean-up: fail stuck deploys, then delete scripts (and AgentCore versions and the runtimes of
-/// deleted agents) nobody needs. Returns the deploys it failed (id, agent, owner: to report them) and how many
-/// scripts or versions it deleted.
+/// deleted agents) nobody needs.
 pub async fn clean_up<S: DeploymentStore, C: Clock>(
     store: &S,
     runtime: &impl RuntimeProvider,
     aws: &impl crate::app::ports::AwsApi,
     clock: &C,
     config: &DeployConfig,
-) -> Result<(Vec<(DeploymentId, AgentId, UserId)>, u32), ApiError> {
+) -> Result<CleanUpRun, ApiError> {
     let now = clock.now_ms();
     let timeout = DeploymentError::platform(
         "timeout",
@@ -28,6 +37,7 @@ pub async fn clean_up<S: DeploymentStore, C: Clock>(
         .await?;
     let mut deleted =
         super::agentcore::remove_deleted_agents_runtimes(store, aws, clock, config).await?;
+    let mut not_removed = Vec::new();
     for UnneededScript {
         deployment_id,
         agent_id,
@@ -43,6 +53,7 @@ pub async fn clean_up<S: DeploymentStore, C: Clock>(
         )
         .await?
     {
+        let id = deployment_id.clone();
         let removed = runtime
             .remove(&LeftBehind {
                 id: deployment_id,
@@ -53,11 +64,16 @@ pub async fn clean_up<S: DeploymentStore, C: Clock>(
                 ended_at: finished_at,
             })
             .await;
-        if removed.is_ok() {
-            deleted += 1;
+        match removed {
+            Ok(()) => deleted += 1,
+            Err(e) => not_removed.push((id, e.internal_cause.unwrap_or(e.message))),
         }
     }
-    Ok((failed, deleted))
+    Ok(CleanUpRun {
+        failed,
+        deleted,
+        not_removed,
+    })
 }
 
 /// Deletes one deployment's script (a missing script counts as deleted) and records it. A provider refusal and a

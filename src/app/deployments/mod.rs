@@ -12,8 +12,8 @@ mod retries;
 
 pub use restore::Uploader;
 
-pub use cleanup::clean_up;
 use cleanup::delete_script;
+pub use cleanup::{clean_up, CleanUpRun};
 pub use follow::{
     follow_deployment, follow_pending, FollowRequest, FollowStep, DEPLOY_FOLLOWER_BINDING,
     FOLLOW_PATH,
