@@ -135,13 +135,18 @@ pub struct CallContext<'a> {
     pub now_ms: i64,
 }
 
+/// Whether a deployment runs on AgentCore (an AgentCore deployment names it as both its provider and its target).
+fn runs_on_agentcore(target: &DeploymentTarget) -> bool {
+    target.runtime_provider == AGENTCORE || target.deploy_target == AGENTCORE
+}
+
 /// The invocation of `target`. Only what the agent needs goes along: never the caller's credentials.
 pub fn upstream_call(
     target: &DeploymentTarget,
     agentcore_target: Option<&AgentCoreTarget>,
     call: CallContext,
 ) -> Result<UpstreamCall, UpstreamFailure> {
-    if target.runtime_provider == AGENTCORE || target.deploy_target == AGENTCORE {
+    if runs_on_agentcore(target) {
         let aws = agentcore_target.ok_or_else(|| {
             UpstreamFailure::NotDispatched("AgentCore is not configured (AGENTCORE_REGION)".into())
         })?;
@@ -211,7 +216,7 @@ pub fn provider_refusal(
     status: u16,
     error_type: Option<&str>,
 ) -> Option<UpstreamFailure> {
-    if target.runtime_provider != AGENTCORE && target.deploy_target != AGENTCORE {
+    if !runs_on_agentcore(target) {
         return None;
     }
     let named = error_type
@@ -252,7 +257,7 @@ pub fn agent_answer(
     body: Vec<u8>,
     account_id: &str,
 ) -> (u16, Vec<u8>) {
-    if target.runtime_provider == AGENTCORE || target.deploy_target == AGENTCORE {
+    if runs_on_agentcore(target) {
         agent_failure(status, &body, account_id)
     } else {
         (status, body)

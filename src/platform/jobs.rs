@@ -17,7 +17,7 @@ use crate::app::ports::{ArtifactStore, Clock, DeploymentStore, Sleeper, Store};
 use crate::app::runtime::Runtimes;
 use crate::app::{invocations, key_rotation, usage};
 use crate::config::{DeployConfig, ServiceConfig};
-use crate::domain::deployment::DeploymentStatus;
+use crate::domain::deployment::{Deployment, DeploymentStatus};
 use crate::domain::feed::{FeedKind, Publication};
 use crate::domain::ids::{AgentId, DeploymentId, UserId};
 use crate::domain::ApiError;
@@ -195,10 +195,7 @@ async fn clean_up(env: &Env, deploy: &DeployConfig) -> Result<deployments::Clean
                 Vec::new()
             });
     for (d, status, served_before) in followed {
-        console_log!("deploy {} finished {} (followed)", d.id, status.as_str());
-        report_finished(env, &d.user_id, &d.agent_id, &d.id, Some(status)).await;
-        publish_deployment(env, &store, deploy, &d.user_id, &d.agent_id, d.id.as_str()).await;
-        publish_pointer_moved(env, &store, deploy, &d.user_id, &d.agent_id, served_before).await;
+        report_followed(env, &store, deploy, &d, status, served_before).await;
     }
     deployments::clean_up(&store, &runtime, &FetchAws, &JsClock, deploy).await
 }
@@ -236,16 +233,28 @@ pub(crate) async fn follow_one(
             status,
             served_before,
         } => {
-            console_log!("deploy {} finished {} (followed)", d.id, status.as_str());
-            report_finished(env, &d.user_id, &d.agent_id, &d.id, Some(status)).await;
-            publish_deployment(env, &store, deploy, &d.user_id, &d.agent_id, d.id.as_str()).await;
-            publish_pointer_moved(env, &store, deploy, &d.user_id, &d.agent_id, served_before)
-                .await;
+            report_followed(env, &store, deploy, &d, status, served_before).await;
             None
         }
         deployments::FollowStep::Again(after_ms) => Some(after_ms),
         deployments::FollowStep::Over => None,
     })
+}
+
+/// A deploy a follower (its `DeployFollower`, or the cron job) ended: the log, the owner's trail and live feed,
+/// and the deployment it replaced when the pointer moved.
+async fn report_followed(
+    env: &Env,
+    store: &D1Store,
+    deploy: &DeployConfig,
+    d: &Deployment,
+    status: DeploymentStatus,
+    served_before: Option<String>,
+) {
+    console_log!("deploy {} finished {} (followed)", d.id, status.as_str());
+    report_finished(env, &d.user_id, &d.agent_id, &d.id, Some(status)).await;
+    publish_deployment(env, store, deploy, &d.user_id, &d.agent_id, d.id.as_str()).await;
+    publish_pointer_moved(env, store, deploy, &d.user_id, &d.agent_id, served_before).await;
 }
 
 /// The owner's trail of how a deploy they asked for ended (`status` `None`: it could not be recorded).

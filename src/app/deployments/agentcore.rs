@@ -283,11 +283,10 @@ pub(super) async fn deploy_image<S: DeploymentStore>(
     let (create, update) = (client_token("create", &d.id), client_token("update", &d.id));
     let mut answer = None;
     let mut name_wait = FIRST_POLL_WAIT_MS;
-    // A runtime found missing and one found by name take a turn each (a few at most); waiting for the name of a
-    // runtime being deleted is bounded by the deadline.
-    let mut turns = 0;
-    while turns < 4 {
-        turns += 1;
+    // Each change of runtime (one found missing, one found by name) counts, a few at most; waiting for the name
+    // of a runtime being deleted does not (the deadline bounds it).
+    let mut changes = 0;
+    while changes < 4 {
         match runtime.clone() {
             Some(id) => {
                 let sent = send_retrying(
@@ -309,6 +308,7 @@ pub(super) async fn deploy_image<S: DeploymentStore>(
                     Err(f) if f.not_found() => {
                         let _ = store.forget_agentcore_runtime(&d.agent_id, &id).await;
                         runtime = None;
+                        changes += 1;
                     }
                     Err(f) => return Err(deployment_error("runtime", &f)),
                 }
@@ -351,11 +351,11 @@ pub(super) async fn deploy_image<S: DeploymentStore>(
                                     .await
                                     .map_err(|e| store_failed("record the runtime", e))?;
                                 runtime = Some(found);
+                                changes += 1;
                             }
                             // The agent's previous runtime (its last version removed) is still going away: AgentCore
                             // frees its name once it is gone.
                             None if clock.now_ms() + name_wait as i64 <= deadline_ms => {
-                                turns -= 1;
                                 let _ = store.record_retry(&d.id).await;
                                 sleeper.sleep(name_wait).await;
                                 name_wait = (name_wait * 2).min(MAX_POLL_WAIT_MS);

@@ -139,10 +139,8 @@ impl From<CountsRow> for DeployCounts {
 /// DEPLOY_COUNTS' row and AGENTCORE_BUSY, read with a refused insert.
 #[derive(Deserialize)]
 struct RefusalRow {
-    in_flight: f64,
-    last_hour: f64,
-    oldest_in_hour: Option<f64>,
-    live_scripts: f64,
+    #[serde(flatten)]
+    counts: CountsRow,
     agentcore_busy: f64,
 }
 
@@ -382,13 +380,7 @@ impl DeploymentStore for D1Store {
             .ok_or_else(|| StoreError("the refusal's counts returned no row".into()))?;
         Ok(Inserted::Refused(DeployRefusal {
             agentcore_busy: r.agentcore_busy != 0.0,
-            counts: CountsRow {
-                in_flight: r.in_flight,
-                last_hour: r.last_hour,
-                oldest_in_hour: r.oldest_in_hour,
-                live_scripts: r.live_scripts,
-            }
-            .into(),
+            counts: r.counts.into(),
         }))
     }
 
